@@ -1,0 +1,248 @@
+"""Concept drift: the error rate of joined predictions against the reference error rate."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from detectors.channel import bernoulli_llr_terms, bernoulli_rate
+from detectors.cusum import CusumBank, wald_threshold
+from detectors.reference import (
+    PerformanceSummary,
+    from_wire,
+    infer_task,
+    performance_summary,
+    prediction_error,
+    to_wire,
+)
+from detectors.settings import DetectorSettings
+from detectors.signal import Signal, WindowReport
+
+N_TESTS = 2
+"""The error-rate CUSUM and the windowed online/offline comparison."""
+
+
+class ConceptMonitor:
+    """Watches the 0/1 error stream of labelled predictions.
+
+    A Bernoulli CUSUM against the reference error rate catches a rise quickly; a window
+    of labelled events compares accuracy with the offline figure (``online_offline_gap``)
+    when the reference came from offline data. Without an offline figure, the first
+    ``label_warmup_events`` labelled predictions set the reference rate.
+    """
+
+    def __init__(
+        self, settings: DetectorSettings, performance: PerformanceSummary | None, offline: bool
+    ) -> None:
+        self.settings = settings
+        self.offline = offline and performance is not None
+        self.task: str | None = performance.task if performance else None
+        self.tolerance = performance.residual_tolerance if performance else None
+        self.reference_rate: float | None = performance.error_rate if performance else None
+        self.reference_count = performance.count if performance else 0
+        self.warmup: list[tuple[Any, Any]] = []
+        self.bank = CusumBank(np.zeros(1))
+        self.arl: float | None = None
+        self.window_n = 0
+        self.window_errors = 0
+        self.window_first_ts: int | None = None
+        self.skipped = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.reference_rate is not None and self.arl is not None
+
+    def calibrate(self, arl_per_test: float) -> None:
+        self.arl = arl_per_test
+        self.bank.thresholds = np.array([wald_threshold(arl_per_test)])
+
+    def _design(self) -> tuple[float, float]:
+        p0 = float(self.reference_rate or 0.0)
+        p1 = min(
+            max(p0 * self.settings.error_rate_ratio, p0 + self.settings.error_rate_min_change),
+            0.999,
+        )
+        return p0, p1
+
+    def update(
+        self,
+        pairs: list[tuple[Any, Any]],
+        seq: list[int],
+        ts: list[int],
+        event_ids: list[str],
+    ) -> tuple[list[Signal], list[WindowReport]]:
+        """Feed labelled (prediction, label) pairs in arrival order."""
+        signals: list[Signal] = []
+        reports: list[WindowReport] = []
+        start = 0
+        if self.reference_rate is None:
+            start = self._warm(pairs)
+        if start >= len(pairs):
+            return signals, reports
+        if not self.ready:
+            self.skipped += len(pairs) - start
+            return signals, reports
+        assert self.task is not None
+        errors = np.array(
+            [
+                prediction_error(
+                    self.task, p, y, self.settings.classification_threshold, self.tolerance
+                )
+                for p, y in pairs[start:]
+            ],
+            dtype=object,
+        )
+        judged = np.flatnonzero(errors != None)  # noqa: E711 (element-wise None test)
+        if len(judged) == 0:
+            return signals, reports
+        e = errors[judged].astype(np.float64)
+        rows = judged + start
+        p0, p1 = self._design()
+        one, zero = (float(v) for v in bernoulli_llr_terms(np.array(p0), np.array(p1)))
+        llr = np.where(e == 1.0, one, zero)[:, None]
+        for alarm in self.bank.update(llr):
+            row = int(rows[alarm.row])
+            run = max(alarm.run_length, 1)
+            rate = bernoulli_rate(alarm.statistic / run, one, zero)
+            first = int(rows[max(alarm.row - run + 1, 0)])
+            signals.append(
+                Signal(
+                    seq=seq[row],
+                    kind="concept_drift",
+                    feature=None,
+                    detector="cusum_error_rate",
+                    statistic="cusum_llr",
+                    value=round(alarm.statistic, 6),
+                    threshold=round(float(self.bank.thresholds[0]), 6),
+                    p_value=None,
+                    effect=round(rate - p0, 6),
+                    effect_unit="error_rate_increase",
+                    strength=round(alarm.statistic / run, 6),
+                    ts=ts[row],
+                    event_id=event_ids[row],
+                    first_ts=ts[first],
+                    count=run,
+                    config={"reference_error_rate": round(p0, 6), "design_error_rate": round(p1, 6),
+                            "false_alarm_arl": self.arl},
+                    extra={"task": self.task, "error_rate": round(rate, 6),
+                           "reference_error_rate": round(p0, 6)},
+                )
+            )
+        self._windows(e, rows, seq, ts, event_ids, signals, reports)
+        return signals, reports
+
+    def _warm(self, pairs: list[tuple[Any, Any]]) -> int:
+        need = self.settings.label_warmup_events - len(self.warmup)
+        take = pairs[:need]
+        self.warmup.extend((p, y) for p, y in take if y is not None)
+        if len(self.warmup) >= self.settings.label_warmup_events:
+            preds = [p for p, _ in self.warmup]
+            labels = [y for _, y in self.warmup]
+            summary = performance_summary(preds, labels, self.settings)
+            if summary is not None:
+                self.task = summary.task
+                self.tolerance = summary.residual_tolerance
+                self.reference_rate = summary.error_rate
+                self.reference_count = summary.count
+            elif infer_task(preds, labels) is None:
+                self.warmup.clear()
+            self.warmup = []
+        return len(take)
+
+    def _windows(
+        self,
+        e: np.ndarray,
+        rows: np.ndarray,
+        seq: list[int],
+        ts: list[int],
+        event_ids: list[str],
+        signals: list[Signal],
+        reports: list[WindowReport],
+    ) -> None:
+        size = self.settings.label_window_events
+        pos = 0
+        while pos < len(e):
+            take = min(len(e) - pos, size - self.window_n)
+            if self.window_first_ts is None:
+                self.window_first_ts = ts[int(rows[pos])]
+            self.window_errors += int(e[pos : pos + take].sum())
+            self.window_n += take
+            pos += take
+            if self.window_n == size:
+                row = int(rows[pos - 1])
+                self._close_window(seq[row], ts[row], event_ids[row], signals, reports)
+
+    def _close_window(
+        self,
+        seq: int,
+        ts: int,
+        event_id: str,
+        signals: list[Signal],
+        reports: list[WindowReport],
+    ) -> None:
+        p0, _ = self._design()
+        n = self.window_n
+        rate = self.window_errors / n
+        se = math.sqrt(max(p0 * (1 - p0), 1e-9) / n)
+        p_value = float(norm.sf((rate - p0) / se))
+        gap = rate - p0
+        alpha = self.settings.label_window_events / (self.arl or 1.0)
+        drifted = gap >= self.settings.accuracy_gap_floor and p_value < 1e-3
+        reports.append(WindowReport(seq, "concept_drift", drifted, ts))
+        if self.offline and gap >= self.settings.accuracy_gap_floor and p_value < alpha:
+            signals.append(
+                Signal(
+                    seq=seq,
+                    kind="online_offline_gap",
+                    feature=None,
+                    detector="window_error_rate",
+                    statistic="z_error_rate",
+                    value=round((rate - p0) / se, 6),
+                    threshold=round(float(norm.isf(alpha)), 6),
+                    p_value=p_value,
+                    effect=round(gap, 6),
+                    effect_unit="error_rate_increase",
+                    strength=round(gap, 6),
+                    ts=ts,
+                    event_id=event_id,
+                    first_ts=int(self.window_first_ts or ts),
+                    count=n,
+                    config={"label_window_events": n, "gap_floor": self.settings.accuracy_gap_floor,
+                            "alpha": alpha},
+                    extra={"online_error_rate": round(rate, 6), "offline_error_rate": round(p0, 6),
+                           "offline_count": self.reference_count},
+                )
+            )
+        self.window_n = 0
+        self.window_errors = 0
+        self.window_first_ts = None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "tolerance": self.tolerance,
+            "reference_rate": self.reference_rate,
+            "reference_count": self.reference_count,
+            "warmup": [[to_wire(p), y] for p, y in self.warmup],
+            "bank": self.bank.state(),
+            "arl": self.arl,
+            "window": [self.window_n, self.window_errors, self.window_first_ts],
+            "skipped": self.skipped,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.task = state["task"]
+        self.tolerance = state["tolerance"]
+        self.reference_rate = state["reference_rate"]
+        self.reference_count = state["reference_count"]
+        self.warmup = [(from_wire(p), y) for p, y in state["warmup"]]
+        self.bank.restore(state["bank"])
+        self.arl = state["arl"]
+        if self.arl is not None:
+            self.calibrate(self.arl)
+        self.window_n, self.window_errors, self.window_first_ts = state["window"]
+        self.skipped = state["skipped"]
+

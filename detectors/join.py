@@ -1,0 +1,166 @@
+"""Joining predictions with their delayed outcomes by ``request_id``, in bounded memory."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from detectors.reference import from_wire, to_wire
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A prediction waiting for its outcome."""
+
+    model_id: str
+    model_version: str
+    prediction: Any
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """A prediction matched with its outcome."""
+
+    model_id: str
+    model_version: str
+    prediction: Any
+    label: Any
+    prediction_ts: int
+    outcome_ts: int
+
+
+JOIN_COUNTERS = ("joined", "late", "orphaned", "duplicate", "expired_unlabelled", "null_label")
+"""What the join counts: joined pairs; outcomes whose prediction had already expired
+(late); outcomes that never found a prediction (orphaned); repeated outcomes for an
+already joined request (duplicate); predictions that expired without an outcome; and
+outcomes whose label is null (nothing observed)."""
+
+
+class OutcomeJoin:
+    """Predictions wait here for outcomes; outcomes that arrive first wait for predictions.
+
+    Both sides expire after ``ttl_ms`` of event time (the watermark is the largest event
+    time seen) or when more than ``max_pending`` entries wait, oldest first. Recently
+    expired and recently joined request ids are remembered (bounded) to tell late and
+    duplicate outcomes from orphans.
+    """
+
+    def __init__(self, ttl_ms: int, max_pending: int) -> None:
+        self.ttl_ms = ttl_ms
+        self.max_pending = max_pending
+        self.predictions: OrderedDict[str, list[Pending]] = OrderedDict()
+        self.outcomes: OrderedDict[str, tuple[str, Any, int]] = OrderedDict()
+        self.expired: OrderedDict[str, None] = OrderedDict()
+        self.resolved: OrderedDict[str, None] = OrderedDict()
+        self.watermark = 0
+        self.counts = dict.fromkeys(JOIN_COUNTERS, 0)
+
+    @property
+    def size(self) -> int:
+        """Entries waiting on either side."""
+        return len(self.predictions) + len(self.outcomes)
+
+    def add_prediction(self, request_id: str, entry: Pending) -> list[Joined]:
+        """Buffer a prediction; returns the join if its outcome arrived first."""
+        self._advance(entry.ts)
+        early = self.outcomes.get(request_id)
+        if early is not None and early[0] == entry.model_id:
+            del self.outcomes[request_id]
+            return [self._join(request_id, entry, early[1], early[2])]
+        waiting = self.predictions.get(request_id)
+        if waiting is None:
+            self.predictions[request_id] = [entry]
+        else:
+            waiting.append(entry)
+        self._evict()
+        return []
+
+    def add_outcome(self, request_id: str, model_id: str, label: Any, ts: int) -> list[Joined]:
+        """Match an outcome with its waiting prediction(s) of the same model."""
+        self._advance(ts)
+        if label is None:
+            self.counts["null_label"] += 1
+        waiting = self.predictions.get(request_id)
+        if waiting is not None:
+            matched = [p for p in waiting if p.model_id == model_id]
+            if matched:
+                rest = [p for p in waiting if p.model_id != model_id]
+                if rest:
+                    self.predictions[request_id] = rest
+                else:
+                    del self.predictions[request_id]
+                return [self._join(request_id, p, label, ts) for p in matched]
+        if request_id in self.resolved:
+            self.counts["duplicate"] += 1
+        elif request_id in self.expired:
+            self.counts["late"] += 1
+        else:
+            self.outcomes[request_id] = (model_id, label, ts)
+            self._evict()
+        return []
+
+    def _join(self, request_id: str, entry: Pending, label: Any, ts: int) -> Joined:
+        self.counts["joined"] += 1
+        _remember(self.resolved, request_id, self.max_pending)
+        return Joined(entry.model_id, entry.model_version, entry.prediction, label, entry.ts, ts)
+
+    def _advance(self, ts: int) -> None:
+        if ts > self.watermark:
+            self.watermark = ts
+        horizon = self.watermark - self.ttl_ms
+        while self.predictions:
+            request_id, entries = next(iter(self.predictions.items()))
+            if entries[0].ts >= horizon:
+                break
+            self._expire_prediction()
+        while self.outcomes:
+            request_id, (_, _, outcome_ts) = next(iter(self.outcomes.items()))
+            if outcome_ts >= horizon:
+                break
+            self.outcomes.popitem(last=False)
+            self.counts["orphaned"] += 1
+
+    def _evict(self) -> None:
+        while len(self.predictions) > self.max_pending:
+            self._expire_prediction()
+        while len(self.outcomes) > self.max_pending:
+            self.outcomes.popitem(last=False)
+            self.counts["orphaned"] += 1
+
+    def _expire_prediction(self) -> None:
+        request_id, entries = self.predictions.popitem(last=False)
+        self.counts["expired_unlabelled"] += len(entries)
+        _remember(self.expired, request_id, self.max_pending)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "predictions": [
+                [rid, [[p.model_id, p.model_version, to_wire(p.prediction), p.ts] for p in entries]]
+                for rid, entries in self.predictions.items()
+            ],
+            "outcomes": [[rid, list(v)] for rid, v in self.outcomes.items()],
+            "expired": list(self.expired),
+            "resolved": list(self.resolved),
+            "watermark": self.watermark,
+            "counts": dict(self.counts),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.predictions = OrderedDict(
+            (rid, [Pending(m, v, from_wire(p), ts) for m, v, p, ts in entries])
+            for rid, entries in state["predictions"]
+        )
+        self.outcomes = OrderedDict((rid, (v[0], v[1], v[2])) for rid, v in state["outcomes"])
+        self.expired = OrderedDict.fromkeys(state["expired"])
+        self.resolved = OrderedDict.fromkeys(state["resolved"])
+        self.watermark = state["watermark"]
+        self.counts = dict(state["counts"])
+
+
+def _remember(memory: OrderedDict[str, None], key: str, limit: int) -> None:
+    memory[key] = None
+    while len(memory) > limit:
+        memory.popitem(last=False)
+

@@ -1,0 +1,213 @@
+"""Everything watched for one model version: warm-up, channels, concept, policy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from detectors import concept as concept_module
+from detectors.categorical import CategoricalChannel
+from detectors.channel import Channel
+from detectors.concept import ConceptMonitor
+from detectors.decision import Decision
+from detectors.numeric import NumericChannel
+from detectors.policy import DecisionPolicy
+from detectors.reference import ReferenceBuilder, ReferenceProfile, from_wire, to_wire
+from detectors.settings import DetectorSettings
+from detectors.signal import BatchMeta, Signal, WindowReport
+from schemas.records import Prediction
+
+_NUMERIC_TYPES = frozenset({int, float, type(None)})
+
+
+def numeric_matrix(features: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.ndarray:
+    """(n_events, n_features) float matrix; missing and wrongly typed values are NaN."""
+    out = np.empty((len(features), len(names)))
+    for f, name in enumerate(names):
+        column = [row.get(name) for row in features]
+        if not set(map(type, column)) <= _NUMERIC_TYPES:
+            column = [v if type(v) is int or type(v) is float else None for v in column]
+        out[:, f] = np.array(column, dtype=np.float64)
+    return out
+
+
+class VersionMonitor:
+    """Detectors and decision policy of one (model, version).
+
+    Without a reference profile, the first ``warmup_events`` predictions become the
+    reference; monitoring starts with the next event.
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        model_version: str,
+        settings: DetectorSettings,
+        profile: ReferenceProfile | None,
+    ) -> None:
+        self.model_id = model_id
+        self.model_version = model_version
+        self.settings = settings
+        self.events = 0
+        self.builder: ReferenceBuilder | None = None
+        self.profile: ReferenceProfile | None = None
+        self.channels: list[Channel] = []
+        self.concept = ConceptMonitor(
+            settings,
+            profile.performance if profile else None,
+            offline=profile.offline if profile else False,
+        )
+        self.policy: DecisionPolicy | None = None
+        if profile is None:
+            self.builder = ReferenceBuilder(settings, settings.warmup_events)
+        else:
+            self._activate(profile)
+
+    @property
+    def active(self) -> bool:
+        return self.profile is not None
+
+    @property
+    def reference_label(self) -> str:
+        if self.profile is None:
+            return "none"
+        if self.profile.offline:
+            return f"profile:{self.profile.name}"
+        return f"warmup:{self.profile.count} events"
+
+    def _activate(self, profile: ReferenceProfile) -> None:
+        self.profile = profile
+        s = self.settings
+        channels: list[Channel] = []
+        self.numeric = NumericChannel("data_drift", profile.numeric, s) if profile.numeric else None
+        self.categorical = (
+            CategoricalChannel("data_drift", profile.categorical, s) if profile.categorical else None
+        )
+        self.pred_numeric = (
+            NumericChannel("prediction_drift", {"prediction": profile.prediction_numeric}, s)
+            if profile.prediction_numeric
+            else None
+        )
+        self.pred_categorical = (
+            CategoricalChannel("prediction_drift", {"prediction": profile.prediction_categorical}, s)
+            if profile.prediction_categorical
+            else None
+        )
+        for channel in (self.numeric, self.categorical, self.pred_numeric, self.pred_categorical):
+            if channel is not None:
+                channels.append(channel)
+        self.channels = channels
+        self.n_tests = sum(c.n_tests for c in channels) + concept_module.N_TESTS
+        arl = s.false_alarm_budget_events * self.n_tests
+        for channel in channels:
+            channel.calibrate(arl)
+        self.concept.calibrate(arl)
+        self.policy = DecisionPolicy(s, self.model_id, self.model_version, self.reference_label)
+
+    def process(
+        self,
+        predictions: list[Prediction],
+        seqs: list[int],
+        labelled: list[tuple[Any, Any]],
+        label_seqs: list[int],
+        label_ts: list[int],
+        label_ids: list[str],
+    ) -> list[Decision]:
+        """One batch of this version's predictions and newly joined labels."""
+        signals: list[Signal] = []
+        reports: list[WindowReport] = []
+        start = 0
+        if self.builder is not None:
+            start = self._warm(predictions)
+        if self.active and start < len(predictions):
+            self._observe(predictions[start:], seqs[start:], signals, reports)
+        self.events += len(predictions)
+        if labelled:
+            got_signals, got_reports = self.concept.update(labelled, label_seqs, label_ts, label_ids)
+            signals += got_signals
+            reports += got_reports
+        if self.policy is None or not (signals or reports):
+            return []
+        return self.policy.process(signals, reports)
+
+    def _warm(self, predictions: list[Prediction]) -> int:
+        assert self.builder is not None
+        need = self.settings.warmup_events - self.builder.count
+        take = predictions[:need]
+        for p in take:
+            self.builder.add(p.features, p.prediction)
+        if self.builder.full:
+            profile = self.builder.build("warmup", self.model_id, self.model_version)
+            self.builder = None
+            self._activate(profile)
+        return len(take)
+
+    def _observe(
+        self,
+        predictions: list[Prediction],
+        seqs: list[int],
+        signals: list[Signal],
+        reports: list[WindowReport],
+    ) -> None:
+        meta = BatchMeta(
+            np.asarray(seqs, dtype=np.int64),
+            np.fromiter((p.ts for p in predictions), dtype=np.int64, count=len(predictions)),
+            [p.event_id for p in predictions],
+        )
+        features = [p.features for p in predictions]
+        if self.numeric is not None:
+            data = self.numeric.prepare(numeric_matrix(features, self.numeric.names))
+            _collect(self.numeric.update(data, meta), signals, reports)
+        if self.categorical is not None:
+            columns = [[row.get(name) for row in features] for name in self.categorical.names]
+            _collect(self.categorical.update(self.categorical.prepare(columns), meta), signals, reports)
+        if self.pred_numeric is not None:
+            values = [p.prediction for p in predictions]
+            data = self.pred_numeric.prepare(numeric_matrix([{"prediction": v} for v in values], ["prediction"]))
+            _collect(self.pred_numeric.update(data, meta), signals, reports)
+        if self.pred_categorical is not None:
+            column = [p.prediction[0] if isinstance(p.prediction, tuple) and p.prediction
+                      else p.prediction for p in predictions]
+            codes = self.pred_categorical.prepare([column])
+            _collect(self.pred_categorical.update(codes, meta), signals, reports)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "events": self.events,
+            "builder": None
+            if self.builder is None
+            else [[dict(f), to_wire(p)] for f, p in zip(self.builder.features, self.builder.predictions, strict=True)],
+            "profile": None if self.profile is None else self.profile.to_dict(),
+            "channels": [c.state() for c in self.channels],
+            "concept": self.concept.state(),
+            "policy": None if self.policy is None else self.policy.state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], settings: DetectorSettings) -> VersionMonitor:
+        profile = ReferenceProfile.from_dict(state["profile"]) if state["profile"] else None
+        monitor = cls(state["model_id"], state["model_version"], settings, profile)
+        monitor.events = state["events"]
+        if state["builder"] is not None:
+            assert monitor.builder is not None
+            for features, prediction in state["builder"]:
+                monitor.builder.add(features, from_wire(prediction))
+        for channel, channel_state in zip(monitor.channels, state["channels"], strict=True):
+            channel.restore(channel_state)
+        monitor.concept.restore(state["concept"])
+        if monitor.policy is not None and state["policy"] is not None:
+            monitor.policy.restore(state["policy"])
+        return monitor
+
+
+def _collect(
+    result: tuple[list[Signal], list[WindowReport]],
+    signals: list[Signal],
+    reports: list[WindowReport],
+) -> None:
+    signals += result[0]
+    reports += result[1]

@@ -1,0 +1,293 @@
+"""From signals to decisions: one real change gives one decision, not a storm.
+
+Per model version and decision kind the policy keeps an *episode*. The first signal of a
+kind opens one and emits the alert; later signals of that kind join the open episode.
+An episode closes (hysteresis) only after ``cooldown_events`` worth of windows and then
+``recover_windows`` clean windows in a row, so a drift that persists is reported once. A
+drift on inputs or predictions that stays for ``sustain_windows`` windows after its alert
+is escalated once to ``retrain``; a rise in the error rate asks for retraining at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any
+
+from detectors.decision import Decision, decision_id
+from detectors.settings import DetectorSettings
+from detectors.signal import Signal, WindowReport
+
+SEVERITY = {
+    "data_drift": "warning",
+    "prediction_drift": "warning",
+    "data_quality": "warning",
+    "concept_drift": "critical",
+    "online_offline_gap": "warning",
+}
+"""Severity of the alert for each kind."""
+
+RECOMMENDATION = {
+    "data_drift": "Inputs moved away from the reference. Check the upstream feature pipeline "
+    "for a change; if the shift is real, retrain on recent data.",
+    "prediction_drift": "The model's output distribution moved. Check for a deployment or "
+    "upstream change; confirm with labels before acting.",
+    "data_quality": "Missing, wrongly typed or out-of-range values rose. Inspect the feature "
+    "pipeline; retraining will not fix broken inputs.",
+    "concept_drift": "Error rate rose on labelled traffic: retrain on recent labelled data "
+    "and check for a changed relationship between inputs and outcomes.",
+    "online_offline_gap": "Live accuracy is below the offline estimate: look for "
+    "training-serving skew (feature computation, leakage in offline evaluation).",
+}
+
+RETRAIN_ON_ALERT = frozenset({"concept_drift"})
+"""Kinds whose first signal also emits ``retrain``."""
+
+ESCALATING = frozenset({"data_drift", "prediction_drift"})
+"""Kinds escalated to ``retrain`` when sustained."""
+
+REPORT_KIND = {
+    "data_drift": "data_drift",
+    "prediction_drift": "prediction_drift",
+    "data_quality": "data_drift",
+    "concept_drift": "concept_drift",
+    "online_offline_gap": "concept_drift",
+}
+"""Whose window reports pace each kind's episode (quality and gap have no windows of their
+own: they follow the input windows and the labelled windows)."""
+
+
+@dataclass(slots=True)
+class Episode:
+    """An open run of signals of one kind for one model version."""
+
+    alert_id: str
+    opened_seq: int
+    features: dict[str, float] = field(default_factory=dict)
+    signals: int = 0
+    windows: int = 0
+    drifted_streak: int = 0
+    clean_streak: int = 0
+    escalated: bool = False
+    fresh: bool = False
+    """A signal arrived since the last window report."""
+
+
+class DecisionPolicy:
+    """Turns ordered signals and window reports of one model version into decisions."""
+
+    def __init__(
+        self, settings: DetectorSettings, model_id: str, model_version: str, reference: str
+    ) -> None:
+        self.settings = settings
+        self.model_id = model_id
+        self.model_version = model_version
+        self.reference = reference
+        self.episodes: dict[str, Episode] = {}
+        self.suppressed = 0
+        self.cooldown_windows = math.ceil(settings.cooldown_events / settings.window_events)
+
+    def process(
+        self, signals: list[Signal], reports: list[WindowReport]
+    ) -> list[Decision]:
+        """Consume one batch worth of signals and reports, in arrival order."""
+        items: list[tuple[int, int, Any]] = [(s.seq, 0, s) for s in signals]
+        merged: dict[tuple[int, str], WindowReport] = {}
+        for r in reports:
+            seen = merged.get((r.seq, r.kind))
+            if seen is None or (r.drifted and not seen.drifted):
+                merged[(r.seq, r.kind)] = r
+        items += [(r.seq, 1, r) for r in merged.values()]
+        items.sort(key=lambda t: (t[0], t[1]))
+        decisions: list[Decision] = []
+        pending: list[Signal] = []
+        for _, is_report, item in items:
+            if is_report:
+                decisions += self._flush(pending)
+                pending = []
+                decisions += self._report(item)
+            else:
+                pending.append(item)
+        decisions += self._flush(pending)
+        return decisions
+
+    def _flush(self, pending: list[Signal]) -> list[Decision]:
+        decisions: list[Decision] = []
+        pending.sort(key=lambda s: (s.seq, s.kind, -s.strength, s.feature or "", s.detector))
+        for _, group_iter in groupby(pending, key=lambda s: (s.seq, s.kind)):
+            group = list(group_iter)
+            decisions += self._signal_group(group)
+        return decisions
+
+    def _signal_group(self, group: list[Signal]) -> list[Decision]:
+        kind = group[0].kind
+        episode = self.episodes.get(kind)
+        if episode is not None:
+            for s in group:
+                self._note(episode, s)
+            self.suppressed += len(group)
+            return []
+        alert = self._decision("alert", group, SEVERITY[kind])
+        episode = Episode(alert_id=alert.decision_id, opened_seq=group[0].seq)
+        for s in group:
+            self._note(episode, s)
+        self.episodes[kind] = episode
+        out = [alert]
+        if kind in RETRAIN_ON_ALERT:
+            out.append(self._decision("retrain", group, "critical"))
+            episode.escalated = True
+        return out
+
+    @staticmethod
+    def _note(episode: Episode, s: Signal) -> None:
+        name = s.feature or "performance"
+        episode.features[name] = max(episode.features.get(name, 0.0), s.strength)
+        episode.signals += 1
+        episode.fresh = True
+
+    def _report(self, report: WindowReport) -> list[Decision]:
+        out = []
+        for kind, episode in list(self.episodes.items()):
+            if REPORT_KIND[kind] != report.kind:
+                continue
+            drifted = episode.fresh or (report.drifted and kind == report.kind)
+            episode.fresh = False
+            episode.windows += 1
+            if drifted:
+                episode.drifted_streak += 1
+                episode.clean_streak = 0
+            else:
+                episode.clean_streak += 1
+                episode.drifted_streak = 0
+            if (
+                kind in ESCALATING
+                and not episode.escalated
+                and episode.drifted_streak >= self.settings.sustain_windows
+            ):
+                episode.escalated = True
+                out.append(self._escalation(kind, episode, report))
+            if (
+                episode.windows >= self.cooldown_windows
+                and episode.clean_streak >= self.settings.recover_windows
+            ):
+                del self.episodes[kind]
+        return out
+
+    def _escalation(self, kind: str, episode: Episode, report: WindowReport) -> Decision:
+        ranked = sorted(episode.features.items(), key=lambda kv: (-kv[1], kv[0]))
+        window = self.settings.window_events
+        return Decision(
+            decision_id=decision_id(
+                self.model_id, self.model_version, "retrain", kind, episode.alert_id
+            ),
+            type="retrain",
+            kind=kind,
+            model_id=self.model_id,
+            model_version=self.model_version,
+            severity="warning",
+            features=tuple(name for name, _ in ranked),
+            detector={
+                "name": "sustained_drift",
+                "config": {"sustain_windows": self.settings.sustain_windows, "window_events": window},
+            },
+            evidence={
+                "statistic": "drifted_windows",
+                "value": episode.drifted_streak,
+                "threshold": self.settings.sustain_windows,
+                "p_value": None,
+                "window": {
+                    "first_ts": report.ts,
+                    "last_ts": report.ts,
+                    "count": episode.drifted_streak * window,
+                },
+                "reference": self.reference,
+                "alert_id": episode.alert_id,
+                "signals": [{"feature": n, "strength": v} for n, v in ranked],
+            },
+            impact={
+                "traffic_share": 1.0,
+                "effect_size": ranked[0][1] if ranked else 0.0,
+                "effect_unit": "kl_per_event",
+            },
+            ts=report.ts,
+            seq=report.seq,
+            recommendation=f"Drift sustained over {episode.drifted_streak} windows after the "
+            "alert: retrain on recent data (features ranked by effect).",
+        )
+
+    def _decision(self, type_: str, group: list[Signal], severity: str) -> Decision:
+        top = group[0]
+        features: list[str] = []
+        for s in group:
+            if s.feature is not None and s.feature not in features:
+                features.append(s.feature)
+        detectors = sorted({s.detector for s in group})
+        did = decision_id(
+            self.model_id, self.model_version, type_, top.kind, ",".join(features),
+            top.event_id, ",".join(detectors),
+        )
+        share = 1.0
+        if top.effect_unit == "frequency_ratio":
+            share = float(top.extra.get("observed_share", 1.0))
+        elif top.effect_unit in ("invalid_rate", "missing_rate"):
+            share = float(top.effect)
+        return Decision(
+            decision_id=did,
+            type=type_,
+            kind=top.kind,
+            model_id=self.model_id,
+            model_version=self.model_version,
+            severity=severity,
+            features=tuple(features),
+            detector={"name": top.detector if len(detectors) == 1 else "+".join(detectors),
+                      "config": top.config},
+            evidence={
+                "statistic": top.statistic,
+                "value": top.value,
+                "threshold": top.threshold,
+                "p_value": top.p_value,
+                "window": {"first_ts": top.first_ts, "last_ts": top.ts, "count": top.count},
+                "reference": self.reference,
+                "signals": [_signal_evidence(s) for s in group],
+            },
+            impact={"traffic_share": round(min(max(share, 0.0), 1.0), 6),
+                    "effect_size": top.effect, "effect_unit": top.effect_unit},
+            ts=top.ts,
+            seq=top.seq,
+            recommendation=RECOMMENDATION[top.kind],
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "suppressed": self.suppressed,
+            "episodes": {
+                k: {
+                    "alert_id": e.alert_id, "opened_seq": e.opened_seq, "features": e.features,
+                    "signals": e.signals, "windows": e.windows,
+                    "drifted_streak": e.drifted_streak, "clean_streak": e.clean_streak,
+                    "escalated": e.escalated, "fresh": e.fresh,
+                }
+                for k, e in self.episodes.items()
+            },
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.suppressed = state["suppressed"]
+        self.episodes = {k: Episode(**v) for k, v in state["episodes"].items()}
+
+
+def _signal_evidence(s: Signal) -> dict[str, Any]:
+    return {
+        "feature": s.feature,
+        "detector": s.detector,
+        "statistic": s.statistic,
+        "value": s.value,
+        "threshold": s.threshold,
+        "p_value": s.p_value,
+        "effect": s.effect,
+        "effect_unit": s.effect_unit,
+        "change_started_ts": s.first_ts,
+        "events_since_change": s.count,
+        **s.extra,
+    }

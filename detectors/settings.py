@@ -1,0 +1,163 @@
+"""Every threshold, window and budget the detectors use, with its default and the reason."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from schemas.exceptions import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSettings:
+    """Detector and decision-policy configuration for one model.
+
+    All counts are in events of the model version being watched, never wall time, so
+    replay and the worker decide identically.
+    """
+
+    false_alarm_budget_events: float = 10_000_000
+    """Expected events between two false decisions on a stationary model. Split evenly
+    over every test (Bonferroni on rates), so adding features does not add false alarms.
+    Ten million keeps a model serving 10 requests/s quiet for about eleven days on
+    average, and the thresholds derived from it are conservative, so in practice longer."""
+
+    warmup_events: int = 10_000
+    """Without a reference profile, the first events of a version become its reference.
+    Ten thousand puts the reference's own error at about 0.01 sd, a tenth of the smallest
+    mean shift the sequential tests respond to."""
+
+    label_warmup_events: int = 1_000
+    """Without an offline error rate, the first labelled events set the reference error
+    rate; 1,000 puts its standard error near one percentage point at a 10 % error rate."""
+
+    mean_shift_sd: float = 0.3
+    """Design mean shift of the sequential tests, in reference standard deviations. The
+    tests are fastest for shifts of this size and ignore shifts under half of it (the
+    effect-size floor)."""
+
+    variance_ratio: float = 1.5
+    """Design variance ratio of the scale tests (up by this factor, down by its inverse)."""
+
+    category_ratio: float = 1.5
+    """Design relative change of a category's frequency (up by this factor, down by its
+    inverse)."""
+
+    category_min_change: float = 0.01
+    """Smallest absolute change of a category's frequency the tests are designed for, so
+    rare categories need a real change, not a handful of events, to alarm."""
+
+    top_k_categories: int = 20
+    """Categories kept per categorical feature; the rest share an ``__other__`` bucket so
+    high-cardinality features keep bounded state."""
+
+    low_cardinality_max: int = 20
+    """A numeric feature with at most this many distinct reference values is treated as
+    categorical: rank transforms of a few tied values are not continuous."""
+
+    quantile_knots: int = 101
+    """Reference quantiles kept per numeric feature (percentiles plus min and max) for the
+    normal-score transform that makes the tests distribution-free."""
+
+    histogram_bins: int = 10
+    """Equal-probability bins of the window histogram test (reference deciles)."""
+
+    window_events: int = 5_000
+    """Events per tumbling window for the histogram (PSI and G-test) comparison with the
+    reference, and for hysteresis. Small enough to react within a few windows, large
+    enough for ten bins to hold about 500 events each."""
+
+    psi_floor: float = 0.05
+    """Effect-size floor of the window test: a significant difference with a PSI below this
+    is not reported, so large samples do not turn tiny differences into alarms. Half the
+    customary 0.1 'moderate shift' mark, so windows confirm shifts the sequential tests
+    are designed for."""
+
+    quality_min_change: float = 0.01
+    """Smallest rise of a feature's missing/invalid rate the quality test is designed for
+    (and at least a doubling of the reference rate)."""
+
+    out_of_range_margin: float = 0.1
+    """A numeric value further outside the reference [min, max] than this fraction of the
+    reference range counts as out of range (data quality)."""
+
+    error_rate_ratio: float = 1.25
+    """Design relative rise of the error rate for the concept-drift test."""
+
+    error_rate_min_change: float = 0.03
+    """Design absolute rise of the error rate (the larger of the two applies)."""
+
+    label_window_events: int = 1_000
+    """Labelled events per window for the online/offline accuracy comparison."""
+
+    accuracy_gap_floor: float = 0.02
+    """Smallest online-vs-offline error-rate gap reported as ``online_offline_gap``."""
+
+    classification_threshold: float = 0.5
+    """Score at or above which a numeric prediction means the positive class, when labels
+    are 0/1 or booleans."""
+
+    cooldown_events: int = 10_000
+    """After a decision, further signals of the same kind for the same version are merged
+    into that decision's episode for at least this many events (no alert storms)."""
+
+    recover_windows: int = 2
+    """Consecutive clean windows (after the cooldown) that close a drift episode, so a
+    later drift raises a new decision (hysteresis)."""
+
+    sustain_windows: int = 3
+    """Consecutive drifted windows after an alert that escalate input or prediction drift
+    to a ``retrain`` decision."""
+
+    join_ttl_ms: int = 7 * 24 * 3600 * 1000
+    """How long a prediction waits for its outcome (event time). Seven days covers common
+    label pipelines (fraud chargebacks take longer: raise it)."""
+
+    join_max_pending: int = 500_000
+    """Cap on predictions waiting for outcomes (memory bound, about 150 bytes each); the
+    oldest are expired first and counted."""
+
+    dedupe_horizon: int = 200_000
+    """How many recent event ids are remembered to drop duplicates."""
+
+    max_versions_per_model: int = 8
+    """Versions of one model kept in memory; the least recently seen is dropped first."""
+
+    def __post_init__(self) -> None:
+        positive = (
+            "false_alarm_budget_events",
+            "warmup_events",
+            "label_warmup_events",
+            "mean_shift_sd",
+            "window_events",
+            "label_window_events",
+            "join_ttl_ms",
+            "join_max_pending",
+            "dedupe_horizon",
+            "max_versions_per_model",
+            "top_k_categories",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"setting {name} must be positive, got {getattr(self, name)}")
+        if self.variance_ratio <= 1 or self.category_ratio <= 1 or self.error_rate_ratio <= 1:
+            raise ConfigError("variance_ratio, category_ratio and error_rate_ratio must be > 1")
+        if self.histogram_bins < 2 or self.quantile_knots < 3:
+            raise ConfigError("histogram_bins must be >= 2 and quantile_knots >= 3")
+        if self.warmup_events < 100:
+            raise ConfigError("warmup_events must be at least 100 for a usable reference")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, for state files and decision evidence."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DetectorSettings:
+        """Build from a mapping (a TOML table), rejecting unknown keys by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown detector setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
