@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from detectors.channel import Channel, TestSpec, bernoulli_llr_terms, bernoulli_rate
-from detectors.cusum import wald_threshold
+from detectors.cusum import bernoulli_kl, gaussian_threshold
 from detectors.reference import OTHER, CategoricalSummary, category_key
 from detectors.settings import DetectorSettings
 
@@ -80,7 +80,14 @@ class CategoricalChannel(Channel):
         return specs
 
     def _thresholds(self, arl: float) -> np.ndarray:
-        return np.full(len(self.specs), wald_threshold(arl))
+        kl = np.concatenate(
+            [
+                bernoulli_kl(self._p_up, self._p0),
+                bernoulli_kl(self._p_down[self.down_buckets], self._p0[self.down_buckets]),
+                bernoulli_kl(self._quality_p[1], self._quality_p[0]),
+            ]
+        )
+        return np.array([gaussian_threshold(arl, k) for k in kl])
 
     def prepare(self, columns: Sequence[Sequence[Any]]) -> np.ndarray:
         """Bucket codes (n_events, n_features) from raw value columns; -1 marks missing."""

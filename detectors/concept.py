@@ -9,7 +9,7 @@ import numpy as np
 from scipy.stats import norm
 
 from detectors.channel import bernoulli_llr_terms, bernoulli_rate
-from detectors.cusum import CusumBank, wald_threshold
+from detectors.cusum import CusumBank, bernoulli_kl, gaussian_threshold
 from detectors.reference import (
     PerformanceSummary,
     from_wire,
@@ -57,7 +57,14 @@ class ConceptMonitor:
 
     def calibrate(self, arl_per_test: float) -> None:
         self.arl = arl_per_test
-        self.bank.thresholds = np.array([wald_threshold(arl_per_test)])
+        self._set_threshold()
+
+    def _set_threshold(self) -> None:
+        if self.arl is None or self.reference_rate is None:
+            return
+        p0, p1 = self._design()
+        kl = float(bernoulli_kl(np.array([p1]), np.array([p0]))[0])
+        self.bank.thresholds = np.array([gaussian_threshold(self.arl, kl)])
 
     def _design(self) -> tuple[float, float]:
         p0 = float(self.reference_rate or 0.0)
@@ -147,6 +154,7 @@ class ConceptMonitor:
                 self.tolerance = summary.residual_tolerance
                 self.reference_rate = summary.error_rate
                 self.reference_count = summary.count
+                self._set_threshold()
             elif infer_task(preds, labels) is None:
                 self.warmup.clear()
             self.warmup = []

@@ -26,13 +26,25 @@ class Alarm:
 def gaussian_threshold(arl: float, kl: float) -> float:
     """CUSUM threshold for an average run length ``arl`` under the null.
 
-    Siegmund's approximation for Gaussian increments, ``ARL0 ~ exp(h) / KL``, without its
-    overshoot correction (which would lower ``h`` further): conservative.
+    Siegmund's approximation, ``ARL0 ~ exp(h) / KL`` with ``KL`` the design alternative's
+    information per event, without its overshoot correction (which would lower ``h``
+    further). Derived for Gaussian increments; ``benchmarks/calibration.py`` measures it
+    on every test family here (Bernoulli tests included) at budgets where false alarms are
+    frequent enough to count.
 
     >>> round(gaussian_threshold(1e9, 0.045), 2)
     17.62
     """
     return max(math.log(arl * kl), 1.0)
+
+
+def bernoulli_kl(p1: np.ndarray, p0: np.ndarray) -> np.ndarray:
+    """Kullback-Leibler divergence of Bernoulli(p1) from Bernoulli(p0), per event.
+
+    >>> round(float(bernoulli_kl(np.array([0.3]), np.array([0.15]))[0]), 4)
+    0.072
+    """
+    return p1 * np.log(p1 / p0) + (1 - p1) * np.log((1 - p1) / (1 - p0))
 
 
 def wald_threshold(arl: float) -> float:

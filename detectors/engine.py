@@ -20,6 +20,40 @@ from schemas.records import Event, Prediction
 ENGINE_COUNTERS = ("events", "predictions", "outcomes", "duplicates", "evicted_versions")
 
 
+class RecentIds:
+    """Remembers at least the last ``horizon`` ids, at most twice that, in O(1) per id.
+
+    Two generations of sets: when the current one holds ``horizon`` ids it becomes the
+    previous one and a new current one starts.
+    """
+
+    def __init__(self, horizon: int) -> None:
+        self.horizon = horizon
+        self.current: set[str] = set()
+        self.previous: set[str] = set()
+
+    def add(self, key: str) -> bool:
+        """Remember ``key``; False when it was already remembered (a duplicate)."""
+        if key in self.current or key in self.previous:
+            return False
+        self.current.add(key)
+        if len(self.current) >= self.horizon:
+            self.rotate()
+        return True
+
+    def rotate(self) -> None:
+        """The current generation becomes the previous one; the oldest is forgotten."""
+        self.previous = self.current
+        self.current = set()
+
+    def state(self) -> list[list[str]]:
+        return [sorted(self.previous), sorted(self.current)]
+
+    def restore(self, state: list[list[str]]) -> None:
+        self.previous = set(state[0])
+        self.current = set(state[1])
+
+
 class Engine:
     """Routes events to per-version monitors and collects their decisions.
 
@@ -42,9 +76,11 @@ class Engine:
         self.settings = settings or DetectorSettings()
         self.profiles = dict(profiles or {})
         self.model_settings = dict(model_settings or {})
-        self.join = OutcomeJoin(self.settings.join_ttl_ms, self.settings.join_max_pending)
+        self.join = OutcomeJoin(
+            self.settings.join_ttl_ms, self.settings.join_max_pending, self.settings.join_memory
+        )
         self.monitors: dict[str, OrderedDict[str, VersionMonitor]] = {}
-        self.seen: OrderedDict[str, None] = OrderedDict()
+        self.seen = RecentIds(self.settings.dedupe_horizon)
         self.seq = 0
         self.counts = dict.fromkeys(ENGINE_COUNTERS, 0)
         self.decision_counts: dict[str, int] = {}
@@ -72,57 +108,53 @@ class Engine:
         """Feed a batch of decoded events in arrival order; return new decisions."""
         preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]] = {}
         labels: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str]]] = {}
-        order: dict[tuple[str, str], None] = {}
-        seen = self.seen
-        horizon = self.settings.dedupe_horizon
         counts = self.counts
         join = self.join
-
-        def add_labels(joined: list[Joined], seq: int, ts: int, event_id: str) -> None:
-            for j in joined:
-                key = (j.model_id, j.model_version)
-                order.setdefault(key, None)
-                bucket = labels.setdefault(key, ([], [], [], []))
-                bucket[0].append((j.prediction, j.label))
-                bucket[1].append(seq)
-                bucket[2].append(ts)
-                bucket[3].append(event_id)
-
-        for event in events:
-            seq = self.seq
-            self.seq += 1
-            counts["events"] += 1
+        seen = self.seen
+        current, previous, horizon = seen.current, seen.previous, seen.horizon
+        duplicates = n_predictions = 0
+        for seq, event in enumerate(events, start=self.seq):
             event_id = event.event_id
-            if event_id in seen:
-                counts["duplicates"] += 1
+            if event_id in current or event_id in previous:
+                duplicates += 1
                 continue
-            seen[event_id] = None
-            if len(seen) > horizon:
-                seen.popitem(last=False)
+            current.add(event_id)
+            if len(current) >= horizon:
+                seen.rotate()
+                current, previous = seen.current, seen.previous
             if type(event) is Prediction:
-                counts["predictions"] += 1
+                n_predictions += 1
                 key = (event.model_id, event.model_version)
-                order.setdefault(key, None)
-                bucket_p = preds.get(key)
-                if bucket_p is None:
-                    bucket_p = preds[key] = ([], [])
-                bucket_p[0].append(event)
-                bucket_p[1].append(seq)
+                bucket = preds.get(key)
+                if bucket is None:
+                    bucket = preds[key] = ([], [])
+                bucket[0].append(event)
+                bucket[1].append(seq)
                 joined = join.add_prediction(
                     event.request_id,
                     Pending(event.model_id, event.model_version, event.prediction, event.ts),
                 )
             else:
-                counts["outcomes"] += 1
                 joined = join.add_outcome(event.request_id, event.model_id, event.label, event.ts)
-            if joined:
-                add_labels(joined, seq, event.ts, event_id)
+            for j in joined:
+                lab = labels.get((j.model_id, j.model_version))
+                if lab is None:
+                    lab = labels[(j.model_id, j.model_version)] = ([], [], [], [])
+                lab[0].append((j.prediction, j.label))
+                lab[1].append(seq)
+                lab[2].append(event.ts)
+                lab[3].append(event_id)
+        self.seq += len(events)
+        counts["events"] += len(events)
+        counts["duplicates"] += duplicates
+        counts["predictions"] += n_predictions
+        counts["outcomes"] += len(events) - duplicates - n_predictions
 
         decisions: list[Decision] = []
-        for key in order:
+        empty_labels: tuple[list[Any], list[int], list[int], list[str]] = ([], [], [], [])
+        for key in {**preds, **labels}:
             p, s = preds.get(key, ([], []))
-            lab = labels.get(key, ([], [], [], []))
-            decisions += self.monitor(*key).process(p, s, *lab)
+            decisions += self.monitor(*key).process(p, s, *labels.get(key, empty_labels))
         decisions.sort(key=lambda d: (d.seq, d.kind, d.type))
         for d in decisions:
             name = f"{d.type}:{d.kind}"
@@ -133,7 +165,7 @@ class Engine:
         """JSON-compatible snapshot of everything; `restore` continues exactly from it."""
         return {
             "seq": self.seq,
-            "seen": list(self.seen),
+            "seen": self.seen.state(),
             "counts": dict(self.counts),
             "decision_counts": dict(self.decision_counts),
             "join": self.join.state(),
@@ -142,7 +174,7 @@ class Engine:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.seq = state["seq"]
-        self.seen = OrderedDict.fromkeys(state["seen"])
+        self.seen.restore(state["seen"])
         self.counts = dict(state["counts"])
         self.decision_counts = dict(state["decision_counts"])
         self.join.restore(state["join"])

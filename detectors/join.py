@@ -31,6 +31,9 @@ class Joined:
     outcome_ts: int
 
 
+_NEVER = 2**63
+"""Sentinel event time later than any real one."""
+
 JOIN_COUNTERS = ("joined", "late", "orphaned", "duplicate", "expired_unlabelled", "null_label")
 """What the join counts: joined pairs; outcomes whose prediction had already expired
 (late); outcomes that never found a prediction (orphaned); repeated outcomes for an
@@ -47,15 +50,19 @@ class OutcomeJoin:
     duplicate outcomes from orphans.
     """
 
-    def __init__(self, ttl_ms: int, max_pending: int) -> None:
+    def __init__(self, ttl_ms: int, max_pending: int, memory: int = 100_000) -> None:
         self.ttl_ms = ttl_ms
         self.max_pending = max_pending
+        self.memory = memory
         self.predictions: OrderedDict[str, list[Pending]] = OrderedDict()
         self.outcomes: OrderedDict[str, tuple[str, Any, int]] = OrderedDict()
         self.expired: OrderedDict[str, None] = OrderedDict()
         self.resolved: OrderedDict[str, None] = OrderedDict()
         self.watermark = 0
         self.counts = dict.fromkeys(JOIN_COUNTERS, 0)
+        self._front_ts = _NEVER
+        """Event time of the oldest waiting entry, or older (a cache that may be stale on
+        the old side, which only costs a needless expiry check)."""
 
     @property
     def size(self) -> int:
@@ -64,26 +71,37 @@ class OutcomeJoin:
 
     def add_prediction(self, request_id: str, entry: Pending) -> list[Joined]:
         """Buffer a prediction; returns the join if its outcome arrived first."""
-        self._advance(entry.ts)
-        early = self.outcomes.get(request_id)
-        if early is not None and early[0] == entry.model_id:
-            del self.outcomes[request_id]
-            return [self._join(request_id, entry, early[1], early[2])]
-        waiting = self.predictions.get(request_id)
+        ts = entry.ts
+        if ts > self.watermark:
+            self._advance(ts)
+        if self.outcomes:
+            early = self.outcomes.get(request_id)
+            if early is not None and early[0] == entry.model_id:
+                del self.outcomes[request_id]
+                return [self._join(request_id, entry, early[1], early[2])]
+        predictions = self.predictions
+        waiting = predictions.get(request_id)
+        if ts < self._front_ts:
+            self._front_ts = ts
         if waiting is None:
-            self.predictions[request_id] = [entry]
+            predictions[request_id] = [entry]
+            if len(predictions) > self.max_pending:
+                self._evict()
         else:
             waiting.append(entry)
-        self._evict()
         return []
 
     def add_outcome(self, request_id: str, model_id: str, label: Any, ts: int) -> list[Joined]:
         """Match an outcome with its waiting prediction(s) of the same model."""
-        self._advance(ts)
+        if ts > self.watermark:
+            self._advance(ts)
         if label is None:
             self.counts["null_label"] += 1
         waiting = self.predictions.get(request_id)
         if waiting is not None:
+            if len(waiting) == 1 and waiting[0].model_id == model_id:
+                del self.predictions[request_id]
+                return [self._join(request_id, waiting[0], label, ts)]
             matched = [p for p in waiting if p.model_id == model_id]
             if matched:
                 rest = [p for p in waiting if p.model_id != model_id]
@@ -98,18 +116,20 @@ class OutcomeJoin:
             self.counts["late"] += 1
         else:
             self.outcomes[request_id] = (model_id, label, ts)
+            self._front_ts = min(self._front_ts, ts)
             self._evict()
         return []
 
     def _join(self, request_id: str, entry: Pending, label: Any, ts: int) -> Joined:
         self.counts["joined"] += 1
-        _remember(self.resolved, request_id, self.max_pending)
+        _remember(self.resolved, request_id, self.memory)
         return Joined(entry.model_id, entry.model_version, entry.prediction, label, entry.ts, ts)
 
     def _advance(self, ts: int) -> None:
-        if ts > self.watermark:
-            self.watermark = ts
-        horizon = self.watermark - self.ttl_ms
+        self.watermark = ts
+        horizon = ts - self.ttl_ms
+        if horizon <= self._front_ts:
+            return
         while self.predictions:
             request_id, entries = next(iter(self.predictions.items()))
             if entries[0].ts >= horizon:
@@ -121,6 +141,10 @@ class OutcomeJoin:
                 break
             self.outcomes.popitem(last=False)
             self.counts["orphaned"] += 1
+        self._front_ts = min(
+            next(iter(self.predictions.values()))[0].ts if self.predictions else _NEVER,
+            next(iter(self.outcomes.values()))[2] if self.outcomes else _NEVER,
+        )
 
     def _evict(self) -> None:
         while len(self.predictions) > self.max_pending:
@@ -132,7 +156,7 @@ class OutcomeJoin:
     def _expire_prediction(self) -> None:
         request_id, entries = self.predictions.popitem(last=False)
         self.counts["expired_unlabelled"] += len(entries)
-        _remember(self.expired, request_id, self.max_pending)
+        _remember(self.expired, request_id, self.memory)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -157,6 +181,7 @@ class OutcomeJoin:
         self.resolved = OrderedDict.fromkeys(state["resolved"])
         self.watermark = state["watermark"]
         self.counts = dict(state["counts"])
+        self._front_ts = -_NEVER
 
 
 def _remember(memory: OrderedDict[str, None], key: str, limit: int) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -24,13 +26,30 @@ _NUMERIC_TYPES = frozenset({int, float, type(None)})
 
 def numeric_matrix(features: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.ndarray:
     """(n_events, n_features) float matrix; missing and wrongly typed values are NaN."""
-    out = np.empty((len(features), len(names)))
-    for f, name in enumerate(names):
-        column = [row.get(name) for row in features]
-        if not set(map(type, column)) <= _NUMERIC_TYPES:
-            column = [v if type(v) is int or type(v) is float else None for v in column]
-        out[:, f] = np.array(column, dtype=np.float64)
-    return out
+    if not names:
+        return np.empty((len(features), 0))
+    rows = value_rows(features, names)
+    if not set(map(type, chain.from_iterable(rows))) <= _NUMERIC_TYPES:
+        rows = [
+            tuple(v if type(v) is int or type(v) is float else None for v in row) for row in rows
+        ]
+    return np.array(rows, dtype=np.float64).reshape(len(features), len(names))
+
+
+def numeric_column(values: list[Any]) -> np.ndarray:
+    """(n_events, 1) float matrix of one value per event; non-numbers are NaN."""
+    if not set(map(type, values)) <= _NUMERIC_TYPES:
+        values = [v if type(v) is int or type(v) is float else None for v in values]
+    return np.array(values, dtype=np.float64).reshape(len(values), 1)
+
+
+def value_rows(features: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The named values of every event as tuples (None where absent); C-speed when present."""
+    getter = itemgetter(*names) if len(names) > 1 else (lambda f: (f[names[0]],))
+    try:
+        return list(map(getter, features))
+    except KeyError:
+        return [tuple(map(f.get, names)) for f in features]
 
 
 class VersionMonitor:
@@ -161,11 +180,12 @@ class VersionMonitor:
             data = self.numeric.prepare(numeric_matrix(features, self.numeric.names))
             _collect(self.numeric.update(data, meta), signals, reports)
         if self.categorical is not None:
-            columns = [[row.get(name) for row in features] for name in self.categorical.names]
+            columns = list(zip(*value_rows(features, self.categorical.names), strict=True))
+            if not columns:
+                columns = [() for _ in self.categorical.names]
             _collect(self.categorical.update(self.categorical.prepare(columns), meta), signals, reports)
         if self.pred_numeric is not None:
-            values = [p.prediction for p in predictions]
-            data = self.pred_numeric.prepare(numeric_matrix([{"prediction": v} for v in values], ["prediction"]))
+            data = self.pred_numeric.prepare(numeric_column([p.prediction for p in predictions]))
             _collect(self.pred_numeric.update(data, meta), signals, reports)
         if self.pred_categorical is not None:
             column = [p.prediction[0] if isinstance(p.prediction, tuple) and p.prediction

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from detectors.channel import Channel, TestSpec, bernoulli_llr_terms, bernoulli_rate
-from detectors.cusum import gaussian_threshold, wald_threshold
+from detectors.cusum import bernoulli_kl, gaussian_threshold
 from detectors.reference import NumericSummary, bin_index, normal_scores
 from detectors.settings import DetectorSettings
 
@@ -93,7 +93,9 @@ class NumericChannel(Channel):
     def _thresholds(self, arl: float) -> np.ndarray:
         n = len(self.names)
         drift = np.repeat([gaussian_threshold(arl, kl) for kl in self._kl], n)
-        return np.concatenate([drift, np.full(n, wald_threshold(arl))])
+        p0, p1 = self._quality_p
+        quality = [gaussian_threshold(arl, k) for k in bernoulli_kl(p1, p0)]
+        return np.concatenate([drift, quality])
 
     def prepare(self, x: np.ndarray) -> NumericData:
         """Normal scores, bins and validity of a (n_events, n_features) value matrix."""

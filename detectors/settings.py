@@ -117,6 +117,10 @@ class DetectorSettings:
     """Cap on predictions waiting for outcomes (memory bound, about 150 bytes each); the
     oldest are expired first and counted."""
 
+    join_memory: int = 100_000
+    """Recently joined and recently expired request ids remembered, to count duplicate and
+    late outcomes rather than calling them orphans."""
+
     dedupe_horizon: int = 200_000
     """How many recent event ids are remembered to drop duplicates."""
 
@@ -133,6 +137,7 @@ class DetectorSettings:
             "label_window_events",
             "join_ttl_ms",
             "join_max_pending",
+            "join_memory",
             "dedupe_horizon",
             "max_versions_per_model",
             "top_k_categories",

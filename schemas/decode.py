@@ -108,11 +108,18 @@ def parse_ts(value: object, field: str = "ts") -> int:
     return ms
 
 
+_FEATURE_TYPES = frozenset({float, int, str, bool, type(None)})
+
+
 def _features(value: object) -> dict[str, Any]:
     if type(value) is not dict:
         raise _fail(SCHEMA_VIOLATION, "features must be an object of name -> value")
     if len(value) > MAX_FEATURES:
         raise _fail(TOO_LARGE, f"features has {len(value)} entries, more than {MAX_FEATURES}")
+    # orjson rejects NaN and Infinity while parsing (reason non_finite_number), so parsed
+    # floats are finite and a type check suffices on the hot path.
+    if set(map(type, value.values())) <= _FEATURE_TYPES:
+        return value
     for name, item in value.items():
         kind = type(item)
         if kind is float:
@@ -199,19 +206,38 @@ def prediction_from_dict(obj: dict[str, Any]) -> Prediction:
     exploration = obj.get("exploration", False)
     if type(exploration) is not bool:
         raise _fail(SCHEMA_VIOLATION, "exploration must be true or false")
+    event_id = obj.get("event_id")
+    request_id = obj.get("request_id")
+    model_id = obj.get("model_id")
+    model_version = obj.get("model_version")
+    if not (
+        type(event_id) is str
+        and type(request_id) is str
+        and type(model_id) is str
+        and type(model_version) is str
+        and event_id
+        and request_id
+        and model_id
+        and model_version
+    ):
+        for field in ("event_id", "request_id", "model_id", "model_version"):
+            _string(obj, field)
+    ts = obj.get("ts")
+    prediction = obj.get("prediction")
+    # Positional arguments in field order: measurably cheaper than keywords per event.
     return Prediction(
-        event_id=_string(obj, "event_id"),
-        request_id=_string(obj, "request_id"),
-        model_id=_string(obj, "model_id"),
-        model_version=_string(obj, "model_version"),
-        ts=parse_ts(obj.get("ts")),
-        features=_features(obj.get("features")),
-        prediction=_prediction_value(obj.get("prediction")),
-        scores=_optional_scores(obj.get("scores")),
-        role=role,
-        segment=_optional_segment(obj.get("segment")),
-        action=_optional_action(obj.get("action")),
-        exploration=exploration,
+        event_id,  # type: ignore[arg-type]
+        request_id,  # type: ignore[arg-type]
+        model_id,  # type: ignore[arg-type]
+        model_version,  # type: ignore[arg-type]
+        ts if type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS else parse_ts(ts),
+        _features(obj.get("features")),
+        prediction if type(prediction) is float else _prediction_value(prediction),
+        _optional_scores(obj.get("scores")),
+        role,
+        _optional_segment(obj.get("segment")),
+        _optional_action(obj.get("action")),
+        exploration,
     )
 
 

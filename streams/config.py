@@ -1,0 +1,143 @@
+"""Configuration: defaults, a TOML file, ``DRIFTLINE_*`` environment variables, flags.
+
+Later sources win: defaults < TOML file < environment < command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from detectors.reference import ReferenceProfile
+from detectors.settings import DetectorSettings
+from schemas.exceptions import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Kafka topic names (the defaults are the public contract)."""
+
+    predictions: str = "predictions"
+    outcomes: str = "outcomes"
+    alerts: str = "driftline.alerts"
+    retrain: str = "driftline.retrain"
+    rollback: str = "driftline.rollback"
+    deadletter: str = "driftline.deadletter"
+    state: str = "driftline.state"
+    """Checkpoints of detector state with the input offsets they cover (compacted)."""
+
+    def for_decision(self, decision_type: str) -> str:
+        return {"alert": self.alerts, "retrain": self.retrain, "rollback": self.rollback}[
+            decision_type
+        ]
+
+    def all(self) -> list[str]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything `driftline worker` and `driftline replay` are configured with."""
+
+    detectors: DetectorSettings = field(default_factory=DetectorSettings)
+    model_detectors: Mapping[str, DetectorSettings] = field(default_factory=dict)
+    references: Mapping[str, ReferenceProfile] = field(default_factory=dict)
+    topics: Topics = field(default_factory=Topics)
+    worker: Mapping[str, Any] = field(default_factory=dict)
+    """Worker settings as given (validated by `streams.worker.WorkerSettings`)."""
+
+
+def load_profile(path: str | Path) -> ReferenceProfile:
+    """Read a reference profile file, naming the file in any error."""
+    try:
+        data = orjson.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"reference profile {path} does not exist") from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"reference profile {path} is not valid JSON: {exc}") from None
+    try:
+        return ReferenceProfile.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def profile_key(profile: ReferenceProfile, path: str | Path) -> str:
+    if not profile.model_id:
+        raise ConfigError(
+            f"reference profile {path} names no model_id; rebuild it with "
+            "'driftline reference build --model-id ...'"
+        )
+    return f"{profile.model_id}@{profile.model_version}" if profile.model_version else profile.model_id
+
+
+def _env_overrides(prefix: str = "DRIFTLINE_") -> dict[str, Any]:
+    known = {f.name for f in fields(DetectorSettings)}
+    out: dict[str, Any] = {}
+    for name in known:
+        value = os.environ.get(prefix + name.upper())
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
+    types = {f.name: f.type for f in fields(DetectorSettings)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        kind = types.get(key)
+        if isinstance(value, str) and kind in ("int", "float"):
+            try:
+                out[key] = int(value) if kind == "int" else float(value)
+            except ValueError:
+                raise ConfigError(f"setting {key} must be a {kind}, got {value!r}") from None
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    references: list[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration from a TOML file, the environment and explicit overrides.
+
+    The TOML file may hold ``[detectors]`` (settings for every model),
+    ``[models.<model_id>]`` (per-model overrides), ``[topics]``, ``[worker]`` and
+    ``references = ["profile.json", ...]``.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = set(data) - {"detectors", "models", "topics", "worker", "references"}
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown section(s) {', '.join(sorted(unknown))}; "
+            "known: detectors, models, topics, worker, references"
+        )
+    base_values = {**data.get("detectors", {}), **_coerce(_env_overrides()), **(overrides or {})}
+    detectors = DetectorSettings.from_dict(_coerce(base_values))
+    model_detectors = {
+        model: DetectorSettings.from_dict({**detectors.to_dict(), **_coerce(values)})
+        for model, values in data.get("models", {}).items()
+    }
+    try:
+        topics = Topics(**data.get("topics", {}))
+    except TypeError as exc:
+        raise ConfigError(f"config file {path}: [topics] {exc}") from None
+    profiles: dict[str, ReferenceProfile] = {}
+    for ref in [*data.get("references", []), *(references or [])]:
+        profile = load_profile(ref)
+        profiles[profile_key(profile, ref)] = profile
+    return Config(detectors, model_detectors, profiles, topics, data.get("worker", {}))
