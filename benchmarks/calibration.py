@@ -32,8 +32,14 @@ def main() -> None:
     monitored = 0
     n_tests = 0
     for seed in range(args.seeds):
-        events = generate(StreamSpec(scenario="stationary", n_predictions=args.predictions,
-                                     change_at=args.predictions, seed=500 + seed))
+        events = generate(
+            StreamSpec(
+                scenario="stationary",
+                n_predictions=args.predictions,
+                change_at=args.predictions,
+                seed=500 + seed,
+            )
+        )
         engine = Engine(settings)
         for i in range(0, len(events), 4096):
             engine.process(events[i : i + 4096])

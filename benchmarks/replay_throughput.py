@@ -53,8 +53,14 @@ def main() -> None:
     parser.add_argument("--predictions", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    events = generate(StreamSpec(scenario="mean_shift", n_predictions=args.predictions,
-                                 change_at=args.predictions // 2, seed=7))
+    events = generate(
+        StreamSpec(
+            scenario="mean_shift",
+            n_predictions=args.predictions,
+            change_at=args.predictions // 2,
+            seed=7,
+        )
+    )
     lines = [encode(e) for e in events]
     del events
     tune_gc()
@@ -65,12 +71,16 @@ def main() -> None:
     b, f = statistics.median(bare), statistics.median(full)
     print(f"events per run: {len(lines):,} ({args.predictions:,} predictions + outcomes)")
     print(f"bare orjson decode loop: {b:>10,.0f} events/s  (runs: {[round(x) for x in bare]})")
-    print(f"full replay (decode, validate, join, all detectors, policy): "
-          f"{f:>10,.0f} events/s  (runs: {[round(x) for x in full]})")
+    print(
+        f"full replay (decode, validate, join, all detectors, policy): "
+        f"{f:>10,.0f} events/s  (runs: {[round(x) for x in full]})"
+    )
     print(f"full / bare: {f / b:.3f}   target: >= 50,000 events/s on one core")
     first, second = memory_growth(lines)
-    print(f"traced heap after half the stream: {first / 1e6:.1f} MB, after all of it: "
-          f"{second / 1e6:.1f} MB (bounded by the join buffer and dedupe horizon, not length)")
+    print(
+        f"traced heap after half the stream: {first / 1e6:.1f} MB, after all of it: "
+        f"{second / 1e6:.1f} MB (bounded by the join buffer and dedupe horizon, not length)"
+    )
 
 
 if __name__ == "__main__":

@@ -131,9 +131,7 @@ class CategoricalChannel(Channel):
     def _add_counts(self, codes: np.ndarray) -> None:
         for f, summary in enumerate(self.summaries):
             column = codes[:, f]
-            self.window_counts[f] += np.bincount(
-                column[column >= 0], minlength=len(summary.probs)
-            )
+            self.window_counts[f] += np.bincount(column[column >= 0], minlength=len(summary.probs))
 
     def _bad(self, codes: np.ndarray) -> np.ndarray:
         return codes < 0
@@ -152,14 +150,17 @@ class CategoricalChannel(Channel):
             self.lookup[f][category] if category != OTHER else len(self.lookup[f])
         )
         if spec.detector == "cusum_share_up":
-            one, zero = float(self._up_terms[0][b]), float(self._up_terms[1][b])
+            terms, k = self._up_terms, b
         else:
-            k = int(np.flatnonzero(self.down_buckets == b)[0])
-            one, zero = float(self._down_terms[0][k]), float(self._down_terms[1][k])
-        share = bernoulli_rate(mean_llr, one, zero)
+            terms, k = self._down_terms, int(np.flatnonzero(self.down_buckets == b)[0])
+        share = bernoulli_rate(mean_llr, float(terms[0][k]), float(terms[1][k]))
         p0 = float(self._p0[b])
         return (
             share / p0,
             "frequency_ratio",
-            {"category": category, "reference_share": round(p0, 6), "observed_share": round(share, 6)},
+            {
+                "category": category,
+                "reference_share": round(p0, 6),
+                "observed_share": round(share, 6),
+            },
         )

@@ -30,9 +30,7 @@ class TestSpec:
     design: dict[str, Any]
 
 
-def histogram_test(
-    counts: np.ndarray, ref_probs: np.ndarray
-) -> tuple[float, float, float]:
+def histogram_test(counts: np.ndarray, ref_probs: np.ndarray) -> tuple[float, float, float]:
     """G-test and PSI of observed bin ``counts`` against reference bin probabilities.
 
     Returns ``(psi, g, p_value)``. Bins are smoothed by half an event so empty bins do not
@@ -198,7 +196,9 @@ class Channel(ABC):
                             "alpha": self.window_alpha,
                             "bins": len(counts),
                         },
-                        extra={"invalid_rate": round(float(self.window_bad[f]) / self.window_count, 6)},
+                        extra={
+                            "invalid_rate": round(float(self.window_bad[f]) / self.window_count, 6)
+                        },
                     )
                 )
         report = WindowReport(int(meta.seq[last]), self.kind, drifted, int(meta.ts[last]))

@@ -67,7 +67,10 @@ class ConceptMonitor:
         self.bank.thresholds = np.array([gaussian_threshold(self.arl, kl)])
 
     def _design(self) -> tuple[float, float]:
-        p0 = float(self.reference_rate or 0.0)
+        """Null and design error rates; the null is the reference's upper confidence bound."""
+        estimate = float(self.reference_rate or 0.0)
+        se = math.sqrt(estimate * (1 - estimate) / max(self.reference_count, 1))
+        p0 = min(estimate + self.settings.reference_uncertainty_z * se, 0.99)
         p1 = min(
             max(p0 * self.settings.error_rate_ratio, p0 + self.settings.error_rate_min_change),
             0.999,
@@ -125,17 +128,24 @@ class ConceptMonitor:
                     value=round(alarm.statistic, 6),
                     threshold=round(float(self.bank.thresholds[0]), 6),
                     p_value=None,
-                    effect=round(rate - p0, 6),
+                    effect=round(rate - float(self.reference_rate or 0.0), 6),
                     effect_unit="error_rate_increase",
                     strength=round(alarm.statistic / run, 6),
                     ts=ts[row],
                     event_id=event_ids[row],
                     first_ts=ts[first],
                     count=run,
-                    config={"reference_error_rate": round(p0, 6), "design_error_rate": round(p1, 6),
-                            "false_alarm_arl": self.arl},
-                    extra={"task": self.task, "error_rate": round(rate, 6),
-                           "reference_error_rate": round(p0, 6)},
+                    config={
+                        "reference_error_rate": round(p0, 6),
+                        "design_error_rate": round(p1, 6),
+                        "false_alarm_arl": self.arl,
+                    },
+                    extra={
+                        "task": self.task,
+                        "error_rate": round(rate, 6),
+                        "reference_error_rate": round(float(self.reference_rate or 0.0), 6),
+                        "reference_upper_bound": round(p0, 6),
+                    },
                 )
             )
         self._windows(e, rows, seq, ts, event_ids, signals, reports)
@@ -192,6 +202,7 @@ class ConceptMonitor:
         reports: list[WindowReport],
     ) -> None:
         p0, _ = self._design()
+        offline_rate = float(self.reference_rate or 0.0)
         n = self.window_n
         rate = self.window_errors / n
         se = math.sqrt(max(p0 * (1 - p0), 1e-9) / n)
@@ -218,10 +229,17 @@ class ConceptMonitor:
                     event_id=event_id,
                     first_ts=int(self.window_first_ts or ts),
                     count=n,
-                    config={"label_window_events": n, "gap_floor": self.settings.accuracy_gap_floor,
-                            "alpha": alpha},
-                    extra={"online_error_rate": round(rate, 6), "offline_error_rate": round(p0, 6),
-                           "offline_count": self.reference_count},
+                    config={
+                        "label_window_events": n,
+                        "gap_floor": self.settings.accuracy_gap_floor,
+                        "alpha": alpha,
+                    },
+                    extra={
+                        "online_error_rate": round(rate, 6),
+                        "offline_error_rate": round(offline_rate, 6),
+                        "offline_upper_bound": round(p0, 6),
+                        "offline_count": self.reference_count,
+                    },
                 )
             )
         self.window_n = 0
@@ -253,4 +271,3 @@ class ConceptMonitor:
             self.calibrate(self.arl)
         self.window_n, self.window_errors, self.window_first_ts = state["window"]
         self.skipped = state["skipped"]
-

@@ -99,7 +99,7 @@ class CusumBank:
 
     def _resolve_column(self, col: int, llr: np.ndarray, stat: np.ndarray) -> list[Alarm]:
         """Walk one column's crossings, restarting after each; rewrites ``stat`` in place."""
-        alarms = []
+        alarms: list[Alarm] = []
         start = 0
         prior_run = int(self.run_length[col])
         threshold = self.thresholds[col]

@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from detectors.decision import Decision
-from detectors.join import Joined, OutcomeJoin, Pending
+from detectors.join import OutcomeJoin, Pending
 from detectors.monitor import VersionMonitor
 from detectors.reference import ReferenceProfile
 from detectors.settings import DetectorSettings
-from schemas.records import Event, Prediction
+from schemas.records import Event, Outcome, Prediction
 
 ENGINE_COUNTERS = ("events", "predictions", "outcomes", "duplicates", "evicted_versions")
 
@@ -93,7 +93,9 @@ class Engine:
         versions = self.monitors.setdefault(model_id, OrderedDict())
         monitor = versions.get(model_version)
         if monitor is None:
-            profile = self.profiles.get(f"{model_id}@{model_version}") or self.profiles.get(model_id)
+            profile = self.profiles.get(f"{model_id}@{model_version}") or self.profiles.get(
+                model_id
+            )
             settings = self.settings_for(model_id)
             monitor = VersionMonitor(model_id, model_version, settings, profile)
             versions[model_version] = monitor
@@ -135,7 +137,10 @@ class Engine:
                     Pending(event.model_id, event.model_version, event.prediction, event.ts),
                 )
             else:
-                joined = join.add_outcome(event.request_id, event.model_id, event.label, event.ts)
+                outcome: Outcome = event  # type: ignore[assignment]
+                joined = join.add_outcome(
+                    outcome.request_id, outcome.model_id, outcome.label, outcome.ts
+                )
             for j in joined:
                 lab = labels.get((j.model_id, j.model_version))
                 if lab is None:
@@ -169,7 +174,9 @@ class Engine:
             "counts": dict(self.counts),
             "decision_counts": dict(self.decision_counts),
             "join": self.join.state(),
-            "monitors": [m.state() for versions in self.monitors.values() for m in versions.values()],
+            "monitors": [
+                m.state() for versions in self.monitors.values() for m in versions.values()
+            ],
         }
 
     def restore(self, state: dict[str, Any]) -> None:

@@ -81,8 +81,7 @@ class OutcomeJoin:
                 return [self._join(request_id, entry, early[1], early[2])]
         predictions = self.predictions
         waiting = predictions.get(request_id)
-        if ts < self._front_ts:
-            self._front_ts = ts
+        self._front_ts = min(self._front_ts, ts)
         if waiting is None:
             predictions[request_id] = [entry]
             if len(predictions) > self.max_pending:
@@ -131,12 +130,12 @@ class OutcomeJoin:
         if horizon <= self._front_ts:
             return
         while self.predictions:
-            request_id, entries = next(iter(self.predictions.items()))
+            entries = next(iter(self.predictions.values()))
             if entries[0].ts >= horizon:
                 break
             self._expire_prediction()
         while self.outcomes:
-            request_id, (_, _, outcome_ts) = next(iter(self.outcomes.items()))
+            outcome_ts = next(iter(self.outcomes.values()))[2]
             if outcome_ts >= horizon:
                 break
             self.outcomes.popitem(last=False)
@@ -188,4 +187,3 @@ def _remember(memory: OrderedDict[str, None], key: str, limit: int) -> None:
     memory[key] = None
     while len(memory) > limit:
         memory.popitem(last=False)
-

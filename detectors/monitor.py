@@ -43,7 +43,9 @@ def numeric_column(values: list[Any]) -> np.ndarray:
     return np.array(values, dtype=np.float64).reshape(len(values), 1)
 
 
-def value_rows(features: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[tuple[Any, ...]]:
+def value_rows(
+    features: Sequence[Mapping[str, Any]], names: Sequence[str]
+) -> list[tuple[Any, ...]]:
     """The named values of every event as tuples (None where absent); C-speed when present."""
     getter = itemgetter(*names) if len(names) > 1 else (lambda f: (f[names[0]],))
     try:
@@ -102,7 +104,9 @@ class VersionMonitor:
         channels: list[Channel] = []
         self.numeric = NumericChannel("data_drift", profile.numeric, s) if profile.numeric else None
         self.categorical = (
-            CategoricalChannel("data_drift", profile.categorical, s) if profile.categorical else None
+            CategoricalChannel("data_drift", profile.categorical, s)
+            if profile.categorical
+            else None
         )
         self.pred_numeric = (
             NumericChannel("prediction_drift", {"prediction": profile.prediction_numeric}, s)
@@ -110,13 +114,19 @@ class VersionMonitor:
             else None
         )
         self.pred_categorical = (
-            CategoricalChannel("prediction_drift", {"prediction": profile.prediction_categorical}, s)
+            CategoricalChannel(
+                "prediction_drift", {"prediction": profile.prediction_categorical}, s
+            )
             if profile.prediction_categorical
             else None
         )
-        for channel in (self.numeric, self.categorical, self.pred_numeric, self.pred_categorical):
-            if channel is not None:
-                channels.append(channel)
+        candidates: list[Channel | None] = [
+            self.numeric,
+            self.categorical,
+            self.pred_numeric,
+            self.pred_categorical,
+        ]
+        channels = [c for c in candidates if c is not None]
         self.channels = channels
         self.n_tests = sum(c.n_tests for c in channels) + concept_module.N_TESTS
         arl = s.false_alarm_budget_events * self.n_tests
@@ -144,7 +154,9 @@ class VersionMonitor:
             self._observe(predictions[start:], seqs[start:], signals, reports)
         self.events += len(predictions)
         if labelled:
-            got_signals, got_reports = self.concept.update(labelled, label_seqs, label_ts, label_ids)
+            got_signals, got_reports = self.concept.update(
+                labelled, label_seqs, label_ts, label_ids
+            )
             signals += got_signals
             reports += got_reports
         if self.policy is None or not (signals or reports):
@@ -183,13 +195,19 @@ class VersionMonitor:
             columns = list(zip(*value_rows(features, self.categorical.names), strict=True))
             if not columns:
                 columns = [() for _ in self.categorical.names]
-            _collect(self.categorical.update(self.categorical.prepare(columns), meta), signals, reports)
+            _collect(
+                self.categorical.update(self.categorical.prepare(columns), meta), signals, reports
+            )
         if self.pred_numeric is not None:
             data = self.pred_numeric.prepare(numeric_column([p.prediction for p in predictions]))
             _collect(self.pred_numeric.update(data, meta), signals, reports)
         if self.pred_categorical is not None:
-            column = [p.prediction[0] if isinstance(p.prediction, tuple) and p.prediction
-                      else p.prediction for p in predictions]
+            column = [
+                p.prediction[0]
+                if isinstance(p.prediction, tuple) and p.prediction
+                else p.prediction
+                for p in predictions
+            ]
             codes = self.pred_categorical.prepare([column])
             _collect(self.pred_categorical.update(codes, meta), signals, reports)
 
@@ -200,7 +218,10 @@ class VersionMonitor:
             "events": self.events,
             "builder": None
             if self.builder is None
-            else [[dict(f), to_wire(p)] for f, p in zip(self.builder.features, self.builder.predictions, strict=True)],
+            else [
+                [dict(f), to_wire(p)]
+                for f, p in zip(self.builder.features, self.builder.predictions, strict=True)
+            ],
             "profile": None if self.profile is None else self.profile.to_dict(),
             "channels": [c.state() for c in self.channels],
             "concept": self.concept.state(),

@@ -88,9 +88,7 @@ class DecisionPolicy:
         self.suppressed = 0
         self.cooldown_windows = math.ceil(settings.cooldown_events / settings.window_events)
 
-    def process(
-        self, signals: list[Signal], reports: list[WindowReport]
-    ) -> list[Decision]:
+    def process(self, signals: list[Signal], reports: list[WindowReport]) -> list[Decision]:
         """Consume one batch worth of signals and reports, in arrival order."""
         items: list[tuple[int, int, Any]] = [(s.seq, 0, s) for s in signals]
         merged: dict[tuple[int, str], WindowReport] = {}
@@ -189,7 +187,10 @@ class DecisionPolicy:
             features=tuple(name for name, _ in ranked),
             detector={
                 "name": "sustained_drift",
-                "config": {"sustain_windows": self.settings.sustain_windows, "window_events": window},
+                "config": {
+                    "sustain_windows": self.settings.sustain_windows,
+                    "window_events": window,
+                },
             },
             evidence={
                 "statistic": "drifted_windows",
@@ -224,8 +225,13 @@ class DecisionPolicy:
                 features.append(s.feature)
         detectors = sorted({s.detector for s in group})
         did = decision_id(
-            self.model_id, self.model_version, type_, top.kind, ",".join(features),
-            top.event_id, ",".join(detectors),
+            self.model_id,
+            self.model_version,
+            type_,
+            top.kind,
+            ",".join(features),
+            top.event_id,
+            ",".join(detectors),
         )
         share = 1.0
         if top.effect_unit == "frequency_ratio":
@@ -240,8 +246,10 @@ class DecisionPolicy:
             model_version=self.model_version,
             severity=severity,
             features=tuple(features),
-            detector={"name": top.detector if len(detectors) == 1 else "+".join(detectors),
-                      "config": top.config},
+            detector={
+                "name": top.detector if len(detectors) == 1 else "+".join(detectors),
+                "config": top.config,
+            },
             evidence={
                 "statistic": top.statistic,
                 "value": top.value,
@@ -251,8 +259,11 @@ class DecisionPolicy:
                 "reference": self.reference,
                 "signals": [_signal_evidence(s) for s in group],
             },
-            impact={"traffic_share": round(min(max(share, 0.0), 1.0), 6),
-                    "effect_size": top.effect, "effect_unit": top.effect_unit},
+            impact={
+                "traffic_share": round(min(max(share, 0.0), 1.0), 6),
+                "effect_size": top.effect,
+                "effect_unit": top.effect_unit,
+            },
             ts=top.ts,
             seq=top.seq,
             recommendation=RECOMMENDATION[top.kind],
@@ -263,10 +274,15 @@ class DecisionPolicy:
             "suppressed": self.suppressed,
             "episodes": {
                 k: {
-                    "alert_id": e.alert_id, "opened_seq": e.opened_seq, "features": e.features,
-                    "signals": e.signals, "windows": e.windows,
-                    "drifted_streak": e.drifted_streak, "clean_streak": e.clean_streak,
-                    "escalated": e.escalated, "fresh": e.fresh,
+                    "alert_id": e.alert_id,
+                    "opened_seq": e.opened_seq,
+                    "features": e.features,
+                    "signals": e.signals,
+                    "windows": e.windows,
+                    "drifted_streak": e.drifted_streak,
+                    "clean_streak": e.clean_streak,
+                    "escalated": e.escalated,
+                    "fresh": e.fresh,
                 }
                 for k, e in self.episodes.items()
             },

@@ -180,9 +180,7 @@ class ReferenceProfile:
                 )
                 for k, v in data.get("numeric", {}).items()
             }
-            categorical = {
-                k: _categorical_from(v) for k, v in data.get("categorical", {}).items()
-            }
+            categorical = {k: _categorical_from(v) for k, v in data.get("categorical", {}).items()}
             prediction = data.get("prediction") or {}
             pred_num = prediction.get("numeric")
             pred_cat = prediction.get("categorical")
@@ -192,9 +190,12 @@ class ReferenceProfile:
                 numeric=numeric,
                 categorical=categorical,
                 prediction_numeric=NumericSummary(
-                    **{**pred_num, "knots": tuple(pred_num["knots"]),
-                       "knot_probs": tuple(pred_num["knot_probs"]),
-                       "bin_probs": tuple(pred_num["bin_probs"])}
+                    **{
+                        **pred_num,
+                        "knots": tuple(pred_num["knots"]),
+                        "knot_probs": tuple(pred_num["knot_probs"]),
+                        "bin_probs": tuple(pred_num["bin_probs"]),
+                    }
                 )
                 if pred_num
                 else None,
@@ -205,7 +206,9 @@ class ReferenceProfile:
                 count=data.get("count", 0),
             )
         except (KeyError, TypeError) as exc:
-            raise ConfigError(f"reference profile {data.get('name')!r} is malformed: {exc}") from None
+            raise ConfigError(
+                f"reference profile {data.get('name')!r} is malformed: {exc}"
+            ) from None
 
 
 def _categorical_from(v: Mapping[str, Any]) -> CategoricalSummary:
@@ -265,9 +268,7 @@ def bin_index(summary: NumericSummary, x: np.ndarray, bins: int) -> np.ndarray:
     return np.where(np.isnan(x), -1, idx)
 
 
-def summarise_numeric(
-    values: np.ndarray, bad: int, settings: DetectorSettings
-) -> NumericSummary:
+def summarise_numeric(values: np.ndarray, bad: int, settings: DetectorSettings) -> NumericSummary:
     """Summary of a reference sample (NaN-free) of one numeric feature."""
     n = len(values)
     if n == 0:
@@ -397,7 +398,7 @@ class ReferenceBuilder:
 
 
 def _is_number(v: object) -> bool:
-    return (type(v) is int or type(v) is float) and math.isfinite(v)  # type: ignore[arg-type]
+    return (type(v) is int or type(v) is float) and math.isfinite(v)
 
 
 def _summarise_column(

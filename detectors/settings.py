@@ -27,9 +27,14 @@ class DetectorSettings:
     Ten thousand puts the reference's own error at about 0.01 sd, a tenth of the smallest
     mean shift the sequential tests respond to."""
 
-    label_warmup_events: int = 1_000
+    label_warmup_events: int = 5_000
     """Without an offline error rate, the first labelled events set the reference error
-    rate; 1,000 puts its standard error near one percentage point at a 10 % error rate."""
+    rate; 5,000 puts its standard error under 0.7 percentage points at any error rate."""
+
+    reference_uncertainty_z: float = 2.0
+    """The error-rate tests take the reference rate's upper confidence bound (this many
+    standard errors above the estimate) as their null, so a reference estimated from few
+    labels does not make ordinary noise look like decay."""
 
     mean_shift_sd: float = 0.3
     """Design mean shift of the sequential tests, in reference standard deviations. The
@@ -163,6 +168,7 @@ class DetectorSettings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(
-                f"unknown detector setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"unknown detector setting(s): {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
             )
         return cls(**values)

@@ -26,19 +26,16 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 __all__ = [
-    # records
+    "REASONS",
     "ROLES",
     "SCHEMA_NAMES",
     "ConfigError",
     "DeadLetter",
-    # errors
     "DecodeError",
     "DriftlineError",
     "Event",
     "Outcome",
     "Prediction",
-    # decoding
-    "REASONS",
     "decode",
     "encode",
     "load_schema",

@@ -27,7 +27,7 @@ class DeadLetter:
 
     def to_json(self, dead_lettered_at: int | None = None) -> bytes:
         """The wire form described by ``deadletter.schema.json``."""
-        body = {
+        body: dict[str, object] = {
             "reason": self.reason,
             "message": self.message,
             "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},

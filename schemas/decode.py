@@ -81,13 +81,9 @@ def parse_ts(value: object, field: str = "ts") -> int:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise _fail(
-                BAD_TIMESTAMP, f"{field} {value!r} is not an RFC 3339 timestamp"
-            ) from None
+            raise _fail(BAD_TIMESTAMP, f"{field} {value!r} is not an RFC 3339 timestamp") from None
         if parsed.tzinfo is None:
-            raise _fail(
-                BAD_TIMESTAMP, f"{field} {value!r} has no UTC offset; add 'Z' or '+00:00'"
-            )
+            raise _fail(BAD_TIMESTAMP, f"{field} {value!r} has no UTC offset; add 'Z' or '+00:00'")
         ms = round(parsed.timestamp() * 1000)
     elif value is None:
         raise _fail(SCHEMA_VIOLATION, f"{field} is required (epoch ms or RFC 3339 string)")
@@ -150,7 +146,7 @@ def _prediction_value(value: object) -> float | int | str | tuple[str, ...]:
     if kind is int or kind is str:
         return value  # type: ignore[return-value]
     if kind is list:
-        items = value  # type: ignore[assignment]
+        items = value
         if not all(type(item) is str for item in items):  # type: ignore[attr-defined]
             raise _fail(SCHEMA_VIOLATION, "prediction as an array must hold only strings")
         return tuple(items)  # type: ignore[arg-type]
@@ -190,11 +186,11 @@ def _optional_action(value: object) -> object:
     if value is None or type(value) in (str, int, bool):
         return value
     if type(value) is float:
-        if not math.isfinite(value):  # type: ignore[arg-type]
+        if not math.isfinite(value):
             raise _fail(NON_FINITE, f"action is {value}")
         return value
-    if type(value) is list and all(type(item) is str for item in value):  # type: ignore[attr-defined]
-        return tuple(value)  # type: ignore[arg-type]
+    if type(value) is list and all(type(item) is str for item in value):
+        return tuple(value)
     raise _fail(SCHEMA_VIOLATION, "action must be string|number|bool|array of strings")
 
 

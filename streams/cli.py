@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
 
+from detectors.decision import Decision
 from detectors.engine import Engine
 from schemas.decode import encode
 from schemas.exceptions import DriftlineError
-from streams import replay as replay_module
 from streams.config import load_config
-from streams.runtime import tune_gc
 from streams.reference_build import DEFAULT_MAX_ROWS, build_profile
+from streams.replay import Progress, decision_line, iter_lines, replay, summary_table
+from streams.runtime import tune_gc
 from streams.simulate import SCENARIOS, StreamSpec, generate
 
 
@@ -26,31 +28,27 @@ def _replay(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.reference)
     tune_gc()
     engine = Engine(config.detectors, config.references, config.model_detectors)
-    out = Path(args.out).open("wb") if args.out else None
-    dead = Path(args.dead_letters).open("wb") if args.dead_letters else None
+    with ExitStack() as stack:
+        out = stack.enter_context(Path(args.out).open("wb")) if args.out else None
 
-    def emit(decisions: list) -> None:
-        for d in decisions:
-            line = replay_module.decision_line(d)
-            if out is not None:
-                out.write(line)
-            elif not args.quiet:
-                sys.stdout.buffer.write(line)
+        def emit(decisions: list[Decision]) -> None:
+            for d in decisions:
+                line = decision_line(d)
+                if out is not None:
+                    out.write(line)
+                elif not args.quiet:
+                    sys.stdout.buffer.write(line)
 
-    progress = replay_module.Progress(path.stat().st_size)
-    try:
-        result = replay_module.replay(
-            replay_module.iter_lines(path), engine, str(path), emit, progress
-        )
-    finally:
-        progress.done()
-        if out is not None:
-            out.close()
-    if dead is not None:
-        with dead:
+        progress = Progress(path.stat().st_size)
+        try:
+            result = replay(iter_lines(path), engine, str(path), emit, progress)
+        finally:
+            progress.done()
+    if args.dead_letters:
+        with Path(args.dead_letters).open("wb") as dead:
             for letter in result.dead_letters:
                 dead.write(letter.to_json() + b"\n")
-    print(replay_module.summary_table(result, engine), file=sys.stderr)
+    print(summary_table(result, engine), file=sys.stderr)
     return 0
 
 
@@ -101,8 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="run the detectors over a recorded JSONL stream")
     rp.add_argument("file", help="JSONL file of prediction and outcome events")
     rp.add_argument("--out", help="write decisions here as JSONL (default: stdout)")
-    rp.add_argument("--reference", action="append", default=[], metavar="PROFILE",
-                    help="reference profile file (repeatable)")
+    rp.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="PROFILE",
+        help="reference profile file (repeatable)",
+    )
     rp.add_argument("--config", help="TOML configuration file")
     rp.add_argument("--dead-letters", help="write dead letters here as JSONL")
     rp.add_argument("--quiet", action="store_true", help="do not print decisions to stdout")

@@ -73,7 +73,9 @@ def profile_key(profile: ReferenceProfile, path: str | Path) -> str:
             f"reference profile {path} names no model_id; rebuild it with "
             "'driftline reference build --model-id ...'"
         )
-    return f"{profile.model_id}@{profile.model_version}" if profile.model_version else profile.model_id
+    return (
+        f"{profile.model_id}@{profile.model_version}" if profile.model_version else profile.model_id
+    )
 
 
 def _env_overrides(prefix: str = "DRIFTLINE_") -> dict[str, Any]:

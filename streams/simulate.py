@@ -145,7 +145,9 @@ def _merge(
     seed = spec.seed
     for s in source[order].tolist():
         if s >= 0:
-            features: dict[str, object] = dict(zip(NUMERIC, rows[s], strict=True))
+            features: dict[str, float | int | str | bool | None] = dict(
+                zip(NUMERIC, rows[s], strict=True)
+            )
             features["region"] = regions[s]
             features["device"] = devices[s]
             yield Prediction(

@@ -1,0 +1,49 @@
+"""Shared fixtures: seeded streams (cached per session) and a runner for the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+import numpy as np
+import pytest
+
+from detectors.decision import Decision
+from detectors.engine import Engine
+from detectors.settings import DetectorSettings
+from schemas.records import Event, Prediction
+from streams.simulate import StreamSpec, generate
+
+BATCH = 4_096
+
+
+@cache
+def stream(spec: StreamSpec) -> tuple[Event, ...]:
+    """A seeded stream, generated once per session."""
+    return tuple(generate(spec))
+
+
+def run_engine(
+    events: tuple[Event, ...] | list[Event],
+    settings: DetectorSettings | None = None,
+    batch: int = BATCH,
+    engine: Engine | None = None,
+) -> list[Decision]:
+    engine = engine or Engine(settings)
+    out: list[Decision] = []
+    for i in range(0, len(events), batch):
+        out += engine.process(list(events[i : i + batch]))
+    return out
+
+
+def served_at(events: tuple[Event, ...] | list[Event]) -> np.ndarray:
+    """Predictions served up to and including each arrival position."""
+    return np.cumsum([type(e) is Prediction for e in events])
+
+
+@pytest.fixture
+def make_stream() -> Callable[..., tuple[Event, ...]]:
+    def make(**kwargs: object) -> tuple[Event, ...]:
+        return stream(StreamSpec(**kwargs))  # type: ignore[arg-type]
+
+    return make
