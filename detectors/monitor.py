@@ -211,6 +211,18 @@ class VersionMonitor:
             codes = self.pred_categorical.prepare([column])
             _collect(self.pred_categorical.update(codes, meta), signals, reports)
 
+    def drift_scores(self) -> dict[str, float]:
+        """Per kind, the largest sequential statistic over its threshold (1 = alarm)."""
+        scores: dict[str, float] = {}
+        for channel in self.channels:
+            ratios = channel.bank.statistic / channel.bank.thresholds
+            for spec, ratio in zip(channel.specs, ratios, strict=True):
+                scores[spec.kind] = max(scores.get(spec.kind, 0.0), float(ratio))
+        if self.concept.ready:
+            bank = self.concept.bank
+            scores["concept_drift"] = float(bank.statistic[0] / bank.thresholds[0])
+        return scores
+
     def state(self) -> dict[str, Any]:
         return {
             "model_id": self.model_id,

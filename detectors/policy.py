@@ -85,6 +85,8 @@ class DecisionPolicy:
         self.model_version = model_version
         self.reference = reference
         self.episodes: dict[str, Episode] = {}
+        self.opened: dict[str, int] = {}
+        """Episodes opened so far per kind: the ordinal that identifies a decision."""
         self.suppressed = 0
         self.cooldown_windows = math.ceil(settings.cooldown_events / settings.window_events)
 
@@ -126,6 +128,7 @@ class DecisionPolicy:
                 self._note(episode, s)
             self.suppressed += len(group)
             return []
+        self.opened[kind] = self.opened.get(kind, 0) + 1
         alert = self._decision("alert", group, SEVERITY[kind])
         episode = Episode(alert_id=alert.decision_id, opened_seq=group[0].seq)
         for s in group:
@@ -176,9 +179,7 @@ class DecisionPolicy:
         ranked = sorted(episode.features.items(), key=lambda kv: (-kv[1], kv[0]))
         window = self.settings.window_events
         return Decision(
-            decision_id=decision_id(
-                self.model_id, self.model_version, "retrain", kind, episode.alert_id
-            ),
+            decision_id=self._id("retrain", kind),
             type="retrain",
             kind=kind,
             model_id=self.model_id,
@@ -217,6 +218,12 @@ class DecisionPolicy:
             "alert: retrain on recent data (features ranked by effect).",
         )
 
+    def _id(self, type_: str, kind: str) -> str:
+        """Same model, version, type, kind and episode ordinal: same id. A restarted
+        worker, another partition's shard or another batching that finds the same episode
+        re-emits the same id, so consumers deduplicate on it."""
+        return decision_id(self.model_id, self.model_version, type_, kind, self.opened.get(kind, 0))
+
     def _decision(self, type_: str, group: list[Signal], severity: str) -> Decision:
         top = group[0]
         features: list[str] = []
@@ -224,15 +231,7 @@ class DecisionPolicy:
             if s.feature is not None and s.feature not in features:
                 features.append(s.feature)
         detectors = sorted({s.detector for s in group})
-        did = decision_id(
-            self.model_id,
-            self.model_version,
-            type_,
-            top.kind,
-            ",".join(features),
-            top.event_id,
-            ",".join(detectors),
-        )
+        did = self._id(type_, top.kind)
         share = 1.0
         if top.effect_unit == "frequency_ratio":
             share = float(top.extra.get("observed_share", 1.0))
@@ -272,6 +271,7 @@ class DecisionPolicy:
     def state(self) -> dict[str, Any]:
         return {
             "suppressed": self.suppressed,
+            "opened": dict(self.opened),
             "episodes": {
                 k: {
                     "alert_id": e.alert_id,
@@ -290,6 +290,7 @@ class DecisionPolicy:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.suppressed = state["suppressed"]
+        self.opened = dict(state["opened"])
         self.episodes = {k: Episode(**v) for k, v in state["episodes"].items()}
 
 

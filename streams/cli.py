@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 import orjson
@@ -14,9 +17,18 @@ from detectors.decision import Decision
 from detectors.engine import Engine
 from schemas.decode import encode
 from schemas.exceptions import DriftlineError
-from streams.config import load_config
+from streams.config import Config, layered, load_config, shard_settings
+from streams.kafka import KafkaSettings, create_topics
+from streams.worker import WorkerSettings, run_worker
 from streams.reference_build import DEFAULT_MAX_ROWS, build_profile
-from streams.replay import Progress, decision_line, iter_lines, replay, summary_table
+from streams.replay import (
+    Progress,
+    Sharded,
+    decision_line,
+    iter_lines,
+    replay,
+    summary_table,
+)
 from streams.runtime import tune_gc
 from streams.simulate import SCENARIOS, StreamSpec, generate
 
@@ -27,7 +39,11 @@ def _replay(args: argparse.Namespace) -> int:
         raise DriftlineError(f"input file {path} does not exist")
     config = load_config(args.config, args.reference)
     tune_gc()
-    engine = Engine(config.detectors, config.references, config.model_detectors)
+    engine: Engine | Sharded = Engine(config.detectors, config.references, config.model_detectors)
+    if args.partitions > 1:
+        engine = Sharded(
+            [Engine(*shard_settings(config, args.partitions)) for _ in range(args.partitions)]
+        )
     with ExitStack() as stack:
         out = stack.enter_context(Path(args.out).open("wb")) if args.out else None
 
@@ -89,6 +105,85 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_parts(args: argparse.Namespace) -> tuple[Config, KafkaSettings, WorkerSettings]:
+    config = load_config(args.config, args.reference)
+    topic_flags = {
+        name: getattr(args, f"{name}_topic")
+        for name in (
+            "predictions",
+            "outcomes",
+            "alerts",
+            "retrain",
+            "rollback",
+            "deadletter",
+            "state",
+        )
+        if getattr(args, f"{name}_topic", None)
+    }
+    if topic_flags:
+        config = dataclass_replace(config, topics=dataclass_replace(config.topics, **topic_flags))
+    kafka = layered(
+        KafkaSettings,
+        config.kafka,
+        {
+            "bootstrap_servers": args.bootstrap_servers,
+            "enable_idempotence": False if getattr(args, "no_idempotence", False) else None,
+        },
+    )
+    worker = layered(
+        WorkerSettings,
+        config.worker,
+        {
+            "group_id": getattr(args, "group_id", None),
+            "metrics_port": getattr(args, "metrics_port", None),
+            "checkpoint_interval_s": getattr(args, "checkpoint_interval", None),
+        },
+    )
+    return config, kafka, worker
+
+
+def _worker(args: argparse.Namespace) -> int:
+    config, kafka, settings = _worker_parts(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    tune_gc()
+    asyncio.run(run_worker(config, kafka, settings))
+    return 0
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    config, kafka, _ = _worker_parts(args)
+    created = asyncio.run(
+        create_topics(kafka, config.topics, args.partitions, args.replication_factor)
+    )
+    existing = sorted(set(config.topics.all()) - set(created))
+    print(
+        f"created: {', '.join(created) or 'none'}; already there: {', '.join(existing) or 'none'}"
+    )
+    return 0
+
+
+def _kafka_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap-servers",
+        help="host:port list (env DRIFTLINE_BOOTSTRAP_SERVERS, default localhost:9092)",
+    )
+    parser.add_argument("--config", help="TOML configuration file")
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="PROFILE",
+        help="reference profile file (repeatable)",
+    )
+    parser.add_argument(
+        "--no-idempotence",
+        action="store_true",
+        help="plain producer (for brokers without idempotent producers)",
+    )
+    for name in ("predictions", "outcomes", "alerts", "retrain", "rollback", "deadletter", "state"):
+        parser.add_argument(f"--{name}-topic", help=f"name of the {name} topic")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftline",
@@ -109,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--config", help="TOML configuration file")
     rp.add_argument("--dead-letters", help="write dead letters here as JSONL")
     rp.add_argument("--quiet", action="store_true", help="do not print decisions to stdout")
+    rp.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="shard like a worker reading topics with this many partitions",
+    )
     rp.set_defaults(func=_replay)
 
     ref = sub.add_parser("reference", help="reference profiles")
@@ -124,6 +225,31 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--label-column", default="label")
     rb.add_argument("--prediction-column", default="prediction")
     rb.set_defaults(func=_reference_build)
+
+    wk = sub.add_parser("worker", help="the long-running stream worker")
+    _kafka_flags(wk)
+    wk.add_argument("--group-id", help="consumer group (env DRIFTLINE_GROUP_ID, default driftline)")
+    wk.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    wk.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between state checkpoints (default 5)",
+    )
+    wk.set_defaults(func=_worker)
+
+    tp = sub.add_parser("topics", help="topic administration")
+    tp_sub = tp.add_subparsers(dest="topics_command", required=True)
+    tc = tp_sub.add_parser("create", help="create every topic driftline uses")
+    _kafka_flags(tc)
+    tc.add_argument(
+        "--partitions",
+        type=int,
+        default=4,
+        help="partitions of the input, decision and dead-letter topics (default 4)",
+    )
+    tc.add_argument("--replication-factor", type=int, default=1)
+    tc.set_defaults(func=_topics_create)
 
     sim = sub.add_parser("simulate", help="write a seeded synthetic stream as JSONL")
     sim.add_argument("--scenario", choices=SCENARIOS, default="mean_shift")

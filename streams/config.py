@@ -10,13 +10,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from detectors.reference import ReferenceProfile
 from detectors.settings import DetectorSettings
 from schemas.exceptions import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,9 @@ class Config:
     references: Mapping[str, ReferenceProfile] = field(default_factory=dict)
     topics: Topics = field(default_factory=Topics)
     worker: Mapping[str, Any] = field(default_factory=dict)
-    """Worker settings as given (validated by `streams.worker.WorkerSettings`)."""
+    """``[worker]`` as given (validated by `streams.worker.WorkerSettings`)."""
+    kafka: Mapping[str, Any] = field(default_factory=dict)
+    """``[kafka]`` as given (validated by `streams.kafka.KafkaSettings`)."""
 
 
 def load_profile(path: str | Path) -> ReferenceProfile:
@@ -122,11 +126,11 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = set(data) - {"detectors", "models", "topics", "worker", "references"}
+    unknown = set(data) - {"detectors", "models", "topics", "worker", "kafka", "references"}
     if unknown:
         raise ConfigError(
             f"config file {path}: unknown section(s) {', '.join(sorted(unknown))}; "
-            "known: detectors, models, topics, worker, references"
+            "known: detectors, models, topics, worker, kafka, references"
         )
     base_values = {**data.get("detectors", {}), **_coerce(_env_overrides()), **(overrides or {})}
     detectors = DetectorSettings.from_dict(_coerce(base_values))
@@ -142,4 +146,58 @@ def load_config(
     for ref in [*data.get("references", []), *(references or [])]:
         profile = load_profile(ref)
         profiles[profile_key(profile, ref)] = profile
-    return Config(detectors, model_detectors, profiles, topics, data.get("worker", {}))
+    return Config(
+        detectors, model_detectors, profiles, topics, data.get("worker", {}), data.get("kafka", {})
+    )
+
+
+def layered(cls: type[T], toml: Mapping[str, Any], flags: Mapping[str, Any]) -> T:
+    """A settings dataclass from its TOML table, ``DRIFTLINE_<FIELD>`` variables and flags
+    (later wins); strings from the environment are converted to the field's type."""
+    values: dict[str, Any] = dict(toml)
+    for f in fields(cls):  # type: ignore[arg-type]
+        env = os.environ.get(f"DRIFTLINE_{f.name.upper()}")
+        if env is not None:
+            values[f.name] = _convert(f.name, str(f.type), env)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    from_mapping = getattr(cls, "from_mapping", None)
+    return from_mapping(values) if from_mapping else cls(**values)
+
+
+def _convert(name: str, kind: str, text: str) -> Any:
+    try:
+        if kind.startswith("bool"):
+            if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("1", "true", "yes")
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise ConfigError(
+            f"environment variable DRIFTLINE_{name.upper()}={text!r} is not a valid {kind}"
+        ) from None
+    return text
+
+
+def shard_settings(
+    config: Config, partitions: int
+) -> tuple[DetectorSettings, Mapping[str, ReferenceProfile], dict[str, DetectorSettings]]:
+    """Engine arguments for one of ``partitions`` shards: each shard watches a share of a
+    model's traffic, so its false-alarm budget is the model's times the shard count and
+    the model as a whole keeps its budget."""
+
+    def split(settings: DetectorSettings) -> DetectorSettings:
+        return DetectorSettings.from_dict(
+            {
+                **settings.to_dict(),
+                "false_alarm_budget_events": settings.false_alarm_budget_events * partitions,
+            }
+        )
+
+    return (
+        split(config.detectors),
+        config.references,
+        {model: split(s) for model, s in config.model_detectors.items()},
+    )

@@ -18,6 +18,7 @@ from schemas.deadletter import DeadLetter
 from schemas.decode import decode
 from schemas.exceptions import DecodeError
 from schemas.records import Event
+from streams.kafka import partition_for
 
 REPLAY_BATCH_EVENTS = 4_096
 """Events decoded before the detectors run: large enough to amortise numpy's per-call
@@ -47,9 +48,45 @@ def iter_lines(path: Path) -> Iterator[bytes]:
                 yield stripped
 
 
+class Sharded:
+    """Engines per input partition, routed like the worker: by Kafka's default partitioner
+    on ``request_id``, with the false-alarm budget split across partitions and decision
+    ids published once. ``driftline replay --partitions N`` uses it to reproduce a worker
+    reading N-partition topics."""
+
+    def __init__(self, engines: list[Engine]) -> None:
+        self.engines = engines
+        self.published: set[str] = set()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {k: sum(e.counts[k] for e in self.engines) for k in self.engines[0].counts}
+
+    @property
+    def join(self) -> Engine:  # for summary_table: join counts summed over shards
+        merged = Engine(self.engines[0].settings)
+        merged.join.counts = {
+            k: sum(e.join.counts[k] for e in self.engines) for k in self.engines[0].join.counts
+        }
+        return merged.join  # type: ignore[return-value]
+
+    def process(self, events: list[Event]) -> list[Decision]:
+        n = len(self.engines)
+        routed: list[list[Event]] = [[] for _ in range(n)]
+        for event in events:
+            routed[partition_for(event.request_id.encode(), n)].append(event)
+        out: list[Decision] = []
+        for engine, part in zip(self.engines, routed, strict=True):
+            for d in engine.process(part):
+                if d.decision_id not in self.published:
+                    self.published.add(d.decision_id)
+                    out.append(d)
+        return out
+
+
 def replay(
     lines: Iterable[bytes],
-    engine: Engine,
+    engine: Engine | Sharded,
     source: str = "-",
     on_decisions: object = None,
     progress: object = None,
@@ -81,7 +118,7 @@ def replay(
     return result
 
 
-def _run(engine: Engine, batch: list[Event], result: ReplayResult, hook: object) -> None:
+def _run(engine: Engine | Sharded, batch: list[Event], result: ReplayResult, hook: object) -> None:
     decisions = engine.process(batch)
     if decisions:
         result.decisions += decisions
@@ -115,7 +152,7 @@ class Progress:
             self.stream.write("\r" + " " * 60 + "\r")
 
 
-def summary_table(result: ReplayResult, engine: Engine) -> str:
+def summary_table(result: ReplayResult, engine: Engine | Sharded) -> str:
     """The end-of-replay summary: events, decisions by kind, dead letters by reason."""
     rate = result.lines / result.seconds if result.seconds else 0.0
     rows = [

@@ -47,3 +47,12 @@ def make_stream() -> Callable[..., tuple[Event, ...]]:
         return stream(StreamSpec(**kwargs))  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """One embedded broker (tansu) for the whole session, on a free loopback port."""
+    from streams.broker import EmbeddedBroker  # noqa: PLC0415 (only Kafka tests need it)
+
+    with EmbeddedBroker() as running:
+        yield running.bootstrap_servers

@@ -1,0 +1,142 @@
+"""Kafka client options, topic creation and partitioning shared by worker, demo and tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import murmur2
+
+from schemas.exceptions import ConfigError
+from streams.config import Topics
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """How to reach the cluster. Every field has a ``DRIFTLINE_`` environment variable."""
+
+    bootstrap_servers: str = "localhost:9092"
+    """Comma-separated host:port list."""
+    client_id: str = "driftline"
+    security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str | None = None
+    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with the SASL protocols."""
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    """CA bundle that signed the brokers' certificates."""
+    ssl_certfile: str | None = None
+    """Client certificate for mutual TLS."""
+    ssl_keyfile: str | None = None
+    enable_idempotence: bool = True
+    """Idempotent producer (no duplicates from producer retries). Real Kafka supports it;
+    the embedded test broker does not, so tests and the demo switch it off."""
+
+    def __post_init__(self) -> None:
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                f"got {self.security_protocol!r}"
+            )
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ConfigError(
+                    f"{self.security_protocol} needs sasl_mechanism, one of "
+                    f"{', '.join(SASL_MECHANISMS)}"
+                )
+            if not self.sasl_username or self.sasl_password is None:
+                raise ConfigError(f"{self.security_protocol} needs sasl_username and sasl_password")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> KafkaSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown kafka setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments common to aiokafka consumers, producers and admin clients."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        if self.security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password
+        return options
+
+    def producer_options(self) -> dict[str, Any]:
+        return {
+            **self.client_options(),
+            "acks": "all",
+            "enable_idempotence": self.enable_idempotence,
+            "linger_ms": PRODUCER_LINGER_MS,
+        }
+
+
+PRODUCER_LINGER_MS = 5
+"""Outputs are low-volume; a few milliseconds of batching costs little latency."""
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for a key (murmur2)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def create_topics(
+    kafka: KafkaSettings,
+    topics: Topics,
+    partitions: int,
+    replication_factor: int = 1,
+) -> list[str]:
+    """Create every topic driftline uses; existing ones are left alone. Returns the new ones.
+
+    Input, dead-letter and decision topics get ``partitions`` partitions; the state topic
+    one partition with ``cleanup.policy=compact`` (only the latest checkpoint per key
+    matters).
+    """
+    if partitions < 1:
+        raise ConfigError(f"partitions must be at least 1, got {partitions}")
+    admin = AIOKafkaAdminClient(**kafka.client_options())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, partitions, replication_factor)
+            for name in (
+                topics.predictions,
+                topics.outcomes,
+                topics.deadletter,
+                topics.alerts,
+                topics.retrain,
+                topics.rollback,
+            )
+        ]
+        wanted.append(
+            NewTopic(
+                topics.state, 1, replication_factor, topic_configs={"cleanup.policy": "compact"}
+            )
+        )
+        new = [t for t in wanted if t.name not in existing]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in new]
+    finally:
+        await admin.close()

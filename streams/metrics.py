@@ -1,0 +1,91 @@
+"""Prometheus metrics of the stream worker (``driftline_`` prefix, base units)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Produce-to-processed latency buckets, seconds: from the fetch wait to a stalled worker."""
+
+DRIFT_SCORE_MODELS = 200
+"""Models with their own ``driftline_drift_score`` series; the rest are not exported, so a
+fleet with thousands of model ids cannot blow up the label set."""
+
+
+class Metrics:
+    """The worker's metrics, in a registry of their own (tests create several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter(
+            "driftline_records_consumed", "Input records fetched, by topic.", ["topic"], registry=r
+        )
+        self.processed = Counter(
+            "driftline_records_processed",
+            "Input records decoded and fed to the detectors, by topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "driftline_records_duplicate",
+            "Input records dropped because their event_id was seen recently.",
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "driftline_records_dead_lettered",
+            "Input records sent to the dead-letter topic, by topic and reason.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "driftline_processing_latency_seconds",
+            "Time from a record's produce timestamp to the end of its processing (sampled).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "driftline_consumer_lag_records",
+            "Records between the consumer position and the high watermark.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.join_buffer = Gauge(
+            "driftline_join_buffer_entries",
+            "Predictions waiting for outcomes, plus outcomes waiting for predictions.",
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "driftline_outcomes",
+            "Outcome join results: joined, late, orphaned, duplicate, expired_unlabelled, "
+            "null_label.",
+            ["status"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "driftline_decisions",
+            "Decisions published, by type and kind.",
+            ["type", "kind"],
+            registry=r,
+        )
+        self.drift_score = Gauge(
+            "driftline_drift_score",
+            "Largest sequential-test statistic over its threshold (1 = alarm), by model and kind.",
+            ["model_id", "kind"],
+            registry=r,
+        )
+        self.checkpoint_seconds = Histogram(
+            "driftline_checkpoint_duration_seconds",
+            "Time to flush outputs, write state and commit offsets.",
+            registry=r,
+        )
+        self.checkpoint_bytes = Gauge(
+            "driftline_checkpoint_bytes",
+            "Compressed size of the last checkpoint.",
+            ["partition"],
+            registry=r,
+        )
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Expose ``/metrics`` on ``port``."""
+        start_http_server(port, addr=addr, registry=self.registry)

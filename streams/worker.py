@@ -1,0 +1,436 @@
+"""``driftline worker``: the long-running stream worker.
+
+Which part sits where, and why (figures in ../shared/TANSU.md and benchmarks/):
+
+* The hot path (predictions, outcomes) runs on aiokafka batches (``getmany``): decoding,
+  validation and detector updates are done a batch at a time. A faust agent pays about
+  160 us of plumbing per message, which caps it near 6k msg/s, an order of magnitude
+  below what the detectors sustain.
+* Detector state is sharded by input partition (predictions and outcomes are
+  co-partitioned by ``request_id``), like Kafka Streams or faust tables: a rebalance moves
+  whole shards, and each shard's checkpoint records the input offsets it covers, so
+  recovery seeks to them and never trusts ``end_offsets()``.
+* Checkpoints follow a fixed order: flush outputs, write state, commit offsets. A crash
+  re-reads at most one checkpoint interval of input; the decisions it re-emits carry the
+  same ``decision_id`` (ids are per episode), and published ids are remembered in the
+  state so a restarted shard does not publish them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import Counter as CounterDict
+from dataclasses import dataclass, fields
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+from detectors.decision import Decision
+from detectors.engine import Engine, RecentIds
+from detectors.join import JOIN_COUNTERS
+from schemas.deadletter import DeadLetter
+from schemas.decode import decode
+from schemas.exceptions import ConfigError, DecodeError
+from schemas.records import Event
+from streams.config import Config, shard_settings
+from streams.kafka import KafkaSettings
+from streams.metrics import DRIFT_SCORE_MODELS, Metrics
+from streams.state_store import Checkpoint, read_checkpoints, write_checkpoint
+
+log = logging.getLogger("driftline.worker")
+
+LATENCY_SAMPLES_PER_BATCH = 64
+"""Records per batch whose latency is observed: enough for p99 over a minute of batches
+without paying a histogram lock per record."""
+
+METRICS_INTERVAL_S = 1.0
+"""How often lag, join-buffer and drift-score gauges are refreshed."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Worker behaviour. TOML ``[worker]``; environment ``DRIFTLINE_<NAME>``."""
+
+    group_id: str = "driftline"
+    """Consumer group; also names this deployment's checkpoints in the state topic."""
+    checkpoint_interval_s: float = 5.0
+    """State is written at most this often: a crash re-reads at most this much input.
+    Five seconds keeps the checkpoint cost near 1 % of a busy worker's time."""
+    max_batch_records: int = 5_000
+    """Records per fetch: large enough to amortise per-batch numpy cost."""
+    fetch_timeout_ms: int = 50
+    """Wait for records when idle; bounds added latency at low traffic."""
+    session_timeout_ms: int = 10_000
+    """Consumer group session (aiokafka's default). Some brokers delay joins by half of it."""
+    heartbeat_interval_ms: int = 3_000
+    metrics_port: int | None = None
+    """Port of the Prometheus endpoint; None disables it."""
+    shutdown_timeout_s: float = 30.0
+    """Upper bound on the final checkpoint and client shutdown after SIGTERM/SIGINT."""
+    published_memory: int = 10_000
+    """Decision ids remembered per shard, so restarts and other shards do not republish."""
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> WorkerSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown worker setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        settings = cls(**values)
+        if settings.checkpoint_interval_s <= 0 or settings.max_batch_records <= 0:
+            raise ConfigError("checkpoint_interval_s and max_batch_records must be positive")
+        return settings
+
+
+class Shard:
+    """Detector state of one input partition, with the offsets and counts it covers."""
+
+    def __init__(self, partition: int, engine: Engine, published_memory: int) -> None:
+        self.partition = partition
+        self.engine = engine
+        self.offsets: dict[str, int] = {}
+        self.consumed = 0
+        self.dead_letters: CounterDict[str] = CounterDict()
+        self.published = RecentIds(published_memory)
+        self.generation = 0
+        self.dirty = False
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine.state(),
+            "consumed": self.consumed,
+            "dead_letters": dict(self.dead_letters),
+            "published": self.published.state(),
+        }
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        self.engine.restore(checkpoint.state["engine"])
+        self.consumed = checkpoint.state["consumed"]
+        self.dead_letters = CounterDict(checkpoint.state["dead_letters"])
+        self.published.restore(checkpoint.state["published"])
+        self.offsets = dict(checkpoint.offsets)
+        self.generation = checkpoint.generation
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.worker.release({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.worker.acquire(sorted({tp.partition for tp in assigned}))
+
+
+class Worker:
+    """Consumes predictions and outcomes, runs the detectors, publishes decisions."""
+
+    def __init__(
+        self,
+        config: Config,
+        kafka: KafkaSettings,
+        settings: WorkerSettings,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.topics = config.topics
+        self.kafka = kafka
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.shards: dict[int, Shard] = {}
+        self.partitions = 0
+        self.stopping = asyncio.Event()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.last_checkpoint = time.monotonic()
+        self.last_metrics = 0.0
+        self._join_seen: dict[int, dict[str, int]] = {}
+        self._duplicates_seen = 0
+        self.inflight: list[asyncio.Future[Any]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until `stop` is called (or SIGTERM/SIGINT when installed)."""
+        await self._start()
+        try:
+            while not self.stopping.is_set():
+                assert self.consumer is not None
+                batch = await self.consumer.getmany(
+                    timeout_ms=self.settings.fetch_timeout_ms,
+                    max_records=self.settings.max_batch_records,
+                )
+                if batch:
+                    await self._process(batch)
+                now = time.monotonic()
+                if now - self.last_checkpoint >= self.settings.checkpoint_interval_s:
+                    await self.checkpoint(set(self.shards))
+                if now - self.last_metrics >= METRICS_INTERVAL_S:
+                    self.last_metrics = now
+                    self._refresh_gauges()
+        finally:
+            await asyncio.wait_for(self._shutdown(), self.settings.shutdown_timeout_s)
+
+    def stop(self) -> None:
+        """Ask the worker to finish its batch, checkpoint, commit and return."""
+        self.stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def _start(self) -> None:
+        self.producer = AIOKafkaProducer(**self.kafka.producer_options())
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            **self.kafka.client_options(),
+            group_id=self.settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            # Range assignment gives predictions-p and outcomes-p to the same member.
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await self.consumer.start()
+        self.partitions = await self._check_topics()
+        if self.settings.metrics_port is not None:
+            self.metrics.serve(self.settings.metrics_port)
+        self.consumer.subscribe(
+            [self.topics.predictions, self.topics.outcomes], listener=_Listener(self)
+        )
+
+    async def _check_topics(self) -> int:
+        assert self.consumer is not None
+        counts = {}
+        for topic in (self.topics.predictions, self.topics.outcomes, self.topics.state):
+            parts = self.consumer.partitions_for_topic(topic)
+            if parts is None:
+                await self.consumer._client.force_metadata_update()  # noqa: SLF001
+                parts = self.consumer.partitions_for_topic(topic)
+            if not parts:
+                raise ConfigError(
+                    f"topic {topic!r} does not exist on {self.kafka.bootstrap_servers}; "
+                    "create the topics first with 'driftline topics create'"
+                )
+            counts[topic] = len(parts)
+        if counts[self.topics.predictions] != counts[self.topics.outcomes]:
+            raise ConfigError(
+                f"{self.topics.predictions!r} has {counts[self.topics.predictions]} partitions "
+                f"but {self.topics.outcomes!r} has {counts[self.topics.outcomes]}: the join "
+                "needs them co-partitioned (same count, both keyed by request_id)"
+            )
+        return counts[self.topics.predictions]
+
+    async def _shutdown(self) -> None:
+        if self.consumer is not None and self.shards:
+            await self.checkpoint(set(self.shards))
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+
+    # -- shards ------------------------------------------------------------------------
+
+    def _engine(self) -> Engine:
+        """An engine for one shard (the model's false-alarm budget split across shards)."""
+        return Engine(*shard_settings(self.config, max(self.partitions, 1)))
+
+    async def acquire(self, partitions: list[int]) -> None:
+        """Restore the shards of newly assigned partitions and seek to their offsets."""
+        assert self.consumer is not None
+        reader = AIOKafkaConsumer(**self.kafka.client_options(), enable_auto_commit=False)
+        await reader.start()
+        try:
+            checkpoints = await read_checkpoints(reader, self.topics.state, self.settings.group_id)
+        finally:
+            await reader.stop()
+        for p in partitions:
+            shard = Shard(p, self._engine(), self.settings.published_memory)
+            checkpoint = checkpoints.get(p)
+            if checkpoint is not None:
+                shard.restore(checkpoint)
+            # Always seek explicitly: records fetched while this shard was being restored
+            # were skipped by _process and must be read again from here.
+            for topic in (self.topics.predictions, self.topics.outcomes):
+                tp = TopicPartition(topic, p)
+                if topic not in shard.offsets:
+                    committed = await self.consumer.committed(tp)
+                    if committed is None:
+                        committed = (await self.consumer.beginning_offsets([tp]))[tp]
+                    shard.offsets[topic] = committed
+                self.consumer.seek(tp, shard.offsets[topic])
+            self.shards[p] = shard
+            log.info("partition %d: %s", p, "restored" if checkpoint else "new shard")
+
+    async def release(self, partitions: set[int]) -> None:
+        """Checkpoint and drop the shards of revoked partitions."""
+        mine = partitions & set(self.shards)
+        if mine:
+            await self.checkpoint(mine)
+        for p in mine:
+            del self.shards[p]
+
+    # -- processing --------------------------------------------------------------------
+
+    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        assert self.producer is not None
+        by_partition: dict[int, list[ConsumerRecord]] = {}
+        for tp, records in batch.items():
+            by_partition.setdefault(tp.partition, []).extend(records)
+            self.metrics.consumed.labels(tp.topic).inc(len(records))
+        now_ms = int(time.time() * 1000)
+        for p, records in by_partition.items():
+            shard = self.shards.get(p)
+            if shard is None:
+                continue
+            # Predictions and outcomes of a partition merge by produce time, predictions
+            # first on ties: the closest deterministic stand-in for arrival order.
+            records.sort(key=lambda r: (r.timestamp, r.topic != self.topics.predictions, r.offset))
+            events = await self._decode(shard, records)
+            decisions = shard.engine.process(events)
+            await self._publish(shard, decisions, now_ms)
+            shard.dirty = True
+        self._observe_latency(batch)
+
+    async def _decode(self, shard: Shard, records: list[ConsumerRecord]) -> list[Event]:
+        assert self.producer is not None
+        predictions = self.topics.predictions
+        events: list[Event] = []
+        processed: CounterDict[str] = CounterDict()
+        for record in records:
+            topic = record.topic
+            shard.offsets[topic] = record.offset + 1
+            shard.consumed += 1
+            expect = "prediction" if topic == predictions else "outcome"
+            try:
+                if record.value is None:
+                    raise DecodeError("invalid_json", "message has no value (tombstone)")
+                events.append(decode(record.value, expect))
+                processed[topic] += 1
+            except DecodeError as exc:
+                shard.dead_letters[exc.reason] += 1
+                self.metrics.dead_lettered.labels(topic, exc.reason).inc()
+                letter = DeadLetter(
+                    exc.reason,
+                    exc.message,
+                    topic,
+                    record.partition,
+                    record.offset,
+                    record.value or b"",
+                )
+                await self._send(
+                    self.topics.deadletter, letter.to_json(int(time.time() * 1000)), record.key
+                )
+        for topic, n in processed.items():
+            self.metrics.processed.labels(topic).inc(n)
+        return events
+
+    async def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
+        assert self.producer is not None
+        # send() appends to the producer's batch and returns the delivery future; delivery
+        # is awaited at the next checkpoint, before state and offsets are written.
+        self.inflight.append(await self.producer.send(topic, value, key=key))
+
+    async def _publish(self, shard: Shard, decisions: list[Decision], now_ms: int) -> None:
+        for d in decisions:
+            if any(
+                d.decision_id in s.published.current or d.decision_id in s.published.previous
+                for s in self.shards.values()
+            ):
+                continue
+            shard.published.add(d.decision_id)
+            self.metrics.decisions.labels(d.type, d.kind).inc()
+            await self._send(
+                self.topics.for_decision(d.type),
+                orjson.dumps(d.to_dict(now_ms)),
+                d.model_id.encode(),
+            )
+
+    def _observe_latency(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        now_ms = time.time() * 1000
+        for records in batch.values():
+            step = max(1, len(records) // LATENCY_SAMPLES_PER_BATCH)
+            for record in records[::step]:
+                self.metrics.latency.observe(max(0.0, (now_ms - record.timestamp) / 1000))
+
+    def _refresh_gauges(self) -> None:
+        assert self.consumer is not None
+        for p in self.shards:
+            for topic in (self.topics.predictions, self.topics.outcomes):
+                tp = TopicPartition(topic, p)
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None:
+                    position = self.shards[p].offsets.get(topic, 0)
+                    self.metrics.lag.labels(topic, str(p)).set(max(0, highwater - position))
+        self.metrics.join_buffer.set(sum(s.engine.join.size for s in self.shards.values()))
+        for p, shard in self.shards.items():
+            seen = self._join_seen.setdefault(p, dict.fromkeys(JOIN_COUNTERS, 0))
+            for status, value in shard.engine.join.counts.items():
+                if value > seen[status]:
+                    self.metrics.outcomes.labels(status).inc(value - seen[status])
+                    seen[status] = value
+        scores: dict[tuple[str, str], float] = {}
+        for shard in self.shards.values():
+            for model_id, versions in shard.engine.monitors.items():
+                for monitor in versions.values():
+                    for kind, score in monitor.drift_scores().items():
+                        key = (model_id, kind)
+                        scores[key] = max(scores.get(key, 0.0), score)
+        models = sorted({m for m, _ in scores})[:DRIFT_SCORE_MODELS]
+        for (model_id, kind), score in scores.items():
+            if model_id in models:
+                self.metrics.drift_score.labels(model_id, kind).set(score)
+        duplicates = sum(s.engine.counts["duplicates"] for s in self.shards.values())
+        if duplicates > self._duplicates_seen:
+            self.metrics.duplicates.inc(duplicates - self._duplicates_seen)
+        self._duplicates_seen = duplicates
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    async def checkpoint(self, partitions: set[int]) -> None:
+        """Flush outputs, write the shards' state, commit their offsets (in that order)."""
+        assert self.producer is not None and self.consumer is not None
+        started = time.monotonic()
+        await self.producer.flush()
+        inflight, self.inflight = self.inflight, []
+        for future in inflight:
+            await future  # a failed delivery raises here, before any state is written
+        commits = {}
+        for p in sorted(partitions):
+            shard = self.shards.get(p)
+            if shard is None or not shard.dirty:
+                continue
+            shard.generation += 1
+            size = await write_checkpoint(
+                self.producer,
+                self.topics.state,
+                self.settings.group_id,
+                Checkpoint(p, dict(shard.offsets), shard.state(), shard.generation),
+            )
+            self.metrics.checkpoint_bytes.labels(str(p)).set(size)
+            shard.dirty = False
+            for topic, offset in shard.offsets.items():
+                commits[TopicPartition(topic, p)] = offset
+        if commits:
+            await self.consumer.commit(commits)
+        self.last_checkpoint = time.monotonic()
+        self.metrics.checkpoint_seconds.observe(self.last_checkpoint - started)
+
+
+async def run_worker(config: Config, kafka: KafkaSettings, settings: WorkerSettings) -> None:
+    """Entry point of ``driftline worker``: run until SIGTERM/SIGINT."""
+    worker = Worker(config, kafka, settings)
+    worker.install_signal_handlers()
+    await worker.run()

@@ -1,0 +1,167 @@
+"""Helpers for tests against the embedded broker: produce streams, read topics, run workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas.decode import encode
+from schemas.records import Event, Prediction
+from streams.config import Config, Topics
+from streams.kafka import KafkaSettings, create_topics
+
+TEST_WORKER = {
+    "session_timeout_ms": 6_000,
+    "heartbeat_interval_ms": 500,
+    "checkpoint_interval_s": 0.5,
+}
+"""Group timeouts tuned for the embedded broker: joins wait half the session (3 s)."""
+
+
+def topics_for(prefix: str) -> Topics:
+    return Topics(
+        predictions=f"{prefix}.predictions",
+        outcomes=f"{prefix}.outcomes",
+        alerts=f"{prefix}.alerts",
+        retrain=f"{prefix}.retrain",
+        rollback=f"{prefix}.rollback",
+        deadletter=f"{prefix}.deadletter",
+        state=f"{prefix}.state",
+    )
+
+
+def kafka(bootstrap: str) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence=False)
+
+
+async def produce(
+    bootstrap: str, topics: Topics, events: list[Event], extra: list[tuple[str, bytes]] = ()
+) -> dict[str, int]:
+    """Produce events keyed by request_id; returns records produced per topic."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    counts = {topics.predictions: 0, topics.outcomes: 0}
+    try:
+        for event in events:
+            topic = topics.predictions if isinstance(event, Prediction) else topics.outcomes
+            await producer.send(topic, encode(event), key=event.request_id.encode())
+            counts[topic] += 1
+        for topic, raw in extra:
+            await producer.send(topic, raw, key=b"bad")
+            counts[topic] += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return counts
+
+
+async def read_all(bootstrap: str, topic: str, timeout_s: float = 2.0) -> list[bytes]:
+    """Every record value of a topic, reading to the fetch high watermark (no group)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        for tp in tps:
+            await consumer.seek_to_beginning(tp)
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                values += [r.value for r in records]
+            done = True
+            for tp in tps:
+                highwater = consumer.highwater(tp)
+                done = done and highwater is not None and await consumer.position(tp) >= highwater
+            if done and not batch:
+                break
+        return values
+    finally:
+        await consumer.stop()
+
+
+async def committed(bootstrap: str, group: str, topics: Topics, partitions: int) -> int:
+    """Sum of the group's committed offsets over the input topics."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        total = 0
+        for topic in (topics.predictions, topics.outcomes):
+            for p in range(partitions):
+                offset = await consumer.committed(TopicPartition(topic, p))
+                total += offset or 0
+        return total
+    finally:
+        await consumer.stop()
+
+
+async def wait_committed(
+    bootstrap: str,
+    group: str,
+    topics: Topics,
+    partitions: int,
+    target: int,
+    timeout_s: float = 60.0,
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await committed(bootstrap, group, topics, partitions) >= target:
+            return
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"group {group} did not commit {target} records within {timeout_s} s")
+
+
+async def decisions(bootstrap: str, topics: Topics) -> list[dict]:
+    out = []
+    for topic in (topics.alerts, topics.retrain, topics.rollback):
+        out += [orjson.loads(v) for v in await read_all(bootstrap, topic)]
+    return out
+
+
+def write_config(path: Path, topics: Topics, group: str, detectors: dict | None = None) -> Path:
+    lines = ["[worker]", f'group_id = "{group}"']
+    lines += [f"{k} = {v}" for k, v in TEST_WORKER.items()]
+    lines += ["", "[kafka]", "enable_idempotence = false", "", "[topics]"]
+    lines += (
+        [f'{k} = "{v}"' for k, v in topics.__dict__.items()]
+        if hasattr(topics, "__dict__")
+        else [f'{name} = "{getattr(topics, name)}"' for name in Topics.__dataclass_fields__]
+    )
+    if detectors:
+        lines += ["", "[detectors]"] + [f"{k} = {v}" for k, v in detectors.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start_worker_process(bootstrap: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    exe = Path(sys.executable).parent / "driftline"
+    env = {**os.environ, "DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap}
+    return subprocess.Popen(
+        [str(exe), "worker", "--config", str(config)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+async def setup_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
+    await create_topics(kafka(bootstrap), topics, partitions)
+
+
+def config_for(topics: Topics, detectors) -> Config:
+    return replace(Config(), topics=topics, detectors=detectors)

@@ -1,0 +1,98 @@
+"""The stream worker against a real (embedded) broker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+
+import orjson
+
+from detectors.settings import DetectorSettings
+from streams.state_store import read_checkpoints
+from streams.worker import Worker, WorkerSettings
+
+from .kafka_helpers import (
+    TEST_WORKER,
+    config_for,
+    decisions,
+    kafka,
+    produce,
+    read_all,
+    setup_topics,
+    topics_for,
+    wait_committed,
+)
+
+SMALL = DetectorSettings(warmup_events=3_000, window_events=2_000, label_warmup_events=1_000)
+_names = itertools.count()
+
+BAD = [
+    (b"not json", "invalid_json"),
+    (b'{"event_id": "x", "request_id": "r"}', "schema_violation"),
+    (
+        b'{"type": "outcome", "event_id": "o", "request_id": "r", "model_id": "m", "ts": 1, "label": 1}',
+        "wrong_topic",
+    ),
+]
+
+
+async def run_until_committed(bootstrap, topics, group, partitions, total, detectors=SMALL):
+    worker = Worker(
+        config_for(topics, detectors),
+        kafka(bootstrap),
+        WorkerSettings(group_id=group, **TEST_WORKER),
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_committed(bootstrap, group, topics, partitions, total)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+    return worker
+
+
+async def test_worker_decides_dead_letters_and_accounts_for_everything(broker, make_stream) -> None:
+    """Drift is published to the alert topic, bad messages to the dead-letter topic with
+    their reasons and origin, and consumed = processed + duplicates + dead-lettered."""
+    topics = topics_for(f"e2e{next(_names)}")
+    await setup_topics(broker, topics, 2)
+    events = list(
+        make_stream(scenario="mean_shift", n_predictions=20_000, change_at=8_000, seed=31)
+    )
+    events.insert(100, events[50])  # a duplicate
+    counts = await produce(broker, topics, events, [(topics.predictions, raw) for raw, _ in BAD])
+    total = sum(counts.values())
+    await run_until_committed(broker, topics, "g-e2e", 2, total)
+
+    found = await decisions(broker, topics)
+    drift = [d for d in found if d["kind"] == "data_drift" and d["type"] == "alert"]
+    assert drift and drift[0]["features"][0] == "x0"
+    letters = [orjson.loads(v) for v in await read_all(broker, topics.deadletter)]
+    assert sorted(letter["reason"] for letter in letters) == sorted(r for _, r in BAD)
+    assert {base64.b64decode(letter["original_b64"]) for letter in letters} == {
+        raw for raw, _ in BAD
+    }
+    assert all(letter["source"]["topic"] == topics.predictions for letter in letters)
+
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
+
+    reader = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    await reader.start()
+    try:
+        checkpoints = await read_checkpoints(reader, topics.state, "g-e2e")
+    finally:
+        await reader.stop()
+    consumed = sum(c.state["consumed"] for c in checkpoints.values())
+    processed = sum(
+        c.state["engine"]["counts"]["predictions"] + c.state["engine"]["counts"]["outcomes"]
+        for c in checkpoints.values()
+    )
+    duplicates = sum(c.state["engine"]["counts"]["duplicates"] for c in checkpoints.values())
+    dead = sum(sum(c.state["dead_letters"].values()) for c in checkpoints.values())
+    assert (consumed, processed + duplicates + dead, duplicates, dead) == (
+        total,
+        total,
+        1,
+        len(BAD),
+    )
