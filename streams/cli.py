@@ -19,7 +19,6 @@ from schemas.decode import encode
 from schemas.exceptions import DriftlineError
 from streams.config import Config, layered, load_config, shard_settings
 from streams.kafka import KafkaSettings, create_topics
-from streams.worker import WorkerSettings, run_worker
 from streams.reference_build import DEFAULT_MAX_ROWS, build_profile
 from streams.replay import (
     Progress,
@@ -31,6 +30,7 @@ from streams.replay import (
 )
 from streams.runtime import tune_gc
 from streams.simulate import SCENARIOS, StreamSpec, generate
+from streams.worker import WorkerSettings, run_worker
 
 
 def _replay(args: argparse.Namespace) -> int:

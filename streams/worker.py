@@ -82,7 +82,8 @@ class WorkerSettings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(
-                f"unknown worker setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"unknown worker setting(s): {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
             )
         settings = cls(**values)
         if settings.checkpoint_interval_s <= 0 or settings.max_batch_records <= 0:
@@ -120,7 +121,7 @@ class Shard:
         self.generation = checkpoint.generation
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(ConsumerRebalanceListener):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
@@ -217,7 +218,7 @@ class Worker:
         for topic in (self.topics.predictions, self.topics.outcomes, self.topics.state):
             parts = self.consumer.partitions_for_topic(topic)
             if parts is None:
-                await self.consumer._client.force_metadata_update()  # noqa: SLF001
+                await self.consumer._client.force_metadata_update()
                 parts = self.consumer.partitions_for_topic(topic)
             if not parts:
                 raise ConfigError(

@@ -70,7 +70,7 @@ async def read_all(bootstrap: str, topic: str, timeout_s: float = 2.0) -> list[b
     try:
         parts = consumer.partitions_for_topic(topic)
         if parts is None:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
+            await consumer._client.force_metadata_update()
             parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
@@ -151,12 +151,13 @@ def write_config(path: Path, topics: Topics, group: str, detectors: dict | None 
 def start_worker_process(bootstrap: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).parent / "driftline"
     env = {**os.environ, "DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap}
-    return subprocess.Popen(
-        [str(exe), "worker", "--config", str(config)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [str(exe), "worker", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
 
 async def setup_topics(bootstrap: str, topics: Topics, partitions: int) -> None:

@@ -31,7 +31,8 @@ BAD = [
     (b"not json", "invalid_json"),
     (b'{"event_id": "x", "request_id": "r"}', "schema_violation"),
     (
-        b'{"type": "outcome", "event_id": "o", "request_id": "r", "model_id": "m", "ts": 1, "label": 1}',
+        b'{"type": "outcome", "event_id": "o", "request_id": "r", "model_id": "m", '
+        b'"ts": 1, "label": 1}',
         "wrong_topic",
     ),
 ]
