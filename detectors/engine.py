@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from detectors.decision import Decision
-from detectors.join import OutcomeJoin, Pending
+from detectors.join import OutcomeJoin
 from detectors.monitor import VersionMonitor
 from detectors.reference import ReferenceProfile
 from detectors.settings import DetectorSettings
@@ -47,7 +47,7 @@ class RecentIds:
         self.current = set()
 
     def state(self) -> list[list[str]]:
-        return [sorted(self.previous), sorted(self.current)]
+        return [list(self.previous), list(self.current)]
 
     def restore(self, state: list[list[str]]) -> None:
         self.previous = set(state[0])
@@ -134,7 +134,7 @@ class Engine:
                 bucket[1].append(seq)
                 joined = join.add_prediction(
                     event.request_id,
-                    Pending(event.model_id, event.model_version, event.prediction, event.ts),
+                    (event.model_id, event.model_version, event.prediction, event.ts),
                 )
             else:
                 outcome: Outcome = event  # type: ignore[assignment]

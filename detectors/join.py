@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-from detectors.reference import from_wire, to_wire
+Pending = tuple[str, str, Any, int]
+"""A prediction waiting for its outcome: ``(model_id, model_version, prediction, ts)``.
+A plain tuple because it is created per event and snapshotted in bulk (orjson writes tuples
+as arrays with no per-entry Python work)."""
 
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A prediction waiting for its outcome."""
-
-    model_id: str
-    model_version: str
-    prediction: Any
-    ts: int
+MODEL: Final = 0
+VERSION: Final = 1
+PREDICTION: Final = 2
+TS: Final = 3
+"""Field positions in a `Pending` tuple."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +70,12 @@ class OutcomeJoin:
 
     def add_prediction(self, request_id: str, entry: Pending) -> list[Joined]:
         """Buffer a prediction; returns the join if its outcome arrived first."""
-        ts = entry.ts
+        ts = entry[TS]
         if ts > self.watermark:
             self._advance(ts)
         if self.outcomes:
             early = self.outcomes.get(request_id)
-            if early is not None and early[0] == entry.model_id:
+            if early is not None and early[0] == entry[MODEL]:
                 del self.outcomes[request_id]
                 return [self._join(request_id, entry, early[1], early[2])]
         predictions = self.predictions
@@ -98,12 +97,12 @@ class OutcomeJoin:
             self.counts["null_label"] += 1
         waiting = self.predictions.get(request_id)
         if waiting is not None:
-            if len(waiting) == 1 and waiting[0].model_id == model_id:
+            if len(waiting) == 1 and waiting[0][MODEL] == model_id:
                 del self.predictions[request_id]
                 return [self._join(request_id, waiting[0], label, ts)]
-            matched = [p for p in waiting if p.model_id == model_id]
+            matched = [p for p in waiting if p[MODEL] == model_id]
             if matched:
-                rest = [p for p in waiting if p.model_id != model_id]
+                rest = [p for p in waiting if p[MODEL] != model_id]
                 if rest:
                     self.predictions[request_id] = rest
                 else:
@@ -122,7 +121,7 @@ class OutcomeJoin:
     def _join(self, request_id: str, entry: Pending, label: Any, ts: int) -> Joined:
         self.counts["joined"] += 1
         _remember(self.resolved, request_id, self.memory)
-        return Joined(entry.model_id, entry.model_version, entry.prediction, label, entry.ts, ts)
+        return Joined(entry[MODEL], entry[VERSION], entry[PREDICTION], label, entry[TS], ts)
 
     def _advance(self, ts: int) -> None:
         self.watermark = ts
@@ -131,7 +130,7 @@ class OutcomeJoin:
             return
         while self.predictions:
             entries = next(iter(self.predictions.values()))
-            if entries[0].ts >= horizon:
+            if entries[0][TS] >= horizon:
                 break
             self._expire_prediction()
         while self.outcomes:
@@ -141,7 +140,7 @@ class OutcomeJoin:
             self.outcomes.popitem(last=False)
             self.counts["orphaned"] += 1
         self._front_ts = min(
-            next(iter(self.predictions.values()))[0].ts if self.predictions else _NEVER,
+            next(iter(self.predictions.values()))[0][TS] if self.predictions else _NEVER,
             next(iter(self.outcomes.values()))[2] if self.outcomes else _NEVER,
         )
 
@@ -159,11 +158,10 @@ class OutcomeJoin:
 
     def state(self) -> dict[str, Any]:
         return {
-            "predictions": [
-                [rid, [[p.model_id, p.model_version, to_wire(p.prediction), p.ts] for p in entries]]
-                for rid, entries in self.predictions.items()
-            ],
-            "outcomes": [[rid, list(v)] for rid, v in self.outcomes.items()],
+            # Tuples serialise as JSON arrays without per-entry Python work; ranked-item
+            # predictions (tuples) come back as lists and are restored below.
+            "predictions": list(self.predictions.items()),
+            "outcomes": list(self.outcomes.items()),
             "expired": list(self.expired),
             "resolved": list(self.resolved),
             "watermark": self.watermark,
@@ -172,7 +170,7 @@ class OutcomeJoin:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.predictions = OrderedDict(
-            (rid, [Pending(m, v, from_wire(p), ts) for m, v, p, ts in entries])
+            (rid, [(m, v, tuple(p) if isinstance(p, list) else p, ts) for m, v, p, ts in entries])
             for rid, entries in state["predictions"]
         )
         self.outcomes = OrderedDict((rid, (v[0], v[1], v[2])) for rid, v in state["outcomes"])

@@ -256,6 +256,7 @@ class DecisionPolicy:
                 "p_value": top.p_value,
                 "window": {"first_ts": top.first_ts, "last_ts": top.ts, "count": top.count},
                 "reference": self.reference,
+                "trigger_event_id": top.event_id,
                 "signals": [_signal_evidence(s) for s in group],
             },
             impact={

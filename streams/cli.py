@@ -162,6 +162,14 @@ def _topics_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo  # noqa: PLC0415 (imports the simulator only when needed)
+
+    tune_gc()
+    asyncio.run(run_demo(args.duration, args.rate, args.seed))
+    return 0
+
+
 def _kafka_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap-servers",
@@ -237,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between state checkpoints (default 5)",
     )
     wk.set_defaults(func=_worker)
+
+    dm = sub.add_parser("demo", help="embedded broker, simulated fleet, worker, live decisions")
+    dm.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
+    dm.add_argument("--rate", type=int, default=3_000, help="events per second (default 3000)")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.set_defaults(func=_demo)
 
     tp = sub.add_parser("topics", help="topic administration")
     tp_sub = tp.add_subparsers(dest="topics_command", required=True)

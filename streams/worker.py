@@ -157,6 +157,7 @@ class Worker:
         self._join_seen: dict[int, dict[str, int]] = {}
         self._duplicates_seen = 0
         self.inflight: list[asyncio.Future[Any]] = []
+        self.metrics_server: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -207,7 +208,7 @@ class Worker:
         await self.consumer.start()
         self.partitions = await self._check_topics()
         if self.settings.metrics_port is not None:
-            self.metrics.serve(self.settings.metrics_port)
+            self.metrics_server = self.metrics.serve(self.settings.metrics_port)
         self.consumer.subscribe(
             [self.topics.predictions, self.topics.outcomes], listener=_Listener(self)
         )
@@ -241,6 +242,9 @@ class Worker:
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
 
     # -- shards ------------------------------------------------------------------------
 
@@ -289,8 +293,11 @@ class Worker:
         assert self.producer is not None
         by_partition: dict[int, list[ConsumerRecord]] = {}
         for tp, records in batch.items():
-            by_partition.setdefault(tp.partition, []).extend(records)
-            self.metrics.consumed.labels(tp.topic).inc(len(records))
+            if tp.partition in self.shards:
+                # Records of a partition still being restored are skipped here and read
+                # again after its seek; they are counted when they are handled.
+                by_partition.setdefault(tp.partition, []).extend(records)
+                self.metrics.consumed.labels(tp.topic).inc(len(records))
         now_ms = int(time.time() * 1000)
         for p, records in by_partition.items():
             shard = self.shards.get(p)

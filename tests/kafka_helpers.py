@@ -117,13 +117,22 @@ async def wait_committed(
     partitions: int,
     target: int,
     timeout_s: float = 60.0,
+    tasks: list[asyncio.Task] | None = None,
 ) -> None:
+    """Wait until the group committed ``target`` input records; fail at once, with the
+    worker's own error, if a worker task given in ``tasks`` ended."""
     deadline = time.monotonic() + timeout_s
+    done = 0
     while time.monotonic() < deadline:
-        if await committed(bootstrap, group, topics, partitions) >= target:
+        for task in tasks or ():
+            if task.done():
+                task.result()
+                raise AssertionError("a worker stopped before the input was consumed")
+        done = await committed(bootstrap, group, topics, partitions)
+        if done >= target:
             return
         await asyncio.sleep(0.3)
-    raise AssertionError(f"group {group} did not commit {target} records within {timeout_s} s")
+    raise AssertionError(f"group {group} committed {done} of {target} records within {timeout_s} s")
 
 
 async def decisions(bootstrap: str, topics: Topics) -> list[dict]:

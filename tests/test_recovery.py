@@ -140,7 +140,7 @@ async def test_two_workers_share_partitions_and_agree(broker, produced, referenc
     ]
     tasks = [asyncio.create_task(w.run()) for w in workers]
     try:
-        await wait_committed(broker, "g-pair", mine, PARTITIONS, total, timeout_s=90)
+        await wait_committed(broker, "g-pair", mine, PARTITIONS, total, timeout_s=90, tasks=tasks)
     finally:
         for w in workers:
             w.stop()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import urllib.request
 
 import orjson
 
 from detectors.settings import DetectorSettings
+from streams.broker import free_port
 from streams.state_store import read_checkpoints
 from streams.worker import Worker, WorkerSettings
 
@@ -38,15 +40,23 @@ BAD = [
 ]
 
 
-async def run_until_committed(bootstrap, topics, group, partitions, total, detectors=SMALL):
-    worker = Worker(
-        config_for(topics, detectors),
-        kafka(bootstrap),
-        WorkerSettings(group_id=group, **TEST_WORKER),
-    )
+async def run_until_committed(
+    bootstrap,
+    topics,
+    group,
+    partitions,
+    total,
+    detectors=SMALL,
+    metrics_port=None,
+    before_stop=None,
+):
+    settings = WorkerSettings(group_id=group, metrics_port=metrics_port, **TEST_WORKER)
+    worker = Worker(config_for(topics, detectors), kafka(bootstrap), settings)
     task = asyncio.create_task(worker.run())
     try:
-        await wait_committed(bootstrap, group, topics, partitions, total)
+        await wait_committed(bootstrap, group, topics, partitions, total, tasks=[task])
+        if before_stop is not None:
+            await before_stop()
     finally:
         worker.stop()
         await asyncio.wait_for(task, 30)
@@ -64,7 +74,38 @@ async def test_worker_decides_dead_letters_and_accounts_for_everything(broker, m
     events.insert(100, events[50])  # a duplicate
     counts = await produce(broker, topics, events, [(topics.predictions, raw) for raw, _ in BAD])
     total = sum(counts.values())
-    await run_until_committed(broker, topics, "g-e2e", 2, total)
+    port = free_port()
+    scraped: list[str] = []
+
+    async def scrape() -> None:
+        await asyncio.sleep(1.2)  # one gauge refresh after the last batch
+        url = f"http://127.0.0.1:{port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+        scraped.append(body.decode())
+
+    await run_until_committed(
+        broker, topics, "g-e2e", 2, total, metrics_port=port, before_stop=scrape
+    )
+    metrics = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in scraped[0].splitlines()
+        if line.startswith("driftline_")
+    }
+    consumed = sum(
+        v for k, v in metrics.items() if k.startswith("driftline_records_consumed_total")
+    )
+    assert consumed == total
+    assert (
+        metrics[
+            f'driftline_records_dead_lettered_total{{reason="invalid_json",topic="{topics.predictions}"}}'
+        ]
+        == 1
+    )
+    assert metrics['driftline_decisions_total{kind="data_drift",type="alert"}'] == 1
+    assert metrics["driftline_processing_latency_seconds_count"] > 0
+    assert metrics["driftline_records_duplicate_total"] == 1
+    assert 'driftline_drift_score{kind="data_drift",model_id="credit-risk"}' in metrics
+    assert not any("request_id" in k or "event_id" in k for k in metrics)
 
     found = await decisions(broker, topics)
     drift = [d for d in found if d["kind"] == "data_drift" and d["type"] == "alert"]

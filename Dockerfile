@@ -1,0 +1,11 @@
+# The driftline worker image used by docker-compose.yml.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY schemas ./schemas
+COPY detectors ./detectors
+COPY streams ./streams
+RUN pip install --no-cache-dir .
+USER nobody
+ENTRYPOINT ["driftline"]
+CMD ["worker"]

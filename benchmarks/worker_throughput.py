@@ -1,0 +1,266 @@
+"""Worker throughput and latency on the embedded broker, beside a bare aiokafka loop.
+
+1. Produce a seeded stream (predictions and outcomes, 10 numeric + 2 categorical
+   features) into 4-partition topics.
+2. Bare loop: aiokafka ``getmany`` over the same topics plus ``orjson.loads`` per record.
+3. The worker (same process, fresh group) over the same records: events/s from its first
+   to its last processed batch (group join excluded).
+4. Paced run at half the worker's measured throughput, with drift injected into several
+   models: per-record produce-to-processed latency (p50/p99) and produce-to-decision
+   latency of every decision (the decision is published in the batch that processes its
+   triggering record).
+
+    python benchmarks/worker_throughput.py [--predictions 150000] [--paced-seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import time
+from dataclasses import replace
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from detectors.settings import DetectorSettings
+from schemas.decode import encode
+from schemas.records import Event, Prediction
+from streams.broker import EmbeddedBroker
+from streams.config import Config, Topics
+from streams.kafka import KafkaSettings, create_topics
+from streams.runtime import tune_gc
+from streams.simulate import StreamSpec, generate
+from streams.worker import Worker, WorkerSettings
+
+PARTITIONS = 4
+SETTINGS = DetectorSettings(warmup_events=3_000, window_events=2_000, label_warmup_events=1_000)
+
+
+def topics(prefix: str) -> Topics:
+    return Topics(
+        *(
+            f"{prefix}.{name}"
+            for name in (
+                "predictions",
+                "outcomes",
+                "alerts",
+                "retrain",
+                "rollback",
+                "deadletter",
+                "state",
+            )
+        )
+    )
+
+
+async def produce(bootstrap: str, t: Topics, events: list[Event], rate: float | None = None) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
+    await producer.start()
+    started = time.monotonic()
+    chunk = 200
+    for i in range(0, len(events), chunk):
+        for e in events[i : i + chunk]:
+            topic = t.predictions if isinstance(e, Prediction) else t.outcomes
+            await producer.send(topic, encode(e), key=e.request_id.encode())
+        if rate:
+            ahead = started + (i + chunk) / rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+    await producer.flush()
+    await producer.stop()
+    return len(events)
+
+
+async def bare_loop(bootstrap: str, t: Topics, total: int) -> float:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20
+    )
+    await consumer.start()
+    tps = [
+        TopicPartition(topic, p) for topic in (t.predictions, t.outcomes) for p in range(PARTITIONS)
+    ]
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, 0)
+    seen, first = 0, None
+    while seen < total:
+        batch = await consumer.getmany(timeout_ms=200, max_records=5_000)
+        if batch and first is None:
+            first = time.perf_counter()
+        for records in batch.values():
+            for r in records:
+                orjson.loads(r.value)
+            seen += len(records)
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    await consumer.stop()
+    return total / elapsed
+
+
+class TimedWorker(Worker):
+    """The worker, recording when batches are processed and each record's latency."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.first: float | None = None
+        self.last = 0.0
+        self.handled = 0
+        self.latencies: list[float] = []
+
+    async def _process(self, batch):  # type: ignore[no-untyped-def]
+        before = sum(s.consumed for s in self.shards.values())
+        started = time.perf_counter()
+        await super()._process(batch)
+        done = sum(s.consumed for s in self.shards.values())
+        if done == before:
+            return  # records of partitions still being restored: skipped, read again later
+        if self.first is None:
+            self.first = started
+        self.handled += done - before
+        now = time.time() * 1000
+        for tp, records in batch.items():
+            if tp.partition in self.shards:
+                self.latencies += [(now - r.timestamp) / 1000 for r in records]
+        self.last = time.perf_counter()
+
+
+async def run_worker(
+    bootstrap: str, t: Topics, group: str, until: int, timeout_s: float
+) -> TimedWorker:
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence=False)
+    worker = TimedWorker(
+        replace(Config(), topics=t, detectors=SETTINGS),
+        kafka,
+        WorkerSettings(group_id=group, session_timeout_ms=6_000, heartbeat_interval_ms=500),
+    )
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + timeout_s
+    while worker.handled < until and time.monotonic() < deadline:  # noqa: ASYNC110 (polls a count)
+        await asyncio.sleep(0.05)
+    worker.stop()
+    await task
+    return worker
+
+
+async def record_times(bootstrap: str, topic_names: list[str]) -> dict[str, tuple[int, dict]]:
+    """event_id (or decision_id) -> (record timestamp ms, decoded value) over whole topics."""
+    consumer = AIOKafkaConsumer(
+        *topic_names,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    out: dict[str, tuple[int, dict]] = {}
+    idle = 0
+    while idle < 3:
+        batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
+        idle = 0 if batch else idle + 1
+        for records in batch.values():
+            for r in records:
+                value = orjson.loads(r.value)
+                out[value.get("decision_id") or value["event_id"]] = (r.timestamp, value)
+    await consumer.stop()
+    return out
+
+
+def paced_producer(bootstrap: str, t: Topics, n: int, rate: float) -> None:
+    """Runs in its own process, so producing does not compete with the worker's loop."""
+    asyncio.run(produce(bootstrap, t, fleet(n, 50), rate=rate))
+
+
+def fleet(n: int, seed: int) -> list[Event]:
+    models = [
+        generate(
+            StreamSpec(
+                scenario="mean_shift",
+                n_predictions=n,
+                change_at=n // 2,
+                seed=seed + i,
+                model_id=f"model-{i}",
+            )
+        )
+        for i in range(4)
+    ]
+    out: list[Event] = []
+    for i in range(max(map(len, models))):
+        out += [m[i] for m in models if i < len(m)]
+    return out
+
+
+async def main(args: argparse.Namespace) -> None:
+    tune_gc()
+    with EmbeddedBroker() as broker:
+        bs = broker.bootstrap_servers
+        kafka = KafkaSettings(bootstrap_servers=bs, enable_idempotence=False)
+        bulk = topics("bulk")
+        await create_topics(kafka, bulk, PARTITIONS)
+        events = generate(
+            StreamSpec(
+                scenario="mean_shift",
+                n_predictions=args.predictions,
+                change_at=args.predictions // 2,
+                seed=3,
+            )
+        )
+        total = await produce(bs, bulk, events)
+        print(f"{total:,} records in {PARTITIONS}-partition topics")
+        bare = await bare_loop(bs, bulk, total)
+        worker = await run_worker(bs, bulk, "bench-bulk", total, 300)
+        rate = worker.handled / (worker.last - (worker.first or worker.last))
+        print(f"bare aiokafka getmany + orjson: {bare:>9,.0f} records/s")
+        print(f"worker (decode, detectors, checkpoints, outputs): {rate:>9,.0f} records/s")
+        print(f"worker / bare: {rate / bare:.2f}   target >= 0.50")
+
+        paced = topics("paced")
+        await create_topics(kafka, paced, PARTITIONS)
+        target_rate = rate * args.paced_fraction
+        n = int(target_rate * args.paced_seconds / 4 / 1.3)
+        expected = len(fleet(n, 50))
+        worker_task = asyncio.create_task(run_worker(bs, paced, "bench-paced", expected, 600))
+        await asyncio.sleep(4)  # let the group join before traffic starts
+        producer = multiprocessing.get_context("spawn").Process(
+            target=paced_producer, args=(bs, paced, n, target_rate)
+        )
+        producer.start()
+        paced_worker = await worker_task
+        producer.join()
+        lat = np.array(paced_worker.latencies)
+        print(
+            f"\npaced at {target_rate:,.0f} records/s "
+            f"({args.paced_fraction:.0%} of the worker's throughput) from a "
+            f"separate process, {expected:,} records"
+        )
+        print(
+            f"produce-to-processed latency: p50 {np.percentile(lat, 50) * 1000:.0f} ms, "
+            f"p99 {np.percentile(lat, 99) * 1000:.0f} ms, max {lat.max() * 1000:.0f} ms"
+        )
+        inputs = await record_times(bs, [paced.predictions, paced.outcomes])
+        decisions = await record_times(bs, [paced.alerts, paced.retrain])
+        decided = [
+            (ts - inputs[d["evidence"]["trigger_event_id"]][0]) / 1000
+            for ts, d in decisions.values()
+            if d["evidence"].get("trigger_event_id") in inputs
+        ]
+        if decided:
+            print(
+                f"produce-to-decision latency ({len(decided)} decisions): "
+                f"p50 {statistics.median(decided) * 1000:.0f} ms, "
+                f"max {max(decided) * 1000:.0f} ms   target p99 < 1000 ms"
+            )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--predictions", type=int, default=150_000)
+    parser.add_argument("--paced-seconds", type=float, default=20)
+    parser.add_argument(
+        "--paced-fraction",
+        type=float,
+        default=0.5,
+        help="paced rate as a fraction of the measured worker throughput",
+    )
+    asyncio.run(main(parser.parse_args()))
