@@ -253,31 +253,43 @@ class Worker:
         return Engine(*shard_settings(self.config, max(self.partitions, 1)))
 
     async def acquire(self, partitions: list[int]) -> None:
-        """Restore the shards of newly assigned partitions and seek to their offsets."""
+        """Restore the shards of newly assigned partitions and seek to their offsets.
+
+        The partitions stay paused while their state is read, and every seek happens
+        together with the shard's registration (no await in between): a batch returned
+        meanwhile can neither be processed without its shard nor move a position past
+        records that were never processed.
+        """
         assert self.consumer is not None
+        inputs = (self.topics.predictions, self.topics.outcomes)
+        tps = [TopicPartition(topic, p) for p in partitions for topic in inputs]
+        self.consumer.pause(*tps)
         reader = AIOKafkaConsumer(**self.kafka.client_options(), enable_auto_commit=False)
         await reader.start()
         try:
             checkpoints = await read_checkpoints(reader, self.topics.state, self.settings.group_id)
         finally:
             await reader.stop()
+        shards = {}
         for p in partitions:
             shard = Shard(p, self._engine(), self.settings.published_memory)
             checkpoint = checkpoints.get(p)
             if checkpoint is not None:
                 shard.restore(checkpoint)
-            # Always seek explicitly: records fetched while this shard was being restored
-            # were skipped by _process and must be read again from here.
-            for topic in (self.topics.predictions, self.topics.outcomes):
-                tp = TopicPartition(topic, p)
+            for topic in inputs:
                 if topic not in shard.offsets:
+                    tp = TopicPartition(topic, p)
                     committed = await self.consumer.committed(tp)
                     if committed is None:
                         committed = (await self.consumer.beginning_offsets([tp]))[tp]
                     shard.offsets[topic] = committed
-                self.consumer.seek(tp, shard.offsets[topic])
-            self.shards[p] = shard
+            shards[p] = shard
             log.info("partition %d: %s", p, "restored" if checkpoint else "new shard")
+        for p, shard in shards.items():
+            for topic in inputs:
+                self.consumer.seek(TopicPartition(topic, p), shard.offsets[topic])
+            self.shards[p] = shard
+        self.consumer.resume(*tps)
 
     async def release(self, partitions: set[int]) -> None:
         """Checkpoint and drop the shards of revoked partitions."""
