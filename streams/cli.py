@@ -17,8 +17,16 @@ from detectors.decision import Decision
 from detectors.engine import Engine
 from schemas.decode import encode
 from schemas.exceptions import DriftlineError
-from streams.config import Config, layered, load_config, shard_settings
-from streams.kafka import KafkaSettings, create_topics
+from streams.app import run_app
+from streams.config import (
+    Config,
+    layered,
+    load_config,
+    load_profile,
+    profile_key,
+    shard_settings,
+)
+from streams.kafka import KafkaSettings, create_topics, publish_profile
 from streams.reference_build import DEFAULT_MAX_ROWS, build_profile
 from streams.replay import (
     Progress,
@@ -30,7 +38,7 @@ from streams.replay import (
 )
 from streams.runtime import tune_gc
 from streams.simulate import SCENARIOS, StreamSpec, generate
-from streams.worker import WorkerSettings, run_worker
+from streams.worker import WorkerSettings
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -146,8 +154,7 @@ def _worker(args: argparse.Namespace) -> int:
     config, kafka, settings = _worker_parts(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     tune_gc()
-    asyncio.run(run_worker(config, kafka, settings))
-    return 0
+    return run_app(config, kafka, settings)
 
 
 def _topics_create(args: argparse.Namespace) -> int:
@@ -159,6 +166,15 @@ def _topics_create(args: argparse.Namespace) -> int:
     print(
         f"created: {', '.join(created) or 'none'}; already there: {', '.join(existing) or 'none'}"
     )
+    return 0
+
+
+def _reference_publish(args: argparse.Namespace) -> int:
+    config, kafka, _ = _worker_parts(args)
+    profile = load_profile(args.profile)
+    key = profile_key(profile, args.profile)
+    asyncio.run(publish_profile(kafka, config.topics.references, key, profile))
+    print(f"published {args.profile} as {key!r} to {config.topics.references}", file=sys.stderr)
     return 0
 
 
@@ -264,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tc.add_argument("--replication-factor", type=int, default=1)
     tc.set_defaults(func=_topics_create)
+
+    rpub = ref_sub.add_parser("publish", help="send a profile to running workers")
+    rpub.add_argument("profile", help="profile file written by 'reference build'")
+    _kafka_flags(rpub)
+    rpub.set_defaults(func=_reference_publish)
 
     sim = sub.add_parser("simulate", help="write a seeded synthetic stream as JSONL")
     sim.add_argument("--scenario", choices=SCENARIOS, default="mean_shift")

@@ -33,6 +33,8 @@ class Topics:
     deadletter: str = "driftline.deadletter"
     state: str = "driftline.state"
     """Checkpoints of detector state with the input offsets they cover (compacted)."""
+    references: str = "driftline.references"
+    """Reference profiles published to running workers (compacted, low volume)."""
 
     def for_decision(self, decision_type: str) -> str:
         return {"alert": self.alerts, "retrain": self.retrain, "rollback": self.rollback}[

@@ -6,11 +6,14 @@ import contextlib
 from dataclasses import dataclass, fields
 from typing import Any
 
+import orjson
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
+from detectors.reference import ReferenceProfile
 from schemas.exceptions import ConfigError
 from streams.config import Topics
 
@@ -127,11 +130,10 @@ async def create_topics(
                 topics.rollback,
             )
         ]
-        wanted.append(
-            NewTopic(
-                topics.state, 1, replication_factor, topic_configs={"cleanup.policy": "compact"}
-            )
-        )
+        wanted += [
+            NewTopic(name, 1, replication_factor, topic_configs={"cleanup.policy": "compact"})
+            for name in (topics.state, topics.references)
+        ]
         new = [t for t in wanted if t.name not in existing]
         if new:
             # Another process may create them between list and create: that is fine.
@@ -140,3 +142,15 @@ async def create_topics(
         return [t.name for t in new]
     finally:
         await admin.close()
+
+
+async def publish_profile(
+    kafka: KafkaSettings, topic: str, key: str, profile: ReferenceProfile
+) -> None:
+    """Send a reference profile to the references topic, keyed by model (or model@version)."""
+    producer = AIOKafkaProducer(**kafka.producer_options())
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, orjson.dumps(profile.to_dict()), key=key.encode())
+    finally:
+        await producer.stop()

@@ -76,6 +76,12 @@ class Metrics:
             ["model_id", "kind"],
             registry=r,
         )
+        self.references = Counter(
+            "driftline_references",
+            "Reference profiles received on the references topic, by outcome.",
+            ["status"],
+            registry=r,
+        )
         self.checkpoint_seconds = Histogram(
             "driftline_checkpoint_duration_seconds",
             "Time to flush outputs, write state and commit offsets.",

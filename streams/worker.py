@@ -2,6 +2,8 @@
 
 Which part sits where, and why (figures in ../shared/TANSU.md and benchmarks/):
 
+* A faust App (streams/app.py) hosts this worker as a service: process lifecycle, signals,
+  and the low-volume references topic.
 * The hot path (predictions, outcomes) runs on aiokafka batches (``getmany``): decoding,
   validation and detector updates are done a batch at a time. A faust agent pays about
   160 us of plumbing per message, which caps it near 6k msg/s, an order of magnitude
@@ -23,7 +25,7 @@ import logging
 import signal
 import time
 from collections import Counter as CounterDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import orjson
@@ -34,6 +36,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from detectors.decision import Decision
 from detectors.engine import Engine, RecentIds
 from detectors.join import JOIN_COUNTERS
+from detectors.reference import ReferenceProfile
 from schemas.deadletter import DeadLetter
 from schemas.decode import decode
 from schemas.exceptions import ConfigError, DecodeError
@@ -248,6 +251,13 @@ class Worker:
 
     # -- shards ------------------------------------------------------------------------
 
+    def add_reference(self, key: str, profile: ReferenceProfile) -> None:
+        """Use ``profile`` for versions of its model first seen from now on (versions already
+        monitored keep the reference they started with)."""
+        self.config = replace(self.config, references={**self.config.references, key: profile})
+        for shard in self.shards.values():
+            shard.engine.profiles[key] = profile
+
     def _engine(self) -> Engine:
         """An engine for one shard (the model's false-alarm budget split across shards)."""
         return Engine(*shard_settings(self.config, max(self.partitions, 1)))
@@ -450,7 +460,7 @@ class Worker:
 
 
 async def run_worker(config: Config, kafka: KafkaSettings, settings: WorkerSettings) -> None:
-    """Entry point of ``driftline worker``: run until SIGTERM/SIGINT."""
+    """Run a worker without the faust host until SIGTERM/SIGINT (embedding, tests)."""
     worker = Worker(config, kafka, settings)
     worker.install_signal_handlers()
     await worker.run()

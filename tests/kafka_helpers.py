@@ -35,6 +35,7 @@ def topics_for(prefix: str) -> Topics:
         rollback=f"{prefix}.rollback",
         deadletter=f"{prefix}.deadletter",
         state=f"{prefix}.state",
+        references=f"{prefix}.references",
     )
 
 

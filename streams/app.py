@@ -1,0 +1,121 @@
+"""The faust application that hosts the worker.
+
+faust-streaming owns what it is good at and where its per-message cost is irrelevant: the
+process lifecycle (start-up, signals, orderly shutdown of every service) and the
+low-volume ``driftline.references`` topic, whose agent loads reference profiles into
+running workers. The prediction/outcome hot path stays on aiokafka batches inside the
+`DetectorService` (see streams/worker.py for the measured reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+import mode
+import orjson
+
+from detectors.reference import ReferenceProfile
+from schemas.exceptions import ConfigError
+from streams.config import Config, profile_key
+from streams.kafka import KafkaSettings
+from streams.worker import Worker, WorkerSettings
+
+log = logging.getLogger("driftline.app")
+
+
+def _credentials(kafka: KafkaSettings) -> Any:
+    options = kafka.client_options()
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=options.get("ssl_context"),
+        )
+    if kafka.security_protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
+
+
+def build_app(
+    config: Config, kafka: KafkaSettings, settings: WorkerSettings
+) -> tuple[faust.App, Worker]:
+    """The faust App hosting one `Worker`, and that worker."""
+    worker = Worker(config, kafka, settings)
+    app = faust.App(
+        f"{settings.group_id}-control",
+        broker=[f"kafka://{host}" for host in kafka.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(kafka),
+        # No web server, no tables: the app only hosts services and one small agent.
+        web_enabled=False,
+        store="memory://",
+        autodiscover=False,
+        topic_partitions=1,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
+        # Rebalances must not wait for streams to drain (they would hang on a quiet topic).
+        stream_wait_empty=False,
+    )
+    references = app.topic(
+        config.topics.references,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.agent(references)
+    async def load_references(stream: Any) -> None:
+        async for value in stream:
+            try:
+                profile = ReferenceProfile.from_dict(orjson.loads(value))
+                key = profile_key(profile, config.topics.references)
+            except (orjson.JSONDecodeError, ConfigError) as exc:
+                worker.metrics.references.labels("rejected").inc()
+                log.error("reference profile rejected: %s", exc)
+                continue
+            worker.add_reference(key, profile)
+            worker.metrics.references.labels("loaded").inc()
+            log.info("reference profile %r loaded for %s", profile.name, key)
+
+    class DetectorService(mode.Service):
+        """Runs the aiokafka worker for as long as the app runs."""
+
+        run_task: asyncio.Task[None] | None = None
+
+        async def on_started(self) -> None:
+            self.run_task = asyncio.ensure_future(worker.run())
+
+        async def on_stop(self) -> None:
+            worker.stop()
+            if self.run_task is not None and not self.run_task.done():
+                await asyncio.wait_for(self.run_task, settings.shutdown_timeout_s)
+
+        @mode.Service.task
+        async def _watch(self) -> None:
+            # A worker that fails (say, a missing topic) takes the whole app down.
+            while not self.should_stop:
+                if self.run_task is not None and self.run_task.done():
+                    error = self.run_task.exception()
+                    if error is not None:
+                        log.error("worker failed: %s", error)
+                        await self.crash(error)
+                    return
+                await self.sleep(0.2)
+
+    app.service(DetectorService)
+    return app, worker
+
+
+def run_app(config: Config, kafka: KafkaSettings, settings: WorkerSettings) -> int:
+    """Run the hosted worker until SIGTERM/SIGINT; returns the process exit code."""
+    app, _ = build_app(config, kafka, settings)
+    runner = faust.Worker(app, loglevel="INFO", quiet=True, redirect_stdouts=False)
+    try:
+        runner.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
