@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Final
 
 Pending = tuple[str, str, Any, int]
@@ -32,6 +33,9 @@ class Joined:
 
 _NEVER = 2**63
 """Sentinel event time later than any real one."""
+
+_NONE: tuple[Joined, ...] = ()
+"""Shared empty result: most calls join nothing, and need not allocate a list to say so."""
 
 JOIN_COUNTERS = ("joined", "late", "orphaned", "duplicate", "expired_unlabelled", "null_label")
 """What the join counts: joined pairs; outcomes whose prediction had already expired
@@ -68,7 +72,7 @@ class OutcomeJoin:
         """Entries waiting on either side."""
         return len(self.predictions) + len(self.outcomes)
 
-    def add_prediction(self, request_id: str, entry: Pending) -> list[Joined]:
+    def add_prediction(self, request_id: str, entry: Pending) -> Sequence[Joined]:
         """Buffer a prediction; returns the join if its outcome arrived first."""
         ts = entry[TS]
         if ts > self.watermark:
@@ -87,9 +91,9 @@ class OutcomeJoin:
                 self._evict()
         else:
             waiting.append(entry)
-        return []
+        return _NONE
 
-    def add_outcome(self, request_id: str, model_id: str, label: Any, ts: int) -> list[Joined]:
+    def add_outcome(self, request_id: str, model_id: str, label: Any, ts: int) -> Sequence[Joined]:
         """Match an outcome with its waiting prediction(s) of the same model."""
         if ts > self.watermark:
             self._advance(ts)
@@ -116,7 +120,7 @@ class OutcomeJoin:
             self.outcomes[request_id] = (model_id, label, ts)
             self._front_ts = min(self._front_ts, ts)
             self._evict()
-        return []
+        return _NONE
 
     def _join(self, request_id: str, entry: Pending, label: Any, ts: int) -> Joined:
         self.counts["joined"] += 1

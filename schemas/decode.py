@@ -194,14 +194,25 @@ def _optional_action(value: object) -> object:
     raise _fail(SCHEMA_VIOLATION, "action must be string|number|bool|array of strings")
 
 
+_REQUIRED_PREDICTION_KEYS = 8
+"""``type`` plus the seven required fields: an event with no more keys than this carries
+no optional field, and their look-ups are skipped on the hot path."""
+
+
 def prediction_from_dict(obj: dict[str, Any]) -> Prediction:
     """Validate a decoded JSON object as a prediction event."""
-    role = obj.get("role", "champion")
-    if role not in ROLES:
-        raise _fail(SCHEMA_VIOLATION, f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    exploration = obj.get("exploration", False)
-    if type(exploration) is not bool:
-        raise _fail(SCHEMA_VIOLATION, "exploration must be true or false")
+    if len(obj) > _REQUIRED_PREDICTION_KEYS - ("type" not in obj):
+        role = obj.get("role", "champion")
+        if role not in ROLES:
+            raise _fail(SCHEMA_VIOLATION, f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        exploration = obj.get("exploration", False)
+        if type(exploration) is not bool:
+            raise _fail(SCHEMA_VIOLATION, "exploration must be true or false")
+        scores = _optional_scores(obj.get("scores"))
+        segment = _optional_segment(obj.get("segment"))
+        action = _optional_action(obj.get("action"))
+    else:
+        role, exploration, scores, segment, action = "champion", False, None, None, None
     event_id = obj.get("event_id")
     request_id = obj.get("request_id")
     model_id = obj.get("model_id")
@@ -229,10 +240,10 @@ def prediction_from_dict(obj: dict[str, Any]) -> Prediction:
         ts if type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS else parse_ts(ts),
         _features(obj.get("features")),
         prediction if type(prediction) is float else _prediction_value(prediction),
-        _optional_scores(obj.get("scores")),
+        scores,
         role,
-        _optional_segment(obj.get("segment")),
-        _optional_action(obj.get("action")),
+        segment,
+        action,
         exploration,
     )
 

@@ -98,11 +98,12 @@ def replay(
     """
     result = ReplayResult()
     batch: list[Event] = []
+    append = batch.append
     started = time.perf_counter()
+    offset = -1
     for offset, raw in enumerate(lines):
-        result.lines += 1
         try:
-            batch.append(decode(raw))
+            append(decode(raw))
         except DecodeError as exc:
             letter = DeadLetter(exc.reason, exc.message, source, 0, offset, raw)
             result.dead_letters.append(letter)
@@ -110,10 +111,12 @@ def replay(
         if len(batch) >= REPLAY_BATCH_EVENTS:
             _run(engine, batch, result, on_decisions)
             batch = []
+            append = batch.append
             if callable(progress):
-                progress(result.lines)
+                progress(offset + 1)
     if batch:
         _run(engine, batch, result, on_decisions)
+    result.lines = offset + 1
     result.seconds = time.perf_counter() - started
     return result
 
