@@ -41,20 +41,7 @@ SETTINGS = DetectorSettings(warmup_events=3_000, window_events=2_000, label_warm
 
 
 def topics(prefix: str) -> Topics:
-    return Topics(
-        *(
-            f"{prefix}.{name}"
-            for name in (
-                "predictions",
-                "outcomes",
-                "alerts",
-                "retrain",
-                "rollback",
-                "deadletter",
-                "state",
-            )
-        )
-    )
+    return Topics.prefixed(prefix)
 
 
 async def produce(bootstrap: str, t: Topics, events: list[Event], rate: float | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -164,11 +165,15 @@ class DetectorSettings:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DetectorSettings:
         """Build from a mapping (a TOML table), rejecting unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown detector setting(s): {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
-            )
+        reject_unknown(cls, values, "detector")
         return cls(**values)
+
+
+def reject_unknown(cls: type, values: Mapping[str, Any], what: str) -> None:
+    """Raise ConfigError naming every key of ``values`` that is not a field of ``cls``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {what} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )

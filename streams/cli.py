@@ -20,6 +20,7 @@ from schemas.exceptions import DriftlineError
 from streams.app import run_app
 from streams.config import (
     Config,
+    Topics,
     layered,
     load_config,
     load_profile,
@@ -117,15 +118,7 @@ def _worker_parts(args: argparse.Namespace) -> tuple[Config, KafkaSettings, Work
     config = load_config(args.config, args.reference)
     topic_flags = {
         name: getattr(args, f"{name}_topic")
-        for name in (
-            "predictions",
-            "outcomes",
-            "alerts",
-            "retrain",
-            "rollback",
-            "deadletter",
-            "state",
-        )
+        for name in Topics.names()
         if getattr(args, f"{name}_topic", None)
     }
     if topic_flags:
@@ -204,7 +197,7 @@ def _kafka_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="plain producer (for brokers without idempotent producers)",
     )
-    for name in ("predictions", "outcomes", "alerts", "retrain", "rollback", "deadletter", "state"):
+    for name in Topics.names():
         parser.add_argument(f"--{name}-topic", help=f"name of the {name} topic")
 
 

@@ -42,7 +42,17 @@ class Topics:
         ]
 
     def all(self) -> list[str]:
-        return [getattr(self, f.name) for f in fields(self)]
+        return [getattr(self, name) for name in self.names()]
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The topic roles: ``predictions``, ``outcomes``, ``alerts``..."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> Topics:
+        """Every topic named ``<prefix>.<role>`` (separate deployments, tests)."""
+        return cls(**{name: f"{prefix}.{name}" for name in cls.names()})
 
 
 @dataclass(frozen=True, slots=True)

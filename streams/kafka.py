@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -14,6 +14,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
 from detectors.reference import ReferenceProfile
+from detectors.settings import reject_unknown
 from schemas.exceptions import ConfigError
 from streams.config import Topics
 
@@ -60,10 +61,7 @@ class KafkaSettings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> KafkaSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown kafka setting(s): {', '.join(unknown)}")
+        reject_unknown(cls, values, "kafka")
         return cls(**values)
 
     def client_options(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import logging
 import signal
 import time
 from collections import Counter as CounterDict
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -37,6 +37,7 @@ from detectors.decision import Decision
 from detectors.engine import Engine, RecentIds
 from detectors.join import JOIN_COUNTERS
 from detectors.reference import ReferenceProfile
+from detectors.settings import reject_unknown
 from schemas.deadletter import DeadLetter
 from schemas.decode import decode
 from schemas.exceptions import ConfigError, DecodeError
@@ -81,13 +82,7 @@ class WorkerSettings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> WorkerSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown worker setting(s): {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
-            )
+        reject_unknown(cls, values, "worker")
         settings = cls(**values)
         if settings.checkpoint_interval_s <= 0 or settings.max_batch_records <= 0:
             raise ConfigError("checkpoint_interval_s and max_batch_records must be positive")

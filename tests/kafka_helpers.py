@@ -17,6 +17,7 @@ from schemas.decode import encode
 from schemas.records import Event, Prediction
 from streams.config import Config, Topics
 from streams.kafka import KafkaSettings, create_topics
+from streams.state_store import read_checkpoints
 
 TEST_WORKER = {
     "session_timeout_ms": 6_000,
@@ -27,16 +28,17 @@ TEST_WORKER = {
 
 
 def topics_for(prefix: str) -> Topics:
-    return Topics(
-        predictions=f"{prefix}.predictions",
-        outcomes=f"{prefix}.outcomes",
-        alerts=f"{prefix}.alerts",
-        retrain=f"{prefix}.retrain",
-        rollback=f"{prefix}.rollback",
-        deadletter=f"{prefix}.deadletter",
-        state=f"{prefix}.state",
-        references=f"{prefix}.references",
-    )
+    return Topics.prefixed(prefix)
+
+
+async def checkpoints(bootstrap: str, state_topic: str, group: str) -> dict:
+    """The latest checkpoint of each partition of ``group``."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await reader.start()
+    try:
+        return await read_checkpoints(reader, state_topic, group)
+    finally:
+        await reader.stop()
 
 
 def kafka(bootstrap: str) -> KafkaSettings:
@@ -147,11 +149,7 @@ def write_config(path: Path, topics: Topics, group: str, detectors: dict | None 
     lines = ["[worker]", f'group_id = "{group}"']
     lines += [f"{k} = {v}" for k, v in TEST_WORKER.items()]
     lines += ["", "[kafka]", "enable_idempotence = false", "", "[topics]"]
-    lines += (
-        [f'{k} = "{v}"' for k, v in topics.__dict__.items()]
-        if hasattr(topics, "__dict__")
-        else [f'{name} = "{getattr(topics, name)}"' for name in Topics.__dataclass_fields__]
-    )
+    lines += [f'{name} = "{getattr(topics, name)}"' for name in Topics.names()]
     if detectors:
         lines += ["", "[detectors]"] + [f"{k} = {v}" for k, v in detectors.items()]
     path.write_text("\n".join(lines) + "\n")

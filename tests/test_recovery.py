@@ -21,6 +21,7 @@ from streams.simulate import StreamSpec
 from .conftest import stream
 from .kafka_helpers import (
     TEST_WORKER,
+    checkpoints,
     committed,
     decisions,
     produce,
@@ -109,18 +110,9 @@ async def test_kill_minus_9_loses_nothing_and_duplicates_nothing(
         f"killed at {done}/{total} committed; {len(found) - len(ids(found))} decisions re-emitted"
     )
 
-    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
-
-    from streams.state_store import read_checkpoints  # noqa: PLC0415
-
-    reader = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
-    await reader.start()
-    try:
-        checkpoints = await read_checkpoints(reader, mine.state, "g-crash")
-    finally:
-        await reader.stop()
-    assert sum(c.state["consumed"] for c in checkpoints.values()) == total
-    assert sum(c.state["engine"]["counts"]["duplicates"] for c in checkpoints.values()) == 0
+    recovered = await checkpoints(broker, mine.state, "g-crash")
+    assert sum(c.state["consumed"] for c in recovered.values()) == total
+    assert sum(c.state["engine"]["counts"]["duplicates"] for c in recovered.values()) == 0
 
 
 async def test_two_workers_share_partitions_and_agree(broker, produced, reference_run) -> None:

@@ -11,7 +11,6 @@ import orjson
 
 from detectors.settings import DetectorSettings
 from streams.broker import free_port
-from streams.state_store import read_checkpoints
 from streams.worker import Worker, WorkerSettings
 
 from .kafka_helpers import (
@@ -24,6 +23,9 @@ from .kafka_helpers import (
     setup_topics,
     topics_for,
     wait_committed,
+)
+from .kafka_helpers import (
+    checkpoints as read_checkpoints_of,
 )
 
 SMALL = DetectorSettings(warmup_events=3_000, window_events=2_000, label_warmup_events=1_000)
@@ -117,14 +119,7 @@ async def test_worker_decides_dead_letters_and_accounts_for_everything(broker, m
     }
     assert all(letter["source"]["topic"] == topics.predictions for letter in letters)
 
-    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
-
-    reader = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
-    await reader.start()
-    try:
-        checkpoints = await read_checkpoints(reader, topics.state, "g-e2e")
-    finally:
-        await reader.stop()
+    checkpoints = await read_checkpoints_of(broker, topics.state, "g-e2e")
     consumed = sum(c.state["consumed"] for c in checkpoints.values())
     processed = sum(
         c.state["engine"]["counts"]["predictions"] + c.state["engine"]["counts"]["outcomes"]
