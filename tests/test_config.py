@@ -1,0 +1,84 @@
+"""Configuration layering: defaults < TOML < DRIFTLINE_* environment < flags."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas.exceptions import ConfigError
+from streams.cli import _worker_parts, build_parser, main
+from streams.config import Topics, load_config
+
+
+def parts(tmp_path, toml: str, *flags: str):
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    return _worker_parts(build_parser().parse_args(["worker", "--config", str(path), *flags]))
+
+
+def test_environment_overrides_file_and_flags_override_environment(tmp_path, monkeypatch) -> None:
+    """Each later source wins, and strings from the environment get the field's type."""
+    toml = '[worker]\ngroup_id = "from-file"\ncheckpoint_interval_s = 2.0\n[detectors]\nwarmup_events = 500\n'
+    monkeypatch.setenv("DRIFTLINE_GROUP_ID", "from-env")
+    monkeypatch.setenv("DRIFTLINE_WARMUP_EVENTS", "700")
+    monkeypatch.setenv("DRIFTLINE_ENABLE_IDEMPOTENCE", "false")
+    monkeypatch.setenv("DRIFTLINE_BOOTSTRAP_SERVERS", "env:9092")
+    config, kafka, worker = parts(tmp_path, toml, "--group-id", "from-flag")
+    assert (worker.group_id, worker.checkpoint_interval_s) == ("from-flag", 2.0)
+    assert config.detectors.warmup_events == 700
+    assert (kafka.enable_idempotence, kafka.bootstrap_servers) == (False, "env:9092")
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "message"),
+    [
+        ("DRIFTLINE_METRICS_PORT", "nine", "DRIFTLINE_METRICS_PORT='nine' is not a valid int"),
+        ("DRIFTLINE_ENABLE_IDEMPOTENCE", "maybe", "is not a valid bool"),
+        ("DRIFTLINE_SECURITY_PROTOCOL", "SASL_SSL", "needs sasl_mechanism"),
+    ],
+)
+def test_bad_environment_values_are_named(tmp_path, monkeypatch, env, value, message) -> None:
+    """A wrong environment value fails with the variable's name and what was expected."""
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=message):
+        parts(tmp_path, "")
+
+
+def test_unknown_sections_and_worker_settings_are_refused(tmp_path) -> None:
+    """Typos in the TOML file are errors, not silently ignored settings."""
+    with pytest.raises(ConfigError, match="unknown section"):
+        parts(tmp_path, "[wroker]\n")
+    with pytest.raises(ConfigError, match="unknown worker setting"):
+        parts(tmp_path, "[worker]\ncheckpoint_every = 3\n")
+    with pytest.raises(ConfigError, match="unknown kafka setting"):
+        parts(tmp_path, "[kafka]\nbootstrap = 'x'\n")
+    path = tmp_path / "m.toml"
+    path.write_text("[models.fraud]\nwarmup_evnts = 1\n")
+    with pytest.raises(ConfigError, match="warmup_evnts"):
+        load_config(path)
+
+
+def test_topics_create_makes_every_topic(broker, tmp_path, capsys) -> None:
+    """`driftline topics create` creates all topics once; a second run changes nothing."""
+    flags = ["--bootstrap-servers", broker, "--partitions", "3"]
+    names = {f"--{role}-topic": f"tc.{role}" for role in Topics.names()}
+    args = ["topics", "create", *flags, *[x for kv in names.items() for x in kv]]
+    assert main(args) == 0
+    assert main(args) == 0
+    assert "created: none" in capsys.readouterr().out.splitlines()[-1]
+
+    async def described() -> dict[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        try:
+            topics = await admin.describe_topics(list(names.values()))
+            return {t["topic"]: len(t["partitions"]) for t in topics}
+        finally:
+            await admin.close()
+
+    found = asyncio.run(described())
+    assert found == {
+        name: 1 if name.endswith(("state", "references")) else 3 for name in names.values()
+    }
