@@ -21,6 +21,7 @@ Which part sits where, and why (figures in ../shared/TANSU.md and benchmarks/):
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import signal
 import time
@@ -55,6 +56,10 @@ without paying a histogram lock per record."""
 
 METRICS_INTERVAL_S = 1.0
 """How often lag, join-buffer and drift-score gauges are refreshed."""
+
+
+def _produce_time(record: ConsumerRecord) -> int:
+    return int(record.timestamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,22 +313,26 @@ class Worker:
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         assert self.producer is not None
-        by_partition: dict[int, list[ConsumerRecord]] = {}
+        by_partition: dict[int, dict[str, list[ConsumerRecord]]] = {}
         for tp, records in batch.items():
             if tp.partition in self.shards:
                 # Records of a partition still being restored are skipped here and read
                 # again after its seek; they are counted when they are handled.
-                by_partition.setdefault(tp.partition, []).extend(records)
+                by_partition.setdefault(tp.partition, {})[tp.topic] = records
                 self.metrics.consumed.labels(tp.topic).inc(len(records))
         now_ms = int(time.time() * 1000)
-        for p, records in by_partition.items():
-            shard = self.shards.get(p)
-            if shard is None:
-                continue
-            # Predictions and outcomes of a partition merge by produce time, predictions
-            # first on ties: the closest deterministic stand-in for arrival order.
-            records.sort(key=lambda r: (r.timestamp, r.topic != self.topics.predictions, r.offset))
-            events = await self._decode(shard, records)
+        for p, per_topic in by_partition.items():
+            shard = self.shards[p]
+            # Each topic's records stay in log order; the two topics interleave by produce
+            # time, predictions first on ties: the closest stand-in for arrival order.
+            merged = list(
+                heapq.merge(
+                    per_topic.get(self.topics.predictions, ()),
+                    per_topic.get(self.topics.outcomes, ()),
+                    key=_produce_time,
+                )
+            )
+            events = await self._decode(shard, merged)
             decisions = shard.engine.process(events)
             await self._publish(shard, decisions, now_ms)
             shard.dirty = True
