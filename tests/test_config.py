@@ -20,7 +20,10 @@ def parts(tmp_path, toml: str, *flags: str):
 
 def test_environment_overrides_file_and_flags_override_environment(tmp_path, monkeypatch) -> None:
     """Each later source wins, and strings from the environment get the field's type."""
-    toml = '[worker]\ngroup_id = "from-file"\ncheckpoint_interval_s = 2.0\n[detectors]\nwarmup_events = 500\n'
+    toml = (
+        '[worker]\ngroup_id = "from-file"\ncheckpoint_interval_s = 2.0\n'
+        "[detectors]\nwarmup_events = 500\n"
+    )
     monkeypatch.setenv("DRIFTLINE_GROUP_ID", "from-env")
     monkeypatch.setenv("DRIFTLINE_WARMUP_EVENTS", "700")
     monkeypatch.setenv("DRIFTLINE_ENABLE_IDEMPOTENCE", "false")
