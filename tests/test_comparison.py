@@ -1,0 +1,97 @@
+"""Anytime-valid version comparisons on seeded simulations."""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+import pytest
+
+from detectors.comparison import PairedComparison, RateComparison
+
+SEEDS = range(10)
+BATCH = 65_536
+
+
+def canary_run(
+    seed: int, canary_rate: float, stable_rate: float, events: int, share: float = 0.10
+) -> tuple[RateComparison, object]:
+    rng = np.random.default_rng(seed)
+    comparison = RateComparison(tau=0.05, alpha=0.001, margin=0.0, min_each=200)
+    for start in range(0, events, BATCH):
+        n = min(BATCH, events - start)
+        is_canary = rng.uniform(size=n) < share
+        error = rng.uniform(size=n) < np.where(is_canary, canary_rate, stable_rate)
+        verdict = comparison.update(is_canary, error)
+        if verdict is not None:
+            return comparison, verdict
+    return comparison, None
+
+
+def test_canary_five_points_worse_on_ten_percent_is_caught() -> None:
+    """A canary with a 5-point higher error rate on 10 % of traffic is found on every seed,
+    with a median under 5,000 labelled canary events, and the interval covers the truth."""
+    found = []
+    for seed in SEEDS:
+        _, verdict = canary_run(seed, 0.25, 0.20, 400_000)
+        assert verdict is not None, seed
+        assert verdict.lower > 0
+        assert verdict.lower <= 0.05 <= verdict.upper
+        found.append(verdict.candidate_n)
+    print(f"labelled canary events at rollback: {sorted(found)}")
+    assert statistics.median(found) <= 5_000
+
+
+@pytest.mark.slow
+def test_equal_canary_is_never_called_worse_over_a_million_events() -> None:
+    """Equal error rates: no verdict in 1,000,000 labelled events, on any of 10 seeds."""
+    for seed in SEEDS:
+        comparison, verdict = canary_run(100 + seed, 0.20, 0.20, 1_000_000)
+        assert verdict is None, (seed, verdict)
+        assert comparison.n.sum() == 1_000_000
+
+
+def paired_run(seed: int, champion: float, challenger: float, pairs: int):
+    """Correlated correctness on the same requests: both right on easy requests."""
+    rng = np.random.default_rng(seed)
+    comparison = PairedComparison(alpha=0.001, prior=20.0, min_discordant=50)
+    for start in range(0, pairs, BATCH):
+        n = min(BATCH, pairs - start)
+        shared = rng.uniform(size=n)
+        own = np.where(rng.uniform(size=n) < 0.7, shared, rng.uniform(size=n))
+        verdict = comparison.update(own < challenger, shared < champion)
+        if verdict is not None:
+            return comparison, verdict
+    return comparison, None
+
+
+def test_better_challenger_is_reported_on_every_seed() -> None:
+    """A challenger 3 points more accurate on the same requests is found, in its favour."""
+    for seed in SEEDS:
+        _, verdict = paired_run(seed, 0.80, 0.83, 200_000)
+        assert verdict is not None and verdict.candidate_better, seed
+        assert 0.05 < verdict.disagreement_rate < 0.5
+
+
+@pytest.mark.slow
+def test_equal_challenger_is_never_reported_over_a_million_pairs() -> None:
+    """Equal accuracy: no verdict in 1,000,000 pairs, on any of 10 seeds."""
+    for seed in SEEDS:
+        comparison, verdict = paired_run(200 + seed, 0.80, 0.80, 1_000_000)
+        assert verdict is None, (seed, verdict)
+        assert comparison.pairs == 1_000_000
+
+
+def test_state_round_trip_continues_exactly() -> None:
+    """Counts restored from state continue as if never interrupted."""
+    rng = np.random.default_rng(5)
+    side = rng.uniform(size=20_000) < 0.1
+    err = rng.uniform(size=20_000) < 0.2
+    whole = RateComparison(0.05, 0.001, 0.0, 200)
+    whole.update(side, err)
+    first = RateComparison(0.05, 0.001, 0.0, 200)
+    first.update(side[:7_000], err[:7_000])
+    second = RateComparison(0.05, 0.001, 0.0, 200)
+    second.restore(first.state())
+    second.update(side[7_000:], err[7_000:])
+    assert second.state() == whole.state()
