@@ -71,9 +71,15 @@ class RateComparison:
     min_each
         Labelled events needed on each side before any verdict (the plug-in variance is
         unreliable below it).
+    worse_only
+        Only a candidate worse than the baseline is a verdict (rollback decisions); a better
+        one is not reported.
     """
 
-    def __init__(self, tau: float, alpha: float, margin: float, min_each: int) -> None:
+    def __init__(
+        self, tau: float, alpha: float, margin: float, min_each: int, worse_only: bool = False
+    ) -> None:
+        self.worse_only = worse_only
         self.tau = tau
         self.alpha = alpha
         self.margin = margin
@@ -102,7 +108,8 @@ class RateComparison:
         diff = p_c - p_b
         half = mixture_half_width(v, self.tau, self.alpha)
         ready = (n_c >= self.min_each) & (n_b >= self.min_each)
-        crossed = ready & ((diff - half > self.margin) | (diff + half < -self.margin))
+        worse = diff - half > self.margin
+        crossed = ready & (worse if self.worse_only else worse | (diff + half < -self.margin))
         hits = np.flatnonzero(crossed)
         end = int(hits[0]) if len(hits) else len(cand) - 1
         if len(cand):

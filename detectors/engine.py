@@ -10,11 +10,14 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from detectors.decision import Decision
 from detectors.join import OutcomeJoin
 from detectors.monitor import VersionMonitor
-from detectors.reference import ReferenceProfile
+from detectors.reference import ReferenceProfile, infer_task, prediction_error
 from detectors.settings import DetectorSettings
+from detectors.versions import ModelVersions
 from schemas.records import Event, Outcome, Prediction
 
 ENGINE_COUNTERS = ("events", "predictions", "outcomes", "duplicates", "evicted_versions")
@@ -84,6 +87,7 @@ class Engine:
         self.seq = 0
         self.counts = dict.fromkeys(ENGINE_COUNTERS, 0)
         self.decision_counts: dict[str, int] = {}
+        self.versions: dict[str, ModelVersions] = {}
 
     def settings_for(self, model_id: str) -> DetectorSettings:
         return self.model_settings.get(model_id, self.settings)
@@ -160,10 +164,55 @@ class Engine:
         for key in {**preds, **labels}:
             p, s = preds.get(key, ([], []))
             decisions += self.monitor(*key).process(p, s, *labels.get(key, empty_labels))
+        for (model_id, version), (p, _) in preds.items():
+            self.model_versions(model_id).observe(version, p[-1].role, len(p), p[0].ts, p[-1].ts)
+        decisions += self._compare_versions(labels)
         decisions.sort(key=lambda d: (d.seq, d.kind, d.type))
         for d in decisions:
             name = f"{d.type}:{d.kind}"
             self.decision_counts[name] = self.decision_counts.get(name, 0) + 1
+        return decisions
+
+    def model_versions(self, model_id: str) -> ModelVersions:
+        versions = self.versions.get(model_id)
+        if versions is None:
+            versions = self.versions[model_id] = ModelVersions(
+                model_id, self.settings_for(model_id)
+            )
+        return versions
+
+    def _compare_versions(
+        self, labels: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str]]]
+    ) -> list[Decision]:
+        """Canary-vs-stable comparisons on this batch's labelled events, per model."""
+        by_model: dict[str, list[tuple[int, str, int, int, str]]] = {}
+        for (model_id, version), (pairs, seqs, ts, ids) in labels.items():
+            task = self.monitor(model_id, version).concept.task
+            threshold = self.settings_for(model_id).classification_threshold
+            rows = by_model.setdefault(model_id, [])
+            for (prediction, label), seq, t, event_id in zip(pairs, seqs, ts, ids, strict=True):
+                error = prediction_error(
+                    task or infer_task([prediction], [label]) or "",
+                    prediction,
+                    label,
+                    threshold,
+                    None,
+                )
+                if error is not None:
+                    rows.append((seq, version, error, t, event_id))
+        decisions: list[Decision] = []
+        for model_id, rows in by_model.items():
+            versions = self.versions.get(model_id)
+            if versions is None or not rows:
+                continue
+            rows.sort(key=lambda r: r[0])
+            decisions += versions.compare(
+                [r[1] for r in rows],
+                np.array([r[2] for r in rows]),
+                [r[0] for r in rows],
+                [r[3] for r in rows],
+                [r[4] for r in rows],
+            )
         return decisions
 
     def state(self) -> dict[str, Any]:
@@ -185,6 +234,9 @@ class Engine:
         self.counts = dict(state["counts"])
         self.decision_counts = dict(state["decision_counts"])
         self.join.restore(state["join"])
+        self.versions = {}
+        for model_id, versions_state in state.get("versions", {}).items():
+            self.model_versions(model_id).restore(versions_state)
         self.monitors = {}
         for ms in state["monitors"]:
             monitor = VersionMonitor.from_state(ms, self.settings_for(ms["model_id"]))

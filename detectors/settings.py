@@ -133,6 +133,22 @@ class DetectorSettings:
     max_versions_per_model: int = 8
     """Versions of one model kept in memory; the least recently seen is dropped first."""
 
+    rollback_alpha: float = 0.001
+    """Probability that an equal canary is ever rolled back, however long it is watched
+    (the comparison is anytime-valid). One in a thousand canaries: rare enough that a CD
+    pipeline can act without a human."""
+
+    rollback_margin: float = 0.0
+    """A canary must be worse than stable by more than this error-rate difference (with
+    the whole confidence interval above it) to be rolled back."""
+
+    comparison_tau: float = 0.05
+    """Error-rate difference the version comparison is tuned to find fastest (mixing scale
+    of its confidence sequence): five points, a regression worth a rollback."""
+
+    comparison_min_labels: int = 200
+    """Labelled events on each side before a version comparison may decide."""
+
     def __post_init__(self) -> None:
         positive = (
             "false_alarm_budget_events",

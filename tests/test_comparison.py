@@ -95,3 +95,53 @@ def test_state_round_trip_continues_exactly() -> None:
     second.restore(first.state())
     second.update(side[7_000:], err[7_000:])
     assert second.state() == whole.state()
+
+
+def canary_stream(make_stream, seed: int, flip: float, n: int = 120_000):
+    """A stable champion v1 with a canary v2 on 10 % of requests; the canary flips a share
+    ``flip`` of its scores (about 5 error-rate points at flip=0.12)."""
+    from schemas.records import Prediction  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for e in make_stream(scenario="stationary", n_predictions=n, change_at=n, seed=seed):
+        if isinstance(e, Prediction) and rng.uniform() < 0.10:
+            score = 1.0 - e.prediction if rng.uniform() < flip else e.prediction
+            e = Prediction(
+                e.event_id, e.request_id, e.model_id, "v2", e.ts, e.features, score, role="canary"
+            )
+        out.append(e)
+    return out
+
+
+def test_worse_canary_is_rolled_back_through_the_engine(make_stream) -> None:
+    """Through the engine: a canary 5 points worse gets one rollback decision, back to the
+    stable version, with the interval and the canary's traffic share as evidence."""
+    from detectors.engine import Engine  # noqa: PLC0415
+
+    from .conftest import run_engine  # noqa: PLC0415
+
+    decisions = run_engine(canary_stream(make_stream, 71, 0.12), engine=Engine())
+    rollbacks = [d for d in decisions if d.type == "rollback"]
+    assert len(rollbacks) == 1
+    r = rollbacks[0]
+    assert (r.kind, r.from_version, r.to_version, r.severity) == (
+        "canary_regression",
+        "v2",
+        "v1",
+        "critical",
+    )
+    low, high = r.evidence["confidence_interval"]
+    assert 0 < low < high
+    assert 0.05 < r.impact["traffic_share"] < 0.15
+    print(f"rolled back after {r.evidence['canary']['labelled']} labelled canary events")
+
+
+def test_equal_canary_is_not_rolled_back_through_the_engine(make_stream) -> None:
+    """Through the engine: an equal canary raises no rollback (and no drift)."""
+    from detectors.engine import Engine  # noqa: PLC0415
+
+    from .conftest import run_engine  # noqa: PLC0415
+
+    decisions = run_engine(canary_stream(make_stream, 72, 0.0), engine=Engine())
+    assert [d for d in decisions if d.type == "rollback"] == []
