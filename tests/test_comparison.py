@@ -104,11 +104,19 @@ def canary_stream(make_stream, seed: int, flip: float, n: int = 120_000):
 
     rng = np.random.default_rng(seed)
     out = []
-    for e in make_stream(scenario="stationary", n_predictions=n, change_at=n, seed=seed):
-        if isinstance(e, Prediction) and rng.uniform() < 0.10:
-            score = 1.0 - e.prediction if rng.uniform() < flip else e.prediction
+    for event in make_stream(scenario="stationary", n_predictions=n, change_at=n, seed=seed):
+        e = event
+        if isinstance(event, Prediction) and rng.uniform() < 0.10:
+            score = 1.0 - event.prediction if rng.uniform() < flip else event.prediction
             e = Prediction(
-                e.event_id, e.request_id, e.model_id, "v2", e.ts, e.features, score, role="canary"
+                event.event_id,
+                event.request_id,
+                event.model_id,
+                "v2",
+                event.ts,
+                event.features,
+                score,
+                role="canary",
             )
         out.append(e)
     return out
