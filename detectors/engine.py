@@ -206,13 +206,15 @@ class Engine:
             if versions is None or not rows:
                 continue
             rows.sort(key=lambda r: r[0])
-            decisions += versions.compare(
+            columns = (
                 [r[1] for r in rows],
                 np.array([r[2] for r in rows]),
                 [r[0] for r in rows],
                 [r[3] for r in rows],
                 [r[4] for r in rows],
             )
+            decisions += versions.compare(*columns)
+            decisions += versions.compare_pairs(*columns)
         return decisions
 
     def state(self) -> dict[str, Any]:

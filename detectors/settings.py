@@ -146,6 +146,11 @@ class DetectorSettings:
     """Error-rate difference the version comparison is tuned to find fastest (mixing scale
     of its confidence sequence): five points, a regression worth a rollback."""
 
+    paired_prior: float = 20.0
+    """Strength of the Beta(a, a) mixture over the share of discordant pairs won by the
+    challenger: about +-8 points around a tie, where real differences between versions
+    usually lie."""
+
     comparison_min_labels: int = 200
     """Labelled events on each side before a version comparison may decide."""
 

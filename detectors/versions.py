@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.comparison import RateComparison
+from detectors.comparison import PairedComparison, RateComparison
 from detectors.decision import Decision, decision_id
 from detectors.settings import DetectorSettings
 
@@ -40,7 +40,9 @@ class ModelVersions:
         self.canaries: dict[str, tuple[str, RateComparison]] = {}
         """Canary version -> (stable version it is compared with, comparison)."""
         self.decided: set[str] = set()
-        """Canaries already judged (one rollback per canary version)."""
+        """Canaries and challengers already judged (one decision per version)."""
+        self.challengers: dict[str, tuple[str, PairedComparison]] = {}
+        """Challenger or shadow version -> (champion it is paired with, comparison)."""
 
     # -- registry ----------------------------------------------------------------------
 
@@ -162,6 +164,105 @@ class ModelVersions:
             )
         return decisions
 
+    # -- champion vs challenger / shadow on the same requests ---------------------------
+
+    def compare_pairs(
+        self,
+        versions: list[str],
+        errors: np.ndarray,
+        seqs: list[int],
+        ts: list[int],
+        event_ids: list[str],
+    ) -> list[Decision]:
+        """Labelled events in arrival order; those sharing an outcome (same ``seq``) and
+        coming from the champion and a challenger or shadow form a pair."""
+        champion = self.stable()
+        if champion is None:
+            return []
+        groups: dict[int, dict[str, tuple[int, int]]] = {}
+        for i, (version, seq) in enumerate(zip(versions, seqs, strict=True)):
+            groups.setdefault(seq, {})[version] = (int(errors[i]), i)
+        pairs: dict[str, list[tuple[bool, bool, int]]] = {}
+        for group in groups.values():
+            if champion not in group:
+                continue
+            champion_error, _ = group[champion]
+            for version, (error, row) in group.items():
+                info = self.versions.get(version)
+                if info is None or info.role not in ("challenger", "shadow"):
+                    continue
+                pairs.setdefault(version, []).append((not error, not champion_error, row))
+        decisions = []
+        for candidate, rows in pairs.items():
+            if candidate in self.decided:
+                continue
+            existing = self.challengers.get(candidate)
+            if existing is not None and existing[0] == champion:
+                comparison = existing[1]
+            else:
+                comparison = PairedComparison(
+                    alpha=self.settings.rollback_alpha,
+                    prior=self.settings.paired_prior,
+                    min_discordant=self.settings.comparison_min_labels // 4,
+                )
+                self.challengers[candidate] = (champion, comparison)
+            verdict = comparison.update(
+                np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+            )
+            if verdict is None or not verdict.candidate_better:
+                continue
+            self.decided.add(candidate)
+            row = rows[verdict.index][2]
+            decisions.append(
+                Decision(
+                    decision_id=decision_id(
+                        self.model_id, candidate, "alert", "challenger_better", champion
+                    ),
+                    type="alert",
+                    kind="challenger_better",
+                    model_id=self.model_id,
+                    model_version=candidate,
+                    severity="info",
+                    features=(),
+                    detector={
+                        "name": "paired_discordance_e_process",
+                        "config": {
+                            "alpha": self.settings.rollback_alpha,
+                            "prior": self.settings.paired_prior,
+                        },
+                    },
+                    evidence={
+                        "statistic": "e_value",
+                        "value": verdict.e_value,
+                        "threshold": 1 / self.settings.rollback_alpha,
+                        "p_value": min(1.0, 1 / verdict.e_value),
+                        "window": {
+                            "first_ts": self.versions[candidate].first_ts,
+                            "last_ts": ts[row],
+                            "count": verdict.pairs,
+                        },
+                        "reference": f"champion version {champion} on the same requests",
+                        "trigger_event_id": event_ids[row],
+                        "candidate_only_right": verdict.candidate_only,
+                        "champion_only_right": verdict.baseline_only,
+                        "disagreement_rate": round(verdict.disagreement_rate, 6),
+                    },
+                    impact={
+                        "traffic_share": 1.0,
+                        "effect_size": round(
+                            (verdict.candidate_only - verdict.baseline_only) / verdict.pairs, 6
+                        ),
+                        "effect_unit": "accuracy_difference",
+                    },
+                    ts=ts[row],
+                    seq=seqs[row],
+                    recommendation=f"{self.versions[candidate].role.capitalize()} {candidate} "
+                    f"is more accurate than champion {champion} on the same requests: "
+                    "consider promoting it.",
+                )
+            )
+        return decisions
+
     def state(self) -> dict[str, Any]:
         return {
             "versions": {
@@ -169,6 +270,7 @@ class ModelVersions:
             },
             "canaries": {k: [s, c.state()] for k, (s, c) in self.canaries.items()},
             "decided": sorted(self.decided),
+            "challengers": {k: [c, p.state()] for k, (c, p) in self.challengers.items()},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -185,3 +287,12 @@ class ModelVersions:
             comparison.restore(comparison_state)
             self.canaries[canary] = (stable, comparison)
         self.decided = set(state["decided"])
+        self.challengers = {}
+        for candidate, (champion, paired_state) in state.get("challengers", {}).items():
+            paired = PairedComparison(
+                alpha=self.settings.rollback_alpha,
+                prior=self.settings.paired_prior,
+                min_discordant=self.settings.comparison_min_labels // 4,
+            )
+            paired.restore(paired_state)
+            self.challengers[candidate] = (champion, paired)

@@ -153,3 +153,71 @@ def test_equal_canary_is_not_rolled_back_through_the_engine(make_stream) -> None
 
     decisions = run_engine(canary_stream(make_stream, 72, 0.0), engine=Engine())
     assert [d for d in decisions if d.type == "rollback"] == []
+
+
+def challenger_stream(make_stream, seed: int, champion_flip: float, n: int = 60_000):
+    """Every request scored by champion v1 and challenger v2 (same request_id); the
+    champion flips a share of its scores, the challenger serves the true scores."""
+    from schemas.records import Prediction  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for event in make_stream(scenario="stationary", n_predictions=n, change_at=n, seed=seed):
+        if isinstance(event, Prediction):
+            flipped = rng.uniform() < champion_flip
+            champion_score = 1.0 - event.prediction if flipped else event.prediction
+            out.append(
+                Prediction(
+                    event.event_id,
+                    event.request_id,
+                    event.model_id,
+                    "v1",
+                    event.ts,
+                    event.features,
+                    champion_score,
+                )
+            )
+            out.append(
+                Prediction(
+                    f"{event.event_id}-c",
+                    event.request_id,
+                    event.model_id,
+                    "v2",
+                    event.ts,
+                    event.features,
+                    event.prediction,
+                    role="challenger",
+                )
+            )
+        else:
+            out.append(event)
+    return out
+
+
+def test_better_challenger_is_reported_through_the_engine(make_stream) -> None:
+    """Champion and challenger on the same requests: the better challenger gets one
+    challenger_better alert with the paired evidence."""
+    from detectors.engine import Engine  # noqa: PLC0415
+
+    from .conftest import run_engine  # noqa: PLC0415
+
+    decisions = run_engine(challenger_stream(make_stream, 81, 0.12), engine=Engine())
+    better = [d for d in decisions if d.kind == "challenger_better"]
+    assert [(d.type, d.model_version, d.severity) for d in better] == [("alert", "v2", "info")]
+    evidence = better[0].evidence
+    assert evidence["candidate_only_right"] > evidence["champion_only_right"]
+    assert evidence["value"] >= evidence["threshold"]
+
+
+def test_equal_challenger_is_not_reported_through_the_engine(make_stream) -> None:
+    """Same scores from both versions: pairs are fed and none is discordant, so no alert."""
+    from detectors.engine import Engine  # noqa: PLC0415
+
+    from .conftest import run_engine  # noqa: PLC0415
+
+    engine = Engine()
+    decisions = run_engine(challenger_stream(make_stream, 82, 0.0), engine=engine)
+    assert [d for d in decisions if d.kind == "challenger_better"] == []
+    paired = engine.versions["credit-risk"].challengers["v2"][1]
+    assert paired.pairs > 10_000
+    assert paired.candidate_only == paired.baseline_only == 0
