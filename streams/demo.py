@@ -6,7 +6,9 @@ and plays a simulated model fleet into it while printing decisions as they arriv
 * ``credit-risk`` — stationary, then one input feature shifts (data and prediction drift);
 * ``fraud-score`` — stationary, then the relationship between inputs and labels changes
   (concept drift, seen once the delayed labels arrive);
-* ``churn`` — stationary throughout: it should stay quiet.
+* ``churn`` — stationary throughout: it should stay quiet;
+* ``pricing`` — a canary version takes 15 % of traffic and makes more errors than the
+  stable version: it is rolled back.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from schemas.records import Event, Prediction
 from streams.broker import EmbeddedBroker
 from streams.config import Config
 from streams.kafka import KafkaSettings, create_topics
-from streams.simulate import StreamSpec, generate
+from streams.simulate import StreamSpec, generate, with_canary
 from streams.worker import Worker, WorkerSettings
 
 DEMO_PARTITIONS = 2
@@ -57,8 +59,8 @@ RESET = "\033[0m"
 
 
 def fleet(rate: int, duration_s: float, seed: int) -> list[Event]:
-    """The demo's traffic, interleaved across three models, in send order."""
-    per_model = max(int(rate * duration_s / 3), 3_000)
+    """The demo's traffic, interleaved across four models, in send order."""
+    per_model = max(int(rate * duration_s / 4), 3_000)
     streams = [
         generate(
             StreamSpec(
@@ -88,6 +90,22 @@ def fleet(rate: int, duration_s: float, seed: int) -> list[Event]:
                 model_id="churn",
             )
         ),
+        with_canary(
+            generate(
+                StreamSpec(
+                    scenario="stationary",
+                    n_predictions=per_model,
+                    change_at=per_model,
+                    seed=seed + 3,
+                    model_id="pricing",
+                    label_delay=(100, 500),
+                    label_rate=0.8,
+                )
+            ),
+            share=0.15,
+            flip=0.2,
+            seed=seed + 3,
+        ),
     ]
     out: list[Event] = []
     for i in range(max(len(s) for s in streams)):
@@ -102,13 +120,15 @@ def describe(d: dict, colour: bool) -> str:
     features = ", ".join(d["features"][:3]) or "-"
     impact = d["impact"]
     ev = d["evidence"]
-    detail = f"{ev['statistic']}={ev['value']:.2f} (threshold {ev['threshold']:.2f})"
+    detail = f"{ev['statistic']}={ev['value']:.3g} (threshold {ev['threshold']:.3g})"
+    if d.get("from_version"):
+        detail += f", back from {d['from_version']} to {d['to_version']}"
     model = f"{d['model_id']}@{d['model_version']}"
     effect = f"{impact['effect_size']:.3f} {impact.get('effect_unit', '')}"
     return (
         f"{time.strftime('%H:%M:%S')}  {kind:<8} {d['kind']:<18} {model}"
         f"  features: {features}  effect: {effect}"
-        f"  {detail}, {ev['window']['count']} events since the change began"
+        f"  {detail}; {ev['window']['count']} events of evidence"
     )
 
 
@@ -192,7 +212,7 @@ async def run_demo(duration_s: float, rate: int, seed: int = 0, out: TextIO = sy
         )
         print(
             "scenes: credit-risk input shift at 35 %, fraud-score concept change at 50 %, "
-            "churn stays stationary\n",
+            "pricing runs a bad canary on 15 % of its traffic, churn stays stationary\n",
             file=out,
             flush=True,
         )

@@ -98,28 +98,11 @@ def test_state_round_trip_continues_exactly() -> None:
 
 
 def canary_stream(make_stream, seed: int, flip: float, n: int = 120_000):
-    """A stable champion v1 with a canary v2 on 10 % of requests; the canary flips a share
-    ``flip`` of its scores (about 5 error-rate points at flip=0.12)."""
-    from schemas.records import Prediction  # noqa: PLC0415
+    """A stable champion v1 with a canary v2 on 10 % of requests."""
+    from streams.simulate import with_canary  # noqa: PLC0415
 
-    rng = np.random.default_rng(seed)
-    out = []
-    for event in make_stream(scenario="stationary", n_predictions=n, change_at=n, seed=seed):
-        e = event
-        if isinstance(event, Prediction) and rng.uniform() < 0.10:
-            score = 1.0 - event.prediction if rng.uniform() < flip else event.prediction
-            e = Prediction(
-                event.event_id,
-                event.request_id,
-                event.model_id,
-                "v2",
-                event.ts,
-                event.features,
-                score,
-                role="canary",
-            )
-        out.append(e)
-    return out
+    events = list(make_stream(scenario="stationary", n_predictions=n, change_at=n, seed=seed))
+    return with_canary(events, 0.10, flip, seed)
 
 
 def test_worse_canary_is_rolled_back_through_the_engine(make_stream) -> None:
