@@ -62,6 +62,23 @@ class ModelVersions:
 
     # -- canary vs stable --------------------------------------------------------------
 
+    def _rate_comparison(self) -> RateComparison:
+        return RateComparison(
+            tau=self.settings.comparison_tau,
+            alpha=self.settings.rollback_alpha,
+            margin=self.settings.rollback_margin,
+            min_each=self.settings.comparison_min_labels,
+            worse_only=True,
+        )
+
+    def _paired_comparison(self) -> PairedComparison:
+        # Discordant pairs are a fraction of all pairs: a quarter of the labelled minimum.
+        return PairedComparison(
+            alpha=self.settings.rollback_alpha,
+            prior=self.settings.paired_prior,
+            min_discordant=self.settings.comparison_min_labels // 4,
+        )
+
     def compare(
         self,
         versions: list[str],
@@ -89,13 +106,7 @@ class ModelVersions:
             if existing is not None and existing[0] == stable:
                 comparison = existing[1]
             else:
-                comparison = RateComparison(
-                    tau=self.settings.comparison_tau,
-                    alpha=self.settings.rollback_alpha,
-                    margin=self.settings.rollback_margin,
-                    min_each=self.settings.comparison_min_labels,
-                    worse_only=True,
-                )
+                comparison = self._rate_comparison()
                 self.canaries[canary] = (stable, comparison)
             rows = np.flatnonzero(mine)
             verdict = comparison.update(names[rows] == canary, errors[rows])
@@ -200,11 +211,7 @@ class ModelVersions:
             if existing is not None and existing[0] == champion:
                 comparison = existing[1]
             else:
-                comparison = PairedComparison(
-                    alpha=self.settings.rollback_alpha,
-                    prior=self.settings.paired_prior,
-                    min_discordant=self.settings.comparison_min_labels // 4,
-                )
+                comparison = self._paired_comparison()
                 self.challengers[candidate] = (champion, comparison)
             verdict = comparison.update(
                 np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
@@ -277,22 +284,12 @@ class ModelVersions:
         self.versions = {k: VersionInfo(*v) for k, v in state["versions"].items()}
         self.canaries = {}
         for canary, (stable, comparison_state) in state["canaries"].items():
-            comparison = RateComparison(
-                tau=self.settings.comparison_tau,
-                alpha=self.settings.rollback_alpha,
-                margin=self.settings.rollback_margin,
-                min_each=self.settings.comparison_min_labels,
-                worse_only=True,
-            )
+            comparison = self._rate_comparison()
             comparison.restore(comparison_state)
             self.canaries[canary] = (stable, comparison)
         self.decided = set(state["decided"])
         self.challengers = {}
         for candidate, (champion, paired_state) in state.get("challengers", {}).items():
-            paired = PairedComparison(
-                alpha=self.settings.rollback_alpha,
-                prior=self.settings.paired_prior,
-                min_discordant=self.settings.comparison_min_labels // 4,
-            )
+            paired = self._paired_comparison()
             paired.restore(paired_state)
             self.challengers[candidate] = (champion, paired)
