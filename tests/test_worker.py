@@ -133,3 +133,22 @@ async def test_worker_decides_dead_letters_and_accounts_for_everything(broker, m
         1,
         len(BAD),
     )
+
+
+async def test_worker_rolls_back_a_bad_canary(broker, make_stream) -> None:
+    """Through the broker: a canary 5 points worse on 10 % of traffic is rolled back to the
+    stable version on the rollback topic (each partition's shard judges its own share)."""
+    from streams.simulate import with_canary  # noqa: PLC0415
+
+    topics = topics_for(f"canary{next(_names)}")
+    await setup_topics(broker, topics, 2)
+    base = list(make_stream(scenario="stationary", n_predictions=80_000, change_at=80_000, seed=91))
+    events = with_canary(base, 0.10, 0.12, seed=91)
+    total = sum((await produce(broker, topics, events)).values())
+    await run_until_committed(broker, topics, "g-canary", 2, total)
+    rollbacks = [orjson.loads(v) for v in await read_all(broker, topics.rollback)]
+    assert rollbacks, "no rollback published"
+    assert {(r["kind"], r["from_version"], r["to_version"]) for r in rollbacks} == {
+        ("canary_regression", "v2", "v1")
+    }
+    assert len({r["decision_id"] for r in rollbacks}) == 1
