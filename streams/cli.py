@@ -179,11 +179,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kafka_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap-servers",
-        help="host:port list (env DRIFTLINE_BOOTSTRAP_SERVERS, default localhost:9092)",
-    )
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    """--config and --reference, shared by every command that builds a Config."""
     parser.add_argument("--config", help="TOML configuration file")
     parser.add_argument(
         "--reference",
@@ -192,6 +189,14 @@ def _kafka_flags(parser: argparse.ArgumentParser) -> None:
         metavar="PROFILE",
         help="reference profile file (repeatable)",
     )
+
+
+def _kafka_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap-servers",
+        help="host:port list (env DRIFTLINE_BOOTSTRAP_SERVERS, default localhost:9092)",
+    )
+    _config_flags(parser)
     parser.add_argument(
         "--no-idempotence",
         action="store_true",
@@ -211,14 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="run the detectors over a recorded JSONL stream")
     rp.add_argument("file", help="JSONL file of prediction and outcome events")
     rp.add_argument("--out", help="write decisions here as JSONL (default: stdout)")
-    rp.add_argument(
-        "--reference",
-        action="append",
-        default=[],
-        metavar="PROFILE",
-        help="reference profile file (repeatable)",
-    )
-    rp.add_argument("--config", help="TOML configuration file")
+    _config_flags(rp)
     rp.add_argument("--dead-letters", help="write dead letters here as JSONL")
     rp.add_argument("--quiet", action="store_true", help="do not print decisions to stdout")
     rp.add_argument(

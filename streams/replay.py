@@ -63,12 +63,8 @@ class Sharded:
         return {k: sum(e.counts[k] for e in self.engines) for k in self.engines[0].counts}
 
     @property
-    def join(self) -> Engine:  # for summary_table: join counts summed over shards
-        merged = Engine(self.engines[0].settings)
-        merged.join.counts = {
-            k: sum(e.join.counts[k] for e in self.engines) for k in self.engines[0].join.counts
-        }
-        return merged.join  # type: ignore[return-value]
+    def join_counts(self) -> dict[str, int]:
+        return {k: sum(e.join.counts[k] for e in self.engines) for k in self.engines[0].join.counts}
 
     def process(self, events: list[Event]) -> list[Decision]:
         n = len(self.engines)
@@ -166,7 +162,8 @@ def summary_table(result: ReplayResult, engine: Engine | Sharded) -> str:
         ("dead letters", f"{len(result.dead_letters):,}"),
     ]
     rows += [(f"  {reason}", f"{n:,}") for reason, n in sorted(result.dead_letter_reasons.items())]
-    rows += [(f"join {k}", f"{v:,}") for k, v in engine.join.counts.items()]
+    join_counts = engine.join_counts if isinstance(engine, Sharded) else engine.join.counts
+    rows += [(f"join {k}", f"{v:,}") for k, v in join_counts.items()]
     rows.append(("decisions", f"{len(result.decisions):,}"))
     by_kind = Counter(f"{d.type}:{d.kind}" for d in result.decisions)
     rows += [(f"  {k}", f"{v:,}") for k, v in sorted(by_kind.items())]
