@@ -2,11 +2,11 @@
 
 Both tests may be looked at after every event without inflating false decisions:
 
-* `RateComparison` — a candidate's error rate against a baseline's on *different* requests
-  (canary vs stable). A normal-mixture confidence sequence for the difference of the two
-  rates (the mixture SPRT of Johari et al., "Always valid inference", with plug-in
-  variances) gives, at every moment, an interval that holds for all times at once with
-  probability 1 - alpha.
+* `MeanComparison` — a candidate's mean (error rate, Brier score, estimated error,
+  outcome latency) against a baseline's on *different* requests (canary vs stable). A
+  normal-mixture confidence sequence for the difference of the two means (the mixture
+  SPRT of Johari et al., "Always valid inference", with plug-in variances) gives, at every
+  moment, an interval that holds for all times at once with probability 1 - alpha.
 * `PairedComparison` — two versions scoring the *same* requests (champion vs challenger or
   shadow). Only discordant pairs carry information; under equal accuracy each is a fair
   coin. A Beta-binomial mixture likelihood ratio is a nonnegative martingale under that
@@ -39,102 +39,153 @@ def mixture_half_width(v: np.ndarray, tau: float, alpha: float) -> np.ndarray:
 
 
 @dataclass(frozen=True, slots=True)
-class RateVerdict:
-    """A candidate's error rate is significantly above (or below) the baseline's."""
+class MeanVerdict:
+    """A candidate's mean (error rate, Brier score, latency...) is significantly above (or
+    below) the baseline's."""
 
     index: int
-    """Position in the batch of the labelled event at which the verdict was reached."""
+    """Position in the batch of the event at which the verdict was reached."""
     difference: float
-    """Candidate error rate minus baseline error rate."""
+    """Candidate mean minus baseline mean (the candidate's mean in one-sample mode)."""
     lower: float
     """Lower end of the anytime-valid interval for the difference."""
     upper: float
     """Upper end of the interval."""
     candidate_n: int
     baseline_n: int
-    candidate_rate: float
-    baseline_rate: float
+    candidate_mean: float
+    baseline_mean: float
 
 
-class RateComparison:
-    """Candidate vs baseline error rates on separate traffic, updated in batches.
+class MeanComparison:
+    """Candidate vs baseline means on separate traffic, updated in batches.
+
+    Each side keeps its count, sum and sum of squares, so the state is small and batches
+    of any size give the same verdict at the same event. The variance of each side's mean
+    is its sample variance with one pseudo-observation of variance ``prior_var`` (which
+    keeps it positive on short or constant runs) over its count.
 
     Parameters
     ----------
     tau
-        Mixing scale: the error-rate difference the test is most sensitive to.
+        Mixing scale: the difference the test is most sensitive to.
     alpha
         Probability of ever declaring a difference when there is none.
     margin
-        A verdict needs the interval to clear this margin (regressions smaller than it
-        are not worth a rollback).
+        A verdict needs the interval to clear this margin (differences smaller than it
+        are not worth acting on).
     min_each
-        Labelled events needed on each side before any verdict (the plug-in variance is
+        Events needed on each side before any verdict (the plug-in variance is
         unreliable below it).
     worse_only
-        Only a candidate worse than the baseline is a verdict (rollback decisions); a better
-        one is not reported.
+        Only a candidate mean above the baseline's is a verdict (error rates, losses);
+        a lower one is not reported.
+    prior_var
+        Variance of the pseudo-observation; 0.25 (the largest a 0/1 variable can have)
+        for rates.
+    one_sample
+        Only the candidate side is fed and its mean is compared with zero (for paired
+        differences such as realised minus estimated error on the same events).
     """
 
     def __init__(
-        self, tau: float, alpha: float, margin: float, min_each: int, worse_only: bool = False
+        self,
+        tau: float,
+        alpha: float,
+        margin: float,
+        min_each: int,
+        worse_only: bool = False,
+        prior_var: float = 0.25,
+        one_sample: bool = False,
     ) -> None:
-        self.worse_only = worse_only
         self.tau = tau
         self.alpha = alpha
         self.margin = margin
         self.min_each = min_each
+        self.worse_only = worse_only
+        self.prior_var = prior_var
+        self.one_sample = one_sample
         self.n = np.zeros(2, dtype=np.int64)
-        """Labelled events of [candidate, baseline]."""
-        self.errors = np.zeros(2, dtype=np.int64)
+        """Events of [candidate, baseline]."""
+        self.sums = np.zeros(2)
+        self.sumsq = np.zeros(2)
 
-    def update(self, is_candidate: np.ndarray, error: np.ndarray) -> RateVerdict | None:
-        """Feed labelled events (which side, 0/1 error) in order; the first verdict, if any.
+    def preload_baseline(self, n: int, total: float, total_sq: float) -> None:
+        """Start the baseline side from earlier statistics (a version that no longer
+        serves, compared with the one that replaced it)."""
+        self.n[1] += n
+        self.sums[1] += total
+        self.sumsq[1] += total_sq
+
+    def update(self, is_candidate: np.ndarray, values: np.ndarray) -> MeanVerdict | None:
+        """Feed events (which side, value) in order; the first verdict, if any.
 
         After a verdict the counts are those at the verdict (the caller decides what
-        happens next, usually a rollback and a reset).
+        happens next, usually a decision and no further updates).
         """
-        cand = is_candidate.astype(np.int64)
-        base = 1 - cand
-        err = error.astype(np.int64)
+        if not len(values):
+            return None
+        cand = is_candidate.astype(np.float64)
+        base = 1.0 - cand
+        x = values.astype(np.float64)
         n_c = self.n[0] + np.cumsum(cand)
         n_b = self.n[1] + np.cumsum(base)
-        x_c = self.errors[0] + np.cumsum(cand * err)
-        x_b = self.errors[1] + np.cumsum(base * err)
-        # Half a pseudo-error and half a pseudo-success per side keep the variance positive.
-        p_c = (x_c + 0.5) / (n_c + 1.0)
-        p_b = (x_b + 0.5) / (n_b + 1.0)
-        v = p_c * (1 - p_c) / np.maximum(n_c, 1) + p_b * (1 - p_b) / np.maximum(n_b, 1)
-        diff = p_c - p_b
+        s_c = self.sums[0] + np.cumsum(cand * x)
+        s_b = self.sums[1] + np.cumsum(base * x)
+        q_c = self.sumsq[0] + np.cumsum(cand * x * x)
+        q_b = self.sumsq[1] + np.cumsum(base * x * x)
+        m_c = s_c / np.maximum(n_c, 1)
+        m_b = s_b / np.maximum(n_b, 1)
+        v = self._mean_variance(n_c, s_c, q_c)
+        if self.one_sample:
+            diff = m_c
+            ready = n_c >= self.min_each
+        else:
+            v = v + self._mean_variance(n_b, s_b, q_b)
+            diff = m_c - m_b
+            ready = (n_c >= self.min_each) & (n_b >= self.min_each)
         half = mixture_half_width(v, self.tau, self.alpha)
-        ready = (n_c >= self.min_each) & (n_b >= self.min_each)
         worse = diff - half > self.margin
         crossed = ready & (worse if self.worse_only else worse | (diff + half < -self.margin))
         hits = np.flatnonzero(crossed)
-        end = int(hits[0]) if len(hits) else len(cand) - 1
-        if len(cand):
-            self.n = np.array([n_c[end], n_b[end]])
-            self.errors = np.array([x_c[end], x_b[end]])
+        end = int(hits[0]) if len(hits) else len(x) - 1
+        self.n = np.array([round(n_c[end]), round(n_b[end])], dtype=np.int64)
+        self.sums = np.array([s_c[end], s_b[end]])
+        self.sumsq = np.array([q_c[end], q_b[end]])
         if not len(hits):
             return None
         i = end
-        return RateVerdict(
+        return MeanVerdict(
             index=i,
             difference=float(diff[i]),
             lower=float(diff[i] - half[i]),
             upper=float(diff[i] + half[i]),
-            candidate_n=int(n_c[i]),
-            baseline_n=int(n_b[i]),
-            candidate_rate=float(x_c[i] / n_c[i]),
-            baseline_rate=float(x_b[i] / n_b[i]),
+            candidate_n=round(n_c[i]),
+            baseline_n=round(n_b[i]),
+            candidate_mean=float(m_c[i]),
+            baseline_mean=float(m_b[i]),
         )
 
+    def _mean_variance(self, n: np.ndarray, s: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Variance of one side's mean: (sample variance + prior) over the count."""
+        safe = np.maximum(n, 1)
+        spread = np.maximum(q - s * s / safe, 0.0)
+        return (spread + self.prior_var) / (safe + 1.0) / safe
+
+    @property
+    def means(self) -> tuple[float, float]:
+        """Current [candidate, baseline] means (NaN for an empty side)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = self.sums / self.n
+        return float(m[0]), float(m[1])
+
     def state(self) -> dict[str, Any]:
-        return {"n": self.n.tolist(), "errors": self.errors.tolist()}
+        return {"n": self.n.tolist(), "sums": self.sums.tolist(), "sumsq": self.sumsq.tolist()}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.n = np.asarray(state["n"], dtype=np.int64)
-        self.errors = np.asarray(state["errors"], dtype=np.int64)
+        self.sums = np.asarray(state["sums"], dtype=np.float64)
+        self.sumsq = np.asarray(state["sumsq"], dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ order give the same decisions whether they come from a file or from Kafka.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,10 +16,20 @@ import numpy as np
 from detectors.decision import Decision
 from detectors.join import OutcomeJoin
 from detectors.monitor import VersionMonitor
-from detectors.reference import ReferenceProfile, infer_task, prediction_error
+from detectors.reference import (
+    ReferenceProfile,
+    brier,
+    estimated_error,
+    infer_task,
+    missing_share,
+    positive,
+    prediction_error,
+)
 from detectors.settings import DetectorSettings
-from detectors.versions import ModelVersions
+from detectors.versions import ModelVersions, Rows
 from schemas.records import Event, Outcome, Prediction
+
+_NAN = math.nan
 
 ENGINE_COUNTERS = ("events", "predictions", "outcomes", "duplicates", "evicted_versions")
 
@@ -113,7 +124,9 @@ class Engine:
     def process(self, events: Sequence[Event]) -> list[Decision]:
         """Feed a batch of decoded events in arrival order; return new decisions."""
         preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]] = {}
-        labels: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str]]] = {}
+        labels: dict[
+            tuple[str, str], tuple[list[Any], list[int], list[int], list[str], list[int]]
+        ] = {}
         counts = self.counts
         join = self.join
         seen = self.seen
@@ -148,11 +161,12 @@ class Engine:
             for j in joined:
                 lab = labels.get((j.model_id, j.model_version))
                 if lab is None:
-                    lab = labels[(j.model_id, j.model_version)] = ([], [], [], [])
+                    lab = labels[(j.model_id, j.model_version)] = ([], [], [], [], [])
                 lab[0].append((j.prediction, j.label))
                 lab[1].append(seq)
                 lab[2].append(event.ts)
                 lab[3].append(event_id)
+                lab[4].append(j.prediction_ts)
         self.seq += len(events)
         counts["events"] += len(events)
         counts["duplicates"] += duplicates
@@ -163,10 +177,9 @@ class Engine:
         empty_labels: tuple[list[Any], list[int], list[int], list[str]] = ([], [], [], [])
         for key in {**preds, **labels}:
             p, s = preds.get(key, ([], []))
-            decisions += self.monitor(*key).process(p, s, *labels.get(key, empty_labels))
-        for (model_id, version), (p, _) in preds.items():
-            self.model_versions(model_id).observe(version, p[-1].role, len(p), p[0].ts, p[-1].ts)
-        decisions += self._compare_versions(labels)
+            lab = labels.get(key)
+            decisions += self.monitor(*key).process(p, s, *(lab[:4] if lab else empty_labels))
+        decisions += self._compare_versions(preds, labels)
         decisions.sort(key=lambda d: (d.seq, d.kind, d.type))
         for d in decisions:
             name = f"{d.type}:{d.kind}"
@@ -182,40 +195,112 @@ class Engine:
         return versions
 
     def _compare_versions(
-        self, labels: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str]]]
+        self,
+        preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]],
+        labels: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str], list[int]]],
     ) -> list[Decision]:
-        """Canary-vs-stable comparisons on this batch's labelled events, per model."""
-        by_model: dict[str, list[tuple[int, str, int, int, str]]] = {}
-        for (model_id, version), (pairs, seqs, ts, ids) in labels.items():
+        """Version comparisons of every model seen in this batch (see `detectors.versions`)."""
+        for (model_id, version), (p, _) in preds.items():
+            self.model_versions(model_id).observe(
+                version, p[-1].role, np.fromiter((q.ts for q in p), np.int64, len(p))
+            )
+        decisions: list[Decision] = []
+        for model_id in {key[0] for key in preds}:
+            registry = self.versions[model_id]
+            registry.note_promotion()
+            if registry.live_canaries():
+                rows = self._prediction_rows(model_id, preds)
+                decisions += registry.compare_canaries(rows, labelled=False)
+        for model_id, rows in self._labelled_rows(labels).items():
+            registry = self.model_versions(model_id)
+            registry.record_errors(rows)
+            decisions += registry.compare_canaries(rows, labelled=True)
+            decisions += registry.compare_promotions(rows)
+            decisions += registry.compare_pairs(rows)
+            decisions += registry.check_estimates(rows)
+        return decisions
+
+    def _prediction_rows(
+        self, model_id: str, preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]]
+    ) -> Rows:
+        """Label-free quantities of every prediction of one model, in arrival order."""
+        threshold = self.settings_for(model_id).classification_threshold
+        found: list[tuple[int, str, float, float, float, int, str]] = []
+        for (model, version), (p, seqs) in preds.items():
+            if model != model_id:
+                continue
+            task = self.monitor(model_id, version).concept.task
+            for event, seq in zip(p, seqs, strict=True):
+                found.append(
+                    (
+                        seq,
+                        version,
+                        estimated_error(task, event.prediction, event.scores, threshold),
+                        positive(task, event.prediction, threshold),
+                        missing_share(event.features),
+                        event.ts,
+                        event.event_id,
+                    )
+                )
+        found.sort(key=lambda r: r[0])
+        columns = list(zip(*found, strict=True))
+        return Rows(
+            versions=np.array(columns[1], dtype=object),
+            seqs=list(columns[0]),
+            ts=list(columns[5]),
+            event_ids=list(columns[6]),
+            values={
+                "estimated_error": np.array(columns[2], dtype=np.float64),
+                "positive_rate": np.array(columns[3], dtype=np.float64),
+                "missing_rate": np.array(columns[4], dtype=np.float64),
+            },
+        )
+
+    def _labelled_rows(
+        self,
+        labels: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str], list[int]]],
+    ) -> dict[str, Rows]:
+        """Per model, the labelled events of this batch in arrival order with their error,
+        Brier score, label-free estimated error and outcome delay (NaN where not known)."""
+        by_model: dict[str, list[tuple[int, str, float, float, float, float, int, str]]] = {}
+        for (model_id, version), (pairs, seqs, ts, ids, predicted_ts) in labels.items():
             task = self.monitor(model_id, version).concept.task
             threshold = self.settings_for(model_id).classification_threshold
-            rows = by_model.setdefault(model_id, [])
-            for (prediction, label), seq, t, event_id in zip(pairs, seqs, ts, ids, strict=True):
-                error = prediction_error(
-                    task or infer_task([prediction], [label]) or "",
-                    prediction,
-                    label,
-                    threshold,
-                    None,
+            found = by_model.setdefault(model_id, [])
+            for (prediction, label), seq, t, event_id, t0 in zip(
+                pairs, seqs, ts, ids, predicted_ts, strict=True
+            ):
+                task_here = task or infer_task([prediction], [label]) or ""
+                error = prediction_error(task_here, prediction, label, threshold, None)
+                found.append(
+                    (
+                        seq,
+                        version,
+                        _NAN if error is None else float(error),
+                        brier(task_here, prediction, label),
+                        estimated_error(task_here, prediction, None, threshold),
+                        math.log10(max(t - t0, 1) / 1000.0),
+                        t,
+                        event_id,
+                    )
                 )
-                if error is not None:
-                    rows.append((seq, version, error, t, event_id))
-        decisions: list[Decision] = []
-        for model_id, rows in by_model.items():
-            versions = self.versions.get(model_id)
-            if versions is None or not rows:
-                continue
-            rows.sort(key=lambda r: r[0])
-            columns = (
-                [r[1] for r in rows],
-                np.array([r[2] for r in rows]),
-                [r[0] for r in rows],
-                [r[3] for r in rows],
-                [r[4] for r in rows],
+        out = {}
+        for model_id, found in by_model.items():
+            found.sort(key=lambda r: r[0])
+            columns = list(zip(*found, strict=True))
+            out[model_id] = Rows(
+                versions=np.array(columns[1], dtype=object),
+                seqs=list(columns[0]),
+                ts=list(columns[6]),
+                event_ids=list(columns[7]),
+                values={
+                    "error_rate": np.array(columns[2], dtype=np.float64),
+                    "brier_score": np.array(columns[3], dtype=np.float64),
+                    "estimated_error": np.array(columns[4], dtype=np.float64),
+                    "outcome_latency": np.array(columns[5], dtype=np.float64),
+                },
             )
-            decisions += versions.compare(*columns)
-            decisions += versions.compare_pairs(*columns)
-        return decisions
+        return out
 
     def state(self) -> dict[str, Any]:
         """JSON-compatible snapshot of everything; `restore` continues exactly from it."""
@@ -228,6 +313,7 @@ class Engine:
             "monitors": [
                 m.state() for versions in self.monitors.values() for m in versions.values()
             ],
+            "versions": {k: v.state() for k, v in self.versions.items()},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -237,7 +323,7 @@ class Engine:
         self.decision_counts = dict(state["decision_counts"])
         self.join.restore(state["join"])
         self.versions = {}
-        for model_id, versions_state in state.get("versions", {}).items():
+        for model_id, versions_state in state["versions"].items():
             self.model_versions(model_id).restore(versions_state)
         self.monitors = {}
         for ms in state["monitors"]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -152,6 +154,8 @@ class VersionMonitor:
             start = self._warm(predictions)
         if self.active and start < len(predictions):
             self._observe(predictions[start:], seqs[start:], signals, reports)
+            if self.profile is not None and self.profile.offline:
+                signals = self._skew(signals, seqs[start:])
         self.events += len(predictions)
         if labelled:
             got_signals, got_reports = self.concept.update(
@@ -162,6 +166,20 @@ class VersionMonitor:
         if self.policy is None or not (signals or reports):
             return []
         return self.policy.process(signals, reports)
+
+    def _skew(self, signals: list[Signal], seqs: list[int]) -> list[Signal]:
+        """Input drift against an offline profile within the first ``skew_horizon_events``
+        predictions of this version is training-serving skew: the live inputs never matched
+        training."""
+        horizon = self.settings.skew_horizon_events - self.events
+        if horizon <= 0:
+            return signals
+        return [
+            replace(s, kind="training_serving_skew")
+            if s.kind == "data_drift" and bisect_left(seqs, s.seq) < horizon
+            else s
+            for s in signals
+        ]
 
     def _warm(self, predictions: list[Prediction]) -> int:
         assert self.builder is not None

@@ -25,6 +25,7 @@ SEVERITY = {
     "data_quality": "warning",
     "concept_drift": "critical",
     "online_offline_gap": "warning",
+    "training_serving_skew": "warning",
 }
 """Severity of the alert for each kind."""
 
@@ -39,6 +40,9 @@ RECOMMENDATION = {
     "and check for a changed relationship between inputs and outcomes.",
     "online_offline_gap": "Live accuracy is below the offline estimate: look for "
     "training-serving skew (feature computation, leakage in offline evaluation).",
+    "training_serving_skew": "Live inputs differ from the training data since this version "
+    "went live: compare how the named features are computed offline and online (units, "
+    "defaults for missing values, joins, time windows) before retraining.",
 }
 
 RETRAIN_ON_ALERT = frozenset({"concept_drift"})
@@ -53,9 +57,14 @@ REPORT_KIND = {
     "data_quality": "data_drift",
     "concept_drift": "concept_drift",
     "online_offline_gap": "concept_drift",
+    "training_serving_skew": "data_drift",
 }
 """Whose window reports pace each kind's episode (quality and gap have no windows of their
 own: they follow the input windows and the labelled windows)."""
+
+PUBLISHED_KIND = {"training_serving_skew": "online_offline_gap"}
+"""Internal kinds published under a contract kind: input drift against an offline profile
+found right after a version goes live is training-serving skew, an online/offline gap."""
 
 
 @dataclass(slots=True)
@@ -122,6 +131,8 @@ class DecisionPolicy:
 
     def _signal_group(self, group: list[Signal]) -> list[Decision]:
         kind = group[0].kind
+        if kind == "data_drift" and "training_serving_skew" in self.episodes:
+            kind = "training_serving_skew"  # the same shift, still open since go-live
         episode = self.episodes.get(kind)
         if episode is not None:
             for s in group:
@@ -240,7 +251,7 @@ class DecisionPolicy:
         return Decision(
             decision_id=did,
             type=type_,
-            kind=top.kind,
+            kind=PUBLISHED_KIND.get(top.kind, top.kind),
             model_id=self.model_id,
             model_version=self.model_version,
             severity=severity,
@@ -257,6 +268,7 @@ class DecisionPolicy:
                 "window": {"first_ts": top.first_ts, "last_ts": top.ts, "count": top.count},
                 "reference": self.reference,
                 "trigger_event_id": top.event_id,
+                "comparison": top.kind if top.kind in PUBLISHED_KIND else None,
                 "signals": [_signal_evidence(s) for s in group],
             },
             impact={

@@ -451,6 +451,62 @@ def prediction_error(
     return None
 
 
+def _probability(task: str | None, prediction: Any) -> float | None:
+    """The prediction as a probability of the positive class, when it is one: a float in
+    [0, 1] of a binary model (or of a model whose task is not known yet). Integers are
+    hard labels, not probabilities."""
+    if type(prediction) is not float or task not in (None, "", "binary"):
+        return None
+    return prediction if 0.0 <= prediction <= 1.0 else None
+
+
+def estimated_error(
+    task: str | None, prediction: Any, scores: Mapping[str, float] | None, threshold: float
+) -> float:
+    """Label-free expected error of one prediction from the model's own confidence (as in
+    confidence-based performance estimation): right only if the scores are calibrated.
+    NaN when the prediction carries no probability.
+
+    >>> estimated_error("binary", 0.9, None, 0.5), estimated_error("binary", 0.2, None, 0.5)
+    (0.09999999999999998, 0.2)
+    >>> estimated_error("multiclass", "b", {"a": 0.3, "b": 0.7}, 0.5)
+    0.30000000000000004
+    """
+    if scores:
+        total = sum(scores.values())
+        if total <= 0:
+            return math.nan
+        chosen = scores.get(prediction) if isinstance(prediction, str) else None
+        return 1.0 - (max(scores.values()) if chosen is None else chosen) / total
+    p = _probability(task, prediction)
+    if p is None:
+        return math.nan
+    return 1.0 - p if p >= threshold else p
+
+
+def brier(task: str | None, prediction: Any, label: Any) -> float:
+    """Squared error of a probability against a 0/1 label; NaN when either is not one."""
+    p = _probability(task, prediction)
+    if p is None or label not in (0, 1):
+        return math.nan
+    return (p - float(label)) ** 2
+
+
+def positive(task: str | None, prediction: Any, threshold: float) -> float:
+    """1.0 for a positive prediction, 0.0 for a negative one, NaN for other outputs."""
+    if type(prediction) is bool or (type(prediction) is int and prediction in (0, 1)):
+        return float(prediction)
+    p = _probability(task, prediction)
+    return math.nan if p is None else float(p >= threshold)
+
+
+def missing_share(features: Mapping[str, Any]) -> float:
+    """Share of the inputs that are missing (None); NaN without inputs."""
+    if not features:
+        return math.nan
+    return sum(v is None for v in features.values()) / len(features)
+
+
 def performance_summary(
     predictions: list[Any], labels: list[Any], settings: DetectorSettings
 ) -> PerformanceSummary | None:

@@ -154,6 +154,30 @@ class DetectorSettings:
     comparison_min_labels: int = 200
     """Labelled events on each side before a version comparison may decide."""
 
+    skew_horizon_events: int = 10_000
+    """Input drift against an offline profile found within this many predictions of a
+    version going live is reported as training-serving skew (``online_offline_gap``), not
+    as drift over time."""
+
+    version_half_life_ms: int = 3_600_000
+    """Half-life (event time) of the traffic count that decides which champion version is
+    the stable one: after a promotion the new champion becomes stable once it has served
+    more recent traffic than the old one, not after it has served more in total."""
+
+    promotion_baseline_labels: int = 5_000
+    """Labelled events of a champion kept (between this and twice this many, most recent)
+    as the baseline a newly promoted version is compared with when the old one no longer
+    serves."""
+
+    estimate_gap_margin: float = 0.01
+    """Smallest gap between the realised error rate and the label-free estimate from the
+    model's own scores reported as ``performance_estimate_gap`` (scores are miscalibrated
+    and label-free estimates of this version cannot be trusted)."""
+
+    outcome_latency_tau: float = 0.1
+    """Difference in mean log10 outcome delay (seconds) a canary comparison of outcome
+    latency is tuned to find fastest: 0.1 is about 26 % slower outcomes."""
+
     def __post_init__(self) -> None:
         positive = (
             "false_alarm_budget_events",
@@ -168,6 +192,10 @@ class DetectorSettings:
             "dedupe_horizon",
             "max_versions_per_model",
             "top_k_categories",
+            "version_half_life_ms",
+            "promotion_baseline_labels",
+            "comparison_tau",
+            "outcome_latency_tau",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -176,6 +204,8 @@ class DetectorSettings:
             raise ConfigError("variance_ratio, category_ratio and error_rate_ratio must be > 1")
         if self.histogram_bins < 2 or self.quantile_knots < 3:
             raise ConfigError("histogram_bins must be >= 2 and quantile_knots >= 3")
+        if not 0 < self.rollback_alpha < 1:
+            raise ConfigError(f"rollback_alpha must be in (0, 1), got {self.rollback_alpha}")
         if self.warmup_events < 100:
             raise ConfigError("warmup_events must be at least 100 for a usable reference")
 

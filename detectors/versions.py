@@ -1,22 +1,121 @@
-"""Which versions of a model are live, in which role, and how a canary compares.
+"""Which versions of a model are live, in which role, and how they compare.
 
 Per model: every version's role (from its predictions), when it first and last served,
-and its share of traffic. While a canary serves next to the stable champion, their
-error rates on labelled traffic of the same period are compared with an anytime-valid
-test (`detectors.comparison.RateComparison`); a significant regression emits one
-``rollback`` decision (``from_version`` = canary, ``to_version`` = stable).
+and its recent share of traffic. Three comparisons run on top, all anytime-valid (they may
+be looked at after every event):
+
+* **Canary vs stable** on the same period of traffic (`detectors.comparison.MeanComparison`):
+  error rate and Brier score once outcomes arrive (a regression emits one ``rollback``,
+  ``from_version`` = canary, ``to_version`` = stable), and, as alerts, the label-free
+  estimated error from the canary's own scores, its positive-prediction rate, its rate of
+  missing inputs and the delay of its outcomes.
+* **Champion vs challenger or shadow** on the same requests
+  (`detectors.comparison.PairedComparison`): a better challenger is an
+  ``alert``/``challenger_better``.
+* **After a promotion** (a newer champion becomes the stable one), the new champion against
+  the old one: concurrently when the old one still serves or shadows, otherwise against the
+  old one's last labelled events. A regression emits ``rollback``/``promotion_regression``.
+
+Per version, the realised error rate is also checked against the label-free estimate from
+its scores (``alert``/``performance_estimate_gap``): a gap means the scores are not
+calibrated and the label-free estimates of that version cannot be trusted.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from detectors.comparison import PairedComparison, RateComparison
+from detectors.comparison import MeanComparison, MeanVerdict, PairedComparison
 from detectors.decision import Decision, decision_id
 from detectors.settings import DetectorSettings
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One quantity a canary is compared on."""
+
+    name: str
+    labelled: bool
+    """Needs outcomes (compared on joined events) or not (compared on predictions)."""
+    action: str
+    """``rollback`` or ``alert`` when the canary is significantly worse."""
+    worse_only: bool
+    """Only a higher canary value counts (losses); otherwise either direction does."""
+    prior_var: float
+    unit: str
+    describe: str
+    """What a regression on it means, for the recommendation."""
+
+
+CANARY_METRICS = (
+    Metric("error_rate", True, "rollback", True, 0.25, "error_rate_increase", "makes more errors"),
+    Metric(
+        "brier_score",
+        True,
+        "rollback",
+        True,
+        0.25,
+        "brier_score_increase",
+        "has worse calibrated scores (higher Brier score)",
+    ),
+    Metric(
+        "estimated_error",
+        False,
+        "alert",
+        True,
+        0.25,
+        "estimated_error_increase",
+        "is less confident: its own scores estimate more errors (labels still pending)",
+    ),
+    Metric(
+        "positive_rate",
+        False,
+        "alert",
+        False,
+        0.25,
+        "positive_rate_difference",
+        "predicts the positive class at a different rate",
+    ),
+    Metric(
+        "missing_rate",
+        False,
+        "alert",
+        True,
+        0.25,
+        "missing_rate_increase",
+        "receives more missing inputs (data quality)",
+    ),
+    Metric(
+        "outcome_latency",
+        True,
+        "alert",
+        True,
+        1.0,
+        "log10_seconds_increase",
+        "gets its outcomes later",
+    ),
+)
+"""Everything a canary is compared on, in the order verdicts are reported."""
+
+ROLLBACK_METRICS = sum(m.action == "rollback" for m in CANARY_METRICS)
+
+
+@dataclass(slots=True)
+class Rows:
+    """Events of one model in arrival order, one column per quantity (NaN = not known)."""
+
+    versions: np.ndarray
+    seqs: list[int]
+    ts: list[int]
+    event_ids: list[str]
+    values: Mapping[str, np.ndarray]
 
 
 @dataclass(slots=True)
@@ -27,49 +126,367 @@ class VersionInfo:
     first_ts: int
     last_ts: int
     events: int = 0
-    """Predictions served so far (cumulative, so shares do not depend on batching)."""
+    """Predictions served so far."""
+    traffic: float = -math.inf
+    """Log of the event-time-decayed prediction count (see `ModelVersions.observe`)."""
+    history: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    """Recent labelled errors in two generations: [previous n, previous errors, current n,
+    current errors]."""
 
 
 class ModelVersions:
-    """Version registry and canary comparison of one model."""
+    """Version registry and version comparisons of one model."""
 
     def __init__(self, model_id: str, settings: DetectorSettings) -> None:
         self.model_id = model_id
         self.settings = settings
         self.versions: dict[str, VersionInfo] = {}
-        self.canaries: dict[str, tuple[str, RateComparison]] = {}
-        """Canary version -> (stable version it is compared with, comparison)."""
-        self.decided: set[str] = set()
-        """Canaries and challengers already judged (one decision per version)."""
+        self.anchor: int | None = None
+        """Event time the decayed traffic counts are relative to."""
+        self.champion: str | None = None
+        """The stable champion as of the last batch (to notice promotions)."""
+        self.canaries: dict[str, tuple[str, dict[str, MeanComparison]]] = {}
+        """Canary version -> (stable version it is compared with, comparison per metric)."""
+        self.promotions: dict[str, tuple[str, MeanComparison]] = {}
+        """Newly promoted champion -> (champion it replaced, error-rate comparison)."""
         self.challengers: dict[str, tuple[str, PairedComparison]] = {}
         """Challenger or shadow version -> (champion it is paired with, comparison)."""
+        self.gaps: dict[str, MeanComparison] = {}
+        """Version -> realised minus estimated error on its labelled events."""
+        self.decided: set[str] = set()
+        """``version:comparison`` keys already decided (one decision each)."""
 
     # -- registry ----------------------------------------------------------------------
 
-    def observe(self, version: str, role: str, count: int, first_ts: int, last_ts: int) -> None:
-        """A batch of ``count`` predictions of one version (all with this role)."""
+    def observe(self, version: str, role: str, ts: np.ndarray) -> None:
+        """A batch of predictions of one version (all with this role), their event times.
+
+        The traffic count decays with half-life ``version_half_life_ms`` of event time;
+        it is kept as a log relative to the model's first event time, so it neither
+        overflows nor depends on how events were batched.
+        """
+        if self.anchor is None:
+            self.anchor = int(ts[0])
+        first, last = int(ts.min()), int(ts.max())
         info = self.versions.get(version)
         if info is None:
-            info = self.versions[version] = VersionInfo(role, first_ts, last_ts)
+            info = self.versions[version] = VersionInfo(role, first, last)
         info.role = role
-        info.last_ts = max(info.last_ts, last_ts)
-        info.events += count
+        info.first_ts = min(info.first_ts, first)
+        info.last_ts = max(info.last_ts, last)
+        info.events += len(ts)
+        exponents = (ts - self.anchor) * (LN2 / self.settings.version_half_life_ms)
+        top = float(exponents.max())
+        batch = top + math.log(float(np.exp(exponents - top).sum()))
+        info.traffic = float(np.logaddexp(info.traffic, batch))
 
     def stable(self) -> str | None:
-        """The champion serving the most traffic (the rollback target)."""
-        champions = [(v.events, name) for name, v in self.versions.items() if v.role == "champion"]
+        """The champion serving the most recent traffic (the rollback target)."""
+        champions = [(v.traffic, name) for name, v in self.versions.items() if v.role == "champion"]
         return max(champions)[1] if champions else None
+
+    def live_canaries(self) -> list[str]:
+        return [
+            name
+            for name, v in self.versions.items()
+            if v.role == "canary" and f"{name}:canary" not in self.decided
+        ]
+
+    def note_promotion(self) -> None:
+        """After a batch: a newer champion that became stable was promoted; start comparing
+        it with the one it replaced (seeded with that one's recent labelled errors)."""
+        current = self.stable()
+        previous, self.champion = self.champion, current
+        if previous is None or current is None or current == previous:
+            return
+        old = self.versions.get(previous)
+        if old is None or self.versions[current].first_ts <= old.first_ts:
+            return  # back to an older version: a rollback, not a promotion
+        comparison = self._mean_comparison(
+            CANARY_METRICS[0], self.settings.rollback_alpha, self.settings.comparison_tau
+        )
+        prev_n, prev_x, cur_n, cur_x = old.history
+        errors = prev_x + cur_x
+        comparison.preload_baseline(round(prev_n + cur_n), errors, errors)
+        self.promotions[current] = (previous, comparison)
+
+    def record_errors(self, rows: Rows) -> None:
+        """Keep each version's recent labelled errors (the baseline after a promotion)."""
+        errors = rows.values["error_rate"]
+        limit = self.settings.promotion_baseline_labels
+        for version in set(rows.versions.tolist()):
+            info = self.versions.get(version)
+            if info is None:
+                continue
+            mine = errors[(rows.versions == version) & np.isfinite(errors)]
+            h = info.history
+            while len(mine):
+                take = mine[: max(limit - round(h[2]), 0)]
+                h[2] += len(take)
+                h[3] += float(take.sum())
+                mine = mine[len(take) :]
+                if h[2] >= limit:
+                    h[:] = [h[2], h[3], 0.0, 0.0]
 
     # -- canary vs stable --------------------------------------------------------------
 
-    def _rate_comparison(self) -> RateComparison:
-        return RateComparison(
-            tau=self.settings.comparison_tau,
-            alpha=self.settings.rollback_alpha,
+    def _mean_comparison(self, metric: Metric, alpha: float, tau: float) -> MeanComparison:
+        return MeanComparison(
+            tau=tau,
+            alpha=alpha,
             margin=self.settings.rollback_margin,
             min_each=self.settings.comparison_min_labels,
-            worse_only=True,
+            worse_only=metric.worse_only,
+            prior_var=metric.prior_var,
         )
+
+    def _canary_comparisons(self) -> dict[str, MeanComparison]:
+        # The rollback metrics share rollback_alpha (Bonferroni), so an equal canary is
+        # rolled back with probability at most rollback_alpha; each alert metric has its own.
+        s = self.settings
+        comparisons = {}
+        for metric in CANARY_METRICS:
+            rollback = metric.action == "rollback"
+            alpha = s.rollback_alpha / ROLLBACK_METRICS if rollback else s.rollback_alpha
+            tau = s.outcome_latency_tau if metric.name == "outcome_latency" else s.comparison_tau
+            comparisons[metric.name] = self._mean_comparison(metric, alpha, tau)
+        return comparisons
+
+    def compare_canaries(self, rows: Rows, labelled: bool) -> list[Decision]:
+        """Every live canary against the stable champion on this batch's rows."""
+        stable = self.stable()
+        if stable is None:
+            return []
+        decisions = []
+        for canary in self.live_canaries():
+            mine = (rows.versions == canary) | (rows.versions == stable)
+            if not mine.any():
+                continue
+            existing = self.canaries.get(canary)
+            if existing is None or existing[0] != stable:
+                existing = self.canaries[canary] = (stable, self._canary_comparisons())
+            comparisons = existing[1]
+            rollback: tuple[int, Metric, MeanVerdict] | None = None
+            for metric in CANARY_METRICS:
+                key = f"{canary}:canary:{metric.name}"
+                values = rows.values.get(metric.name)
+                if metric.labelled != labelled or values is None or key in self.decided:
+                    continue
+                use = np.flatnonzero(mine & np.isfinite(values))
+                if not len(use):
+                    continue
+                verdict = comparisons[metric.name].update(rows.versions[use] == canary, values[use])
+                if verdict is None:
+                    continue
+                row = int(use[verdict.index])
+                if metric.action == "rollback":
+                    if rollback is None or row < rollback[0]:
+                        rollback = (row, metric, verdict)
+                    continue
+                self.decided.add(key)
+                decisions.append(
+                    self._mean_decision("alert", canary, stable, metric, verdict, rows, row)
+                )
+            if rollback is not None:
+                self.decided.add(f"{canary}:canary")
+                row, metric, verdict = rollback
+                decisions.append(
+                    self._mean_decision("rollback", canary, stable, metric, verdict, rows, row)
+                )
+        return decisions
+
+    def compare_promotions(self, rows: Rows) -> list[Decision]:
+        """Newly promoted champions against the champion they replaced (error rate)."""
+        decisions = []
+        errors = rows.values["error_rate"]
+        for new, (old, comparison) in list(self.promotions.items()):
+            key = f"{new}:promotion"
+            if key in self.decided:
+                continue
+            use = np.flatnonzero(
+                ((rows.versions == new) | (rows.versions == old)) & np.isfinite(errors)
+            )
+            if not len(use):
+                continue
+            verdict = comparison.update(rows.versions[use] == new, errors[use])
+            if verdict is None:
+                continue
+            self.decided.add(key)
+            row = int(use[verdict.index])
+            decisions.append(
+                self._mean_decision("rollback", new, old, CANARY_METRICS[0], verdict, rows, row)
+            )
+        return decisions
+
+    def _mean_decision(
+        self,
+        type_: str,
+        version: str,
+        baseline: str,
+        metric: Metric,
+        verdict: MeanVerdict,
+        rows: Rows,
+        row: int,
+    ) -> Decision:
+        info = self.versions[version]
+        promoted = type_ == "rollback" and self.versions[version].role == "champion"
+        kind = "promotion_regression" if promoted else "canary_regression"
+        label = "Promoted version" if promoted else "Canary"
+        action = (
+            f"route its traffic back to {baseline}"
+            if type_ == "rollback"
+            else "hold the rollout and look into it"
+        )
+        pending = "" if metric.labelled else " This is judged before labels arrive."
+        base_events = self.versions[baseline].events if baseline in self.versions else 0
+        return Decision(
+            decision_id=decision_id(
+                self.model_id,
+                version,
+                type_,
+                kind,
+                baseline,
+                *(() if type_ == "rollback" else (metric.name,)),
+            ),
+            type=type_,
+            kind=kind,
+            model_id=self.model_id,
+            model_version=version,
+            severity="critical" if type_ == "rollback" else "warning",
+            features=(),
+            detector={
+                "name": "anytime_valid_mean_comparison",
+                "config": {
+                    "metric": metric.name,
+                    "alpha": self.settings.rollback_alpha,
+                    "tau": self.settings.comparison_tau,
+                    "margin": self.settings.rollback_margin,
+                    "min_each": self.settings.comparison_min_labels,
+                },
+            },
+            evidence={
+                "statistic": f"{metric.name}_difference",
+                "value": round(verdict.difference, 6),
+                "threshold": self.settings.rollback_margin,
+                "p_value": None,
+                "confidence_interval": [round(verdict.lower, 6), round(verdict.upper, 6)],
+                "confidence": 1 - self.settings.rollback_alpha,
+                "window": {
+                    "first_ts": info.first_ts,
+                    "last_ts": rows.ts[row],
+                    "count": verdict.candidate_n + verdict.baseline_n,
+                },
+                "reference": f"{'previous champion' if promoted else 'stable version'} {baseline}",
+                "trigger_event_id": rows.event_ids[row],
+                "labels_pending": not metric.labelled,
+                "candidate": {
+                    "version": version,
+                    "events": verdict.candidate_n,
+                    metric.name: round(verdict.candidate_mean, 6),
+                },
+                "baseline": {
+                    "version": baseline,
+                    "events": verdict.baseline_n,
+                    metric.name: round(verdict.baseline_mean, 6),
+                },
+            },
+            impact={
+                "traffic_share": round(info.events / max(info.events + base_events, 1), 6),
+                "effect_size": round(verdict.difference, 6),
+                "effect_unit": metric.unit,
+            },
+            ts=rows.ts[row],
+            seq=rows.seqs[row],
+            recommendation=f"{label} {version} {metric.describe} than {baseline}: {action}."
+            + pending,
+            from_version=version if type_ == "rollback" else None,
+            to_version=baseline if type_ == "rollback" else None,
+        )
+
+    # -- label-free estimate vs realised -----------------------------------------------
+
+    def check_estimates(self, rows: Rows) -> list[Decision]:
+        """Per version, realised minus estimated error on labelled events with scores."""
+        gap = rows.values["error_rate"] - rows.values["estimated_error"]
+        decisions = []
+        for version in sorted(set(rows.versions.tolist())):
+            key = f"{version}:estimate_gap"
+            if key in self.decided or version not in self.versions:
+                continue
+            use = np.flatnonzero((rows.versions == version) & np.isfinite(gap))
+            if not len(use):
+                continue
+            comparison = self.gaps.get(version)
+            if comparison is None:
+                comparison = self.gaps[version] = self._gap_comparison()
+            verdict = comparison.update(np.ones(len(use), dtype=bool), gap[use])
+            if verdict is None:
+                continue
+            self.decided.add(key)
+            row = int(use[verdict.index])
+            decisions.append(self._gap_decision(version, verdict, rows, row))
+        return decisions
+
+    def _gap_comparison(self) -> MeanComparison:
+        return MeanComparison(
+            tau=self.settings.comparison_tau,
+            alpha=self.settings.rollback_alpha,
+            margin=self.settings.estimate_gap_margin,
+            min_each=self.settings.comparison_min_labels,
+            prior_var=0.25,
+            one_sample=True,
+        )
+
+    def _gap_decision(self, version: str, verdict: MeanVerdict, rows: Rows, row: int) -> Decision:
+        direction = "more" if verdict.difference > 0 else "fewer"
+        return Decision(
+            decision_id=decision_id(
+                self.model_id, version, "alert", "performance_estimate_gap", "realised"
+            ),
+            type="alert",
+            kind="performance_estimate_gap",
+            model_id=self.model_id,
+            model_version=version,
+            severity="warning",
+            features=(),
+            detector={
+                "name": "anytime_valid_mean_comparison",
+                "config": {
+                    "metric": "realised_minus_estimated_error",
+                    "alpha": self.settings.rollback_alpha,
+                    "margin": self.settings.estimate_gap_margin,
+                    "estimator": "confidence_based (expected error from the model's scores)",
+                },
+            },
+            evidence={
+                "statistic": "realised_minus_estimated_error",
+                "value": round(verdict.difference, 6),
+                "threshold": self.settings.estimate_gap_margin,
+                "p_value": None,
+                "confidence_interval": [round(verdict.lower, 6), round(verdict.upper, 6)],
+                "confidence": 1 - self.settings.rollback_alpha,
+                "window": {
+                    "first_ts": self.versions[version].first_ts,
+                    "last_ts": rows.ts[row],
+                    "count": verdict.candidate_n,
+                },
+                "reference": "label-free estimate from the version's own scores",
+                "trigger_event_id": rows.event_ids[row],
+            },
+            impact={
+                "traffic_share": 1.0,
+                "effect_size": round(verdict.difference, 6),
+                "effect_unit": "error_rate_difference",
+            },
+            ts=rows.ts[row],
+            seq=rows.seqs[row],
+            recommendation=f"Version {version} makes {direction} errors than its own scores "
+            "predict: its scores are not calibrated, so label-free performance estimates "
+            "for it are not reliable. Recalibrate (e.g. isotonic on recent labels) before "
+            "relying on them.",
+        )
+
+    # -- champion vs challenger / shadow on the same requests ---------------------------
 
     def _paired_comparison(self) -> PairedComparison:
         # Discordant pairs are a fraction of all pairs: a quarter of the labelled minimum.
@@ -79,120 +496,18 @@ class ModelVersions:
             min_discordant=self.settings.comparison_min_labels // 4,
         )
 
-    def compare(
-        self,
-        versions: list[str],
-        errors: np.ndarray,
-        seqs: list[int],
-        ts: list[int],
-        event_ids: list[str],
-    ) -> list[Decision]:
-        """Labelled events of this model in arrival order (version and 0/1 error each)."""
-        stable = self.stable()
-        if stable is None:
-            return []
-        decisions = []
-        live = [
-            name
-            for name, v in self.versions.items()
-            if v.role == "canary" and name not in self.decided
-        ]
-        names = np.array(versions, dtype=object)
-        for canary in live:
-            mine = (names == canary) | (names == stable)
-            if not mine.any():
-                continue
-            existing = self.canaries.get(canary)
-            if existing is not None and existing[0] == stable:
-                comparison = existing[1]
-            else:
-                comparison = self._rate_comparison()
-                self.canaries[canary] = (stable, comparison)
-            rows = np.flatnonzero(mine)
-            verdict = comparison.update(names[rows] == canary, errors[rows])
-            if verdict is None:
-                continue
-            self.decided.add(canary)
-            row = int(rows[verdict.index])
-            info = self.versions[canary]
-            decisions.append(
-                Decision(
-                    decision_id=decision_id(
-                        self.model_id, canary, "rollback", "canary_regression", stable
-                    ),
-                    type="rollback",
-                    kind="canary_regression",
-                    model_id=self.model_id,
-                    model_version=canary,
-                    severity="critical",
-                    features=(),
-                    detector={
-                        "name": "anytime_valid_rate_comparison",
-                        "config": {
-                            "alpha": self.settings.rollback_alpha,
-                            "tau": self.settings.comparison_tau,
-                            "margin": self.settings.rollback_margin,
-                            "min_labels_each": self.settings.comparison_min_labels,
-                        },
-                    },
-                    evidence={
-                        "statistic": "error_rate_difference",
-                        "value": round(verdict.difference, 6),
-                        "threshold": self.settings.rollback_margin,
-                        "p_value": None,
-                        "confidence_interval": [round(verdict.lower, 6), round(verdict.upper, 6)],
-                        "confidence": 1 - self.settings.rollback_alpha,
-                        "window": {
-                            "first_ts": info.first_ts,
-                            "last_ts": ts[row],
-                            "count": verdict.candidate_n + verdict.baseline_n,
-                        },
-                        "reference": f"stable version {stable}",
-                        "trigger_event_id": event_ids[row],
-                        "canary": {
-                            "labelled": verdict.candidate_n,
-                            "error_rate": round(verdict.candidate_rate, 6),
-                        },
-                        "stable": {
-                            "labelled": verdict.baseline_n,
-                            "error_rate": round(verdict.baseline_rate, 6),
-                        },
-                    },
-                    impact={
-                        "traffic_share": round(
-                            info.events / (info.events + self.versions[stable].events), 6
-                        ),
-                        "effect_size": round(verdict.difference, 6),
-                        "effect_unit": "error_rate_increase",
-                    },
-                    ts=ts[row],
-                    seq=seqs[row],
-                    recommendation=f"Canary {canary} makes more errors than {stable}: route its "
-                    f"traffic back to {stable}.",
-                    from_version=canary,
-                    to_version=stable,
-                )
-            )
-        return decisions
-
-    # -- champion vs challenger / shadow on the same requests ---------------------------
-
-    def compare_pairs(
-        self,
-        versions: list[str],
-        errors: np.ndarray,
-        seqs: list[int],
-        ts: list[int],
-        event_ids: list[str],
-    ) -> list[Decision]:
-        """Labelled events in arrival order; those sharing an outcome (same ``seq``) and
-        coming from the champion and a challenger or shadow form a pair."""
+    def compare_pairs(self, rows: Rows) -> list[Decision]:
+        """Labelled events sharing an outcome (same ``seq``) from the champion and a
+        challenger or shadow form a pair. A better challenger is reported; a better
+        *previous* champion (shadowing the one promoted over it) means a rollback."""
         champion = self.stable()
         if champion is None:
             return []
-        groups: dict[int, dict[str, tuple[int, int]]] = {}
-        for i, (version, seq) in enumerate(zip(versions, seqs, strict=True)):
-            groups.setdefault(seq, {})[version] = (int(errors[i]), i)
+        errors = rows.values["error_rate"]
+        groups: dict[int, dict[str, tuple[float, int]]] = {}
+        for i, (version, seq) in enumerate(zip(rows.versions.tolist(), rows.seqs, strict=True)):
+            if math.isfinite(errors[i]):
+                groups.setdefault(seq, {})[version] = (float(errors[i]), i)
         pairs: dict[str, list[tuple[bool, bool, int]]] = {}
         for group in groups.values():
             if champion not in group:
@@ -203,93 +518,144 @@ class ModelVersions:
                 if info is None or info.role not in ("challenger", "shadow"):
                     continue
                 pairs.setdefault(version, []).append((not error, not champion_error, row))
+        previous = self.promotions.get(champion, (None, None))[0]
         decisions = []
-        for candidate, rows in pairs.items():
-            if candidate in self.decided:
+        for candidate, got in pairs.items():
+            key = f"{candidate}:paired:{champion}"
+            if key in self.decided:
                 continue
             existing = self.challengers.get(candidate)
-            if existing is not None and existing[0] == champion:
-                comparison = existing[1]
-            else:
-                comparison = self._paired_comparison()
-                self.challengers[candidate] = (champion, comparison)
-            verdict = comparison.update(
-                np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+            if existing is None or existing[0] != champion:
+                existing = self.challengers[candidate] = (champion, self._paired_comparison())
+            verdict = existing[1].update(
+                np.array([r[0] for r in got]), np.array([r[1] for r in got])
             )
-            if verdict is None or not verdict.candidate_better:
+            if verdict is None:
                 continue
-            self.decided.add(candidate)
-            row = rows[verdict.index][2]
+            self.decided.add(key)
+            if not verdict.candidate_better:
+                continue
+            row = got[verdict.index][2]
+            rollback = candidate == previous
             decisions.append(
-                Decision(
-                    decision_id=decision_id(
-                        self.model_id, candidate, "alert", "challenger_better", champion
-                    ),
-                    type="alert",
-                    kind="challenger_better",
-                    model_id=self.model_id,
-                    model_version=candidate,
-                    severity="info",
-                    features=(),
-                    detector={
-                        "name": "paired_discordance_e_process",
-                        "config": {
-                            "alpha": self.settings.rollback_alpha,
-                            "prior": self.settings.paired_prior,
-                        },
-                    },
-                    evidence={
-                        "statistic": "e_value",
-                        "value": verdict.e_value,
-                        "threshold": 1 / self.settings.rollback_alpha,
-                        "p_value": min(1.0, 1 / verdict.e_value),
-                        "window": {
-                            "first_ts": self.versions[candidate].first_ts,
-                            "last_ts": ts[row],
-                            "count": verdict.pairs,
-                        },
-                        "reference": f"champion version {champion} on the same requests",
-                        "trigger_event_id": event_ids[row],
-                        "candidate_only_right": verdict.candidate_only,
-                        "champion_only_right": verdict.baseline_only,
-                        "disagreement_rate": round(verdict.disagreement_rate, 6),
-                    },
-                    impact={
-                        "traffic_share": 1.0,
-                        "effect_size": round(
-                            (verdict.candidate_only - verdict.baseline_only) / verdict.pairs, 6
-                        ),
-                        "effect_unit": "accuracy_difference",
-                    },
-                    ts=ts[row],
-                    seq=seqs[row],
-                    recommendation=f"{self.versions[candidate].role.capitalize()} {candidate} "
-                    f"is more accurate than champion {champion} on the same requests: "
-                    "consider promoting it.",
-                )
+                self._paired_decision(candidate, champion, verdict, rows, row, rollback)
             )
         return decisions
+
+    def _paired_decision(
+        self,
+        candidate: str,
+        champion: str,
+        verdict: Any,
+        rows: Rows,
+        row: int,
+        rollback: bool,
+    ) -> Decision:
+        role = self.versions[candidate].role
+        if rollback:
+            type_, kind, version = "rollback", "promotion_regression", champion
+            text = (
+                f"Champion {champion} is less accurate than {candidate}, the version it "
+                f"replaced, on the same requests: route traffic back to {candidate}."
+            )
+        else:
+            type_, kind, version = "alert", "challenger_better", candidate
+            text = (
+                f"{role.capitalize()} {candidate} is more accurate than champion {champion} "
+                "on the same requests: consider promoting it."
+            )
+        return Decision(
+            decision_id=decision_id(self.model_id, version, type_, kind, candidate, champion),
+            type=type_,
+            kind=kind,
+            model_id=self.model_id,
+            model_version=version,
+            severity="critical" if rollback else "info",
+            features=(),
+            detector={
+                "name": "paired_discordance_e_process",
+                "config": {
+                    "alpha": self.settings.rollback_alpha,
+                    "prior": self.settings.paired_prior,
+                },
+            },
+            evidence={
+                "statistic": "e_value",
+                "value": verdict.e_value,
+                "threshold": 1 / self.settings.rollback_alpha,
+                "p_value": min(1.0, 1 / verdict.e_value),
+                "window": {
+                    "first_ts": self.versions[candidate].first_ts,
+                    "last_ts": rows.ts[row],
+                    "count": verdict.pairs,
+                },
+                "reference": f"champion version {champion} on the same requests",
+                "trigger_event_id": rows.event_ids[row],
+                "candidate_only_right": verdict.candidate_only,
+                "champion_only_right": verdict.baseline_only,
+                "disagreement_rate": round(verdict.disagreement_rate, 6),
+            },
+            impact={
+                "traffic_share": 1.0,
+                "effect_size": round(
+                    (verdict.candidate_only - verdict.baseline_only) / verdict.pairs, 6
+                ),
+                "effect_unit": "accuracy_difference",
+            },
+            ts=rows.ts[row],
+            seq=rows.seqs[row],
+            recommendation=text,
+            from_version=champion if rollback else None,
+            to_version=candidate if rollback else None,
+        )
+
+    # -- state -------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
         return {
             "versions": {
-                k: [v.role, v.first_ts, v.last_ts, v.events] for k, v in self.versions.items()
+                k: [v.role, v.first_ts, v.last_ts, v.events, v.traffic, v.history]
+                for k, v in self.versions.items()
             },
-            "canaries": {k: [s, c.state()] for k, (s, c) in self.canaries.items()},
-            "decided": sorted(self.decided),
+            "anchor": self.anchor,
+            "champion": self.champion,
+            "canaries": {
+                k: [s, {m: c.state() for m, c in comps.items()}]
+                for k, (s, comps) in self.canaries.items()
+            },
+            "promotions": {k: [old, c.state()] for k, (old, c) in self.promotions.items()},
             "challengers": {k: [c, p.state()] for k, (c, p) in self.challengers.items()},
+            "gaps": {k: c.state() for k, c in self.gaps.items()},
+            "decided": sorted(self.decided),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.versions = {k: VersionInfo(*v) for k, v in state["versions"].items()}
+        self.versions = {
+            k: VersionInfo(role, first, last, events, traffic, list(history))
+            for k, (role, first, last, events, traffic, history) in state["versions"].items()
+        }
+        self.anchor = state["anchor"]
+        self.champion = state["champion"]
         self.canaries = {}
-        for canary, (stable, comparison_state) in state["canaries"].items():
-            comparison = self._rate_comparison()
+        for canary, (stable, comparison_states) in state["canaries"].items():
+            comparisons = self._canary_comparisons()
+            for name, comparison_state in comparison_states.items():
+                comparisons[name].restore(comparison_state)
+            self.canaries[canary] = (stable, comparisons)
+        self.promotions = {}
+        for new, (old, comparison_state) in state["promotions"].items():
+            comparison = self._mean_comparison(
+                CANARY_METRICS[0], self.settings.rollback_alpha, self.settings.comparison_tau
+            )
             comparison.restore(comparison_state)
-            self.canaries[canary] = (stable, comparison)
-        self.decided = set(state["decided"])
+            self.promotions[new] = (old, comparison)
         self.challengers = {}
-        for candidate, (champion, paired_state) in state.get("challengers", {}).items():
+        for candidate, (champion, paired_state) in state["challengers"].items():
             paired = self._paired_comparison()
             paired.restore(paired_state)
             self.challengers[candidate] = (champion, paired)
+        self.gaps = {}
+        for version, gap_state in state["gaps"].items():
+            self.gaps[version] = self._gap_comparison()
+            self.gaps[version].restore(gap_state)
+        self.decided = set(state["decided"])

@@ -9,7 +9,7 @@ events after their prediction.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -171,26 +171,65 @@ def _merge(
 
 
 def with_canary(
-    events: list[Event], share: float, flip: float, seed: int, version: str = "v2"
+    events: list[Event],
+    share: float,
+    flip: float,
+    seed: int,
+    version: str = "v2",
+    *,
+    shrink: float = 0.0,
+    missing: float = 0.0,
+    outcome_delay_ms: int = 0,
 ) -> list[Event]:
-    """Route a ``share`` of predictions to a canary ``version`` that inverts a fraction
-    ``flip`` of its scores (about 5 error-rate points at flip=0.12 on these streams)."""
+    """Route a ``share`` of predictions to a canary ``version``.
+
+    The canary inverts a fraction ``flip`` of its scores (about 5 error-rate points at
+    flip=0.12 on these streams), pulls its scores towards 0.5 by ``shrink`` (less
+    confident, same decisions), loses each input with probability ``missing``, and its
+    outcomes are observed ``outcome_delay_ms`` later.
+    """
     rng = np.random.default_rng(seed)
     out: list[Event] = []
+    routed: set[str] = set()
     for event in events:
         if isinstance(event, Prediction) and rng.uniform() < share:
             score = event.prediction
-            if rng.uniform() < flip and isinstance(score, float):
-                score = 1.0 - score
-            event = Prediction(  # noqa: PLW2901 (the event is replaced by its canary copy)
-                event.event_id,
-                event.request_id,
-                event.model_id,
-                version,
-                event.ts,
-                event.features,
-                score,
-                role="canary",
+            if isinstance(score, float):
+                if rng.uniform() < flip:
+                    score = 1.0 - score
+                score = round(0.5 + (score - 0.5) * (1.0 - shrink), 6)
+            features = event.features
+            if missing:
+                features = {k: None if rng.uniform() < missing else v for k, v in features.items()}
+            routed.add(event.request_id)
+            event = replace(  # noqa: PLW2901 (the event is replaced by its canary copy)
+                event, model_version=version, features=features, prediction=score, role="canary"
             )
+        elif isinstance(event, Outcome) and event.request_id in routed and outcome_delay_ms:
+            event = replace(event, ts=event.ts + outcome_delay_ms)  # noqa: PLW2901
+        out.append(event)
+    return out
+
+
+def with_promotion(
+    events: list[Event], at: int, flip: float, seed: int, *, shadow_old: bool = False
+) -> list[Event]:
+    """From the ``at``-th prediction on, champion ``v2`` replaces ``v1`` and inverts a
+    fraction ``flip`` of the scores; with ``shadow_old``, ``v1`` keeps scoring the same
+    requests as a shadow."""
+    rng = np.random.default_rng(seed)
+    out: list[Event] = []
+    served = 0
+    for event in events:
+        if isinstance(event, Prediction):
+            served += 1
+            if served > at:
+                score = event.prediction
+                if isinstance(score, float) and rng.uniform() < flip:
+                    score = 1.0 - score
+                out.append(replace(event, model_version="v2", prediction=score))
+                if shadow_old:
+                    out.append(replace(event, event_id=f"{event.event_id}-s", role="shadow"))
+                continue
         out.append(event)
     return out

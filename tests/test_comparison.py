@@ -7,7 +7,7 @@ import statistics
 import numpy as np
 import pytest
 
-from detectors.comparison import PairedComparison, RateComparison
+from detectors.comparison import MeanComparison, PairedComparison
 
 SEEDS = range(10)
 BATCH = 65_536
@@ -15,9 +15,9 @@ BATCH = 65_536
 
 def canary_run(
     seed: int, canary_rate: float, stable_rate: float, events: int, share: float = 0.10
-) -> tuple[RateComparison, object]:
+) -> tuple[MeanComparison, object]:
     rng = np.random.default_rng(seed)
-    comparison = RateComparison(tau=0.05, alpha=0.001, margin=0.0, min_each=200)
+    comparison = MeanComparison(tau=0.05, alpha=0.001, margin=0.0, min_each=200)
     for start in range(0, events, BATCH):
         n = min(BATCH, events - start)
         is_canary = rng.uniform(size=n) < share
@@ -87,11 +87,11 @@ def test_state_round_trip_continues_exactly() -> None:
     rng = np.random.default_rng(5)
     side = rng.uniform(size=20_000) < 0.1
     err = rng.uniform(size=20_000) < 0.2
-    whole = RateComparison(0.05, 0.001, 0.0, 200)
+    whole = MeanComparison(0.05, 0.001, 0.0, 200)
     whole.update(side, err)
-    first = RateComparison(0.05, 0.001, 0.0, 200)
+    first = MeanComparison(0.05, 0.001, 0.0, 200)
     first.update(side[:7_000], err[:7_000])
-    second = RateComparison(0.05, 0.001, 0.0, 200)
+    second = MeanComparison(0.05, 0.001, 0.0, 200)
     second.restore(first.state())
     second.update(side[7_000:], err[7_000:])
     assert second.state() == whole.state()
@@ -125,7 +125,7 @@ def test_worse_canary_is_rolled_back_through_the_engine(make_stream) -> None:
     low, high = r.evidence["confidence_interval"]
     assert 0 < low < high
     assert 0.05 < r.impact["traffic_share"] < 0.15
-    print(f"rolled back after {r.evidence['canary']['labelled']} labelled canary events")
+    print(f"rolled back after {r.evidence['candidate']['events']} labelled canary events")
 
 
 def test_equal_canary_is_not_rolled_back_through_the_engine(make_stream) -> None:

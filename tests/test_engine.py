@@ -137,4 +137,7 @@ def test_new_version_starts_its_own_reference(make_stream) -> None:
         else e
         for i, e in enumerate(events)
     ]
-    assert run_engine(switched, SMALL) == []
+    decisions = run_engine(switched, SMALL)
+    # v2 serves scores 1.5 times too high: its own scores overstate how often it is right
+    # (the label-free estimate disagrees with the outcomes), and that alone is reported.
+    assert [(d.kind, d.model_version) for d in decisions] == [("performance_estimate_gap", "v2")]

@@ -83,3 +83,23 @@ def test_decisions_and_profiles_match_their_schemas(make_stream) -> None:
     jsonschema.validate(
         orjson.loads(orjson.dumps(profile.to_dict())), load_schema("reference_profile")
     )
+
+
+def test_readme_documents_every_detector_setting_with_its_default() -> None:
+    """The README's settings table names every setting with its current default."""
+    from dataclasses import fields  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 3 and cells[1].startswith("`") and cells[1].endswith("`"):
+            rows.setdefault(cells[1].strip("`"), cells[2])
+    undocumented = []
+    for f in fields(DetectorSettings):
+        value = f.default
+        shown = f"{value:,}" if isinstance(value, int) else f"{value:g}"
+        if rows.get(f.name) != shown:
+            undocumented.append((f.name, shown, rows.get(f.name)))
+    assert undocumented == []

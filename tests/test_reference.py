@@ -113,3 +113,24 @@ def test_profile_without_change_is_quiet(make_stream, tmp_path) -> None:
     profile = build_profile(write_jsonl(tmp_path / "train.jsonl", train), model_id="credit-risk")
     live = make_stream(scenario="stationary", n_predictions=60_000, change_at=60_000, seed=13)
     assert run_engine(live, engine=Engine(DetectorSettings(), {"credit-risk": profile})) == []
+
+
+def test_inputs_unlike_training_from_go_live_are_training_serving_skew(
+    make_stream, tmp_path
+) -> None:
+    """Inputs shifted from the first live event on are skew (online_offline_gap with the
+    comparison named); the same shift arriving later in the version's life is data drift."""
+    train = make_stream(scenario="stationary", n_predictions=20_000, change_at=20_000, seed=14)
+    profile = build_profile(write_jsonl(tmp_path / "train.jsonl", train), model_id="credit-risk")
+    from_start = make_stream(scenario="mean_shift", n_predictions=40_000, change_at=0, seed=15)
+    decisions = run_engine(from_start, engine=Engine(DetectorSettings(), {"credit-risk": profile}))
+    skew = [d for d in decisions if d.evidence.get("comparison") == "training_serving_skew"]
+    assert [(d.type, d.kind, d.features[0]) for d in skew] == [
+        ("alert", "online_offline_gap", "x0")
+    ]
+    assert "data_drift" not in {d.kind for d in decisions}  # the same shift, reported once
+    later = make_stream(scenario="mean_shift", n_predictions=60_000, change_at=30_000, seed=15)
+    decisions = run_engine(later, engine=Engine(DetectorSettings(), {"credit-risk": profile}))
+    alerts = {d.kind for d in decisions if d.type == "alert"}
+    assert "data_drift" in alerts
+    assert "online_offline_gap" not in alerts

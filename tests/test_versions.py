@@ -1,0 +1,145 @@
+"""Version comparisons through the engine: promotions, label-free canary checks, the
+label-free performance estimate against realised performance, and checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.engine import Engine
+from detectors.settings import DetectorSettings
+from detectors.versions import ModelVersions
+from streams.simulate import with_canary, with_promotion
+
+from .conftest import run_engine
+
+
+def stationary(make_stream, seed: int, n: int = 120_000, **kwargs) -> list:
+    return list(
+        make_stream(scenario="stationary", n_predictions=n, change_at=n, seed=seed, **kwargs)
+    )
+
+
+def kinds(decisions) -> list[tuple[str, str, str]]:
+    return [(d.type, d.kind, d.model_version) for d in decisions]
+
+
+def test_worse_promoted_version_is_rolled_back_to_the_one_it_replaced(make_stream) -> None:
+    """v1 serves alone, then v2 replaces it and is 5 points worse: v1 no longer serves, so
+    v2 is compared with v1's last labelled events, and rolled back to v1."""
+    events = with_promotion(stationary(make_stream, 91), at=60_000, flip=0.12, seed=91)
+    decisions = run_engine(events, engine=Engine())
+    rollbacks = [d for d in decisions if d.type == "rollback"]
+    assert [(d.kind, d.from_version, d.to_version) for d in rollbacks] == [
+        ("promotion_regression", "v2", "v1")
+    ]
+    evidence = rollbacks[0].evidence
+    assert evidence["baseline"]["events"] >= DetectorSettings().promotion_baseline_labels
+    assert evidence["confidence_interval"][0] > 0
+    print(f"promotion rolled back after {evidence['candidate']['events']} labelled events")
+
+
+def test_equal_promoted_version_is_left_alone(make_stream) -> None:
+    """The same scores under a new version number: no rollback, and no drift either (the
+    new version warms up its own reference)."""
+    events = with_promotion(stationary(make_stream, 92), at=60_000, flip=0.0, seed=92)
+    engine = Engine()
+    assert run_engine(events, engine=engine) == []
+    registry = engine.versions["credit-risk"]
+    assert registry.stable() == "v2"
+    assert "v2" in registry.promotions
+
+
+def test_worse_promoted_version_with_old_one_shadowing_is_rolled_back(make_stream) -> None:
+    """After the promotion v1 keeps scoring the same requests as a shadow: the paired
+    comparison finds v1 better and rolls v2 back to it."""
+    events = with_promotion(
+        stationary(make_stream, 93, n=80_000), at=30_000, flip=0.12, seed=93, shadow_old=True
+    )
+    decisions = run_engine(events, engine=Engine())
+    rollbacks = [(d.kind, d.from_version, d.to_version) for d in decisions if d.type == "rollback"]
+    assert rollbacks[0] == ("promotion_regression", "v2", "v1")
+    assert len(rollbacks) <= 2  # at most once per comparison (history and paired)
+    assert len(set(rollbacks)) == 1
+
+
+def test_unconfident_canary_is_flagged_before_any_label(make_stream) -> None:
+    """No outcomes at all: a canary whose scores are pulled towards 0.5 estimates more
+    errors from its own scores than stable does, and is flagged from predictions alone."""
+    events = with_canary(
+        stationary(make_stream, 94, n=60_000, label_rate=0.0), 0.10, 0.0, 94, shrink=0.5
+    )
+    decisions = run_engine(events, engine=Engine())
+    flagged = [d for d in decisions if d.kind == "canary_regression"]
+    assert [(d.type, d.detector["config"]["metric"]) for d in flagged] == [
+        ("alert", "estimated_error")
+    ]
+    assert flagged[0].evidence["labels_pending"] is True
+    assert flagged[0].from_version is None
+
+
+def test_canary_with_missing_inputs_is_flagged(make_stream) -> None:
+    """A canary whose feature pipeline loses 5 % of its inputs raises a data-quality alert
+    against stable on the same period."""
+    events = with_canary(stationary(make_stream, 95, n=60_000), 0.10, 0.0, 95, missing=0.05)
+    decisions = run_engine(events, engine=Engine())
+    metrics = [d.detector["config"]["metric"] for d in decisions if d.kind == "canary_regression"]
+    assert metrics == ["missing_rate"]
+
+
+def test_canary_with_later_outcomes_is_flagged(make_stream) -> None:
+    """A canary whose outcomes are observed a minute later than stable's."""
+    events = with_canary(
+        stationary(make_stream, 96, n=60_000), 0.10, 0.0, 96, outcome_delay_ms=60_000
+    )
+    decisions = run_engine(events, engine=Engine())
+    metrics = [d.detector["config"]["metric"] for d in decisions if d.kind == "canary_regression"]
+    assert metrics == ["outcome_latency"]
+
+
+def test_equal_canary_raises_nothing_on_any_metric(make_stream) -> None:
+    """An equal canary on 10 % of traffic: no rollback, no alert on any canary metric, no
+    estimate gap (the simulated scores are calibrated), on five seeds."""
+    for seed in range(5):
+        events = with_canary(stationary(make_stream, 300 + seed, n=60_000), 0.10, 0.0, seed)
+        assert run_engine(events, engine=Engine()) == [], seed
+
+
+def test_miscalibrated_canary_shows_a_gap_between_estimate_and_outcomes(make_stream) -> None:
+    """The 5-point-worse canary inverts scores, which its own scores cannot know: the
+    realised error rate exceeds the label-free estimate and that gap is reported."""
+    events = with_canary(stationary(make_stream, 97, n=200_000), 0.10, 0.12, 97)
+    decisions = run_engine(events, engine=Engine())
+    gaps = [d for d in decisions if d.kind == "performance_estimate_gap"]
+    assert [d.model_version for d in gaps] == ["v2"]
+    assert gaps[0].evidence["value"] > DetectorSettings().estimate_gap_margin
+
+
+def test_version_state_survives_a_checkpoint(make_stream) -> None:
+    """Stopping after part of a canary stream and restoring the engine from its state gives
+    the same decisions as one uninterrupted run."""
+    events = with_canary(stationary(make_stream, 71), 0.10, 0.12, 71)
+    whole = run_engine(events, engine=Engine())
+    cut = 12_000
+    first = Engine()
+    before = run_engine(events[:cut], engine=first)
+    second = Engine()
+    second.restore(first.state())
+    after = run_engine(events[cut:], engine=second)
+    assert not any(d.type == "rollback" for d in before)
+    assert any(d.type == "rollback" for d in after)
+    assert [d.decision_id for d in before + after] == [d.decision_id for d in whole]
+
+
+def test_stable_version_follows_recent_traffic() -> None:
+    """After a switch the new champion becomes stable within a few half-lives, although
+    the old one served more in total."""
+    hour = 3_600_000
+    registry = ModelVersions("m", DetectorSettings())
+    registry.observe("v1", "champion", np.arange(0, 10 * hour, 1_000, dtype=np.int64))
+    registry.note_promotion()
+    assert registry.stable() == "v1"
+    registry.observe("v2", "champion", np.arange(10 * hour, 13 * hour, 10_000, dtype=np.int64))
+    registry.note_promotion()
+    assert registry.versions["v1"].events > registry.versions["v2"].events
+    assert registry.stable() == "v2"
+    assert registry.promotions["v2"][0] == "v1"
