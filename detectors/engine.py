@@ -9,12 +9,14 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from detectors.decision import Decision
-from detectors.join import OutcomeJoin
+from detectors.decision import Decision, decision_id
+from detectors.feedback import FeedbackMonitor, feedback_tag
+from detectors.join import Joined, OutcomeJoin
 from detectors.monitor import VersionMonitor
 from detectors.reference import (
     ReferenceProfile,
@@ -99,6 +101,7 @@ class Engine:
         self.counts = dict.fromkeys(ENGINE_COUNTERS, 0)
         self.decision_counts: dict[str, int] = {}
         self.versions: dict[str, ModelVersions] = {}
+        self.loops: dict[str, FeedbackMonitor] = {}
 
     def settings_for(self, model_id: str) -> DetectorSettings:
         return self.model_settings.get(model_id, self.settings)
@@ -132,6 +135,8 @@ class Engine:
         seen = self.seen
         current, previous, horizon = seen.current, seen.previous, seen.horizon
         duplicates = n_predictions = 0
+        loops: list[tuple[int, Event, Joined | None]] = []
+        """Events with feedback-loop fields, in arrival order (most models have none)."""
         for seq, event in enumerate(events, start=self.seq):
             event_id = event.event_id
             if event_id in current or event_id in previous:
@@ -149,16 +154,30 @@ class Engine:
                     bucket = preds[key] = ([], [])
                 bucket[0].append(event)
                 bucket[1].append(seq)
+                tag = None
+                if event.segment is not None or event.action is not None or event.exploration:
+                    tag = feedback_tag(
+                        event.segment,
+                        event.action,
+                        event.exploration,
+                        self.feedback(event.model_id).no_action,
+                    )
+                    loops.append((seq, event, None))
                 joined = join.add_prediction(
                     event.request_id,
-                    (event.model_id, event.model_version, event.prediction, event.ts),
+                    (event.model_id, event.model_version, event.prediction, event.ts, tag),
                 )
             else:
                 outcome: Outcome = event  # type: ignore[assignment]
+                if outcome.independent:
+                    loops.append((seq, outcome, None))
+                    continue
                 joined = join.add_outcome(
                     outcome.request_id, outcome.model_id, outcome.label, outcome.ts
                 )
             for j in joined:
+                if j.tag is not None:
+                    loops.append((seq, event, j))
                 lab = labels.get((j.model_id, j.model_version))
                 if lab is None:
                     lab = labels[(j.model_id, j.model_version)] = ([], [], [], [], [])
@@ -180,10 +199,71 @@ class Engine:
             lab = labels.get(key)
             decisions += self.monitor(*key).process(p, s, *(lab[:4] if lab else empty_labels))
         decisions += self._compare_versions(preds, labels)
+        if loops:
+            decisions += self._feedback_loops(loops)
         decisions.sort(key=lambda d: (d.seq, d.kind, d.type))
         for d in decisions:
             name = f"{d.type}:{d.kind}"
             self.decision_counts[name] = self.decision_counts.get(name, 0) + 1
+        return decisions
+
+    def feedback(self, model_id: str) -> FeedbackMonitor:
+        monitor = self.loops.get(model_id)
+        if monitor is None:
+            monitor = self.loops[model_id] = FeedbackMonitor(model_id, self.settings_for(model_id))
+        return monitor
+
+    def _feedback_loops(self, loops: list[tuple[int, Event, Joined | None]]) -> list[Decision]:
+        """Feed the feedback-loop monitors in arrival order; their decisions name the stable
+        version, and a loop found within the window after a promotion also rolls it back."""
+        touched = set()
+        for seq, event, joined in loops:
+            monitor = self.feedback(event.model_id)
+            touched.add(event.model_id)
+            if joined is not None:
+                assert joined.tag is not None
+                monitor.observe_label(
+                    seq, event.ts, event.event_id, joined.tag, joined.prediction, joined.label
+                )
+            elif type(event) is Prediction:
+                items = event.action if isinstance(event.action, tuple) else event.prediction
+                monitor.observe_prediction(
+                    seq,
+                    event.ts,
+                    event.event_id,
+                    feedback_tag(event.segment, event.action, event.exploration, monitor.no_action),
+                    items if isinstance(items, tuple) else None,
+                )
+            else:
+                outcome: Outcome = event  # type: ignore[assignment]
+                monitor.observe_independent(
+                    seq, outcome.ts, outcome.event_id, outcome.segment, outcome.label
+                )
+        decisions: list[Decision] = []
+        for model_id in sorted(touched):
+            registry = self.versions.get(model_id)
+            stable = registry.stable() if registry else None
+            for d in self.loops[model_id].take_decisions():
+                found = replace(d, model_version=stable or "")
+                decisions.append(found)
+                if registry is None or stable is None or stable not in registry.promotions:
+                    continue
+                previous = registry.promotions[stable][0]
+                if registry.versions[stable].first_ts >= d.evidence["window"]["first_ts"]:
+                    decisions.append(
+                        replace(
+                            found,
+                            decision_id=decision_id(
+                                model_id, stable, "rollback", "feedback_loop", d.decision_id
+                            ),
+                            type="rollback",
+                            severity="critical",
+                            from_version=stable,
+                            to_version=previous,
+                            recommendation=f"A feedback loop started after {stable} replaced "
+                            f"{previous}: route traffic back to {previous}. " + d.recommendation,
+                        )
+                    )
         return decisions
 
     def model_versions(self, model_id: str) -> ModelVersions:
@@ -314,6 +394,7 @@ class Engine:
                 m.state() for versions in self.monitors.values() for m in versions.values()
             ],
             "versions": {k: v.state() for k, v in self.versions.items()},
+            "feedback": {k: v.state() for k, v in self.loops.items()},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -325,6 +406,9 @@ class Engine:
         self.versions = {}
         for model_id, versions_state in state["versions"].items():
             self.model_versions(model_id).restore(versions_state)
+        self.loops = {}
+        for model_id, feedback_state in state["feedback"].items():
+            self.feedback(model_id).restore(feedback_state)
         self.monitors = {}
         for ms in state["monitors"]:
             monitor = VersionMonitor.from_state(ms, self.settings_for(ms["model_id"]))

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-Pending = tuple[str, str, Any, int]
-"""A prediction waiting for its outcome: ``(model_id, model_version, prediction, ts)``.
+Pending = tuple[str, str, Any, int, str | None]
+"""A prediction waiting for its outcome: ``(model_id, model_version, prediction, ts, tag)``
+where ``tag`` is the prediction's feedback key (see `detectors.feedback.feedback_tag`) or
+None.
 A plain tuple because it is created per event and snapshotted in bulk (orjson writes tuples
 as arrays with no per-entry Python work)."""
 
@@ -16,6 +18,7 @@ MODEL: Final = 0
 VERSION: Final = 1
 PREDICTION: Final = 2
 TS: Final = 3
+TAG: Final = 4
 """Field positions in a `Pending` tuple."""
 
 
@@ -29,6 +32,8 @@ class Joined:
     label: Any
     prediction_ts: int
     outcome_ts: int
+    tag: str | None = None
+    """The prediction's feedback key (segment, action taken, exploration), if any."""
 
 
 _NEVER = 2**63
@@ -125,7 +130,9 @@ class OutcomeJoin:
     def _join(self, request_id: str, entry: Pending, label: Any, ts: int) -> Joined:
         self.counts["joined"] += 1
         _remember(self.resolved, request_id, self.memory)
-        return Joined(entry[MODEL], entry[VERSION], entry[PREDICTION], label, entry[TS], ts)
+        return Joined(
+            entry[MODEL], entry[VERSION], entry[PREDICTION], label, entry[TS], ts, entry[TAG]
+        )
 
     def _advance(self, ts: int) -> None:
         self.watermark = ts
@@ -174,7 +181,13 @@ class OutcomeJoin:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.predictions = OrderedDict(
-            (rid, [(m, v, tuple(p) if isinstance(p, list) else p, ts) for m, v, p, ts in entries])
+            (
+                rid,
+                [
+                    (m, v, tuple(p) if isinstance(p, list) else p, ts, tag)
+                    for m, v, p, ts, tag in entries
+                ],
+            )
             for rid, entries in state["predictions"]
         )
         self.outcomes = OrderedDict((rid, (v[0], v[1], v[2])) for rid, v in state["outcomes"])

@@ -178,6 +178,64 @@ class DetectorSettings:
     """Difference in mean log10 outcome delay (seconds) a canary comparison of outcome
     latency is tuned to find fastest: 0.1 is about 26 % slower outcomes."""
 
+    feedback_bucket_ms: int = 3_600_000
+    """Event-time bucket of the feedback-loop signals (allocation shares, exposure
+    diversity, reference shares). An hour suits models serving thousands of requests an
+    hour; a loop builds up over days, so slower models want a day."""
+
+    feedback_windows: int = 8
+    """Buckets a feedback-loop trend is measured over (the Mann-Kendall series length). With
+    eight, a steady trend reaches p = 0.0004, enough after the correction across
+    segments."""
+
+    feedback_persistence: int = 3
+    """Bucket closes in a row at which the feedback-loop condition must hold before it is
+    reported: shares wander, and a single significant trend on them is not a loop."""
+
+    feedback_fdr: float = 0.01
+    """False-discovery rate of the feedback-loop tests across segments (Benjamini-Hochberg)
+    at each bucket close."""
+
+    feedback_min_share_change: float = 0.1
+    """Smallest growth of a segment's share of the model's actions over the window (Sen's
+    slope times the window) that counts as a runaway allocation."""
+
+    feedback_min_gap: float = 0.1
+    """Smallest excess of a segment's allocation share over its share of the reference
+    outcomes (what the model cannot influence) that counts as unjustified; also the smallest
+    relative gap between the entropy of clicks on the model's own traffic and on
+    exploration traffic."""
+
+    feedback_min_entropy_drop: float = 0.05
+    """Smallest relative fall of diversity (entropy of the items shown, or of the allocation
+    over a segment's values) from the first half of the window to the second that counts
+    as narrowing."""
+
+    feedback_min_coverage_gap: float = 0.5
+    """Smallest difference in label coverage between acted and not-acted predictions that
+    counts as selective labels (outcomes observed only where the model acted)."""
+
+    feedback_min_bucket_events: int = 100
+    """Events a bucket needs (per test) for its share or diversity to enter a trend."""
+
+    feedback_min_reference: int = 100
+    """Reference outcomes needed over the window before the reference is used."""
+
+    feedback_max_items: int = 10_000
+    """Distinct items counted per bucket and scope for exposure diversity (the rest are
+    pooled), bounding memory for large catalogues."""
+
+    feedback_max_cohorts: int = 4
+    """Segment keys of a prediction whose exposure is also tracked per cohort (beyond the
+    model as a whole)."""
+
+    feedback_no_action: str = (
+        "none,no_action,deny,denied,decline,declined,reject,rejected,skip,hold"
+    )
+    """Comma-separated ``action`` strings that mean the system did not act (compared case
+    insensitively); false, 0 and an empty list mean the same. A prediction without an
+    ``action`` counts as acted on (it was served)."""
+
     def __post_init__(self) -> None:
         positive = (
             "false_alarm_budget_events",
@@ -196,6 +254,11 @@ class DetectorSettings:
             "promotion_baseline_labels",
             "comparison_tau",
             "outcome_latency_tau",
+            "feedback_bucket_ms",
+            "feedback_windows",
+            "feedback_persistence",
+            "feedback_fdr",
+            "feedback_max_items",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -204,6 +267,8 @@ class DetectorSettings:
             raise ConfigError("variance_ratio, category_ratio and error_rate_ratio must be > 1")
         if self.histogram_bins < 2 or self.quantile_knots < 3:
             raise ConfigError("histogram_bins must be >= 2 and quantile_knots >= 3")
+        if self.feedback_windows < 4:
+            raise ConfigError("feedback_windows must be at least 4 for a trend test")
         if not 0 < self.rollback_alpha < 1:
             raise ConfigError(f"rollback_alpha must be in (0, 1), got {self.rollback_alpha}")
         if self.warmup_events < 100:

@@ -261,12 +261,17 @@ def outcome_from_dict(obj: dict[str, Any]) -> Outcome:
         raise _fail(
             SCHEMA_VIOLATION, f"label must be number|string|bool|null, got {_json_type(label)}"
         )
+    independent = obj.get("independent", False)
+    if type(independent) is not bool:
+        raise _fail(SCHEMA_VIOLATION, "independent must be true or false")
     return Outcome(
         event_id=_string(obj, "event_id"),
         request_id=_string(obj, "request_id"),
         model_id=_string(obj, "model_id"),
         ts=parse_ts(obj.get("ts")),
         label=label,
+        segment=_optional_segment(obj.get("segment")),
+        independent=independent,
     )
 
 
@@ -341,13 +346,16 @@ def encode(event: Event) -> bytes:
         if event.exploration:
             body["exploration"] = True
         return orjson.dumps(body)
-    return orjson.dumps(
-        {
-            "type": "outcome",
-            "event_id": event.event_id,
-            "request_id": event.request_id,
-            "model_id": event.model_id,
-            "ts": event.ts,
-            "label": event.label,
-        }
-    )
+    outcome: dict[str, Any] = {
+        "type": "outcome",
+        "event_id": event.event_id,
+        "request_id": event.request_id,
+        "model_id": event.model_id,
+        "ts": event.ts,
+        "label": event.label,
+    }
+    if event.segment is not None:
+        outcome["segment"] = dict(event.segment)
+    if event.independent:
+        outcome["independent"] = True
+    return orjson.dumps(outcome)

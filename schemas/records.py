@@ -59,6 +59,12 @@ class Outcome:
     """When the outcome was observed, epoch milliseconds."""
     label: float | int | str | bool | None
     """Ground truth; None means nothing was observed."""
+    segment: Mapping[str, str] | None = None
+    """Slice attributes of an independent outcome (where it was observed)."""
+    independent: bool = False
+    """Observed without any action of the model (a citizen report, a randomised audit):
+    not joined with a prediction; the reference feedback-loop detection compares the
+    model's own allocation with."""
 
 
 Event = Prediction | Outcome

@@ -77,6 +77,11 @@ async def test_published_reference_is_used_by_a_running_worker(broker, tmp_path)
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=40)
     assert code == 0, log.read_text()[-3000:]
-    drift = [d for d in await decisions(broker, topics) if d["kind"] == "data_drift"]
+    # Shifted from the first live event on: training-serving skew against the profile.
+    drift = [
+        d
+        for d in await decisions(broker, topics)
+        if d["evidence"].get("comparison") == "training_serving_skew"
+    ]
     assert drift, log.read_text()[-3000:]
     assert (drift[0]["features"][0], drift[0]["evidence"]["reference"]) == ("x0", "profile:train")

@@ -117,7 +117,13 @@ def test_reference_build_then_replay_against_it(tmp_path, capsys) -> None:
     out = tmp_path / "d.jsonl"
     assert main(["replay", str(live), "--reference", str(profile), "--out", str(out)]) == 0
     first = orjson.loads(out.read_bytes().splitlines()[0])
-    assert (first["kind"], first["evidence"]["reference"]) == ("data_drift", "profile:stream")
+    # The shift starts 5,000 predictions after go-live, inside skew_horizon_events: against
+    # an offline profile that is training-serving skew.
+    assert (first["kind"], first["evidence"]["reference"], first["evidence"]["comparison"]) == (
+        "online_offline_gap",
+        "profile:stream",
+        "training_serving_skew",
+    )
 
 
 def test_user_errors_are_one_clear_line(tmp_path, capsys) -> None:

@@ -138,7 +138,7 @@ def test_stable_version_follows_recent_traffic() -> None:
     registry.observe("v1", "champion", np.arange(0, 10 * hour, 1_000, dtype=np.int64))
     registry.note_promotion()
     assert registry.stable() == "v1"
-    registry.observe("v2", "champion", np.arange(10 * hour, 13 * hour, 10_000, dtype=np.int64))
+    registry.observe("v2", "champion", np.arange(10 * hour, 16 * hour, 10_000, dtype=np.int64))
     registry.note_promotion()
     assert registry.versions["v1"].events > registry.versions["v2"].events
     assert registry.stable() == "v2"
