@@ -15,8 +15,15 @@ from typing import Any
 import numpy as np
 
 from detectors.decision import Decision, decision_id
-from detectors.feedback import FeedbackMonitor, feedback_tag
-from detectors.join import Joined, OutcomeJoin
+from detectors.feedback import (
+    INDEPENDENT,
+    LABEL,
+    PREDICTION,
+    FeedbackMonitor,
+    Record,
+    feedback_tag,
+)
+from detectors.join import OutcomeJoin
 from detectors.monitor import VersionMonitor
 from detectors.reference import (
     ReferenceProfile,
@@ -102,6 +109,8 @@ class Engine:
         self.decision_counts: dict[str, int] = {}
         self.versions: dict[str, ModelVersions] = {}
         self.loops: dict[str, FeedbackMonitor] = {}
+        self._no_action: dict[str, frozenset[str]] = {}
+        """Per model, the action strings that mean "not acted" (hot-path cache)."""
 
     def settings_for(self, model_id: str) -> DetectorSettings:
         return self.model_settings.get(model_id, self.settings)
@@ -135,8 +144,9 @@ class Engine:
         seen = self.seen
         current, previous, horizon = seen.current, seen.previous, seen.horizon
         duplicates = n_predictions = 0
-        loops: list[tuple[int, Event, Joined | None]] = []
+        loops: list[Record] = []
         """Events with feedback-loop fields, in arrival order (most models have none)."""
+        no_action = self._no_action
         for seq, event in enumerate(events, start=self.seq):
             event_id = event.event_id
             if event_id in current or event_id in previous:
@@ -156,13 +166,22 @@ class Engine:
                 bucket[1].append(seq)
                 tag = None
                 if event.segment is not None or event.action is not None or event.exploration:
-                    tag = feedback_tag(
-                        event.segment,
-                        event.action,
-                        event.exploration,
-                        self.feedback(event.model_id).no_action,
+                    model_id = event.model_id
+                    stop_words = no_action.get(model_id) or self.feedback(model_id).no_action
+                    tag = feedback_tag(event.segment, event.action, event.exploration, stop_words)
+                    items = event.action if type(event.action) is tuple else event.prediction
+                    loops.append(
+                        (
+                            model_id,
+                            PREDICTION,
+                            seq,
+                            event.ts,
+                            event_id,
+                            tag,
+                            items if type(items) is tuple else None,
+                            None,
+                        )
                     )
-                    loops.append((seq, event, None))
                 joined = join.add_prediction(
                     event.request_id,
                     (event.model_id, event.model_version, event.prediction, event.ts, tag),
@@ -170,14 +189,28 @@ class Engine:
             else:
                 outcome: Outcome = event  # type: ignore[assignment]
                 if outcome.independent:
-                    loops.append((seq, outcome, None))
+                    segment = outcome.segment
+                    loops.append(
+                        (
+                            outcome.model_id,
+                            INDEPENDENT,
+                            seq,
+                            outcome.ts,
+                            event_id,
+                            tuple(segment.items()) if segment else (),
+                            None,
+                            outcome.label,
+                        )
+                    )
                     continue
                 joined = join.add_outcome(
                     outcome.request_id, outcome.model_id, outcome.label, outcome.ts
                 )
             for j in joined:
                 if j.tag is not None:
-                    loops.append((seq, event, j))
+                    loops.append(
+                        (j.model_id, LABEL, seq, event.ts, event_id, j.tag, j.prediction, j.label)
+                    )
                 lab = labels.get((j.model_id, j.model_version))
                 if lab is None:
                     lab = labels[(j.model_id, j.model_version)] = ([], [], [], [], [])
@@ -211,36 +244,22 @@ class Engine:
         monitor = self.loops.get(model_id)
         if monitor is None:
             monitor = self.loops[model_id] = FeedbackMonitor(model_id, self.settings_for(model_id))
+            self._no_action[model_id] = monitor.no_action
         return monitor
 
-    def _feedback_loops(self, loops: list[tuple[int, Event, Joined | None]]) -> list[Decision]:
+    def _feedback_loops(self, loops: list[Record]) -> list[Decision]:
         """Feed the feedback-loop monitors in arrival order; their decisions name the stable
         version, and a loop found within the window after a promotion also rolls it back."""
-        touched = set()
-        for seq, event, joined in loops:
-            monitor = self.feedback(event.model_id)
-            touched.add(event.model_id)
-            if joined is not None:
-                assert joined.tag is not None
-                monitor.observe_label(
-                    seq, event.ts, event.event_id, joined.tag, joined.prediction, joined.label
-                )
-            elif type(event) is Prediction:
-                items = event.action if isinstance(event.action, tuple) else event.prediction
-                monitor.observe_prediction(
-                    seq,
-                    event.ts,
-                    event.event_id,
-                    feedback_tag(event.segment, event.action, event.exploration, monitor.no_action),
-                    items if isinstance(items, tuple) else None,
-                )
-            else:
-                outcome: Outcome = event  # type: ignore[assignment]
-                monitor.observe_independent(
-                    seq, outcome.ts, outcome.event_id, outcome.segment, outcome.label
-                )
+        touched = sorted({r[0] for r in loops})
+        by_model: dict[str, list[Record]] = {touched[0]: loops}
+        if len(touched) > 1:
+            by_model = {model_id: [] for model_id in touched}
+            for record in loops:
+                by_model[record[0]].append(record)
+        for model_id in touched:
+            self.feedback(model_id).observe(by_model[model_id])
         decisions: list[Decision] = []
-        for model_id in sorted(touched):
+        for model_id in touched:
             registry = self.versions.get(model_id)
             stable = registry.stable() if registry else None
             for d in self.loops[model_id].take_decisions():

@@ -27,9 +27,11 @@ past it, so the per-event cost is a few dictionary updates.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate, chain
 from typing import Any
 
 import numpy as np
@@ -40,8 +42,6 @@ from detectors.settings import DetectorSettings
 
 PAIR = "\x1e"
 """Separates a segment name from its value in a key."""
-FIELD = "\x1f"
-"""Separates segment keys in a tag."""
 OVERALL = "*"
 """Exposure scope of all traffic of the model."""
 
@@ -56,6 +56,8 @@ RECOMMENDATION = (
 def action_taken(action: object, no_action: frozenset[str]) -> bool:
     """Whether the system acted on a prediction (no action field: the prediction was
     served, which is the action)."""
+    if type(action) is str:
+        return action not in no_action and action.lower() not in no_action
     if action is None or action is True:
         return True
     if action is False:
@@ -67,23 +69,38 @@ def action_taken(action: object, no_action: frozenset[str]) -> bool:
     return action != 0
 
 
+Tag = tuple[bool, bool, tuple[tuple[str, str], ...]]
+"""Carried with a prediction to its outcome: (acted, exploration, segment pairs)."""
+
+Record = tuple[str, int, int, int, str, Any, Any, Any]
+"""An event for the feedback monitor: (model_id, kind, seq, ts, event_id, tag or segment
+pairs, items or prediction, label); kind 0 = prediction, 1 = joined label, 2 =
+independent outcome."""
+
+PREDICTION, LABEL, INDEPENDENT = 0, 1, 2
+
+
 def feedback_tag(
     segment: Mapping[str, str] | None, action: object, exploration: bool, no_action: frozenset[str]
-) -> str:
-    """Compact key carried with a prediction to its outcome: acted (0/1), exploration (0/1)
-    and the segment pairs."""
-    head = ("1" if action_taken(action, no_action) else "0") + ("1" if exploration else "0")
-    if not segment:
-        return head
-    return head + FIELD.join(f"{k}{PAIR}{v}" for k, v in segment.items())
+) -> Tag:
+    """What the feedback monitor needs to know about a prediction, cheap to build and to
+    count (a tuple of tuples hashes at C speed)."""
+    return (
+        action_taken(action, no_action),
+        exploration,
+        tuple(segment.items()) if segment else (),
+    )
 
 
-def tag_keys(tag: str) -> list[str]:
-    return tag[2:].split(FIELD) if len(tag) > 2 else []
+def tag_from_wire(value: Any) -> Tag | None:
+    """A tag read back from a checkpoint (tuples come back as lists)."""
+    if value is None:
+        return None
+    return (bool(value[0]), bool(value[1]), tuple((k, v) for k, v in value[2]))
 
 
-def segment_keys(segment: Mapping[str, str] | None) -> list[str]:
-    return [f"{k}{PAIR}{v}" for k, v in segment.items()] if segment else []
+def key(pair: tuple[str, str]) -> str:
+    return f"{pair[0]}{PAIR}{pair[1]}"
 
 
 def is_positive(label: object) -> bool:
@@ -206,6 +223,129 @@ class Bucket:
         )
 
 
+@dataclass(slots=True)
+class RawBucket:
+    """The open bucket: counts keyed by whole tags, expanded into per-segment counts
+    (`Bucket`) once, when the bucket closes."""
+
+    start_ts: int
+    events: int = 0
+    predictions: Counter[Tag] = field(default_factory=Counter)
+    labelled: Counter[Tag] = field(default_factory=Counter)
+    explore_positive: Counter[Tag] = field(default_factory=Counter)
+    independent: Counter[tuple[tuple[str, str], ...]] = field(default_factory=Counter)
+    exposure: dict[str, Counter[str]] = field(default_factory=dict)
+    clicks: Counter[str] = field(default_factory=Counter)
+    explore_clicks: Counter[str] = field(default_factory=Counter)
+    agreement: list[int] = field(default_factory=lambda: [0, 0])
+
+    def add(self, run: list[Record], max_cohorts: int) -> None:
+        self.events += len(run)
+        predictions = [r for r in run if r[1] == PREDICTION]
+        if predictions:
+            self.predictions.update([r[5] for r in predictions])
+            shown = [r for r in predictions if r[6] is not None and r[5][0] and not r[5][1]]
+            if shown:
+                _count(self.exposure, OVERALL, chain.from_iterable(r[6] for r in shown))
+                for r in shown:
+                    for pair in r[5][2][:max_cohorts]:
+                        _count(self.exposure, key(pair), r[6])
+        labels = [r for r in run if r[1] == LABEL and r[7] is not None]
+        if labels:
+            self.labelled.update([r[5] for r in labels])
+            explore = [r for r in labels if r[5][1]]
+            own = [r for r in labels if r[5][0] and not r[5][1]]
+            self.explore_positive.update([r[5] for r in explore if is_positive(r[7])])
+            self.explore_clicks.update([r[7] for r in explore if type(r[7]) is str])
+            self.clicks.update([r[7] for r in own if type(r[7]) is str])
+            for r in own:
+                if type(r[6]) is float:
+                    continue  # a score: agreement needs a class or a ranked list
+                agreed = _agrees(r[6], r[7])
+                if agreed is not None:
+                    self.agreement[0] += agreed
+                    self.agreement[1] += 1
+        independent = [r for r in run if r[1] == INDEPENDENT and is_positive(r[7])]
+        if independent:
+            self.independent.update([r[5] for r in independent])
+
+    def summary(self, settings: DetectorSettings) -> Bucket:
+        """Per-segment counts of the closed bucket."""
+        out = Bucket(self.start_ts, self.events)
+        for (acted, explore, pairs), n in self.predictions.items():
+            if explore:
+                continue
+            out.coverage[0 if acted else 1] += n
+            if acted:
+                for pair in pairs:
+                    out.acted[key(pair)] += n
+        for (acted, explore, _), n in self.labelled.items():
+            if not explore:
+                out.coverage[2 if acted else 3] += n
+        for (_, _, pairs), n in self.explore_positive.items():
+            for pair in pairs:
+                out.reference[key(pair)] += n
+        for pairs, n in self.independent.items():
+            for pair in pairs:
+                out.reference[key(pair)] += n
+        limit = settings.feedback_max_items
+        out.exposure = {scope: _capped(c, limit) for scope, c in self.exposure.items()}
+        out.clicks = _capped(self.clicks, limit)
+        out.explore_clicks = _capped(self.explore_clicks, limit)
+        out.agreement = list(self.agreement)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start_ts": self.start_ts,
+            "events": self.events,
+            "predictions": list(self.predictions.items()),
+            "labelled": list(self.labelled.items()),
+            "explore_positive": list(self.explore_positive.items()),
+            "independent": list(self.independent.items()),
+            "exposure": {k: dict(v) for k, v in self.exposure.items()},
+            "clicks": dict(self.clicks),
+            "explore_clicks": dict(self.explore_clicks),
+            "agreement": self.agreement,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RawBucket:
+        def tags(items: list[Any]) -> Counter[Tag]:
+            return Counter({tag_from_wire(t): n for t, n in items})  # type: ignore[misc]
+
+        return cls(
+            d["start_ts"],
+            d["events"],
+            tags(d["predictions"]),
+            tags(d["labelled"]),
+            tags(d["explore_positive"]),
+            Counter({tuple((k, v) for k, v in pairs): n for pairs, n in d["independent"]}),
+            {k: Counter(v) for k, v in d["exposure"].items()},
+            Counter(d["clicks"]),
+            Counter(d["explore_clicks"]),
+            list(d["agreement"]),
+        )
+
+
+def _count(exposure: dict[str, Counter[str]], scope: str, items: Iterable[str]) -> None:
+    counts = exposure.get(scope)
+    if counts is None:
+        counts = exposure[scope] = Counter()
+    counts.update(items)
+
+
+def _capped(counts: Counter[str], limit: int) -> Counter[str]:
+    """The ``limit`` most common entries, the rest pooled as ``__other__`` (bounded memory
+    for large catalogues)."""
+    if len(counts) <= limit:
+        return Counter(counts)
+    top = counts.most_common(limit)
+    out = Counter(dict(top))
+    out["__other__"] += sum(counts.values()) - sum(n for _, n in top)
+    return out
+
+
 class FeedbackMonitor:
     """Feedback-loop signals of one model over event-time buckets."""
 
@@ -216,7 +356,7 @@ class FeedbackMonitor:
             v.strip().lower() for v in settings.feedback_no_action.split(",") if v.strip()
         )
         self.bucket_ms = settings.feedback_bucket_ms
-        self.bucket: Bucket | None = None
+        self.bucket: RawBucket | None = None
         self.history: deque[Bucket] = deque(maxlen=settings.feedback_windows)
         self.streaks: dict[str, int] = {}
         self.decided: set[str] = set()
@@ -224,74 +364,26 @@ class FeedbackMonitor:
 
     # -- counting ----------------------------------------------------------------------
 
-    def _tick(self, ts: int, seq: int, event_id: str) -> Bucket:
-        start = ts - ts % self.bucket_ms
-        bucket = self.bucket
-        if bucket is None:
-            bucket = self.bucket = Bucket(start)
-        elif start > bucket.start_ts:
-            self.history.append(bucket)
-            self.decisions += self._evaluate(ts, seq, event_id)
-            bucket = self.bucket = Bucket(start)
-        bucket.events += 1
-        return bucket
-
-    def observe_prediction(
-        self, seq: int, ts: int, event_id: str, tag: str, items: tuple[str, ...] | None
-    ) -> None:
-        bucket = self._tick(ts, seq, event_id)
-        acted, explore = tag[0] == "1", tag[1] == "1"
-        if explore:
-            return
-        keys = tag_keys(tag)
-        bucket.coverage[0 if acted else 1] += 1
-        if not acted:
-            return
-        for key in keys:
-            bucket.acted[key] += 1
-        if items:
-            limit = self.settings.feedback_max_items
-            for scope in (OVERALL, *keys[: self.settings.feedback_max_cohorts]):
-                counts = bucket.exposure.get(scope)
-                if counts is None:
-                    counts = bucket.exposure[scope] = Counter()
-                if len(counts) < limit:
-                    counts.update(items)
-                else:
-                    for item in items:
-                        counts[item if item in counts else "__other__"] += 1
-
-    def observe_label(
-        self, seq: int, ts: int, event_id: str, tag: str, prediction: object, label: object
-    ) -> None:
-        bucket = self._tick(ts, seq, event_id)
-        if label is None:
-            return
-        acted, explore = tag[0] == "1", tag[1] == "1"
-        if explore:
-            if is_positive(label):
-                for key in tag_keys(tag):
-                    bucket.reference[key] += 1
-            if isinstance(label, str):
-                bucket.explore_clicks[label] += 1
-            return
-        bucket.coverage[2 if acted else 3] += 1
-        if not acted:
-            return
-        if isinstance(label, str) and len(bucket.clicks) < self.settings.feedback_max_items:
-            bucket.clicks[label] += 1
-        agreed = _agrees(prediction, label)
-        if agreed is not None:
-            bucket.agreement[0] += agreed
-            bucket.agreement[1] += 1
-
-    def observe_independent(
-        self, seq: int, ts: int, event_id: str, segment: Mapping[str, str] | None, label: object
-    ) -> None:
-        bucket = self._tick(ts, seq, event_id)
-        if is_positive(label):
-            for key in segment_keys(segment):
-                bucket.reference[key] += 1
+    def observe(self, records: list[Record]) -> None:
+        """Count a batch of this model's records in arrival order. Runs of records in one
+        bucket are counted in bulk; event time moving past the open bucket closes it and
+        evaluates the window (records older than the open bucket count in it)."""
+        # Running maximum of event time: the first record at or past the open bucket's end
+        # is found by bisection instead of a per-record loop.
+        reach = list(accumulate((r[3] for r in records), max))
+        i, n = 0, len(records)
+        while i < n:
+            ts = records[i][3]
+            start = ts - ts % self.bucket_ms
+            if self.bucket is None:
+                self.bucket = RawBucket(start)
+            elif start > self.bucket.start_ts:
+                self.history.append(self.bucket.summary(self.settings))
+                self.decisions += self._evaluate(ts, records[i][2], records[i][4])
+                self.bucket = RawBucket(start)
+            j = max(bisect_left(reach, self.bucket.start_ts + self.bucket_ms, i), i + 1)
+            self.bucket.add(records[i:j], self.settings.feedback_max_cohorts)
+            i = j
 
     def take_decisions(self) -> list[Decision]:
         out, self.decisions = self.decisions, []
@@ -662,7 +754,7 @@ class FeedbackMonitor:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.bucket = None if state["bucket"] is None else Bucket.from_dict(state["bucket"])
+        self.bucket = None if state["bucket"] is None else RawBucket.from_dict(state["bucket"])
         self.history = deque(
             (Bucket.from_dict(b) for b in state["history"]), maxlen=self.settings.feedback_windows
         )

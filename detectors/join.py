@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-Pending = tuple[str, str, Any, int, str | None]
+from detectors.feedback import tag_from_wire
+
+Pending = tuple[str, str, Any, int, Any]
 """A prediction waiting for its outcome: ``(model_id, model_version, prediction, ts, tag)``
 where ``tag`` is the prediction's feedback key (see `detectors.feedback.feedback_tag`) or
 None.
@@ -32,8 +34,8 @@ class Joined:
     label: Any
     prediction_ts: int
     outcome_ts: int
-    tag: str | None = None
-    """The prediction's feedback key (segment, action taken, exploration), if any."""
+    tag: Any = None
+    """The prediction's feedback tag (action taken, exploration, segment), if any."""
 
 
 _NEVER = 2**63
@@ -184,7 +186,7 @@ class OutcomeJoin:
             (
                 rid,
                 [
-                    (m, v, tuple(p) if isinstance(p, list) else p, ts, tag)
+                    (m, v, tuple(p) if isinstance(p, list) else p, ts, tag_from_wire(tag))
                     for m, v, p, ts, tag in entries
                 ],
             )

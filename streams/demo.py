@@ -8,7 +8,10 @@ and plays a simulated model fleet into it while printing decisions as they arriv
   (concept drift, seen once the delayed labels arrive);
 * ``churn`` — stationary throughout: it should stay quiet;
 * ``pricing`` — a canary version takes 15 % of traffic and makes more errors than the
-  stable version: it is rolled back.
+  stable version: it is rolled back;
+* ``patrol-allocation`` — a model that sends patrols where its own patrols found incidents
+  (a runaway feedback loop), while citizen reports, observed independently of patrols,
+  stay even across districts: flagged as ``feedback_loop``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from schemas.records import Event, Prediction
 from streams.broker import EmbeddedBroker
 from streams.config import Config
 from streams.kafka import KafkaSettings, create_topics
+from streams.loops import policing
 from streams.simulate import StreamSpec, generate, with_canary
 from streams.worker import Worker, WorkerSettings
 
@@ -59,8 +63,11 @@ RESET = "\033[0m"
 
 
 def fleet(rate: int, duration_s: float, seed: int) -> list[Event]:
-    """The demo's traffic, interleaved across four models, in send order."""
-    per_model = max(int(rate * duration_s / 4), 3_000)
+    """The demo's traffic, interleaved across five models, in send order."""
+    per_model = max(int(rate * duration_s / 5), 3_000)
+    # 24 simulated hours of patrols: each patrol is a prediction and an outcome, plus about
+    # 200 citizen reports an hour.
+    patrols = max((per_model - 24 * 200) // 48, 150)
     streams = [
         generate(
             StreamSpec(
@@ -106,6 +113,7 @@ def fleet(rate: int, duration_s: float, seed: int) -> list[Event]:
             flip=0.2,
             seed=seed + 3,
         ),
+        policing(seed + 4, "loop", patrols=patrols),
     ]
     out: list[Event] = []
     for i in range(max(len(s) for s in streams)):
@@ -118,6 +126,8 @@ def describe(d: dict, colour: bool) -> str:
     if colour:
         kind = f"{COLOURS.get(d['type'], '')}{kind}{RESET}"
     features = ", ".join(d["features"][:3]) or "-"
+    if d.get("segment"):
+        features += "  segment: " + ", ".join(f"{k}={v}" for k, v in d["segment"].items())
     impact = d["impact"]
     ev = d["evidence"]
     detail = f"{ev['statistic']}={ev['value']:.3g} (threshold {ev['threshold']:.3g})"
@@ -126,7 +136,7 @@ def describe(d: dict, colour: bool) -> str:
     model = f"{d['model_id']}@{d['model_version']}"
     effect = f"{impact['effect_size']:.3f} {impact.get('effect_unit', '')}"
     return (
-        f"{time.strftime('%H:%M:%S')}  {kind:<8} {d['kind']:<18} {model}"
+        f"{time.strftime('%H:%M:%S')}  {kind:<8} {d['kind']:<24} {model}"
         f"  features: {features}  effect: {effect}"
         f"  {detail}; {ev['window']['count']} events of evidence"
     )
@@ -212,7 +222,8 @@ async def run_demo(duration_s: float, rate: int, seed: int = 0, out: TextIO = sy
         )
         print(
             "scenes: credit-risk input shift at 35 %, fraud-score concept change at 50 %, "
-            "pricing runs a bad canary on 15 % of its traffic, churn stays stationary\n",
+            "pricing runs a bad canary on 15 % of its traffic, patrol-allocation feeds on "
+            "its own patrols' findings, churn stays stationary\n",
             file=out,
             flush=True,
         )

@@ -28,6 +28,9 @@ import numpy as np
 from schemas.records import Event, Outcome, Prediction
 
 HOUR_MS = 3_600_000
+INCIDENT_RATE = 0.2 / 3.0
+"""Chance that a patrol finds an incident where the true rate is 1 (the model's score is
+this, give or take 20 %: the score is not what drives the loop, the allocation is)."""
 TS0_MS = 1_700_000_000_000
 
 
@@ -128,12 +131,12 @@ def policing(
                 ts = next(times)
                 rid = s.predict(
                     ts,
-                    round(float(share[d]), 6),
+                    round(INCIDENT_RATE * (0.8 + 0.4 * float(rng.uniform())), 5),
                     {"district": f"d{d}"},
                     "patrol",
-                    {"hour": float(t % 24)},
+                    {"shift_hours": float(rng.choice([8, 10, 12]))},
                 )
-                found = rng.uniform() < 0.2 * rate[d] / 3.0
+                found = rng.uniform() < INCIDENT_RATE * rate[d]
                 discovered[d] += found
                 s.outcome(ts + int(rng.integers(60_000, 1_200_000)), rid, int(found))
         reports = rng.poisson(40 * rate)

@@ -21,7 +21,8 @@ def running_brokers(port: str) -> list[str]:
 
 
 def test_demo_shows_drift_and_leaves_nothing_behind() -> None:
-    """A short demo prints the injected drifts and the canary rollback, and stops its broker."""
+    """A short demo prints the injected drifts, the canary rollback and the feedback loop,
+    and stops its broker."""
     exe = Path(sys.executable).parent / "driftline"
     result = subprocess.run(
         [str(exe), "demo", "--duration", "30", "--rate", "4000"],
@@ -35,6 +36,7 @@ def test_demo_shows_drift_and_leaves_nothing_behind() -> None:
     assert re.search(r"ALERT\s+data_drift\s+credit-risk@v1\s+features: x0", out), out
     assert re.search(r"ALERT\s+concept_drift\s+fraud-score@v1", out), out
     assert re.search(r"ROLLBACK\s+canary_regression\s+pricing@v2.*back from v2 to v1", out), out
+    assert re.search(r"ALERT\s+feedback_loop\s+patrol-allocation@v1", out), out
     assert "churn" not in out.split("scenes:")[1].split("\n", 1)[1]
     port = re.search(r"broker on 127\.0\.0\.1:(\d+)", out).group(1)
     assert running_brokers(port) == []
