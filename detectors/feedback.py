@@ -27,11 +27,10 @@ past it, so the per-event cost is a few dictionary updates.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import accumulate, chain
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -39,6 +38,9 @@ from scipy.stats import chi2, norm
 
 from detectors.decision import Decision, decision_id
 from detectors.settings import DetectorSettings
+
+_NEVER = 2**62
+"""An event time later than any real one."""
 
 PAIR = "\x1e"
 """Separates a segment name from its value in a key."""
@@ -356,7 +358,14 @@ class FeedbackMonitor:
             v.strip().lower() for v in settings.feedback_no_action.split(",") if v.strip()
         )
         self.bucket_ms = settings.feedback_bucket_ms
-        self.bucket: RawBucket | None = None
+        self.open: dict[int, RawBucket] = {}
+        """Buckets still counting, by start time."""
+        self.closed_through = -_NEVER
+        """Start of the last closed bucket."""
+        self.watermarks = [float(-_NEVER), float(-_NEVER)]
+        """Largest event time seen among predictions, and among outcomes."""
+        self.watermark = float(-_NEVER)
+        """Event time both sides have reached (never decreases)."""
         self.history: deque[Bucket] = deque(maxlen=settings.feedback_windows)
         self.streaks: dict[str, int] = {}
         self.decided: set[str] = set()
@@ -365,25 +374,61 @@ class FeedbackMonitor:
     # -- counting ----------------------------------------------------------------------
 
     def observe(self, records: list[Record]) -> None:
-        """Count a batch of this model's records in arrival order. Runs of records in one
-        bucket are counted in bulk; event time moving past the open bucket closes it and
-        evaluates the window (records older than the open bucket count in it)."""
-        # Running maximum of event time: the first record at or past the open bucket's end
-        # is found by bisection instead of a per-record loop.
-        reach = list(accumulate((r[3] for r in records), max))
+        """Count a batch of this model's records in arrival order.
+
+        Each record counts in the bucket of its own event time, so the counts do not depend
+        on how the predictions and outcomes topics were interleaved on the way in. A bucket
+        closes (and the window is evaluated) once event time has passed its end by
+        ``feedback_lateness_ms`` on both sides: the predictions, and the outcomes once any
+        have been seen (a backlog of outcomes read ahead of its predictions, or the
+        reverse, does not close buckets early). At most ``feedback_windows`` buckets stay
+        open; a record older than every open bucket counts in the oldest one.
+        """
+        bucket_ms, lateness = self.bucket_ms, self.settings.feedback_lateness_ms
+        ts = np.fromiter((r[3] for r in records), np.float64, len(records))
+        is_prediction = np.fromiter((r[1] == PREDICTION for r in records), bool, len(records))
+        own = np.maximum.accumulate(np.where(is_prediction, ts, self.watermarks[0]))
+        other = np.maximum.accumulate(np.where(is_prediction, self.watermarks[1], ts))
+        self.watermarks = [float(own[-1]), float(other[-1])]
+        # Before any outcome, the predictions alone drive event time.
+        both = np.where(other > -_NEVER, np.minimum(own, other), own)
+        reach = np.maximum.accumulate(np.maximum(both, self.watermark))
+        self.watermark = float(reach[-1])
         i, n = 0, len(records)
         while i < n:
-            ts = records[i][3]
-            start = ts - ts % self.bucket_ms
-            if self.bucket is None:
-                self.bucket = RawBucket(start)
-            elif start > self.bucket.start_ts:
-                self.history.append(self.bucket.summary(self.settings))
-                self.decisions += self._evaluate(ts, records[i][2], records[i][4])
-                self.bucket = RawBucket(start)
-            j = max(bisect_left(reach, self.bucket.start_ts + self.bucket_ms, i), i + 1)
-            self.bucket.add(records[i:j], self.settings.feedback_max_cohorts)
-            i = j
+            threshold = min(self.open) + bucket_ms + lateness if self.open else _NEVER
+            j = int(np.searchsorted(reach, threshold, side="left"))
+            j = max(j, i)
+            if j > i:
+                self._add(records[i:j])
+                i = j
+            if j < n:
+                self._close(records[j])
+            while len(self.open) > self.settings.feedback_windows:
+                self._close(records[i - 1])
+
+    def _close(self, trigger: Record) -> None:
+        """Close the oldest open bucket and evaluate the window."""
+        oldest = min(self.open)
+        self.history.append(self.open.pop(oldest).summary(self.settings))
+        self.closed_through = oldest
+        self.decisions += self._evaluate(trigger[3], trigger[2], trigger[4])
+
+    def _add(self, run: list[Record]) -> None:
+        bucket_ms, floor = self.bucket_ms, self.closed_through + self.bucket_ms
+        starts = [max(r[3] - r[3] % bucket_ms, floor) for r in run]
+        groups: dict[int, list[Record]]
+        if starts[0] == starts[-1] and len(set(starts)) == 1:
+            groups = {starts[0]: run}
+        else:
+            groups = {}
+            for start, record in zip(starts, run, strict=True):
+                groups.setdefault(start, []).append(record)
+        for start, records in groups.items():
+            bucket = self.open.get(start)
+            if bucket is None:
+                bucket = self.open[start] = RawBucket(start)
+            bucket.add(records, self.settings.feedback_max_cohorts)
 
     def take_decisions(self) -> list[Decision]:
         out, self.decisions = self.decisions, []
@@ -747,14 +792,20 @@ class FeedbackMonitor:
 
     def state(self) -> dict[str, Any]:
         return {
-            "bucket": None if self.bucket is None else self.bucket.to_dict(),
+            "open": [b.to_dict() for b in self.open.values()],
+            "closed_through": self.closed_through,
+            "watermarks": self.watermarks,
+            "watermark": self.watermark,
             "history": [b.to_dict() for b in self.history],
             "streaks": dict(self.streaks),
             "decided": sorted(self.decided),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.bucket = None if state["bucket"] is None else RawBucket.from_dict(state["bucket"])
+        self.open = {b["start_ts"]: RawBucket.from_dict(b) for b in state["open"]}
+        self.closed_through = state["closed_through"]
+        self.watermarks = list(state["watermarks"])
+        self.watermark = state["watermark"]
         self.history = deque(
             (Bucket.from_dict(b) for b in state["history"]), maxlen=self.settings.feedback_windows
         )

@@ -183,6 +183,11 @@ class DetectorSettings:
     diversity, reference shares). An hour suits models serving thousands of requests an
     hour; a loop builds up over days, so slower models want a day."""
 
+    feedback_lateness_ms: int = 3_600_000
+    """How far event time must move past a feedback bucket's end before the bucket closes:
+    predictions and outcomes arrive on different topics and partitions, not in event-time
+    order, and each event counts in its own bucket if it comes within this allowance."""
+
     feedback_windows: int = 8
     """Buckets a feedback-loop trend is measured over (the Mann-Kendall series length). With
     eight, a steady trend reaches p = 0.0004, enough after the correction across

@@ -16,7 +16,7 @@ import orjson
 from detectors.decision import Decision
 from detectors.engine import Engine
 from schemas.decode import encode
-from schemas.exceptions import DriftlineError
+from schemas.exceptions import ConfigError, DriftlineError
 from streams.app import run_app
 from streams.config import (
     Config,
@@ -28,6 +28,8 @@ from streams.config import (
     shard_settings,
 )
 from streams.kafka import KafkaSettings, create_topics, publish_profile
+from streams.loops import SIMULATIONS
+from streams.loops import simulate as simulate_loop
 from streams.reference_build import DEFAULT_MAX_ROWS, build_profile
 from streams.replay import (
     Progress,
@@ -38,7 +40,7 @@ from streams.replay import (
     summary_table,
 )
 from streams.runtime import tune_gc
-from streams.simulate import SCENARIOS, StreamSpec, generate
+from streams.simulate import SCENARIOS, StreamSpec, generate, with_canary
 from streams.worker import WorkerSettings
 
 
@@ -101,15 +103,23 @@ def _reference_build(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    spec = StreamSpec(
-        scenario=args.scenario,
-        n_predictions=args.predictions,
-        change_at=args.change_at if args.change_at is not None else args.predictions // 2,
-        seed=args.seed,
-        model_id=args.model_id,
-    )
+    if args.feedback_sim is not None:
+        events = simulate_loop(args.feedback_sim, args.seed)
+    else:
+        spec = StreamSpec(
+            scenario=args.scenario,
+            n_predictions=args.predictions,
+            change_at=args.change_at if args.change_at is not None else args.predictions // 2,
+            seed=args.seed,
+            model_id=args.model_id,
+        )
+        events = generate(spec)
+        if args.canary_share:
+            if not 0 < args.canary_share < 1:
+                raise ConfigError(f"--canary-share must be in (0, 1), got {args.canary_share}")
+            events = with_canary(events, args.canary_share, args.canary_flip, args.seed)
     with Path(args.out).open("wb") as fh:
-        for event in generate(spec):
+        for event in events:
             fh.write(encode(event) + b"\n")
     return 0
 
@@ -283,6 +293,24 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--change-at", type=int)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--model-id", default="credit-risk")
+    sim.add_argument(
+        "--canary-share",
+        type=float,
+        default=0.0,
+        help="route this share of predictions to a canary version v2",
+    )
+    sim.add_argument(
+        "--canary-flip",
+        type=float,
+        default=0.12,
+        help="share of the canary's scores inverted (0.12: about 5 error-rate points worse)",
+    )
+    sim.add_argument(
+        "--feedback-sim",
+        choices=sorted(SIMULATIONS),
+        help="a feedback-loop simulation (or its control) instead of --scenario (not named "
+        "--loop: faust reads that flag from the command line at import)",
+    )
     sim.add_argument("--out", required=True)
     sim.set_defaults(func=_simulate)
     return parser

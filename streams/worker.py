@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import math
 import signal
 import time
+from bisect import bisect_right
 from collections import Counter as CounterDict
 from dataclasses import dataclass, replace
 from typing import Any
@@ -84,6 +86,12 @@ class WorkerSettings:
     """Upper bound on the final checkpoint and client shutdown after SIGTERM/SIGINT."""
     published_memory: int = 10_000
     """Decision ids remembered per shard, so restarts and other shards do not republish."""
+    align_max_records: int = 50_000
+    """Records held back per input partition while the other topic catches up (see
+    `Worker._aligned`); beyond this they are processed without waiting."""
+    align_max_wait_s: float = 2.0
+    """Longest wait for a topic that has not answered a fetch yet before processing the
+    other one alone."""
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> WorkerSettings:
@@ -106,6 +114,9 @@ class Shard:
         self.published = RecentIds(published_memory)
         self.generation = 0
         self.dirty = False
+        self.pending: dict[str, list[ConsumerRecord]] = {}
+        """Fetched records not processed yet, per topic, in log order (see `_aligned`)."""
+        self.waiting_since: float | None = None
 
     def state(self) -> dict[str, Any]:
         return {
@@ -174,8 +185,7 @@ class Worker:
                     timeout_ms=self.settings.fetch_timeout_ms,
                     max_records=self.settings.max_batch_records,
                 )
-                if batch:
-                    await self._process(batch)
+                await self._process(batch)
                 now = time.monotonic()
                 if now - self.last_checkpoint >= self.settings.checkpoint_interval_s:
                     await self.checkpoint(set(self.shards))
@@ -313,30 +323,66 @@ class Worker:
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         assert self.producer is not None
-        by_partition: dict[int, dict[str, list[ConsumerRecord]]] = {}
         for tp, records in batch.items():
-            if tp.partition in self.shards:
+            shard = self.shards.get(tp.partition)
+            if shard is not None:
                 # Records of a partition still being restored are skipped here and read
                 # again after its seek; they are counted when they are handled.
-                by_partition.setdefault(tp.partition, {})[tp.topic] = records
+                shard.pending.setdefault(tp.topic, []).extend(records)
                 self.metrics.consumed.labels(tp.topic).inc(len(records))
         now_ms = int(time.time() * 1000)
-        for p, per_topic in by_partition.items():
-            shard = self.shards[p]
-            # Each topic's records stay in log order; the two topics interleave by produce
-            # time, predictions first on ties: the closest stand-in for arrival order.
-            merged = list(
-                heapq.merge(
-                    per_topic.get(self.topics.predictions, ()),
-                    per_topic.get(self.topics.outcomes, ()),
-                    key=_produce_time,
-                )
-            )
+        for p, shard in list(self.shards.items()):
+            if not any(shard.pending.values()):
+                continue
+            merged = self._aligned(p, shard)
+            if not merged:
+                continue
             events = await self._decode(shard, merged)
             decisions = shard.engine.process(events)
             await self._publish(shard, decisions, now_ms)
             shard.dirty = True
-        self._observe_latency(batch)
+        if batch:
+            self._observe_latency(batch)
+
+    def _aligned(self, p: int, shard: Shard) -> list[ConsumerRecord]:
+        """The records of one partition to process now, in arrival order.
+
+        The predictions and outcomes topics are fetched independently, and after a restart
+        or in a backlog one can be read hours (of event time) ahead of the other. Records
+        are taken up to the produce time both topics have reached (a topic with nothing
+        new counts as caught up once its position reaches the high watermark), the rest
+        wait for the next fetch, so the engine sees about the order a live stream would
+        have had, as in replay. Each topic's records stay in log order; the two interleave
+        by produce time, predictions first on ties.
+        """
+        assert self.consumer is not None
+        topics = (self.topics.predictions, self.topics.outcomes)
+        horizon = math.inf
+        for topic in topics:
+            buffered = shard.pending.get(topic)
+            if buffered:
+                horizon = min(horizon, buffered[-1].timestamp)
+                continue
+            highwater = self.consumer.highwater(TopicPartition(topic, p))
+            if highwater is None or shard.offsets.get(topic, 0) < highwater:
+                horizon = -math.inf  # this topic has more to give: wait for it
+        full = any(len(b) >= self.settings.align_max_records for b in shard.pending.values())
+        if horizon == -math.inf and not full:
+            now = time.monotonic()
+            if shard.waiting_since is None:
+                shard.waiting_since = now
+            if now - shard.waiting_since < self.settings.align_max_wait_s:
+                return []
+        shard.waiting_since = None
+        if full or horizon == -math.inf:
+            horizon = math.inf
+        taken = []
+        for topic in topics:
+            buffered = shard.pending.get(topic, [])
+            cut = bisect_right(buffered, horizon, key=_produce_time)
+            taken.append(buffered[:cut])
+            shard.pending[topic] = buffered[cut:]
+        return list(heapq.merge(*taken, key=_produce_time))
 
     async def _decode(self, shard: Shard, records: list[ConsumerRecord]) -> list[Event]:
         assert self.producer is not None

@@ -99,7 +99,12 @@ def test_readme_documents_every_detector_setting_with_its_default() -> None:
     undocumented = []
     for f in fields(DetectorSettings):
         value = f.default
-        shown = f"{value:,}" if isinstance(value, int) else f"{value:g}"
+        if isinstance(value, int):
+            shown = f"{value:,}"
+        elif isinstance(value, float):
+            shown = f"{value:g}"
+        else:
+            shown = str(value)
         if rows.get(f.name) != shown:
             undocumented.append((f.name, shown, rows.get(f.name)))
     assert undocumented == []

@@ -152,3 +152,23 @@ async def test_worker_rolls_back_a_bad_canary(broker, make_stream) -> None:
         ("canary_regression", "v2", "v1")
     }
     assert len({r["decision_id"] for r in rollbacks}) == 1
+
+
+async def test_worker_flags_a_feedback_loop(broker) -> None:
+    """Through the broker: patrol predictions with segment and action, their outcomes, and
+    citizen reports as independent outcomes on the outcomes topic; the runaway allocation
+    is flagged once on the alerts topic (both shards find the same loop, same id)."""
+    from streams.loops import simulate  # noqa: PLC0415
+
+    topics = topics_for(f"loop{next(_names)}")
+    await setup_topics(broker, topics, 2)
+    events = simulate("policing_loop", 3)
+    total = sum((await produce(broker, topics, events)).values())
+    await run_until_committed(broker, topics, "g-loop", 2, total)
+    alerts = [orjson.loads(v) for v in await read_all(broker, topics.alerts)]
+    loops = [a for a in alerts if a["kind"] == "feedback_loop"]
+    assert loops, [a["kind"] for a in alerts]
+    assert {(a["type"], a["severity"], a["evidence"]["reference_available"]) for a in loops} == {
+        ("alert", "critical", True)
+    }
+    assert len({a["decision_id"] for a in loops}) == 1
