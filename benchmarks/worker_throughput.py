@@ -115,11 +115,16 @@ class TimedWorker(Worker):
 
 
 async def run_worker(
-    bootstrap: str, t: Topics, group: str, until: int, timeout_s: float
+    bootstrap: str,
+    t: Topics,
+    group: str,
+    until: int,
+    timeout_s: float,
+    detectors: DetectorSettings = SETTINGS,
 ) -> TimedWorker:
     kafka = KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence=False)
     worker = TimedWorker(
-        replace(Config(), topics=t, detectors=SETTINGS),
+        replace(Config(), topics=t, detectors=detectors),
         kafka,
         WorkerSettings(group_id=group, session_timeout_ms=6_000, heartbeat_interval_ms=500),
     )

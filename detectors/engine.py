@@ -21,7 +21,7 @@ from detectors.feedback import (
     PREDICTION,
     FeedbackMonitor,
     Record,
-    feedback_tag,
+    action_taken,
 )
 from detectors.join import OutcomeJoin
 from detectors.monitor import VersionMonitor
@@ -109,7 +109,7 @@ class Engine:
         self.decision_counts: dict[str, int] = {}
         self.versions: dict[str, ModelVersions] = {}
         self.loops: dict[str, FeedbackMonitor] = {}
-        self._no_action: dict[str, frozenset[str]] = {}
+        self._no_action: dict[str, frozenset[str] | None] = {}
         """Per model, the action strings that mean "not acted" (hot-path cache)."""
 
     def settings_for(self, model_id: str) -> DetectorSettings:
@@ -167,21 +167,37 @@ class Engine:
                 tag = None
                 if event.segment is not None or event.action is not None or event.exploration:
                     model_id = event.model_id
-                    stop_words = no_action.get(model_id) or self.feedback(model_id).no_action
-                    tag = feedback_tag(event.segment, event.action, event.exploration, stop_words)
-                    items = event.action if type(event.action) is tuple else event.prediction
-                    loops.append(
-                        (
-                            model_id,
-                            PREDICTION,
-                            seq,
-                            event.ts,
-                            event_id,
-                            tag,
-                            items if type(items) is tuple else None,
-                            None,
-                        )
+                    stop_words = (
+                        no_action[model_id]
+                        if model_id in no_action
+                        else self._feedback_words(event)
                     )
+                    if stop_words is not None:
+                        action = event.action
+                        segment = event.segment
+                        tag = (
+                            action is None
+                            or (
+                                action not in stop_words and action.lower() not in stop_words
+                                if type(action) is str
+                                else action_taken(action, stop_words)
+                            ),
+                            event.exploration,
+                            tuple(segment.items()) if segment else (),
+                        )
+                        items = action if type(action) is tuple else event.prediction
+                        loops.append(
+                            (
+                                model_id,
+                                PREDICTION,
+                                seq,
+                                event.ts,
+                                event_id,
+                                tag,
+                                items if type(items) is tuple else None,
+                                None,
+                            )
+                        )
                 joined = join.add_prediction(
                     event.request_id,
                     (event.model_id, event.model_version, event.prediction, event.ts, tag),
@@ -189,6 +205,8 @@ class Engine:
             else:
                 outcome: Outcome = event  # type: ignore[assignment]
                 if outcome.independent:
+                    if not self.settings_for(outcome.model_id).feedback_enabled:
+                        continue  # counted as an outcome; nothing else uses it
                     segment = outcome.segment
                     loops.append(
                         (
@@ -239,6 +257,14 @@ class Engine:
             name = f"{d.type}:{d.kind}"
             self.decision_counts[name] = self.decision_counts.get(name, 0) + 1
         return decisions
+
+    def _feedback_words(self, event: Prediction) -> frozenset[str] | None:
+        """The model's "not acted" action strings, or None when its feedback-loop
+        detection is off (cached per model either way)."""
+        if not self.settings_for(event.model_id).feedback_enabled:
+            self._no_action[event.model_id] = None
+            return None
+        return self.feedback(event.model_id).no_action
 
     def feedback(self, model_id: str) -> FeedbackMonitor:
         monitor = self.loops.get(model_id)

@@ -243,7 +243,7 @@ class RawBucket:
 
     def add(self, run: list[Record], max_cohorts: int) -> None:
         self.events += len(run)
-        predictions = [r for r in run if r[1] == PREDICTION]
+        predictions = [r for r in run if r[1] == 0]  # PREDICTION
         if predictions:
             self.predictions.update([r[5] for r in predictions])
             shown = [r for r in predictions if r[6] is not None and r[5][0] and not r[5][1]]
@@ -252,7 +252,7 @@ class RawBucket:
                 for r in shown:
                     for pair in r[5][2][:max_cohorts]:
                         _count(self.exposure, key(pair), r[6])
-        labels = [r for r in run if r[1] == LABEL and r[7] is not None]
+        labels = [r for r in run if r[1] == 1 and r[7] is not None]  # LABEL
         if labels:
             self.labelled.update([r[5] for r in labels])
             explore = [r for r in labels if r[5][1]]
@@ -260,14 +260,13 @@ class RawBucket:
             self.explore_positive.update([r[5] for r in explore if is_positive(r[7])])
             self.explore_clicks.update([r[7] for r in explore if type(r[7]) is str])
             self.clicks.update([r[7] for r in own if type(r[7]) is str])
-            for r in own:
-                if type(r[6]) is float:
-                    continue  # a score: agreement needs a class or a ranked list
+            # Agreement needs a class or a ranked list; scores are skipped.
+            for r in [r for r in own if type(r[6]) is not float]:
                 agreed = _agrees(r[6], r[7])
                 if agreed is not None:
                     self.agreement[0] += agreed
                     self.agreement[1] += 1
-        independent = [r for r in run if r[1] == INDEPENDENT and is_positive(r[7])]
+        independent = [r for r in run if r[1] == 2 and is_positive(r[7])]  # INDEPENDENT
         if independent:
             self.independent.update([r[5] for r in independent])
 
@@ -385,6 +384,20 @@ class FeedbackMonitor:
         open; a record older than every open bucket counts in the oldest one.
         """
         bucket_ms, lateness = self.bucket_ms, self.settings.feedback_lateness_ms
+        own_ts = [r[3] for r in records if r[1] == PREDICTION]
+        other_ts = [r[3] for r in records if r[1] != PREDICTION]
+        own_max = max(own_ts, default=self.watermarks[0])
+        other_max = max(other_ts, default=self.watermarks[1])
+        final = min(own_max, other_max) if other_max > -_NEVER else own_max
+        threshold = min(self.open) + bucket_ms + lateness if self.open else _NEVER
+        if max(final, self.watermark) < threshold:
+            # Nothing closes in this batch (the usual case): count it all at once.
+            self.watermarks = [float(max(own_max, self.watermarks[0])), float(other_max)]
+            self.watermark = float(max(final, self.watermark))
+            self._add(records)
+            if self.open and len(self.open) > self.settings.feedback_windows:
+                self._close(records[-1])
+            return
         ts = np.fromiter((r[3] for r in records), np.float64, len(records))
         is_prediction = np.fromiter((r[1] == PREDICTION for r in records), bool, len(records))
         own = np.maximum.accumulate(np.where(is_prediction, ts, self.watermarks[0]))
@@ -416,7 +429,9 @@ class FeedbackMonitor:
 
     def _add(self, run: list[Record]) -> None:
         bucket_ms, floor = self.bucket_ms, self.closed_through + self.bucket_ms
-        starts = [max(r[3] - r[3] % bucket_ms, floor) for r in run]
+        starts = [r[3] - r[3] % bucket_ms for r in run]
+        if min(starts) < floor:  # too late for a closed bucket: counts in the oldest open
+            starts = [max(start, floor) for start in starts]
         groups: dict[int, list[Record]]
         if starts[0] == starts[-1] and len(set(starts)) == 1:
             groups = {starts[0]: run}

@@ -178,6 +178,10 @@ class DetectorSettings:
     """Difference in mean log10 outcome delay (seconds) a canary comparison of outcome
     latency is tuned to find fastest: 0.1 is about 26 % slower outcomes."""
 
+    feedback_enabled: bool = True
+    """Feedback-loop detection on predictions that carry ``segment``, ``action`` or
+    ``exploration`` (models without those fields cost nothing either way)."""
+
     feedback_bucket_ms: int = 3_600_000
     """Event-time bucket of the feedback-loop signals (allocation shares, exposure
     diversity, reference shares). An hour suits models serving thousands of requests an
