@@ -172,7 +172,7 @@ class Engine:
                         if model_id in no_action
                         else self._feedback_words(event)
                     )
-                    if stop_words is not None:
+                    if stop_words is not None and self.loops[model_id].sampled(event.request_id):
                         action = event.action
                         segment = event.segment
                         tag = (
@@ -205,7 +205,11 @@ class Engine:
             else:
                 outcome: Outcome = event  # type: ignore[assignment]
                 if outcome.independent:
-                    if not self.settings_for(outcome.model_id).feedback_enabled:
+                    if not self.settings_for(
+                        outcome.model_id
+                    ).feedback_enabled or not self.feedback(outcome.model_id).sampled(
+                        outcome.request_id
+                    ):
                         continue  # counted as an outcome; nothing else uses it
                     segment = outcome.segment
                     loops.append(

@@ -192,6 +192,13 @@ class DetectorSettings:
     predictions and outcomes arrive on different topics and partitions, not in event-time
     order, and each event counts in its own bucket if it comes within this allowance."""
 
+    feedback_sample_target: int = 4_000
+    """Events a feedback bucket should count at least. Above twice this volume a
+    deterministic sample of requests (by a hash of ``request_id``, so a prediction and its
+    outcome are sampled together) is counted, halving per doubling: the shares and
+    diversities are as precise on four thousand events as on a million, and the per-event
+    cost falls with volume."""
+
     feedback_windows: int = 8
     """Buckets a feedback-loop trend is measured over (the Mann-Kendall series length). With
     eight, a steady trend reaches p = 0.0004, enough after the correction across
@@ -268,6 +275,7 @@ class DetectorSettings:
             "feedback_persistence",
             "feedback_fdr",
             "feedback_max_items",
+            "feedback_sample_target",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -10,6 +10,7 @@ import pytest
 
 from detectors.engine import Engine
 from detectors.feedback import action_taken, benjamini_hochberg, feedback_tag, mann_kendall
+from detectors.settings import DetectorSettings
 from schemas.records import Prediction
 from streams.loops import HOUR_MS, TS0_MS, simulate
 
@@ -148,3 +149,35 @@ def test_what_counts_as_acting(action: object, acted: bool) -> None:
     no_action = frozenset({"deny", "declined"})
     assert action_taken(action, no_action) is acted
     assert feedback_tag({"d": "x"}, action, False, no_action)[0] == ("1" if acted else "0")
+
+
+def test_sampling_at_high_volume_keeps_detection_and_quiet_controls() -> None:
+    """With a bucket target below these streams' volume, half of the requests are counted
+    (prediction and outcome together): the loop is still flagged on five seeds, with the
+    sample rate in its configuration, and the controls stay quiet."""
+    settings = DetectorSettings(feedback_sample_target=600)
+    for seed in range(5):
+        events = simulate("policing_loop", seed)
+        engine = Engine(settings)
+        found = [d for d in run_engine(events, engine=engine) if d.kind == "feedback_loop"]
+        assert [d.detector["config"]["sample_rate"] for d in found] == [0.5], seed
+        assert engine.loops["patrol-allocation"].sample_shift == 1
+        for control in ("policing_control", "policing_exogenous"):
+            quiet = run_engine(simulate(control, seed), engine=Engine(settings))
+            assert [d for d in quiet if d.kind == "feedback_loop"] == [], (control, seed)
+
+
+def test_a_request_is_sampled_with_its_outcome() -> None:
+    """Sampling is a function of the request id alone: stable across monitors (replay,
+    every worker) and about the nominal rate."""
+    from detectors.feedback import FeedbackMonitor  # noqa: PLC0415
+
+    first, second = (
+        FeedbackMonitor("m", DetectorSettings()),
+        FeedbackMonitor("m", DetectorSettings()),
+    )
+    first.sample_shift = second.sample_shift = 2
+    ids = [f"r-{i}" for i in range(20_000)]
+    picked = [first.sampled(i) for i in ids]
+    assert picked == [second.sampled(i) for i in ids]
+    assert 0.23 < sum(picked) / len(ids) < 0.27
