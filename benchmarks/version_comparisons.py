@@ -64,28 +64,37 @@ def main() -> None:
         f"{args.seeds} seeds ({total_events / elapsed:,.0f} events/s)"
     )
 
-    delays = []
-    for seed in range(args.seeds):
-        events = with_canary(stationary(2_000 + seed, 150_000), 0.10, 0.12, seed)
-        rollbacks = [d for d in run(events) if d.type == "rollback"]
-        delays.append(rollbacks[0].evidence["candidate"]["events"] if rollbacks else None)
-    found = [d for d in delays if d is not None]
-    print(
-        f"5-point-worse canary on 10 %: rolled back on {len(found)}/{args.seeds} seeds, "
-        f"labelled canary events {sorted(found)}, median "
-        f"{statistics.median(found) if found else 'n/a'} (target <= 5,000)"
+    report(
+        "5-point-worse canary on 10 %",
+        [
+            first_rollback(with_canary(stationary(2_000 + seed, 150_000), 0.10, 0.12, seed))
+            for seed in range(args.seeds)
+        ],
+        "labelled canary events",
+        " (target <= 5,000)",
+    )
+    report(
+        "5-point-worse promotion",
+        [
+            first_rollback(with_promotion(stationary(3_000 + seed, 150_000), 60_000, 0.12, seed))
+            for seed in range(args.seeds)
+        ],
+        "labelled events of the new version",
     )
 
-    promoted = []
-    for seed in range(args.seeds):
-        events = with_promotion(stationary(3_000 + seed, 150_000), 60_000, 0.12, seed)
-        rollbacks = [d for d in run(events) if d.kind == "promotion_regression"]
-        promoted.append(rollbacks[0].evidence["candidate"]["events"] if rollbacks else None)
-    found = [d for d in promoted if d is not None]
+
+def first_rollback(events: list) -> int | None:
+    """Labelled events of the candidate when it was rolled back, or None."""
+    rollbacks = [d for d in run(events) if d.type == "rollback"]
+    return rollbacks[0].evidence["candidate"]["events"] if rollbacks else None
+
+
+def report(name: str, delays: list[int | None], unit: str, target: str = "") -> None:
+    found = [d for d in delays if d is not None]
+    median = statistics.median(found) if found else "n/a"
     print(
-        f"5-point-worse promotion: rolled back on {len(found)}/{args.seeds} seeds, labelled "
-        f"events of the new version {sorted(found)}, median "
-        f"{statistics.median(found) if found else 'n/a'}"
+        f"{name}: rolled back on {len(found)}/{len(delays)} seeds, {unit} {sorted(found)}, "
+        f"median {median}{target}"
     )
 
 

@@ -371,19 +371,7 @@ class Engine:
                         event.event_id,
                     )
                 )
-        found.sort(key=lambda r: r[0])
-        columns = list(zip(*found, strict=True))
-        return Rows(
-            versions=np.array(columns[1], dtype=object),
-            seqs=list(columns[0]),
-            ts=list(columns[5]),
-            event_ids=list(columns[6]),
-            values={
-                "estimated_error": np.array(columns[2], dtype=np.float64),
-                "positive_rate": np.array(columns[3], dtype=np.float64),
-                "missing_rate": np.array(columns[4], dtype=np.float64),
-            },
-        )
+        return _rows(found, ("estimated_error", "positive_rate", "missing_rate"))
 
     def _labelled_rows(
         self,
@@ -413,23 +401,8 @@ class Engine:
                         event_id,
                     )
                 )
-        out = {}
-        for model_id, found in by_model.items():
-            found.sort(key=lambda r: r[0])
-            columns = list(zip(*found, strict=True))
-            out[model_id] = Rows(
-                versions=np.array(columns[1], dtype=object),
-                seqs=list(columns[0]),
-                ts=list(columns[6]),
-                event_ids=list(columns[7]),
-                values={
-                    "error_rate": np.array(columns[2], dtype=np.float64),
-                    "brier_score": np.array(columns[3], dtype=np.float64),
-                    "estimated_error": np.array(columns[4], dtype=np.float64),
-                    "outcome_latency": np.array(columns[5], dtype=np.float64),
-                },
-            )
-        return out
+        names = ("error_rate", "brier_score", "estimated_error", "outcome_latency")
+        return {model_id: _rows(found, names) for model_id, found in by_model.items()}
 
     def state(self) -> dict[str, Any]:
         """JSON-compatible snapshot of everything; `restore` continues exactly from it."""
@@ -462,3 +435,16 @@ class Engine:
         for ms in state["monitors"]:
             monitor = VersionMonitor.from_state(ms, self.settings_for(ms["model_id"]))
             self.monitors.setdefault(ms["model_id"], OrderedDict())[ms["model_version"]] = monitor
+
+
+def _rows(found: list[Any], names: tuple[str, ...]) -> Rows:
+    """Columns of ``(seq, version, *values, ts, event_id)`` tuples in arrival order."""
+    found.sort(key=lambda r: r[0])
+    columns = list(zip(*found, strict=True))
+    return Rows(
+        versions=np.array(columns[1], dtype=object),
+        seqs=list(columns[0]),
+        ts=list(columns[-2]),
+        event_ids=list(columns[-1]),
+        values={name: np.array(columns[2 + i], dtype=np.float64) for i, name in enumerate(names)},
+    )

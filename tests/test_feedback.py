@@ -148,7 +148,7 @@ def test_benjamini_hochberg_controls_across_segments() -> None:
 def test_what_counts_as_acting(action: object, acted: bool) -> None:
     no_action = frozenset({"deny", "declined"})
     assert action_taken(action, no_action) is acted
-    assert feedback_tag({"d": "x"}, action, False, no_action)[0] == ("1" if acted else "0")
+    assert feedback_tag({"d": "x"}, action, False, no_action) == (acted, False, (("d", "x"),))
 
 
 def test_sampling_at_high_volume_keeps_detection_and_quiet_controls() -> None:

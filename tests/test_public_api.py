@@ -99,7 +99,9 @@ def test_readme_documents_every_detector_setting_with_its_default() -> None:
     undocumented = []
     for f in fields(DetectorSettings):
         value = f.default
-        if isinstance(value, int):
+        if isinstance(value, bool):
+            shown = str(value).lower()
+        elif isinstance(value, int):
             shown = f"{value:,}"
         elif isinstance(value, float):
             shown = f"{value:g}"
