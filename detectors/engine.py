@@ -21,7 +21,7 @@ from detectors.feedback import (
     PREDICTION,
     FeedbackMonitor,
     Record,
-    action_taken,
+    feedback_tag,
 )
 from detectors.join import OutcomeJoin
 from detectors.monitor import VersionMonitor
@@ -172,19 +172,15 @@ class Engine:
                         if model_id in no_action
                         else self._feedback_words(event)
                     )
-                    if stop_words is not None and self.loops[model_id].sampled(event.request_id):
+                    if stop_words is not None and (feedback := self.loops[model_id]).sampled(
+                        event.request_id
+                    ):
                         action = event.action
-                        segment = event.segment
-                        tag = (
-                            action is None
-                            or (
-                                action not in stop_words and action.lower() not in stop_words
-                                if type(action) is str
-                                else action_taken(action, stop_words)
-                            ),
-                            event.exploration,
-                            tuple(segment.items()) if segment else (),
-                        )
+                        tag_key = feedback_tag(event.segment, action, event.exploration, stop_words)
+                        registry = feedback.registry
+                        tag = registry.ids.get(tag_key)
+                        if tag is None:
+                            tag = registry.id(tag_key)
                         items = action if type(action) is tuple else event.prediction
                         loops.append(
                             (

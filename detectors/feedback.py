@@ -76,8 +76,8 @@ Tag = tuple[bool, bool, tuple[tuple[str, str], ...]]
 """Carried with a prediction to its outcome: (acted, exploration, segment pairs)."""
 
 Record = tuple[str, int, int, int, str, Any, Any, Any]
-"""An event for the feedback monitor: (model_id, kind, seq, ts, event_id, tag or segment
-pairs, items or prediction, label); kind 0 = prediction, 1 = joined label, 2 =
+"""An event for the feedback monitor: (model_id, kind, seq, ts, event_id, tag id or
+segment pairs, items or prediction, label); kind 0 = prediction, 1 = joined label, 2 =
 independent outcome."""
 
 PREDICTION, LABEL, INDEPENDENT = 0, 1, 2
@@ -95,11 +95,37 @@ def feedback_tag(
     )
 
 
-def tag_from_wire(value: Any) -> Tag | None:
-    """A tag read back from a checkpoint (tuples come back as lists)."""
-    if value is None:
-        return None
-    return (bool(value[0]), bool(value[1]), tuple((k, v) for k, v in value[2]))
+class TagRegistry:
+    """Small integer ids for the tags of one model (there are few distinct ones: acted or
+    not, exploration or not, times the segment combinations). Predictions carry the id
+    to their outcome, and counting ints is much cheaper than hashing nested tuples."""
+
+    def __init__(self, tags: list[Tag] | None = None) -> None:
+        self.tags: list[Tag] = []
+        self.ids: dict[Tag, int] = {}
+        self.own: set[int] = set()
+        """Ids of acted, non-exploration tags (the model's own allocation)."""
+        self.explore: set[int] = set()
+        for tag in tags or []:
+            self.id(tag)
+
+    def id(self, tag: Tag) -> int:
+        found = self.ids.get(tag)
+        if found is None:
+            found = self.ids[tag] = len(self.tags)
+            self.tags.append(tag)
+            if tag[1]:
+                self.explore.add(found)
+            elif tag[0]:
+                self.own.add(found)
+        return found
+
+    def state(self) -> list[Any]:
+        return [[acted, explore, [list(p) for p in pairs]] for acted, explore, pairs in self.tags]
+
+    @classmethod
+    def from_state(cls, state: list[Any]) -> TagRegistry:
+        return cls([(bool(a), bool(e), tuple((k, v) for k, v in pairs)) for a, e, pairs in state])
 
 
 def key(pair: tuple[str, str]) -> str:
@@ -235,32 +261,34 @@ class RawBucket:
     events: int = 0
     volume: int = 0
     """Events the bucket stands for (each counted event weighted by its sampling)."""
-    predictions: Counter[Tag] = field(default_factory=Counter)
-    labelled: Counter[Tag] = field(default_factory=Counter)
-    explore_positive: Counter[Tag] = field(default_factory=Counter)
+    predictions: Counter[int] = field(default_factory=Counter)
+    """Counts per tag id (see `TagRegistry`)."""
+    labelled: Counter[int] = field(default_factory=Counter)
+    explore_positive: Counter[int] = field(default_factory=Counter)
     independent: Counter[tuple[tuple[str, str], ...]] = field(default_factory=Counter)
     exposure: dict[str, Counter[str]] = field(default_factory=dict)
     clicks: Counter[str] = field(default_factory=Counter)
     explore_clicks: Counter[str] = field(default_factory=Counter)
     agreement: list[int] = field(default_factory=lambda: [0, 0])
 
-    def add(self, run: list[Record], max_cohorts: int, shift: int) -> None:
+    def add(self, run: list[Record], registry: TagRegistry, max_cohorts: int, shift: int) -> None:
         self.events += len(run)
         self.volume += len(run) << shift
+        own_ids, explore_ids, tags = registry.own, registry.explore, registry.tags
         predictions = [r for r in run if r[1] == 0]  # PREDICTION
         if predictions:
             self.predictions.update([r[5] for r in predictions])
-            shown = [r for r in predictions if r[6] is not None and r[5][0] and not r[5][1]]
+            shown = [r for r in predictions if r[6] is not None and r[5] in own_ids]
             if shown:
                 _count(self.exposure, OVERALL, chain.from_iterable(r[6] for r in shown))
                 for r in shown:
-                    for pair in r[5][2][:max_cohorts]:
+                    for pair in tags[r[5]][2][:max_cohorts]:
                         _count(self.exposure, key(pair), r[6])
         labels = [r for r in run if r[1] == 1 and r[7] is not None]  # LABEL
         if labels:
             self.labelled.update([r[5] for r in labels])
-            explore = [r for r in labels if r[5][1]]
-            own = [r for r in labels if r[5][0] and not r[5][1]]
+            explore = [r for r in labels if r[5] in explore_ids]
+            own = [r for r in labels if r[5] in own_ids]
             self.explore_positive.update([r[5] for r in explore if is_positive(r[7])])
             self.explore_clicks.update([r[7] for r in explore if type(r[7]) is str])
             self.clicks.update([r[7] for r in own if type(r[7]) is str])
@@ -274,21 +302,23 @@ class RawBucket:
         if independent:
             self.independent.update([r[5] for r in independent])
 
-    def summary(self, settings: DetectorSettings) -> Bucket:
+    def summary(self, settings: DetectorSettings, tags: list[Tag]) -> Bucket:
         """Per-segment counts of the closed bucket."""
         out = Bucket(self.start_ts, self.events)
-        for (acted, explore, pairs), n in self.predictions.items():
+        for tag, n in self.predictions.items():
+            acted, explore, pairs = tags[tag]
             if explore:
                 continue
             out.coverage[0 if acted else 1] += n
             if acted:
                 for pair in pairs:
                     out.acted[key(pair)] += n
-        for (acted, explore, _), n in self.labelled.items():
+        for tag, n in self.labelled.items():
+            acted, explore, _ = tags[tag]
             if not explore:
                 out.coverage[2 if acted else 3] += n
-        for (_, _, pairs), n in self.explore_positive.items():
-            for pair in pairs:
+        for tag, n in self.explore_positive.items():
+            for pair in tags[tag][2]:
                 out.reference[key(pair)] += n
         for pairs, n in self.independent.items():
             for pair in pairs:
@@ -317,8 +347,8 @@ class RawBucket:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RawBucket:
-        def tags(items: list[Any]) -> Counter[Tag]:
-            return Counter({tag_from_wire(t): n for t, n in items})  # type: ignore[misc]
+        def tags(items: list[Any]) -> Counter[int]:
+            return Counter(dict(items))
 
         return cls(
             d["start_ts"],
@@ -371,6 +401,7 @@ class FeedbackMonitor:
         """Largest event time seen among predictions, and among outcomes."""
         self.watermark = float(-_NEVER)
         """Event time both sides have reached (never decreases)."""
+        self.registry = TagRegistry()
         self.batch_shift = 0
         self.sample_shift = 0
         """Requests are counted when the low ``sample_shift`` bits of their id's CRC-32 are
@@ -448,7 +479,7 @@ class FeedbackMonitor:
         volume rises."""
         oldest = min(self.open)
         closed = self.open.pop(oldest)
-        self.history.append(closed.summary(self.settings))
+        self.history.append(closed.summary(self.settings, self.registry.tags))
         self.closed_through = oldest
         self.decisions += self._evaluate(trigger[3], trigger[2], trigger[4])
         volume = closed.volume
@@ -473,7 +504,7 @@ class FeedbackMonitor:
             bucket = self.open.get(start)
             if bucket is None:
                 bucket = self.open[start] = RawBucket(start)
-            bucket.add(records, self.settings.feedback_max_cohorts, self.batch_shift)
+            bucket.add(records, self.registry, self.settings.feedback_max_cohorts, self.batch_shift)
 
     def take_decisions(self) -> list[Decision]:
         out, self.decisions = self.decisions, []
@@ -843,6 +874,7 @@ class FeedbackMonitor:
             "watermarks": self.watermarks,
             "watermark": self.watermark,
             "sample_shift": self.sample_shift,
+            "tags": self.registry.state(),
             "history": [b.to_dict() for b in self.history],
             "streaks": dict(self.streaks),
             "decided": sorted(self.decided),
@@ -854,6 +886,7 @@ class FeedbackMonitor:
         self.watermarks = list(state["watermarks"])
         self.watermark = state["watermark"]
         self.sample_shift = state["sample_shift"]
+        self.registry = TagRegistry.from_state(state["tags"])
         self.history = deque(
             (Bucket.from_dict(b) for b in state["history"]), maxlen=self.settings.feedback_windows
         )

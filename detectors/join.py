@@ -7,12 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from detectors.feedback import tag_from_wire
-
 Pending = tuple[str, str, Any, int, Any]
 """A prediction waiting for its outcome: ``(model_id, model_version, prediction, ts, tag)``
-where ``tag`` is the prediction's feedback key (see `detectors.feedback.feedback_tag`) or
-None.
+where ``tag`` is the id of the prediction's feedback tag (see
+`detectors.feedback.TagRegistry`) or None.
 A plain tuple because it is created per event and snapshotted in bulk (orjson writes tuples
 as arrays with no per-entry Python work)."""
 
@@ -34,8 +32,8 @@ class Joined:
     label: Any
     prediction_ts: int
     outcome_ts: int
-    tag: Any = None
-    """The prediction's feedback tag (action taken, exploration, segment), if any."""
+    tag: int | None = None
+    """Id of the prediction's feedback tag (action taken, exploration, segment), if any."""
 
 
 _NEVER = 2**63
@@ -186,7 +184,7 @@ class OutcomeJoin:
             (
                 rid,
                 [
-                    (m, v, tuple(p) if isinstance(p, list) else p, ts, tag_from_wire(tag))
+                    (m, v, tuple(p) if isinstance(p, list) else p, ts, tag)
                     for m, v, p, ts, tag in entries
                 ],
             )

@@ -197,7 +197,7 @@ class DetectorSettings:
     deterministic sample of requests (by a hash of ``request_id``, so a prediction and its
     outcome are sampled together) is counted, halving per doubling: the shares and
     diversities are as precise on four thousand events as on a million, and the per-event
-    cost falls with volume."""
+    cost falls with volume. A worker's shards share it (each counts its part)."""
 
     feedback_windows: int = 8
     """Buckets a feedback-loop trend is measured over (the Mann-Kendall series length). With

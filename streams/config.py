@@ -198,13 +198,15 @@ def shard_settings(
 ) -> tuple[DetectorSettings, Mapping[str, ReferenceProfile], dict[str, DetectorSettings]]:
     """Engine arguments for one of ``partitions`` shards: each shard watches a share of a
     model's traffic, so its false-alarm budget is the model's times the shard count and
-    the model as a whole keeps its budget."""
+    the model as a whole keeps its budget, and the events a feedback bucket counts are the
+    model's target shared among the shards."""
 
     def split(settings: DetectorSettings) -> DetectorSettings:
         return DetectorSettings.from_dict(
             {
                 **settings.to_dict(),
                 "false_alarm_budget_events": settings.false_alarm_budget_events * partitions,
+                "feedback_sample_target": max(settings.feedback_sample_target // partitions, 1),
             }
         )
 
