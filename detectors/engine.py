@@ -422,10 +422,11 @@ class Engine:
         self.decision_counts = dict(state["decision_counts"])
         self.join.restore(state["join"])
         self.versions = {}
-        for model_id, versions_state in state["versions"].items():
+        # Checkpoints written before version comparisons and feedback loops have neither.
+        for model_id, versions_state in state.get("versions", {}).items():
             self.model_versions(model_id).restore(versions_state)
         self.loops = {}
-        for model_id, feedback_state in state["feedback"].items():
+        for model_id, feedback_state in state.get("feedback", {}).items():
             self.feedback(model_id).restore(feedback_state)
         self.monitors = {}
         for ms in state["monitors"]:

@@ -184,8 +184,9 @@ class OutcomeJoin:
             (
                 rid,
                 [
-                    (m, v, tuple(p) if isinstance(p, list) else p, ts, tag)
-                    for m, v, p, ts, tag in entries
+                    # Entries of checkpoints older than feedback tags have four fields.
+                    (m, v, tuple(p) if isinstance(p, list) else p, ts, tag[0] if tag else None)
+                    for m, v, p, ts, *tag in entries
                 ],
             )
             for rid, entries in state["predictions"]

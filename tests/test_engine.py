@@ -141,3 +141,22 @@ def test_new_version_starts_its_own_reference(make_stream) -> None:
     # v2 serves scores 1.5 times too high: its own scores overstate how often it is right
     # (the label-free estimate disagrees with the outcomes), and that alone is reported.
     assert [(d.kind, d.model_version) for d in decisions] == [("performance_estimate_gap", "v2")]
+
+
+def test_checkpoints_from_before_versions_and_feedback_still_restore(make_stream) -> None:
+    """A state without the version registry, the feedback monitors and join tags (as the
+    previous release wrote it) restores, and processing continues."""
+    events = list(
+        make_stream(scenario="stationary", n_predictions=20_000, change_at=20_000, seed=8)
+    )
+    engine = Engine(SMALL)
+    run_engine(events[:10_000], engine=engine)
+    state = engine.state()
+    del state["versions"], state["feedback"]
+    state["join"]["predictions"] = [
+        (rid, [entry[:4] for entry in entries]) for rid, entries in state["join"]["predictions"]
+    ]
+    restored = Engine(SMALL)
+    restored.restore(state)
+    assert run_engine(events[10_000:], engine=restored) == []
+    assert restored.join.counts["joined"] > engine.join.counts["joined"]
