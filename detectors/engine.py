@@ -252,11 +252,27 @@ class Engine:
         decisions += self._compare_versions(preds, labels)
         if loops:
             decisions += self._feedback_loops(loops)
+        if self.loops:
+            decisions = [self._caution(d) for d in decisions]
         decisions.sort(key=lambda d: (d.seq, d.kind, d.type))
         for d in decisions:
             name = f"{d.type}:{d.kind}"
             self.decision_counts[name] = self.decision_counts.get(name, 0) + 1
         return decisions
+
+    def _caution(self, decision: Decision) -> Decision:
+        """A retrain decision for a model already flagged for a feedback loop says that
+        retraining on the labels it gathered feeds the loop."""
+        monitor = self.loops.get(decision.model_id)
+        if decision.type != "retrain" or monitor is None or not monitor.decided:
+            return decision
+        return replace(
+            decision,
+            recommendation="Caution: a feedback loop was flagged on this model; retrain only "
+            "on data it did not steer (exploration traffic, independent outcomes), or "
+            "retraining feeds the loop. " + decision.recommendation,
+            evidence={**decision.evidence, "feedback_loop_flagged": True},
+        )
 
     def _feedback_words(self, event: Prediction) -> frozenset[str] | None:
         """The model's "not acted" action strings, or None when its feedback-loop

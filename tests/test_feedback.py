@@ -28,8 +28,9 @@ CONTROLS = [
 ]
 
 
-def loops_found(events) -> list:
-    return [d for d in run_engine(events, engine=Engine()) if d.kind == "feedback_loop"]
+def loops_found(events, engine: Engine | None = None) -> list:
+    found = run_engine(events, engine=engine or Engine())
+    return [d for d in found if d.kind == "feedback_loop"]
 
 
 @pytest.mark.parametrize("name", LOOPS)
@@ -181,3 +182,35 @@ def test_a_request_is_sampled_with_its_outcome() -> None:
     picked = [first.sampled(i) for i in ids]
     assert picked == [second.sampled(i) for i in ids]
     assert 0.23 < sum(picked) / len(ids) < 0.27
+
+
+def test_retraining_a_model_in_a_loop_comes_with_a_caution() -> None:
+    """Once a loop is flagged on a model, its retrain decisions warn that retraining on
+    the labels it steered feeds the loop; other models' are untouched."""
+    from detectors.decision import Decision  # noqa: PLC0415
+
+    engine = Engine()
+    assert loops_found(simulate("policing_loop", 0), engine)
+
+    def retrain(model_id: str) -> Decision:
+        return Decision(
+            "0" * 32,
+            "retrain",
+            "concept_drift",
+            model_id,
+            "v1",
+            "critical",
+            (),
+            {},
+            {},
+            {},
+            0,
+            0,
+            "Retrain on recent labelled data.",
+        )
+
+    flagged = engine._caution(retrain("patrol-allocation"))
+    assert flagged.recommendation.startswith("Caution: a feedback loop was flagged")
+    assert flagged.evidence["feedback_loop_flagged"] is True
+    other = retrain("credit-risk")
+    assert engine._caution(other) is other
