@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -216,11 +217,19 @@ def _kafka_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}-topic", help=f"name of the {name} topic")
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("driftline")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftline",
         description="Watch ML models in production: drift, regressions, feedback loops.",
     )
+    parser.add_argument("--version", action="version", version=f"driftline {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     rp = sub.add_parser("replay", help="run the detectors over a recorded JSONL stream")
