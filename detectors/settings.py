@@ -119,6 +119,14 @@ class DetectorSettings:
     """How long a prediction waits for its outcome (event time). Seven days covers common
     label pipelines (fraud chargebacks take longer: raise it)."""
 
+    max_future_skew_ms: int = 15 * 60 * 1000
+    """How far an event's ``ts`` may be ahead of its partition's recent event time (plus
+    the produce time elapsed since) before it is dead-lettered as ``future_timestamp``
+    instead of moving every watermark (join TTLs, feedback buckets, version half-lives).
+    Fifteen minutes covers unsynchronised producer clocks, and is well below
+    ``feedback_lateness_ms``, so an admitted event cannot close a bucket early by more than
+    a quarter of its lateness. 0 switches the check off."""
+
     join_max_pending: int = 500_000
     """Cap on predictions waiting for outcomes (memory bound, about 150 bytes each); the
     oldest are expired first and counted."""
@@ -286,6 +294,11 @@ class DetectorSettings:
             raise ConfigError("histogram_bins must be >= 2 and quantile_knots >= 3")
         if self.feedback_windows < 4:
             raise ConfigError("feedback_windows must be at least 4 for a trend test")
+        if self.max_future_skew_ms < 0:
+            raise ConfigError(
+                f"setting max_future_skew_ms must be 0 (off) or positive, "
+                f"got {self.max_future_skew_ms}"
+            )
         if not 0 < self.rollback_alpha < 1:
             raise ConfigError(f"rollback_alpha must be in (0, 1), got {self.rollback_alpha}")
         if self.warmup_events < 100:

@@ -24,6 +24,9 @@ BAD_TIMESTAMP: Final = "bad_timestamp"
 TOO_LARGE: Final = "too_large"
 UNKNOWN_TYPE: Final = "unknown_type"
 WRONG_TOPIC: Final = "wrong_topic"
+FUTURE_TIMESTAMP: Final = "future_timestamp"
+"""Valid, but dated further ahead of its partition's recent traffic than
+``max_future_skew_ms`` allows (see `detectors.clock.EventClock`)."""
 
 REASONS: Final = (
     INVALID_JSON,
@@ -34,6 +37,7 @@ REASONS: Final = (
     TOO_LARGE,
     UNKNOWN_TYPE,
     WRONG_TOPIC,
+    FUTURE_TIMESTAMP,
 )
 """Every machine-readable reason a message can be rejected with."""
 

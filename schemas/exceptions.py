@@ -27,3 +27,11 @@ class DecodeError(DriftlineError):
 
 class ConfigError(DriftlineError):
     """A setting, reference profile or command-line option is invalid."""
+
+
+class PublishError(DriftlineError):
+    """An output (decision, dead letter or checkpoint) could not be delivered.
+
+    The worker stops on it without checkpointing or committing past the input that
+    produced the output, so a restart processes that input again and delivers.
+    """

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -40,17 +42,28 @@ def _credentials(kafka: KafkaSettings) -> Any:
     return None
 
 
+def data_dir(settings: WorkerSettings) -> Path:
+    """The faust host's data directory (see `WorkerSettings.data_dir`)."""
+    if settings.data_dir:
+        return Path(settings.data_dir)
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "driftline" / settings.group_id
+
+
 def build_app(
     config: Config, kafka: KafkaSettings, settings: WorkerSettings
 ) -> tuple[faust.App, Worker]:
     """The faust App hosting one `Worker`, and that worker."""
     worker = Worker(config, kafka, settings)
+    datadir = data_dir(settings)
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.group_id}-control",
         broker=[f"kafka://{host}" for host in kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(kafka),
         # No web server, no tables: the app only hosts services and one small agent.
         web_enabled=False,
+        datadir=str(datadir),
         store="memory://",
         autodiscover=False,
         topic_partitions=1,

@@ -40,6 +40,10 @@ class KafkaSettings:
     ssl_certfile: str | None = None
     """Client certificate for mutual TLS."""
     ssl_keyfile: str | None = None
+    max_request_size: int = 1_048_576
+    """Largest record the producer sends (aiokafka's and Kafka's default, 1 MiB). Dead
+    letters are cut to fit below it; raise it together with the broker's
+    ``message.max.bytes``."""
     enable_idempotence: bool = True
     """Idempotent producer (no duplicates from producer retries). Real Kafka supports it;
     the embedded test broker does not, so tests and the demo switch it off."""
@@ -58,6 +62,12 @@ class KafkaSettings:
                 )
             if not self.sasl_username or self.sasl_password is None:
                 raise ConfigError(f"{self.security_protocol} needs sasl_username and sasl_password")
+
+        if self.max_request_size < MIN_REQUEST_SIZE:
+            raise ConfigError(
+                f"max_request_size must be at least {MIN_REQUEST_SIZE} bytes (a checkpoint chunk "
+                f"must fit), got {self.max_request_size}"
+            )
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> KafkaSettings:
@@ -87,8 +97,13 @@ class KafkaSettings:
             "acks": "all",
             "enable_idempotence": self.enable_idempotence,
             "linger_ms": PRODUCER_LINGER_MS,
+            "max_request_size": self.max_request_size,
         }
 
+
+MIN_REQUEST_SIZE = 600_000
+"""Smallest usable ``max_request_size``: a checkpoint chunk (512 KiB, see
+`streams.state_store.CHUNK_BYTES`) with its key and headers must fit."""
 
 PRODUCER_LINGER_MS = 5
 """Outputs are low-volume; a few milliseconds of batching costs little latency."""

@@ -94,6 +94,23 @@ class Metrics:
             registry=r,
         )
 
+        self.publish_retries = Counter(
+            "driftline_publish_retries",
+            "Outputs (decisions, dead letters) re-sent after a refusal that could pass.",
+            registry=r,
+        )
+        self.broker_errors = Counter(
+            "driftline_broker_connection_errors",
+            "Client errors while the broker connection was lost (fetch, metadata, heartbeat "
+            "and connect attempts that failed); logged once per outage, counted here.",
+            registry=r,
+        )
+        self.broker_outages = Counter(
+            "driftline_broker_outages",
+            "Times the connection to the broker was lost.",
+            registry=r,
+        )
+
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
         """Expose ``/metrics`` on ``port``; returns the server (``shutdown()`` stops it)."""
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import orjson
 
+from detectors.clock import PartitionClock
 from detectors.decision import Decision
 from detectors.engine import Engine
 from schemas.deadletter import DeadLetter
-from schemas.decode import decode
+from schemas.decode import FUTURE_TIMESTAMP, decode
 from schemas.exceptions import DecodeError
 from schemas.records import Event
 from streams.kafka import partition_for
@@ -80,6 +82,50 @@ class Sharded:
         return out
 
 
+class PartitionClocks:
+    """A `PartitionClock` per input partition, routed as the worker's records are.
+
+    A file has no broker timestamps: every line counts as produced when the replay
+    started (a recorded stream lies in the past), so before a model has a full clock
+    window nothing after that instant plus the allowance is admitted, and after it events
+    are judged against the model's recent event time alone.
+    """
+
+    def __init__(self, partitions: int, max_future_skew_ms: int, started_ms: int) -> None:
+        self.clocks = [PartitionClock(max_future_skew_ms) for _ in range(partitions)]
+        self.started_ms = started_ms
+
+    def admit(self, events: list[Event]) -> np.ndarray:
+        """Which events are admitted (a boolean per event, in order)."""
+        ts = np.fromiter((e.ts for e in events), np.int64, len(events))
+        produced = np.full(len(ts), self.started_ms, np.int64)
+        models = [e.model_id for e in events]
+        if len(self.clocks) == 1:
+            return self.clocks[0].admit(models, ts, produced)
+        n = len(self.clocks)
+        parts = np.fromiter(
+            (partition_for(e.request_id.encode(), n) for e in events), np.int64, len(events)
+        )
+        admitted = np.ones(len(events), dtype=bool)
+        for p, clock in enumerate(self.clocks):
+            where = np.flatnonzero(parts == p)
+            if len(where):
+                admitted[where] = clock.admit(
+                    [models[i] for i in where.tolist()], ts[where], produced[where]
+                )
+        return admitted
+
+    def message(self, event: Event) -> str:
+        n = len(self.clocks)
+        p = 0 if n == 1 else partition_for(event.request_id.encode(), n)
+        clock = self.clocks[p]
+        return (
+            f"ts {event.ts} is more than max_future_skew_ms={clock.max_future_skew_ms} ahead "
+            f"of model {event.model_id!r}'s recent event time {clock.now(event.model_id)} on "
+            f"partition {p}; fix the producer's clock or timestamp units and re-publish"
+        )
+
+
 def replay(
     lines: Iterable[bytes],
     engine: Engine | Sharded,
@@ -95,26 +141,57 @@ def replay(
     result = ReplayResult()
     batch: list[Event] = []
     append = batch.append
+    lines_of: list[tuple[int, bytes]] = []
+    """Line number and bytes of each event in ``batch`` (for its dead letter, if any)."""
+    keep = lines_of.append
+    engines = engine.engines if isinstance(engine, Sharded) else [engine]
+    clocks = PartitionClocks(
+        len(engines), engines[0].settings.max_future_skew_ms, int(time.time() * 1000)
+    )
     started = time.perf_counter()
     offset = -1
     for offset, raw in enumerate(lines):
         try:
             append(decode(raw))
+            keep((offset, raw))
         except DecodeError as exc:
-            letter = DeadLetter(exc.reason, exc.message, source, 0, offset, raw)
-            result.dead_letters.append(letter)
-            result.dead_letter_reasons[exc.reason] += 1
+            _dead_letter(result, DeadLetter(exc.reason, exc.message, source, 0, offset, raw))
         if len(batch) >= REPLAY_BATCH_EVENTS:
-            _run(engine, batch, result, on_decisions)
+            _run(engine, _admitted(clocks, batch, lines_of, source, result), result, on_decisions)
             batch = []
             append = batch.append
+            lines_of = []
+            keep = lines_of.append
             if callable(progress):
                 progress(offset + 1)
     if batch:
-        _run(engine, batch, result, on_decisions)
+        _run(engine, _admitted(clocks, batch, lines_of, source, result), result, on_decisions)
     result.lines = offset + 1
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _dead_letter(result: ReplayResult, letter: DeadLetter) -> None:
+    result.dead_letters.append(letter)
+    result.dead_letter_reasons[letter.reason] += 1
+
+
+def _admitted(
+    clocks: PartitionClocks,
+    batch: list[Event],
+    lines_of: list[tuple[int, bytes]],
+    source: str,
+    result: ReplayResult,
+) -> list[Event]:
+    """The batch without the events dated too far ahead (those become dead letters)."""
+    admitted = clocks.admit(batch)
+    if admitted.all():
+        return batch
+    for i in np.flatnonzero(~admitted).tolist():
+        offset, raw = lines_of[i]
+        message = clocks.message(batch[i])
+        _dead_letter(result, DeadLetter(FUTURE_TIMESTAMP, message, source, 0, offset, raw))
+    return [e for e, ok in zip(batch, admitted.tolist(), strict=True) if ok]
 
 
 def _run(engine: Engine | Sharded, batch: list[Event], result: ReplayResult, hook: object) -> None:

@@ -16,6 +16,15 @@ Which part sits where, and why (figures in ../shared/TANSU.md and benchmarks/):
   re-reads at most one checkpoint interval of input; the decisions it re-emits carry the
   same ``decision_id`` (ids are per episode), and published ids are remembered in the
   state so a restarted shard does not publish them again.
+* Offsets follow processing, never decoding: a shard's offsets move past a record only
+  once its effects (state updates, decisions, dead letters) are made and queued, and a
+  checkpoint is written only after the broker acknowledged those outputs. A worker that
+  fails (a publish refused, a bug, a cancellation mid-batch) writes no checkpoint at all:
+  its in-memory state may hold half a batch, so the next worker resumes from the last
+  checkpoint (at-least-once; duplicates dropped by event id, decision ids unchanged).
+* Event time is bounded at the edge (`detectors.clock.EventClock`, per partition): an
+  event dated far ahead of its partition's recent traffic is dead-lettered as
+  ``future_timestamp`` instead of moving every watermark.
 """
 
 from __future__ import annotations
@@ -31,23 +40,27 @@ from collections import Counter as CounterDict
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
+from detectors.clock import PartitionClock
 from detectors.decision import Decision
 from detectors.engine import Engine, RecentIds
 from detectors.join import JOIN_COUNTERS
 from detectors.reference import ReferenceProfile
 from detectors.settings import reject_unknown
 from schemas.deadletter import DeadLetter
-from schemas.decode import decode
+from schemas.decode import FUTURE_TIMESTAMP, decode
 from schemas.exceptions import ConfigError, DecodeError
 from schemas.records import Event
 from streams.config import Config, shard_settings
+from streams.faults import ConnectionLog
 from streams.kafka import KafkaSettings
 from streams.metrics import DRIFT_SCORE_MODELS, Metrics
+from streams.publishing import Publisher
 from streams.state_store import Checkpoint, read_checkpoints, write_checkpoint
 
 log = logging.getLogger("driftline.worker")
@@ -58,6 +71,10 @@ without paying a histogram lock per record."""
 
 METRICS_INTERVAL_S = 1.0
 """How often lag, join-buffer and drift-score gauges are refreshed."""
+
+RECORD_OVERHEAD_BYTES = 512
+"""Room left below ``max_request_size`` for a dead letter's record framing (batch and
+record headers, the key): aiokafka counts them against the limit too."""
 
 
 def _produce_time(record: ConsumerRecord) -> int:
@@ -92,6 +109,15 @@ class WorkerSettings:
     align_max_wait_s: float = 2.0
     """Longest wait for a topic that has not answered a fetch yet before processing the
     other one alone."""
+    data_dir: str | None = None
+    """Where the faust host keeps its small control data; default
+    ``$XDG_STATE_HOME/driftline`` (``~/.local/state/driftline``), never the current
+    directory."""
+    publish_timeout_s: float = 120.0
+    """How long an output refused for a reason that can pass (broker away, leader
+    election, delivery timeout) is retried before the worker stops. Two minutes rides
+    out a broker restart; a longer outage stops the worker cleanly (nothing committed
+    past the undelivered output) for its supervisor to restart."""
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> WorkerSettings:
@@ -99,6 +125,10 @@ class WorkerSettings:
         settings = cls(**values)
         if settings.checkpoint_interval_s <= 0 or settings.max_batch_records <= 0:
             raise ConfigError("checkpoint_interval_s and max_batch_records must be positive")
+        if settings.publish_timeout_s <= 0:
+            raise ConfigError(
+                f"publish_timeout_s must be positive, got {settings.publish_timeout_s}"
+            )
         return settings
 
 
@@ -108,6 +138,7 @@ class Shard:
     def __init__(self, partition: int, engine: Engine, published_memory: int) -> None:
         self.partition = partition
         self.engine = engine
+        self.clock = PartitionClock(engine.settings.max_future_skew_ms)
         self.offsets: dict[str, int] = {}
         self.consumed = 0
         self.dead_letters: CounterDict[str] = CounterDict()
@@ -124,6 +155,7 @@ class Shard:
             "consumed": self.consumed,
             "dead_letters": dict(self.dead_letters),
             "published": self.published.state(),
+            "clock": self.clock.state(),
         }
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -131,6 +163,8 @@ class Shard:
         self.consumed = checkpoint.state["consumed"]
         self.dead_letters = CounterDict(checkpoint.state["dead_letters"])
         self.published.restore(checkpoint.state["published"])
+        if "clock" in checkpoint.state:  # checkpoints from before bounded event time have none
+            self.clock.restore(checkpoint.state["clock"])
         self.offsets = dict(checkpoint.offsets)
         self.generation = checkpoint.generation
 
@@ -170,8 +204,13 @@ class Worker:
         self.last_metrics = 0.0
         self._join_seen: dict[int, dict[str, int]] = {}
         self._duplicates_seen = 0
-        self.inflight: list[asyncio.Future[Any]] = []
+        self.publisher: Publisher | None = None
+        self.failure: BaseException | None = None
+        """Why the worker stopped processing, if it failed: no checkpoint is written after."""
         self.metrics_server: Any = None
+        self.connection_log = ConnectionLog(
+            self.metrics.broker_errors.inc, self.metrics.broker_outages.inc
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -179,19 +218,28 @@ class Worker:
         """Run until `stop` is called (or SIGTERM/SIGINT when installed)."""
         await self._start()
         try:
-            while not self.stopping.is_set():
+            while not self.stopping.is_set() and self.failure is None:
                 assert self.consumer is not None
                 batch = await self.consumer.getmany(
                     timeout_ms=self.settings.fetch_timeout_ms,
                     max_records=self.settings.max_batch_records,
                 )
                 await self._process(batch)
+                self.connection_log.tick(bool(batch))
                 now = time.monotonic()
                 if now - self.last_checkpoint >= self.settings.checkpoint_interval_s:
                     await self.checkpoint(set(self.shards))
                 if now - self.last_metrics >= METRICS_INTERVAL_S:
                     self.last_metrics = now
                     self._refresh_gauges()
+            if self.failure is not None:  # failed in a rebalance callback
+                raise self.failure
+        except BaseException as exc:
+            # Whatever stopped processing mid-batch left state that the offsets do not
+            # describe: the shutdown must not checkpoint it.
+            if self.failure is None:
+                self.failure = exc
+            raise
         finally:
             await asyncio.wait_for(self._shutdown(), self.settings.shutdown_timeout_s)
 
@@ -205,8 +253,12 @@ class Worker:
             loop.add_signal_handler(sig, self.stop)
 
     async def _start(self) -> None:
+        self.connection_log.install()
         self.producer = AIOKafkaProducer(**self.kafka.producer_options())
         await self.producer.start()
+        self.publisher = Publisher(
+            self.producer, self.settings.publish_timeout_s, self.metrics.publish_retries.inc
+        )
         self.consumer = AIOKafkaConsumer(
             **self.kafka.client_options(),
             group_id=self.settings.group_id,
@@ -249,8 +301,14 @@ class Worker:
         return counts[self.topics.predictions]
 
     async def _shutdown(self) -> None:
-        if self.consumer is not None and self.shards:
+        if self.consumer is not None and self.shards and self.failure is None:
             await self.checkpoint(set(self.shards))
+        elif self.failure is not None:
+            log.error(
+                "worker stopped without a final checkpoint (%s); the next start resumes "
+                "from the last checkpoint",
+                _one_line(self.failure),
+            )
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:
@@ -258,6 +316,7 @@ class Worker:
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()
+        self.connection_log.remove()
 
     # -- shards ------------------------------------------------------------------------
 
@@ -322,7 +381,6 @@ class Worker:
     # -- processing --------------------------------------------------------------------
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        assert self.producer is not None
         for tp, records in batch.items():
             shard = self.shards.get(tp.partition)
             if shard is not None:
@@ -335,12 +393,8 @@ class Worker:
             if not any(shard.pending.values()):
                 continue
             merged = self._aligned(p, shard)
-            if not merged:
-                continue
-            events = await self._decode(shard, merged)
-            decisions = shard.engine.process(events)
-            await self._publish(shard, decisions, now_ms)
-            shard.dirty = True
+            if merged:
+                await self._handle(shard, merged, now_ms)
         if batch:
             self._observe_latency(batch)
 
@@ -384,46 +438,77 @@ class Worker:
             shard.pending[topic] = buffered[cut:]
         return list(heapq.merge(*taken, key=_produce_time))
 
-    async def _decode(self, shard: Shard, records: list[ConsumerRecord]) -> list[Event]:
-        assert self.producer is not None
-        predictions = self.topics.predictions
-        events: list[Event] = []
+    async def _handle(self, shard: Shard, records: list[ConsumerRecord], now_ms: int) -> None:
+        """Decode, admit, detect and publish; only then do the shard's offsets cover
+        ``records``. An exception anywhere leaves the offsets where they were (and the
+        worker failed: see `run`)."""
+        assert self.publisher is not None
+        events, sources, letters = self._decode(records)
+        if events:
+            admitted = shard.clock.admit(
+                [e.model_id for e in events],
+                np.fromiter((e.ts for e in events), np.int64, len(events)),
+                np.fromiter((r.timestamp for r in sources), np.int64, len(sources)),
+            )
+            if not admitted.all():
+                for i in np.flatnonzero(~admitted).tolist():
+                    letters.append(self._future_letter(shard, events[i], sources[i]))
+                events = [e for e, ok in zip(events, admitted.tolist(), strict=True) if ok]
+        decisions = shard.engine.process(events)
+        max_bytes = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES
+        for letter in letters:
+            value = letter.to_json(now_ms, max_bytes - len(letter.key or b""))
+            await self.publisher.send(self.topics.deadletter, value, letter.key)
+        await self._publish(shard, decisions, now_ms)
+        # Every effect of these records is made and queued: the offsets may move past them.
         processed: CounterDict[str] = CounterDict()
         for record in records:
-            topic = record.topic
-            shard.offsets[topic] = record.offset + 1
-            shard.consumed += 1
-            expect = "prediction" if topic == predictions else "outcome"
+            processed[record.topic] += 1
+            offset = record.offset + 1
+            if offset > shard.offsets.get(record.topic, 0):
+                shard.offsets[record.topic] = offset
+        for letter in letters:
+            shard.dead_letters[letter.reason] += 1
+            processed[letter.topic] -= 1
+            self.metrics.dead_lettered.labels(letter.topic, letter.reason).inc()
+        shard.consumed += len(records)
+        for topic, n in processed.items():
+            self.metrics.processed.labels(topic).inc(n)
+        shard.dirty = True
+
+    def _decode(
+        self, records: list[ConsumerRecord]
+    ) -> tuple[list[Event], list[ConsumerRecord], list[DeadLetter]]:
+        """Events with the record each came from, and dead letters for the rest."""
+        predictions = self.topics.predictions
+        events: list[Event] = []
+        sources: list[ConsumerRecord] = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            expect = "prediction" if record.topic == predictions else "outcome"
             try:
                 if record.value is None:
                     raise DecodeError("invalid_json", "message has no value (tombstone)")
                 events.append(decode(record.value, expect))
-                processed[topic] += 1
+                sources.append(record)
             except DecodeError as exc:
-                shard.dead_letters[exc.reason] += 1
-                self.metrics.dead_lettered.labels(topic, exc.reason).inc()
-                letter = DeadLetter(
-                    exc.reason,
-                    exc.message,
-                    topic,
-                    record.partition,
-                    record.offset,
-                    record.value or b"",
-                )
-                await self._send(
-                    self.topics.deadletter, letter.to_json(int(time.time() * 1000)), record.key
-                )
-        for topic, n in processed.items():
-            self.metrics.processed.labels(topic).inc(n)
-        return events
+                letters.append(_letter(exc.reason, exc.message, record))
+        return events, sources, letters
 
-    async def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
-        assert self.producer is not None
-        # send() appends to the producer's batch and returns the delivery future; delivery
-        # is awaited at the next checkpoint, before state and offsets are written.
-        self.inflight.append(await self.producer.send(topic, value, key=key))
+    def _future_letter(self, shard: Shard, event: Event, record: ConsumerRecord) -> DeadLetter:
+        skew = shard.clock.max_future_skew_ms
+        recent = shard.clock.now(event.model_id)
+        where = f"recent event time {recent}" if recent is not None else "produce time"
+        message = (
+            f"ts {event.ts} is more than max_future_skew_ms={skew} ahead of model "
+            f"{event.model_id!r}'s {where} on partition {record.partition} (record "
+            f"timestamp {record.timestamp}); fix the producer's clock or timestamp units "
+            "and re-publish"
+        )
+        return _letter(FUTURE_TIMESTAMP, message, record)
 
     async def _publish(self, shard: Shard, decisions: list[Decision], now_ms: int) -> None:
+        assert self.publisher is not None
         for d in decisions:
             if any(
                 d.decision_id in s.published.current or d.decision_id in s.published.previous
@@ -432,7 +517,7 @@ class Worker:
                 continue
             shard.published.add(d.decision_id)
             self.metrics.decisions.labels(d.type, d.kind).inc()
-            await self._send(
+            await self.publisher.send(
                 self.topics.for_decision(d.type),
                 orjson.dumps(d.to_dict(now_ms)),
                 d.model_id.encode(),
@@ -480,33 +565,59 @@ class Worker:
     # -- checkpoints -------------------------------------------------------------------
 
     async def checkpoint(self, partitions: set[int]) -> None:
-        """Flush outputs, write the shards' state, commit their offsets (in that order)."""
+        """Confirm outputs, write the shards' state, commit their offsets (in that order).
+
+        Does nothing once the worker has failed; a failure here fails the worker (it is
+        also called from rebalance callbacks, whose exceptions aiokafka only logs)."""
+        if self.failure is not None:
+            return
         assert self.producer is not None and self.consumer is not None
+        assert self.publisher is not None
         started = time.monotonic()
-        await self.producer.flush()
-        inflight, self.inflight = self.inflight, []
-        for future in inflight:
-            await future  # a failed delivery raises here, before any state is written
-        commits = {}
-        for p in sorted(partitions):
-            shard = self.shards.get(p)
-            if shard is None or not shard.dirty:
-                continue
-            shard.generation += 1
-            size = await write_checkpoint(
-                self.producer,
-                self.topics.state,
-                self.settings.group_id,
-                Checkpoint(p, dict(shard.offsets), shard.state(), shard.generation),
-            )
-            self.metrics.checkpoint_bytes.labels(str(p)).set(size)
-            shard.dirty = False
-            for topic, offset in shard.offsets.items():
-                commits[TopicPartition(topic, p)] = offset
-        if commits:
-            await self.consumer.commit(commits)
+        try:
+            await self.publisher.confirm()  # a failed delivery raises before any state
+            commits = {}
+            for p in sorted(partitions):
+                shard = self.shards.get(p)
+                if shard is None or not shard.dirty:
+                    continue
+                shard.generation += 1
+                size = await write_checkpoint(
+                    self.producer,
+                    self.topics.state,
+                    self.settings.group_id,
+                    Checkpoint(p, dict(shard.offsets), shard.state(), shard.generation),
+                )
+                self.metrics.checkpoint_bytes.labels(str(p)).set(size)
+                shard.dirty = False
+                for topic, offset in shard.offsets.items():
+                    commits[TopicPartition(topic, p)] = offset
+            if commits:
+                await self.consumer.commit(commits)
+        except BaseException as exc:
+            self.failure = exc
+            self.stopping.set()
+            raise
         self.last_checkpoint = time.monotonic()
         self.metrics.checkpoint_seconds.observe(self.last_checkpoint - started)
+
+
+def _letter(reason: str, message: str, record: ConsumerRecord) -> DeadLetter:
+    return DeadLetter(
+        reason,
+        message,
+        record.topic,
+        record.partition,
+        record.offset,
+        record.value or b"",
+        record.key,
+        tuple(record.headers or ()),
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def run_worker(config: Config, kafka: KafkaSettings, settings: WorkerSettings) -> None:

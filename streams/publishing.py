@@ -1,0 +1,121 @@
+"""Delivery of the worker's outputs (decisions, dead letters), with retries and a clear stop.
+
+Outputs are queued on the producer as they are made and confirmed together before each
+checkpoint (flush, state, commit): the input offsets a checkpoint covers are never
+written before every output of that input has been acknowledged by the broker. A refusal
+that can pass (a broker away, a leader moving, a delivery timeout) is retried with
+backoff for up to ``publish_timeout_s``; one that cannot (a message too large, a topic
+that is not there, authorisation refused) raises `PublishError` with one line that says
+what to do, and the worker stops without checkpointing past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from schemas.exceptions import PublishError
+
+RETRY_BACKOFF_S = 0.1
+"""First wait before a retry; doubled after each failed attempt."""
+
+MAX_RETRY_BACKOFF_S = 5.0
+"""Longest wait between retries: a broker that is back is used within five seconds."""
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether a producer error can pass by itself. aiokafka does not mark its delivery
+    timeout retriable, but a timed-out delivery is exactly what a broker outage gives."""
+    return isinstance(exc, KafkaTimeoutError) or (
+        isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+    )
+
+
+@dataclass(slots=True)
+class _Queued:
+    topic: str
+    value: bytes
+    key: bytes | None
+    future: asyncio.Future[Any]
+
+
+class Publisher:
+    """Sends outputs through one producer and confirms their delivery in order.
+
+    Parameters
+    ----------
+    producer
+        A started producer (``acks=all``; idempotent on real Kafka).
+    timeout_s
+        How long a retryable refusal is retried before the worker gives up on it.
+    on_retry
+        Called once per retry (a metrics counter).
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, timeout_s: float, on_retry: Any = None) -> None:
+        self.producer = producer
+        self.timeout_s = timeout_s
+        self.on_retry = on_retry
+        self.queued: list[_Queued] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes | None) -> None:
+        """Queue one output; its delivery is awaited by `confirm`."""
+        future = await self._send(topic, value, key)
+        self.queued.append(_Queued(topic, value, key, future))
+
+    async def confirm(self) -> None:
+        """Wait until every queued output is acknowledged, re-sending retryable failures.
+
+        Raises `PublishError` when an output cannot be delivered.
+        """
+        await self.producer.flush()
+        queued, self.queued = self.queued, []
+        for item in queued:
+            deadline = time.monotonic() + self.timeout_s
+            backoff = RETRY_BACKOFF_S
+            while True:
+                try:
+                    await item.future
+                    break
+                except KafkaError as exc:
+                    self._give_up_unless_retryable(exc, item.topic, item.value, deadline)
+                    await self._wait(backoff)
+                    backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
+                    item.future = await self._send(item.topic, item.value, item.key)
+
+    async def _send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future[Any]:
+        deadline = time.monotonic() + self.timeout_s
+        backoff = RETRY_BACKOFF_S
+        while True:
+            try:
+                return await self.producer.send(topic, value, key=key)
+            except KafkaError as exc:
+                self._give_up_unless_retryable(exc, topic, value, deadline)
+                await self._wait(backoff)
+                backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
+
+    async def _wait(self, seconds: float) -> None:
+        if self.on_retry is not None:
+            self.on_retry()
+        await asyncio.sleep(seconds)
+
+    def _give_up_unless_retryable(
+        self, exc: KafkaError, topic: str, value: bytes, deadline: float
+    ) -> None:
+        if not retryable(exc):
+            raise PublishError(
+                f"cannot publish {len(value):,} bytes to {topic!r}: {type(exc).__name__}: "
+                f"{exc}; fix the topic or its limits (max_request_size, message.max.bytes, "
+                "ACLs) and restart: nothing past the last checkpoint was committed"
+            ) from exc
+        if time.monotonic() > deadline:
+            raise PublishError(
+                f"cannot publish to {topic!r}: still failing after {self.timeout_s:g} s "
+                f"({type(exc).__name__}: {exc}); check the broker, then restart: nothing "
+                "past the last checkpoint was committed"
+            ) from exc
