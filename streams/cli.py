@@ -28,7 +28,7 @@ from streams.config import (
     profile_key,
     shard_settings,
 )
-from streams.kafka import KafkaSettings, create_topics, publish_profile
+from streams.kafka import KafkaSettings, create_topics, publish_profile, wait_for_broker
 from streams.loops import SIMULATIONS
 from streams.loops import simulate as simulate_loop
 from streams.reference_build import DEFAULT_MAX_ROWS, build_profile
@@ -158,6 +158,7 @@ def _worker(args: argparse.Namespace) -> int:
     config, kafka, settings = _worker_parts(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     tune_gc()
+    asyncio.run(wait_for_broker(kafka, settings.startup_timeout_s))
     return run_app(config, kafka, settings)
 
 

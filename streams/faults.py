@@ -85,11 +85,9 @@ class ConnectionLog(logging.Filter):
 
     def install(self) -> None:
         """Attach to every aiokafka logger (filters do not apply to child loggers)."""
-        names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "aiokafka"]
-        for name in ["aiokafka", *sorted(set(names) - {"aiokafka"})]:
-            logger = logging.getLogger(name)
+        self.loggers = aiokafka_loggers()
+        for logger in self.loggers:
             logger.addFilter(self)
-            self.loggers.append(logger)
 
     def remove(self) -> None:
         for logger in self.loggers:
@@ -97,7 +95,7 @@ class ConnectionLog(logging.Filter):
         self.loggers = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING or not _is_connection_fault(record):
+        if record.levelno < logging.WARNING or not is_connection_fault(record):
             return True
         now = time.monotonic()
         self.last_fault = now
@@ -130,7 +128,35 @@ class ConnectionLog(logging.Filter):
             self.faults = 0
 
 
-def _is_connection_fault(record: logging.LogRecord) -> bool:
+class Silenced(logging.Filter):
+    """Drops aiokafka's connection-fault records while a caller reports them itself (the
+    start-up wait for a broker)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loggers: list[logging.Logger] = []
+
+    def __enter__(self) -> Silenced:
+        self.loggers = aiokafka_loggers()
+        for logger in self.loggers:
+            logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for logger in self.loggers:
+            logger.removeFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING or not is_connection_fault(record)
+
+
+def aiokafka_loggers() -> list[logging.Logger]:
+    """aiokafka's logger and all of its children (filters do not apply to children)."""
+    names = {n for n in logging.root.manager.loggerDict if n.split(".")[0] == "aiokafka"}
+    return [logging.getLogger(n) for n in ["aiokafka", *sorted(names - {"aiokafka"})]]
+
+
+def is_connection_fault(record: logging.LogRecord) -> bool:
     args = record.args if isinstance(record.args, tuple) else (record.args,)
     if any(isinstance(a, CONNECTION_ERRORS) for a in args):
         return True

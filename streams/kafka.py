@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
 from detectors.reference import ReferenceProfile
 from detectors.settings import reject_unknown
-from schemas.exceptions import ConfigError
+from schemas.exceptions import ConfigError, DriftlineError
 from streams.config import Topics
+from streams.faults import Silenced
+
+log = logging.getLogger("driftline.kafka")
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -112,6 +118,59 @@ PRODUCER_LINGER_MS = 5
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for a key (murmur2)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+STARTUP_RETRY_S = 0.5
+"""First wait between attempts to reach a broker at start-up; doubled up to
+`MAX_STARTUP_RETRY_S`."""
+
+MAX_STARTUP_RETRY_S = 5.0
+"""Longest wait between start-up attempts: a broker that comes up is used within five
+seconds."""
+
+
+class BrokerUnavailable(DriftlineError):
+    """No broker answered at the bootstrap address within the start-up timeout."""
+
+
+async def wait_for_broker(kafka: KafkaSettings, timeout_s: float) -> float:
+    """Wait until a broker answers at ``kafka.bootstrap_servers``; returns the seconds
+    waited. Raises `BrokerUnavailable` after ``timeout_s`` (one line naming the address).
+    """
+    with Silenced():
+        return await _wait_for_broker(kafka, timeout_s)
+
+
+async def _wait_for_broker(kafka: KafkaSettings, timeout_s: float) -> float:
+    started = time.monotonic()
+    backoff = STARTUP_RETRY_S
+    warned = False
+    while True:
+        admin = AIOKafkaAdminClient(**kafka.client_options())
+        try:
+            await admin.start()
+        except KafkaConnectionError as exc:
+            waited = time.monotonic() - started
+            if waited + backoff > timeout_s:
+                raise BrokerUnavailable(
+                    f"no Kafka broker answered at {kafka.bootstrap_servers} within "
+                    f"{timeout_s:g} s ({exc}); check bootstrap_servers and that the broker "
+                    "is up, or raise startup_timeout_s"
+                ) from None
+            if not warned:
+                log.warning(
+                    "no Kafka broker at %s yet; retrying for up to %g s",
+                    kafka.bootstrap_servers,
+                    timeout_s,
+                )
+                warned = True
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_STARTUP_RETRY_S)
+            continue
+        else:
+            return time.monotonic() - started
+        finally:
+            await admin.close()
 
 
 async def create_topics(

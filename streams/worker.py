@@ -109,6 +109,10 @@ class WorkerSettings:
     align_max_wait_s: float = 2.0
     """Longest wait for a topic that has not answered a fetch yet before processing the
     other one alone."""
+    startup_timeout_s: float = 60.0
+    """How long the worker waits for a broker at start-up (retrying with backoff) before
+    it exits non-zero with one line naming the address: long enough for a broker started
+    by the same compose file or deployment, short enough that a wrong address is seen."""
     data_dir: str | None = None
     """Where the faust host keeps its small control data; default
     ``$XDG_STATE_HOME/driftline`` (``~/.local/state/driftline``), never the current
@@ -125,6 +129,10 @@ class WorkerSettings:
         settings = cls(**values)
         if settings.checkpoint_interval_s <= 0 or settings.max_batch_records <= 0:
             raise ConfigError("checkpoint_interval_s and max_batch_records must be positive")
+        if settings.startup_timeout_s < 0:
+            raise ConfigError(
+                f"startup_timeout_s must be 0 or positive, got {settings.startup_timeout_s}"
+            )
         if settings.publish_timeout_s <= 0:
             raise ConfigError(
                 f"publish_timeout_s must be positive, got {settings.publish_timeout_s}"

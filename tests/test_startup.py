@@ -1,0 +1,64 @@
+"""A broker that is not there yet at start-up: waited for, or one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.broker import EmbeddedBroker, free_port
+from streams.kafka import BrokerUnavailable, KafkaSettings, wait_for_broker
+
+
+def test_worker_without_a_broker_exits_with_one_line_naming_the_address(tmp_path) -> None:
+    """No broker within startup_timeout_s: exit 2, one error line with the address, no
+    traceback, and nothing left in the working directory."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "driftline"
+    env = {**os.environ, "DRIFTLINE_STARTUP_TIMEOUT_S": "1.5"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(exe), "worker", "--bootstrap-servers", f"127.0.0.1:{port}", "--no-idempotence"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert result.returncode == 2, result.stderr
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"driftline: error: no Kafka broker answered at 127.0.0.1:{port}")
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_broker_that_comes_up_within_the_timeout_is_used() -> None:
+    """The broker starts 2 s after the worker began waiting: the wait ends once it
+    answers, well before the timeout."""
+    port = free_port()
+    broker = EmbeddedBroker(port)
+    timer = threading.Timer(2.0, broker.start)
+    timer.start()
+    try:
+        waited = await wait_for_broker(KafkaSettings(f"127.0.0.1:{port}"), timeout_s=30)
+    finally:
+        timer.join()
+        broker.stop()
+    assert 1.5 < waited < 15
+
+
+async def test_the_wait_gives_up_after_the_timeout() -> None:
+    """Nobody listens: BrokerUnavailable after about the timeout, naming the address."""
+    port = free_port()
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match=f"127.0.0.1:{port} within 1 s"):
+        await wait_for_broker(KafkaSettings(f"127.0.0.1:{port}"), timeout_s=1)
+    assert time.monotonic() - started < 5
