@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -40,7 +40,9 @@ class KafkaSettings:
     sasl_mechanism: str | None = None
     """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with the SASL protocols."""
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    """Never shown: left out of ``repr`` (and so of every log line and error message that
+    prints the settings)."""
     ssl_cafile: str | None = None
     """CA bundle that signed the brokers' certificates."""
     ssl_certfile: str | None = None
