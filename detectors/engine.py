@@ -40,7 +40,14 @@ from schemas.records import Event, Outcome, Prediction
 
 _NAN = math.nan
 
-ENGINE_COUNTERS = ("events", "predictions", "outcomes", "duplicates", "evicted_versions")
+ENGINE_COUNTERS = (
+    "events",
+    "predictions",
+    "outcomes",
+    "duplicates",
+    "evicted_versions",
+    "evicted_models",
+)
 
 
 class RecentIds:
@@ -111,6 +118,8 @@ class Engine:
         self.loops: dict[str, FeedbackMonitor] = {}
         self._no_action: dict[str, frozenset[str] | None] = {}
         """Per model, the action strings that mean "not acted" (hot-path cache)."""
+        self.recent_models: OrderedDict[str, None] = OrderedDict()
+        """Models with state, least recently seen first (bounded by ``max_models``)."""
 
     def settings_for(self, model_id: str) -> DetectorSettings:
         return self.model_settings.get(model_id, self.settings)
@@ -146,6 +155,8 @@ class Engine:
         duplicates = n_predictions = 0
         loops: list[Record] = []
         """Events with feedback-loop fields, in arrival order (most models have none)."""
+        independent: dict[str, int] = {}
+        """Last position of an independent outcome per model (they may create state)."""
         no_action = self._no_action
         for seq, event in enumerate(events, start=self.seq):
             event_id = event.event_id
@@ -201,6 +212,7 @@ class Engine:
             else:
                 outcome: Outcome = event  # type: ignore[assignment]
                 if outcome.independent:
+                    independent[outcome.model_id] = seq
                     if not self.settings_for(
                         outcome.model_id
                     ).feedback_enabled or not self.feedback(outcome.model_id).sampled(
@@ -258,7 +270,40 @@ class Engine:
         for d in decisions:
             name = f"{d.type}:{d.kind}"
             self.decision_counts[name] = self.decision_counts.get(name, 0) + 1
+        self._remember_models(preds, labels, loops, independent)
         return decisions
+
+    def _remember_models(
+        self,
+        preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]],
+        labels: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str], list[int]]],
+        loops: list[Record],
+        independent: dict[str, int],
+    ) -> None:
+        """Mark the batch's models as seen (in order of their last event) and forget the
+        least recently seen beyond ``max_models``. What survives is the most recently seen
+        models, however the stream was cut into batches."""
+        last = dict(independent)
+        for (model_id, _), (_, seqs) in preds.items():
+            last[model_id] = max(last.get(model_id, -1), seqs[-1])
+        for (model_id, _), lab in labels.items():
+            last[model_id] = max(last.get(model_id, -1), lab[1][-1])
+        for record in loops:
+            last[record[0]] = max(last.get(record[0], -1), record[2])
+        recent = self.recent_models
+        for model_id, _ in sorted(last.items(), key=lambda item: item[1]):
+            recent[model_id] = None
+            recent.move_to_end(model_id)
+        while len(recent) > self.settings.max_models:
+            self._forget(recent.popitem(last=False)[0])
+
+    def _forget(self, model_id: str) -> None:
+        """Drop every piece of state of one model (it starts afresh if it comes back)."""
+        self.monitors.pop(model_id, None)
+        self.versions.pop(model_id, None)
+        self.loops.pop(model_id, None)
+        self._no_action.pop(model_id, None)
+        self.counts["evicted_models"] += 1
 
     def _caution(self, decision: Decision) -> Decision:
         """A retrain decision for a model already flagged for a feedback loop says that
@@ -349,6 +394,7 @@ class Engine:
         for model_id in {key[0] for key in preds}:
             registry = self.versions[model_id]
             registry.note_promotion()
+            registry.prune()
             if registry.live_canaries():
                 rows = self._prediction_rows(model_id, preds)
                 decisions += registry.compare_canaries(rows, labelled=False)
@@ -429,12 +475,14 @@ class Engine:
             ],
             "versions": {k: v.state() for k, v in self.versions.items()},
             "feedback": {k: v.state() for k, v in self.loops.items()},
+            "models": list(self.recent_models),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.seq = state["seq"]
         self.seen.restore(state["seen"])
-        self.counts = dict(state["counts"])
+        # Checkpoints from before a counter existed lack it.
+        self.counts = {**dict.fromkeys(ENGINE_COUNTERS, 0), **state["counts"]}
         self.decision_counts = dict(state["decision_counts"])
         self.join.restore(state["join"])
         self.versions = {}
@@ -448,6 +496,9 @@ class Engine:
         for ms in state["monitors"]:
             monitor = VersionMonitor.from_state(ms, self.settings_for(ms["model_id"]))
             self.monitors.setdefault(ms["model_id"], OrderedDict())[ms["model_version"]] = monitor
+        # Checkpoints from before the model bound have no recency list.
+        known = state.get("models") or [*self.monitors, *self.versions, *self.loops]
+        self.recent_models = OrderedDict.fromkeys(known)
 
 
 def _rows(found: list[Any], names: tuple[str, ...]) -> Rows:

@@ -95,12 +95,19 @@ def feedback_tag(
     )
 
 
+OVERFLOW_VALUE = "(other)"
+"""Segment key and value standing for every combination first seen after
+``feedback_max_tags`` (at most four pooled tags: acted or not, exploration or not)."""
+
+
 class TagRegistry:
     """Small integer ids for the tags of one model (there are few distinct ones: acted or
     not, exploration or not, times the segment combinations). Predictions carry the id
     to their outcome, and counting ints is much cheaper than hashing nested tuples."""
 
-    def __init__(self, tags: list[Tag] | None = None) -> None:
+    def __init__(self, tags: list[Tag] | None = None, max_tags: int | None = None) -> None:
+        self.max_tags = max_tags
+        """Distinct tags kept; later new ones are pooled (see `OVERFLOW_VALUE`)."""
         self.tags: list[Tag] = []
         self.ids: dict[Tag, int] = {}
         self.own: set[int] = set()
@@ -110,6 +117,18 @@ class TagRegistry:
             self.id(tag)
 
     def id(self, tag: Tag) -> int:
+        found = self.ids.get(tag)
+        if found is None and self.max_tags is not None and len(self.tags) >= self.max_tags:
+            pooled = (tag[0], tag[1], ((OVERFLOW_VALUE, OVERFLOW_VALUE),))
+            found = self.ids.get(pooled)
+            if found is None:
+                found = self._add(pooled)
+            return found
+        if found is None:
+            found = self._add(tag)
+        return found
+
+    def _add(self, tag: Tag) -> int:
         found = self.ids.get(tag)
         if found is None:
             found = self.ids[tag] = len(self.tags)
@@ -124,8 +143,11 @@ class TagRegistry:
         return [[acted, explore, [list(p) for p in pairs]] for acted, explore, pairs in self.tags]
 
     @classmethod
-    def from_state(cls, state: list[Any]) -> TagRegistry:
-        return cls([(bool(a), bool(e), tuple((k, v) for k, v in pairs)) for a, e, pairs in state])
+    def from_state(cls, state: list[Any], max_tags: int | None = None) -> TagRegistry:
+        registry = cls(max_tags=max_tags)
+        for a, e, pairs in state:
+            registry._add((bool(a), bool(e), tuple((k, v) for k, v in pairs)))
+        return registry
 
 
 def key(pair: tuple[str, str]) -> str:
@@ -401,7 +423,7 @@ class FeedbackMonitor:
         """Largest event time seen among predictions, and among outcomes."""
         self.watermark = float(-_NEVER)
         """Event time both sides have reached (never decreases)."""
-        self.registry = TagRegistry()
+        self.registry = TagRegistry(max_tags=settings.feedback_max_tags)
         self.batch_shift = 0
         self.sample_shift = 0
         """Requests are counted when the low ``sample_shift`` bits of their id's CRC-32 are
@@ -886,7 +908,7 @@ class FeedbackMonitor:
         self.watermarks = list(state["watermarks"])
         self.watermark = state["watermark"]
         self.sample_shift = state["sample_shift"]
-        self.registry = TagRegistry.from_state(state["tags"])
+        self.registry = TagRegistry.from_state(state["tags"], self.settings.feedback_max_tags)
         self.history = deque(
             (Bucket.from_dict(b) for b in state["history"]), maxlen=self.settings.feedback_windows
         )

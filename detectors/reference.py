@@ -370,7 +370,7 @@ class ReferenceBuilder:
     ) -> ReferenceProfile:
         if not self.features:
             raise ConfigError(f"reference {name!r} has no events to summarise")
-        names = sorted({k for f in self.features for k in f})
+        names = _most_frequent_names(self.features, self.settings.max_monitored_features)
         numeric: dict[str, NumericSummary] = {}
         categorical: dict[str, CategoricalSummary] = {}
         for feature in names:
@@ -395,6 +395,18 @@ class ReferenceBuilder:
             model_version=model_version,
             count=len(self.features),
         )
+
+
+def _most_frequent_names(features: list[Mapping[str, Any]], limit: int) -> list[str]:
+    """Feature names seen in the warm-up, sorted; at most ``limit``, the most frequent
+    first when there are more (ties by name)."""
+    seen: Counter[str] = Counter()
+    for f in features:
+        seen.update(f.keys())
+    if len(seen) <= limit:
+        return sorted(seen)
+    kept = sorted(seen.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return sorted(name for name, _ in kept)
 
 
 def _is_number(v: object) -> bool:

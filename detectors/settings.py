@@ -141,6 +141,18 @@ class DetectorSettings:
     max_versions_per_model: int = 8
     """Versions of one model kept in memory; the least recently seen is dropped first."""
 
+    max_models: int = 2_000
+    """Models with detector state in one engine (a worker shard sees every model whose
+    requests hash to it, so this is the fleet size). A warmed-up model with a dozen
+    features holds about 30 KB of checkpoint; beyond the bound the least recently seen
+    model is forgotten (counted as ``evicted_models``) and starts a new warm-up if it comes
+    back, so a stream of a million distinct model ids cannot grow the state."""
+
+    max_monitored_features: int = 1_000
+    """Features per model version that get a reference and a test; when the warm-up saw
+    more distinct names, the most frequent are kept (ties by name). Bounds memory and
+    checkpoint size against events that carry a new feature name each."""
+
     rollback_alpha: float = 0.001
     """Probability that an equal canary is ever rolled back, however long it is watched
     (the comparison is anytime-valid). One in a thousand canaries: rare enough that a CD
@@ -249,6 +261,11 @@ class DetectorSettings:
     """Distinct items counted per bucket and scope for exposure diversity (the rest are
     pooled), bounding memory for large catalogues."""
 
+    feedback_max_tags: int = 1_000
+    """Distinct (acted, exploration, segment values) combinations counted per model; later
+    new combinations are pooled into one segment ``(other)=(other)``, so a segment with a
+    new value per event (a user id put in ``segment`` by mistake) cannot grow the state."""
+
     feedback_max_cohorts: int = 4
     """Segment keys of a prediction whose exposure is also tracked per cohort (beyond the
     model as a whole)."""
@@ -273,6 +290,8 @@ class DetectorSettings:
             "join_memory",
             "dedupe_horizon",
             "max_versions_per_model",
+            "max_models",
+            "max_monitored_features",
             "top_k_categories",
             "version_half_life_ms",
             "promotion_baseline_labels",
@@ -283,6 +302,7 @@ class DetectorSettings:
             "feedback_persistence",
             "feedback_fdr",
             "feedback_max_items",
+            "feedback_max_tags",
             "feedback_sample_target",
         )
         for name in positive:

@@ -210,6 +210,27 @@ class ModelVersions:
         comparison.preload_baseline(round(prev_n + cur_n), errors, errors)
         self.promotions[current] = (previous, comparison)
 
+    def prune(self) -> int:
+        """Forget the least recently seen versions beyond ``max_versions_per_model`` (never
+        the stable champion), with their comparisons; returns how many were dropped."""
+        limit = self.settings.max_versions_per_model
+        if len(self.versions) <= limit:
+            return 0
+        keep = {self.champion, self.stable()}
+        order = sorted(self.versions, key=lambda name: (self.versions[name].last_ts, name))
+        dropped = 0
+        for name in order:
+            if len(self.versions) <= limit:
+                break
+            if name in keep:
+                continue
+            del self.versions[name]
+            for table in (self.canaries, self.promotions, self.challengers, self.gaps):
+                table.pop(name, None)
+            self.decided = {key for key in self.decided if not key.startswith(f"{name}:")}
+            dropped += 1
+        return dropped
+
     def record_errors(self, rows: Rows) -> None:
         """Keep each version's recent labelled errors (the baseline after a promotion)."""
         errors = rows.values["error_rate"]

@@ -94,6 +94,13 @@ class Metrics:
             registry=r,
         )
 
+        self.evictions = Counter(
+            "driftline_state_evictions",
+            "State forgotten to stay within its bounds, by what (model, version, clock): "
+            "least recently seen first (see max_models, max_versions_per_model).",
+            ["what"],
+            registry=r,
+        )
         self.publish_retries = Counter(
             "driftline_publish_retries",
             "Outputs (decisions, dead letters) re-sent after a refusal that could pass.",

@@ -212,6 +212,7 @@ class Worker:
         self.last_metrics = 0.0
         self._join_seen: dict[int, dict[str, int]] = {}
         self._duplicates_seen = 0
+        self._evictions_seen: dict[str, int] = {}
         self.publisher: Publisher | None = None
         self.failure: BaseException | None = None
         """Why the worker stopped processing, if it failed: no checkpoint is written after."""
@@ -569,6 +570,16 @@ class Worker:
         if duplicates > self._duplicates_seen:
             self.metrics.duplicates.inc(duplicates - self._duplicates_seen)
         self._duplicates_seen = duplicates
+        evicted = {
+            "model": sum(s.engine.counts["evicted_models"] for s in self.shards.values()),
+            "version": sum(s.engine.counts["evicted_versions"] for s in self.shards.values()),
+            "clock": sum(s.clock.evicted for s in self.shards.values()),
+        }
+        for what, total in evicted.items():
+            before = self._evictions_seen.get(what, 0)
+            if total > before:
+                self.metrics.evictions.labels(what).inc(total - before)
+            self._evictions_seen[what] = total
 
     # -- checkpoints -------------------------------------------------------------------
 

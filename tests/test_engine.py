@@ -58,6 +58,7 @@ def test_duplicates_are_dropped_and_counted() -> None:
         "outcomes": 1,
         "duplicates": 2,
         "evicted_versions": 0,
+        "evicted_models": 0,
     }
     assert engine.join.counts["joined"] == 1
 
