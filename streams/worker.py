@@ -45,6 +45,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 from detectors.clock import PartitionClock
 from detectors.decision import Decision
@@ -64,6 +70,14 @@ from streams.publishing import Publisher
 from streams.state_store import Checkpoint, read_checkpoints, write_checkpoint
 
 log = logging.getLogger("driftline.worker")
+
+GROUP_ERRORS = (
+    CommitFailedError,
+    IllegalGenerationError,
+    UnknownMemberIdError,
+    RebalanceInProgressError,
+)
+"""Commit refusals that mean "the group moved on" (a rebalance), not a broken worker."""
 
 LATENCY_SAMPLES_PER_BATCH = 64
 """Records per batch whose latency is observed: enough for p99 over a minute of batches
@@ -153,6 +167,10 @@ class Shard:
         self.published = RecentIds(published_memory)
         self.generation = 0
         self.dirty = False
+        self.covered: dict[str, int] = {}
+        """Offsets covered by the shard's latest checkpoint (restored or written)."""
+        self.committed: dict[str, int] = {}
+        """Offsets the group last accepted a commit of (empty: not known)."""
         self.pending: dict[str, list[ConsumerRecord]] = {}
         """Fetched records not processed yet, per topic, in log order (see `_aligned`)."""
         self.waiting_since: float | None = None
@@ -376,6 +394,7 @@ class Worker:
         for p, shard in shards.items():
             for topic in inputs:
                 self.consumer.seek(TopicPartition(topic, p), shard.offsets[topic])
+            shard.covered = dict(shard.offsets)
             self.shards[p] = shard
         self.consumer.resume(*tps)
 
@@ -385,7 +404,7 @@ class Worker:
         if mine:
             await self.checkpoint(mine)
         for p in mine:
-            del self.shards[p]
+            self.shards.pop(p, None)
 
     # -- processing --------------------------------------------------------------------
 
@@ -595,11 +614,18 @@ class Worker:
         started = time.monotonic()
         try:
             await self.publisher.confirm()  # a failed delivery raises before any state
-            commits = {}
-            for p in sorted(partitions):
-                shard = self.shards.get(p)
-                if shard is None or not shard.dirty:
-                    continue
+            due = [
+                p
+                for p in sorted(partitions)
+                if (shard := self.shards.get(p)) is not None
+                and (shard.dirty or shard.committed != shard.covered)
+            ]
+            dirty = [p for p in due if self.shards[p].dirty]
+            if dirty and not await self._still_member(dirty):
+                due = [p for p in due if p not in dirty]
+                dirty = []
+            for p in dirty:
+                shard = self.shards[p]
                 shard.generation += 1
                 size = await write_checkpoint(
                     self.producer,
@@ -609,16 +635,63 @@ class Worker:
                 )
                 self.metrics.checkpoint_bytes.labels(str(p)).set(size)
                 shard.dirty = False
-                for topic, offset in shard.offsets.items():
-                    commits[TopicPartition(topic, p)] = offset
-            if commits:
-                await self.consumer.commit(commits)
+                shard.covered = dict(shard.offsets)
+            if due:
+                await self._commit(due)
         except BaseException as exc:
             self.failure = exc
             self.stopping.set()
             raise
         self.last_checkpoint = time.monotonic()
         self.metrics.checkpoint_seconds.observe(self.last_checkpoint - started)
+
+    async def _still_member(self, partitions: list[int]) -> bool:
+        """Whether the group still counts this worker as the owner of ``partitions``.
+
+        Probed by committing the offsets their last checkpoints already cover (always
+        safe). A worker that was away past its session (a network cut, a long pause) is
+        refused: it must not write its now stale state over the new owner's checkpoints,
+        so it drops these shards; the rejoin that follows restores whatever it is given
+        from the state topic."""
+        assert self.consumer is not None
+        probe = {
+            TopicPartition(topic, p): offset
+            for p in partitions
+            for topic, offset in self.shards[p].covered.items()
+        }
+        try:
+            await self.consumer.commit(probe)
+        except GROUP_ERRORS as exc:
+            log.warning(
+                "partitions %s were given to another member while this worker was away "
+                "(%s); dropping their state here, the new owner resumes from their last "
+                "checkpoint",
+                partitions,
+                _one_line(exc),
+            )
+            for p in partitions:
+                self.shards.pop(p, None)
+            return False
+        return True
+
+    async def _commit(self, partitions: list[int]) -> None:
+        """Commit the offsets the shards' checkpoints cover. A refusal by a rebalancing
+        group is not an error: the checkpoint holds the offsets (recovery seeks to them),
+        and the commit is retried at the next checkpoint."""
+        assert self.consumer is not None
+        present = [p for p in partitions if p in self.shards]
+        commits = {
+            TopicPartition(topic, p): offset
+            for p in present
+            for topic, offset in self.shards[p].covered.items()
+        }
+        try:
+            await self.consumer.commit(commits)
+        except GROUP_ERRORS as exc:
+            log.warning("offset commit refused, retried later: %s", _one_line(exc))
+            return
+        for p in present:
+            self.shards[p].committed = dict(self.shards[p].covered)
 
 
 def _letter(reason: str, message: str, record: ConsumerRecord) -> DeadLetter:

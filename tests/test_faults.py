@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 import pytest
 
@@ -20,6 +21,7 @@ from .kafka_helpers import (
     checkpoints,
     committed,
     config_for,
+    decisions,
     kafka,
     produce,
     setup_topics,
@@ -114,3 +116,77 @@ def test_other_client_errors_pass_through() -> None:
     assert (filt.faults, filt.down_since is not None) == (2, True)
     filt.tick(records_arrived=True)
     assert filt.down_since is None
+
+
+async def test_a_cut_during_a_checkpoint_write_resumes_with_nothing_lost(
+    proxied_broker, monkeypatch
+) -> None:
+    """The network goes while a checkpoint is being written (after its outputs were
+    confirmed, before its state records are acknowledged) and comes back 8 s later: the
+    write completes or is superseded, the worker resumes by itself, and the state covers
+    every record once."""
+    import streams.worker  # noqa: PLC0415 (the module whose checkpoint writer is wrapped)
+
+    broker_port, proxy_port = proxied_broker
+    proxy = TcpProxy(proxy_port, broker_port)
+    await proxy.start()
+    bootstrap = f"127.0.0.1:{proxy_port}"
+    topics = topics_for("cutcp")
+    events = list(stream(SPEC))
+    await setup_topics(bootstrap, topics, 1)
+    total = sum((await produce(bootstrap, topics, events)).values())
+    reference = replace(
+        topics_for("cutcp-ref"), predictions=topics.predictions, outcomes=topics.outcomes
+    )
+    await setup_topics(bootstrap, reference, 1)
+    plain = Worker(
+        config_for(reference, SMALL),
+        kafka(bootstrap),
+        WorkerSettings(group_id="g-cutcp-ref", max_batch_records=500, **TEST_WORKER),
+    )
+    plain_task = asyncio.create_task(plain.run())
+    try:
+        await wait_committed(bootstrap, "g-cutcp-ref", reference, 1, total, tasks=[plain_task])
+    finally:
+        plain.stop()
+        await asyncio.wait_for(plain_task, 30)
+    expected = {d["decision_id"] for d in await decisions(bootstrap, reference)}
+    assert expected
+    mine = replace(
+        topics_for("cutcp-run"), predictions=topics.predictions, outcomes=topics.outcomes
+    )
+    await setup_topics(bootstrap, mine, 1)
+    real_write = streams.worker.write_checkpoint
+    writes = 0
+    restored = asyncio.Event()
+
+    async def restore_later() -> None:
+        await asyncio.sleep(CUT_S)
+        await proxy.restore()
+        restored.set()
+
+    async def cut_mid_write(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal writes
+        writes += 1
+        if writes == 1:
+            await proxy.cut()
+            asyncio.get_running_loop().create_task(restore_later())
+        return await real_write(*args, **kwargs)
+
+    monkeypatch.setattr(streams.worker, "write_checkpoint", cut_mid_write)
+    settings = WorkerSettings(group_id="g-cutcp", max_batch_records=500, **TEST_WORKER)
+    worker = Worker(config_for(mine, SMALL), kafka(bootstrap), settings)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(restored.wait(), 60)
+        await wait_committed(bootstrap, "g-cutcp", mine, 1, total, timeout_s=90, tasks=[task])
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+    assert writes >= 1
+    assert {d["decision_id"] for d in await decisions(bootstrap, mine)} == expected
+    (cp,) = (await checkpoints(bootstrap, mine.state, "g-cutcp")).values()
+    counts = cp.state["engine"]["counts"]
+    assert cp.state["consumed"] == total
+    assert counts["predictions"] + counts["outcomes"] + counts["duplicates"] == total
+    await proxy.stop()

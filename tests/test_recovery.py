@@ -194,3 +194,38 @@ def test_worker_config_file_parses(tmp_path) -> None:
         3_000,
     )
     assert Path(config).exists()
+
+
+async def test_a_worker_frozen_past_its_session_loses_its_partitions_and_nothing_else(
+    broker, produced, reference_run, tmp_path
+) -> None:
+    """Two worker processes; one is frozen (SIGSTOP, as a network partition or a long
+    pause looks to the group) for longer than the session timeout mid-stream, then
+    resumed. Its partitions move to the other worker and back; decisions equal the
+    uninterrupted run's and every record is counted once."""
+    topics, total = produced
+    mine = outputs(topics, f"freeze{next(_runs)}")
+    await setup_topics(broker, mine, PARTITIONS)
+    config = write_config(tmp_path / "w.toml", mine, "g-freeze", DETECTORS)
+    config.write_text(
+        config.read_text().replace("[worker]\n", "[worker]\nmax_batch_records = 500\n")
+    )
+    runs = [start_worker_process(broker, config, tmp_path / f"w{i}.log") for i in range(2)]
+    try:
+        while await committed(broker, "g-freeze", mine, PARTITIONS) < total * 0.2:
+            assert all(r.poll() is None for r in runs), (tmp_path / "w0.log").read_text()[-2000:]
+            await asyncio.sleep(0.1)
+        runs[0].send_signal(signal.SIGSTOP)
+        await asyncio.sleep(TEST_WORKER["session_timeout_ms"] / 1000 * 1.5)
+        runs[0].send_signal(signal.SIGCONT)
+        await wait_committed(broker, "g-freeze", mine, PARTITIONS, total, timeout_s=120)
+    finally:
+        for r in runs:
+            r.send_signal(signal.SIGCONT)
+            r.send_signal(signal.SIGTERM)
+        codes = [r.wait(timeout=60) for r in runs]
+    assert ids(await decisions(broker, mine)) == ids(reference_run)
+    recovered = await checkpoints(broker, mine.state, "g-freeze")
+    assert sum(c.state["consumed"] for c in recovered.values()) == total
+    assert sum(c.state["engine"]["counts"]["duplicates"] for c in recovered.values()) == 0
+    print(f"exit codes after the freeze: {codes}")
