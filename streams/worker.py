@@ -654,13 +654,8 @@ class Worker:
         so it drops these shards; the rejoin that follows restores whatever it is given
         from the state topic."""
         assert self.consumer is not None
-        probe = {
-            TopicPartition(topic, p): offset
-            for p in partitions
-            for topic, offset in self.shards[p].covered.items()
-        }
         try:
-            await self.consumer.commit(probe)
+            await self.consumer.commit(self._covered(partitions))
         except GROUP_ERRORS as exc:
             log.warning(
                 "partitions %s were given to another member while this worker was away "
@@ -674,19 +669,22 @@ class Worker:
             return False
         return True
 
+    def _covered(self, partitions: list[int]) -> dict[TopicPartition, int]:
+        """The input offsets the shards' latest checkpoints cover, ready to commit."""
+        return {
+            TopicPartition(topic, p): offset
+            for p in partitions
+            for topic, offset in self.shards[p].covered.items()
+        }
+
     async def _commit(self, partitions: list[int]) -> None:
         """Commit the offsets the shards' checkpoints cover. A refusal by a rebalancing
         group is not an error: the checkpoint holds the offsets (recovery seeks to them),
         and the commit is retried at the next checkpoint."""
         assert self.consumer is not None
         present = [p for p in partitions if p in self.shards]
-        commits = {
-            TopicPartition(topic, p): offset
-            for p in present
-            for topic, offset in self.shards[p].covered.items()
-        }
         try:
-            await self.consumer.commit(commits)
+            await self.consumer.commit(self._covered(present))
         except GROUP_ERRORS as exc:
             log.warning("offset commit refused, retried later: %s", _one_line(exc))
             return

@@ -45,16 +45,21 @@ def proxied_broker():
         yield broker.port, proxy_port
 
 
+async def start_proxy(proxied_broker) -> tuple[TcpProxy, str]:
+    """The proxy in front of the broker, started, and the bootstrap address through it."""
+    broker_port, proxy_port = proxied_broker
+    proxy = TcpProxy(proxy_port, broker_port)
+    await proxy.start()
+    return proxy, f"127.0.0.1:{proxy_port}"
+
+
 async def test_a_network_cut_logs_one_line_each_way_and_loses_nothing(
     proxied_broker, caplog
 ) -> None:
     """Cut for 8 s mid-stream, then restored: the worker logs one warning when the
     connection goes and one when it is back (aiokafka's per-retry errors are counted,
     not shown), resumes by itself and accounts for every record."""
-    broker_port, proxy_port = proxied_broker
-    proxy = TcpProxy(proxy_port, broker_port)
-    await proxy.start()
-    bootstrap = f"127.0.0.1:{proxy_port}"
+    proxy, bootstrap = await start_proxy(proxied_broker)
     topics = topics_for("cut")
     events = list(stream(SPEC))
     half = len(events) // 2
@@ -127,10 +132,7 @@ async def test_a_cut_during_a_checkpoint_write_resumes_with_nothing_lost(
     every record once."""
     import streams.worker  # noqa: PLC0415 (the module whose checkpoint writer is wrapped)
 
-    broker_port, proxy_port = proxied_broker
-    proxy = TcpProxy(proxy_port, broker_port)
-    await proxy.start()
-    bootstrap = f"127.0.0.1:{proxy_port}"
+    proxy, bootstrap = await start_proxy(proxied_broker)
     topics = topics_for("cutcp")
     events = list(stream(SPEC))
     await setup_topics(bootstrap, topics, 1)
