@@ -7,11 +7,14 @@ from detectors.categorical import CategoricalChannel
 from detectors.concept import ConceptMonitor
 from detectors.cusum import Alarm, CusumBank, bernoulli_kl, gaussian_threshold, wald_threshold
 from detectors.decision import DECISION_TYPES, SEVERITIES, Decision, decision_id
-from detectors.engine import Engine, RecentIds
+from detectors.engine import Engine, ModelEngine
+from detectors.intake import Intake, Label, Routed
 from detectors.join import JOIN_COUNTERS, Joined, OutcomeJoin, Pending
+from detectors.merge import ModelMerge
 from detectors.monitor import VersionMonitor
 from detectors.numeric import NumericChannel
 from detectors.policy import DecisionPolicy
+from detectors.recent import RecentIds
 from detectors.reference import (
     CategoricalSummary,
     NumericSummary,
@@ -36,7 +39,11 @@ __all__ = [
     "DecisionPolicy",
     "DetectorSettings",
     "Engine",
+    "Intake",
     "Joined",
+    "Label",
+    "ModelEngine",
+    "ModelMerge",
     "NumericChannel",
     "NumericSummary",
     "OutcomeJoin",
@@ -45,6 +52,7 @@ __all__ = [
     "RecentIds",
     "ReferenceBuilder",
     "ReferenceProfile",
+    "Routed",
     "Signal",
     "VersionMonitor",
     "WindowReport",

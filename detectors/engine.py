@@ -1,7 +1,10 @@
-"""The whole detector set over a stream of events: dedupe, join, route, decide.
+"""The detector set of the model stage, and the single-partition pipeline.
 
-`Engine` is what replay and the stream worker both call, so the same events in the same
-order give the same decisions whether they come from a file or from Kafka.
+`ModelEngine` is stage 2: it runs every model's monitors, version comparisons and
+feedback-loop tests over the routed items of all input partitions (merged by
+`detectors.merge.ModelMerge`), so each model's tests run once, whatever the partition
+count. `Engine` chains an `Intake` and a `ModelEngine` for one partition: what tests and
+benchmarks call with plain events.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from detectors.feedback import (
     Record,
     feedback_tag,
 )
-from detectors.join import OutcomeJoin
+from detectors.intake import Intake, Routed
 from detectors.monitor import VersionMonitor
 from detectors.reference import (
     ReferenceProfile,
@@ -38,54 +41,17 @@ from detectors.settings import DetectorSettings
 from detectors.versions import ModelVersions, Rows
 from schemas.records import Event, Outcome, Prediction
 
+LabelBatch = tuple[list[Any], list[int], list[int], list[str], list[int]]
+"""One version's joined labels in a batch, as columns: (prediction, label) pairs, item
+positions, outcome event times, event ids, prediction event times."""
+
 _NAN = math.nan
 
-ENGINE_COUNTERS = (
-    "events",
-    "predictions",
-    "outcomes",
-    "duplicates",
-    "evicted_versions",
-    "evicted_models",
-)
+ENGINE_COUNTERS = ("evicted_versions", "evicted_models")
 
 
-class RecentIds:
-    """Remembers at least the last ``horizon`` ids, at most twice that, in O(1) per id.
-
-    Two generations of sets: when the current one holds ``horizon`` ids it becomes the
-    previous one and a new current one starts.
-    """
-
-    def __init__(self, horizon: int) -> None:
-        self.horizon = horizon
-        self.current: set[str] = set()
-        self.previous: set[str] = set()
-
-    def add(self, key: str) -> bool:
-        """Remember ``key``; False when it was already remembered (a duplicate)."""
-        if key in self.current or key in self.previous:
-            return False
-        self.current.add(key)
-        if len(self.current) >= self.horizon:
-            self.rotate()
-        return True
-
-    def rotate(self) -> None:
-        """The current generation becomes the previous one; the oldest is forgotten."""
-        self.previous = self.current
-        self.current = set()
-
-    def state(self) -> list[list[str]]:
-        return [list(self.previous), list(self.current)]
-
-    def restore(self, state: list[list[str]]) -> None:
-        self.previous = set(state[0])
-        self.current = set(state[1])
-
-
-class Engine:
-    """Routes events to per-version monitors and collects their decisions.
+class ModelEngine:
+    """Routes items to per-version monitors and collects their decisions.
 
     Parameters
     ----------
@@ -106,11 +72,7 @@ class Engine:
         self.settings = settings or DetectorSettings()
         self.profiles = dict(profiles or {})
         self.model_settings = dict(model_settings or {})
-        self.join = OutcomeJoin(
-            self.settings.join_ttl_ms, self.settings.join_max_pending, self.settings.join_memory
-        )
         self.monitors: dict[str, OrderedDict[str, VersionMonitor]] = {}
-        self.seen = RecentIds(self.settings.dedupe_horizon)
         self.seq = 0
         self.counts = dict.fromkeys(ENGINE_COUNTERS, 0)
         self.decision_counts: dict[str, int] = {}
@@ -142,118 +104,110 @@ class Engine:
             versions.move_to_end(model_version)
         return monitor
 
-    def process(self, events: Sequence[Event]) -> list[Decision]:
-        """Feed a batch of decoded events in arrival order; return new decisions."""
+    def process(self, items: Sequence[Routed]) -> list[Decision]:
+        """Feed a batch of routed items (predictions, joined and independent outcomes) in
+        merge order; return new decisions."""
         preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]] = {}
-        labels: dict[
-            tuple[str, str], tuple[list[Any], list[int], list[int], list[str], list[int]]
-        ] = {}
-        counts = self.counts
-        join = self.join
-        seen = self.seen
-        current, previous, horizon = seen.current, seen.previous, seen.horizon
-        duplicates = n_predictions = 0
+        labels: dict[tuple[str, str], LabelBatch] = {}
         loops: list[Record] = []
-        """Events with feedback-loop fields, in arrival order (most models have none)."""
+        """Items with feedback-loop fields, in order (most models have none)."""
         independent: dict[str, int] = {}
         """Last position of an independent outcome per model (they may create state)."""
         no_action = self._no_action
-        for seq, event in enumerate(events, start=self.seq):
-            event_id = event.event_id
-            if event_id in current or event_id in previous:
-                duplicates += 1
-                continue
-            current.add(event_id)
-            if len(current) >= horizon:
-                seen.rotate()
-                current, previous = seen.current, seen.previous
-            if type(event) is Prediction:
-                n_predictions += 1
-                key = (event.model_id, event.model_version)
+        seq = self.seq - 1
+        previous: Event | None = None
+        for item in items:
+            kind = item.kind
+            event = item.event
+            # The labels one outcome gives (champion and challenger on one request) share
+            # its position: the paired comparisons match them by it.
+            if not (kind == LABEL and previous is not None and event.event_id == previous.event_id):
+                seq += 1
+            previous = event if kind == LABEL else None
+            model_id = event.model_id
+            if kind == PREDICTION:
+                p: Prediction = event  # type: ignore[assignment]
+                key = (model_id, p.model_version)
                 bucket = preds.get(key)
                 if bucket is None:
                     bucket = preds[key] = ([], [])
-                bucket[0].append(event)
+                bucket[0].append(p)
                 bucket[1].append(seq)
-                tag = None
-                if event.segment is not None or event.action is not None or event.exploration:
-                    model_id = event.model_id
+                if p.segment is not None or p.action is not None or p.exploration:
                     stop_words = (
-                        no_action[model_id]
-                        if model_id in no_action
-                        else self._feedback_words(event)
+                        no_action[model_id] if model_id in no_action else self._feedback_words(p)
                     )
                     if stop_words is not None and (feedback := self.loops[model_id]).sampled(
-                        event.request_id
+                        p.request_id
                     ):
-                        action = event.action
-                        tag_key = feedback_tag(event.segment, action, event.exploration, stop_words)
+                        action = p.action
+                        tag_key = feedback_tag(p.segment, action, p.exploration, stop_words)
                         registry = feedback.registry
                         tag = registry.ids.get(tag_key)
                         if tag is None:
                             tag = registry.id(tag_key)
-                        items = action if type(action) is tuple else event.prediction
+                        found = action if type(action) is tuple else p.prediction
                         loops.append(
                             (
                                 model_id,
                                 PREDICTION,
                                 seq,
-                                event.ts,
-                                event_id,
+                                p.ts,
+                                p.event_id,
                                 tag,
-                                items if type(items) is tuple else None,
+                                found if type(found) is tuple else None,
                                 None,
                             )
                         )
-                joined = join.add_prediction(
-                    event.request_id,
-                    (event.model_id, event.model_version, event.prediction, event.ts, tag),
-                )
-            else:
-                outcome: Outcome = event  # type: ignore[assignment]
-                if outcome.independent:
-                    independent[outcome.model_id] = seq
-                    if not self.settings_for(
-                        outcome.model_id
-                    ).feedback_enabled or not self.feedback(outcome.model_id).sampled(
-                        outcome.request_id
-                    ):
-                        continue  # counted as an outcome; nothing else uses it
-                    segment = outcome.segment
+            elif kind == LABEL:
+                j = item.label
+                assert j is not None
+                if (
+                    j.tag is not None
+                    and self.settings_for(model_id).feedback_enabled
+                    and (feedback := self.feedback(model_id)).sampled(event.request_id)
+                ):
                     loops.append(
                         (
-                            outcome.model_id,
-                            INDEPENDENT,
+                            model_id,
+                            LABEL,
                             seq,
-                            outcome.ts,
-                            event_id,
-                            tuple(segment.items()) if segment else (),
-                            None,
-                            outcome.label,
+                            event.ts,
+                            event.event_id,
+                            feedback.registry.id(j.tag),
+                            j.prediction,
+                            j.label,
                         )
                     )
-                    continue
-                joined = join.add_outcome(
-                    outcome.request_id, outcome.model_id, outcome.label, outcome.ts
-                )
-            for j in joined:
-                if j.tag is not None:
-                    loops.append(
-                        (j.model_id, LABEL, seq, event.ts, event_id, j.tag, j.prediction, j.label)
-                    )
-                lab = labels.get((j.model_id, j.model_version))
+                lab = labels.get((model_id, j.model_version))
                 if lab is None:
-                    lab = labels[(j.model_id, j.model_version)] = ([], [], [], [], [])
+                    lab = labels[(model_id, j.model_version)] = ([], [], [], [], [])
                 lab[0].append((j.prediction, j.label))
                 lab[1].append(seq)
                 lab[2].append(event.ts)
-                lab[3].append(event_id)
+                lab[3].append(event.event_id)
                 lab[4].append(j.prediction_ts)
-        self.seq += len(events)
-        counts["events"] += len(events)
-        counts["duplicates"] += duplicates
-        counts["predictions"] += n_predictions
-        counts["outcomes"] += len(events) - duplicates - n_predictions
+            else:
+                outcome: Outcome = event  # type: ignore[assignment]
+                independent[model_id] = seq
+                if not self.settings_for(model_id).feedback_enabled or not self.feedback(
+                    model_id
+                ).sampled(outcome.request_id):
+                    continue  # counted as an outcome; nothing else uses it
+                segment = outcome.segment
+                loops.append(
+                    (
+                        model_id,
+                        INDEPENDENT,
+                        seq,
+                        outcome.ts,
+                        outcome.event_id,
+                        tuple(segment.items()) if segment else (),
+                        None,
+                        outcome.label,
+                    )
+                )
+        self.seq = seq + 1
 
         decisions: list[Decision] = []
         empty_labels: tuple[list[Any], list[int], list[int], list[str]] = ([], [], [], [])
@@ -276,7 +230,7 @@ class Engine:
     def _remember_models(
         self,
         preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]],
-        labels: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str], list[int]]],
+        labels: dict[tuple[str, str], LabelBatch],
         loops: list[Record],
         independent: dict[str, int],
     ) -> None:
@@ -383,7 +337,7 @@ class Engine:
     def _compare_versions(
         self,
         preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]],
-        labels: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str], list[int]]],
+        labels: dict[tuple[str, str], LabelBatch],
     ) -> list[Decision]:
         """Version comparisons of every model seen in this batch (see `detectors.versions`)."""
         for (model_id, version), (p, _) in preds.items():
@@ -433,7 +387,7 @@ class Engine:
 
     def _labelled_rows(
         self,
-        labels: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str], list[int]]],
+        labels: dict[tuple[str, str], LabelBatch],
     ) -> dict[str, Rows]:
         """Per model, the labelled events of this batch in arrival order with their error,
         Brier score, label-free estimated error and outcome delay (NaN where not known)."""
@@ -466,10 +420,8 @@ class Engine:
         """JSON-compatible snapshot of everything; `restore` continues exactly from it."""
         return {
             "seq": self.seq,
-            "seen": self.seen.state(),
             "counts": dict(self.counts),
             "decision_counts": dict(self.decision_counts),
-            "join": self.join.state(),
             "monitors": [
                 m.state() for versions in self.monitors.values() for m in versions.values()
             ],
@@ -480,11 +432,8 @@ class Engine:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.seq = state["seq"]
-        self.seen.restore(state["seen"])
-        # Checkpoints from before a counter existed lack it.
         self.counts = {**dict.fromkeys(ENGINE_COUNTERS, 0), **state["counts"]}
         self.decision_counts = dict(state["decision_counts"])
-        self.join.restore(state["join"])
         self.versions = {}
         # Checkpoints written before version comparisons and feedback loops have neither.
         for model_id, versions_state in state.get("versions", {}).items():
@@ -499,6 +448,110 @@ class Engine:
         # Checkpoints from before the model bound have no recency list.
         known = state.get("models") or [*self.monitors, *self.versions, *self.loops]
         self.recent_models = OrderedDict.fromkeys(known)
+
+
+class Engine:
+    """One input partition end to end: an `Intake` (dedupe, join) feeding a
+    `ModelEngine`. What replay runs for one partition, and what tests call with events.
+
+    Parameters are those of `ModelEngine`.
+    """
+
+    def __init__(
+        self,
+        settings: DetectorSettings | None = None,
+        profiles: Mapping[str, ReferenceProfile] | None = None,
+        model_settings: Mapping[str, DetectorSettings] | None = None,
+    ) -> None:
+        self.intake = Intake(settings, model_settings)
+        self.models = ModelEngine(settings, profiles, model_settings)
+
+    def process(self, events: Sequence[Event]) -> list[Decision]:
+        """Feed a batch of decoded events in arrival order; return new decisions."""
+        routed = self.intake.process(events)
+        if len(routed) == 1:
+            items = next(iter(routed.values()))
+        else:
+            items = sorted((i for found in routed.values() for i in found), key=_position)
+        return self.models.process(items)
+
+    # The parts tests and tools read, under the names they had before the stages split.
+    @property
+    def settings(self) -> DetectorSettings:
+        return self.models.settings
+
+    @property
+    def profiles(self) -> dict[str, ReferenceProfile]:
+        return self.models.profiles
+
+    @property
+    def join(self) -> Any:
+        return self.intake.join
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {**self.intake.counts, **self.models.counts}
+
+    @property
+    def monitors(self) -> dict[str, OrderedDict[str, VersionMonitor]]:
+        return self.models.monitors
+
+    @property
+    def versions(self) -> dict[str, ModelVersions]:
+        return self.models.versions
+
+    @property
+    def loops(self) -> dict[str, FeedbackMonitor]:
+        return self.models.loops
+
+    @property
+    def decision_counts(self) -> dict[str, int]:
+        return self.models.decision_counts
+
+    @property
+    def recent_models(self) -> OrderedDict[str, None]:
+        return self.models.recent_models
+
+    def monitor(self, model_id: str, model_version: str) -> VersionMonitor:
+        return self.models.monitor(model_id, model_version)
+
+    def feedback(self, model_id: str) -> FeedbackMonitor:
+        return self.models.feedback(model_id)
+
+    def model_versions(self, model_id: str) -> ModelVersions:
+        return self.models.model_versions(model_id)
+
+    def state(self) -> dict[str, Any]:
+        return {"intake": self.intake.state(), "models": self.models.state()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if "intake" not in state:
+            state = split_legacy_state(state)
+        self.intake.restore(state["intake"])
+        self.models.restore(state["models"])
+
+
+def split_legacy_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A one-stage engine state (checkpoint format 1, before the stages split) as the
+    intake's and the model stage's states."""
+    counts = state["counts"]
+    intake = {
+        "seq": 0,
+        "seen": state["seen"],
+        "counts": {
+            k: counts.get(k, 0) for k in ("events", "predictions", "outcomes", "duplicates")
+        },
+        "join": state["join"],
+        "watermarks": [],
+        "tags": {},
+    }
+    models = {k: v for k, v in state.items() if k not in ("seen", "join")}
+    models["counts"] = {k: counts.get(k, 0) for k in ENGINE_COUNTERS}
+    return {"intake": intake, "models": models}
+
+
+def _position(item: Routed) -> int:
+    return item.seq
 
 
 def _rows(found: list[Any], names: tuple[str, ...]) -> Rows:

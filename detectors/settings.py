@@ -277,8 +277,21 @@ class DetectorSettings:
     insensitively); false, 0 and an empty list mean the same. A prediction without an
     ``action`` counts as acted on (it was served)."""
 
+    merge_lateness_ms: int = 60_000
+    """How far (event time) the model stage lets a model's furthest input partition run
+    ahead of one that has gone quiet before it stops waiting for it (see
+    `detectors.merge`). A minute is many times the skew between partitions a worker reads
+    side by side, and is the extra wait a model pays only when one of its partitions
+    stops carrying it."""
+
+    merge_max_buffered: int = 200_000
+    """Items of one model the model stage holds while it waits for a slow partition;
+    beyond this everything waiting is released (counted), which bounds memory."""
+
     def __post_init__(self) -> None:
         positive = (
+            "merge_lateness_ms",
+            "merge_max_buffered",
             "false_alarm_budget_events",
             "warmup_events",
             "label_warmup_events",

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 
 from detectors.decision import Decision
-from detectors.engine import Engine
+from detectors.pipeline import StagedPipeline
 from schemas.decode import encode
 from schemas.exceptions import ConfigError, DriftlineError
 from streams.app import run_app
@@ -26,7 +26,6 @@ from streams.config import (
     load_config,
     load_profile,
     profile_key,
-    shard_settings,
 )
 from streams.kafka import KafkaSettings, create_topics, publish_profile, wait_for_broker
 from streams.loops import SIMULATIONS
@@ -34,7 +33,7 @@ from streams.loops import simulate as simulate_loop
 from streams.reference_build import DEFAULT_MAX_ROWS, build_profile
 from streams.replay import (
     Progress,
-    Sharded,
+    Staged,
     decision_line,
     iter_lines,
     replay,
@@ -51,11 +50,10 @@ def _replay(args: argparse.Namespace) -> int:
         raise DriftlineError(f"input file {path} does not exist")
     config = load_config(args.config, args.reference)
     tune_gc()
-    engine: Engine | Sharded = Engine(config.detectors, config.references, config.model_detectors)
-    if args.partitions > 1:
-        engine = Sharded(
-            [Engine(*shard_settings(config, args.partitions)) for _ in range(args.partitions)]
-        )
+    # The worker's two stages, at any partition count: the same decisions as a worker.
+    engine = Staged(
+        StagedPipeline(args.partitions, config.detectors, config.references, config.model_detectors)
+    )
     with ExitStack() as stack:
         out = stack.enter_context(Path(args.out).open("wb")) if args.out else None
 

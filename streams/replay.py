@@ -16,6 +16,8 @@ import orjson
 from detectors.clock import PartitionClock
 from detectors.decision import Decision
 from detectors.engine import Engine
+from detectors.pipeline import StagedPipeline
+from detectors.settings import DetectorSettings
 from schemas.deadletter import DeadLetter
 from schemas.decode import FUTURE_TIMESTAMP, decode
 from schemas.exceptions import DecodeError
@@ -50,36 +52,42 @@ def iter_lines(path: Path) -> Iterator[bytes]:
                 yield stripped
 
 
-class Sharded:
-    """Engines per input partition, routed like the worker: by Kafka's default partitioner
-    on ``request_id``, with the false-alarm budget split across partitions and decision
-    ids published once. ``driftline replay --partitions N`` uses it to reproduce a worker
-    reading N-partition topics."""
+class Staged:
+    """Both stages of the worker over a file: events routed to input partitions like the
+    worker's records (Kafka's default partitioner on ``request_id``), an intake per
+    partition, merged per model into one model stage. ``driftline replay --partitions N``
+    reproduces a worker reading N-partition topics."""
 
-    def __init__(self, engines: list[Engine]) -> None:
-        self.engines = engines
-        self.published: set[str] = set()
+    def __init__(self, pipeline: StagedPipeline) -> None:
+        self.pipeline = pipeline
+
+    @property
+    def partitions(self) -> int:
+        return len(self.pipeline.intakes)
+
+    @property
+    def settings(self) -> DetectorSettings:
+        return self.pipeline.settings
 
     @property
     def counts(self) -> dict[str, int]:
-        return {k: sum(e.counts[k] for e in self.engines) for k in self.engines[0].counts}
+        return self.pipeline.counts
 
     @property
     def join_counts(self) -> dict[str, int]:
-        return {k: sum(e.join.counts[k] for e in self.engines) for k in self.engines[0].join.counts}
+        return self.pipeline.join_counts
 
     def process(self, events: list[Event]) -> list[Decision]:
-        n = len(self.engines)
+        n = self.partitions
+        if n == 1:
+            return self.pipeline.process([events])
         routed: list[list[Event]] = [[] for _ in range(n)]
         for event in events:
             routed[partition_for(event.request_id.encode(), n)].append(event)
-        out: list[Decision] = []
-        for engine, part in zip(self.engines, routed, strict=True):
-            for d in engine.process(part):
-                if d.decision_id not in self.published:
-                    self.published.add(d.decision_id)
-                    out.append(d)
-        return out
+        return self.pipeline.process(routed)
+
+    def flush(self) -> list[Decision]:
+        return self.pipeline.flush()
 
 
 class PartitionClocks:
@@ -128,7 +136,7 @@ class PartitionClocks:
 
 def replay(
     lines: Iterable[bytes],
-    engine: Engine | Sharded,
+    engine: Engine | Staged,
     source: str = "-",
     on_decisions: object = None,
     progress: object = None,
@@ -144,9 +152,9 @@ def replay(
     lines_of: list[tuple[int, bytes]] = []
     """Line number and bytes of each event in ``batch`` (for its dead letter, if any)."""
     keep = lines_of.append
-    engines = engine.engines if isinstance(engine, Sharded) else [engine]
+    partitions = engine.partitions if isinstance(engine, Staged) else 1
     clocks = PartitionClocks(
-        len(engines), engines[0].settings.max_future_skew_ms, int(time.time() * 1000)
+        partitions, engine.settings.max_future_skew_ms, int(time.time() * 1000)
     )
     started = time.perf_counter()
     offset = -1
@@ -166,6 +174,8 @@ def replay(
                 progress(offset + 1)
     if batch:
         _run(engine, _admitted(clocks, batch, lines_of, source, result), result, on_decisions)
+    if isinstance(engine, Staged):
+        _deliver(engine.flush(), result, on_decisions)
     result.lines = offset + 1
     result.seconds = time.perf_counter() - started
     return result
@@ -194,8 +204,11 @@ def _admitted(
     return [e for e, ok in zip(batch, admitted.tolist(), strict=True) if ok]
 
 
-def _run(engine: Engine | Sharded, batch: list[Event], result: ReplayResult, hook: object) -> None:
-    decisions = engine.process(batch)
+def _run(engine: Engine | Staged, batch: list[Event], result: ReplayResult, hook: object) -> None:
+    _deliver(engine.process(batch), result, hook)
+
+
+def _deliver(decisions: list[Decision], result: ReplayResult, hook: object) -> None:
     if decisions:
         result.decisions += decisions
         if callable(hook):
@@ -228,7 +241,7 @@ class Progress:
             self.stream.write("\r" + " " * 60 + "\r")
 
 
-def summary_table(result: ReplayResult, engine: Engine | Sharded) -> str:
+def summary_table(result: ReplayResult, engine: Engine | Staged) -> str:
     """The end-of-replay summary: events, decisions by kind, dead letters by reason."""
     rate = result.lines / result.seconds if result.seconds else 0.0
     rows = [
@@ -239,7 +252,7 @@ def summary_table(result: ReplayResult, engine: Engine | Sharded) -> str:
         ("dead letters", f"{len(result.dead_letters):,}"),
     ]
     rows += [(f"  {reason}", f"{n:,}") for reason, n in sorted(result.dead_letter_reasons.items())]
-    join_counts = engine.join_counts if isinstance(engine, Sharded) else engine.join.counts
+    join_counts = engine.join_counts if isinstance(engine, Staged) else engine.join.counts
     rows += [(f"join {k}", f"{v:,}") for k, v in join_counts.items()]
     rows.append(("decisions", f"{len(result.decisions):,}"))
     by_kind = Counter(f"{d.type}:{d.kind}" for d in result.decisions)

@@ -209,7 +209,7 @@ def test_retraining_a_model_in_a_loop_comes_with_a_caution() -> None:
             "Retrain on recent labelled data.",
         )
 
-    flagged = engine._caution(retrain("patrol-allocation"))
+    flagged = engine.models._caution(retrain("patrol-allocation"))
     assert flagged.recommendation.startswith("Caution: a feedback loop was flagged")
     assert flagged.evidence["feedback_loop_flagged"] is True
     other = retrain("credit-risk")

@@ -1,0 +1,150 @@
+"""Stage 2's input: one model's items from every input partition, in event-time order.
+
+Each input partition's intake (`detectors.intake.Intake`) sends a model's items in the
+order it made them, with its watermark of the model (the largest event time it has
+admitted). Items are released to the model's detectors once every partition has
+reported past them, merged by ``(slot, partition, seq)``: the order depends only on
+what the partitions sent, not on when their batches happened to arrive, so a worker
+reading N partitions and ``driftline replay --partitions N`` run the detectors on the
+same sequence.
+
+The trade-offs of waiting, each bounded by a setting:
+
+* A partition that has not reported the model yet, or whose watermark lags the
+  model's furthest one by more than ``merge_lateness_ms`` (it stopped producing, or it
+  carries only a trickle of this model), stops holding the others back. Its items that
+  then arrive behind what was released are *late*: they are released at once, counted,
+  and never dropped.
+* At most ``merge_max_buffered`` items wait per model; beyond that everything waiting is
+  released (counted as a forced release), which bounds memory when a partition stalls.
+* An item that repeats a ``seq`` its partition already sent (re-sent after a crash) is
+  recognised and counted as a duplicate, never counted twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from typing import Any
+
+from detectors.intake import Routed
+
+MERGE_COUNTERS = ("items", "duplicate_items", "late_items", "forced_releases")
+
+_NEVER = -(2**63)
+"""Watermark of a partition that has not reported."""
+
+
+class ModelMerge:
+    """Items of one model from ``partitions`` input partitions, held until aligned."""
+
+    def __init__(self, partitions: int, lateness_ms: int, max_buffered: int) -> None:
+        self.partitions = partitions
+        self.lateness_ms = lateness_ms
+        self.max_buffered = max_buffered
+        self.watermarks = [_NEVER] * partitions
+        self.sent = [-1] * partitions
+        """Per partition, the ``seq`` of the last item received from it."""
+        self.waiting: list[list[Routed]] = [[] for _ in range(partitions)]
+        self.first = _NEVER
+        """The first watermark any partition reported (holds back the silent ones)."""
+        self.released = _NEVER
+        """Items with a slot below this have been released."""
+        self.counts = dict.fromkeys(MERGE_COUNTERS, 0)
+
+    def widen(self, partitions: int) -> None:
+        """The input topics gained partitions."""
+        extra = partitions - self.partitions
+        if extra > 0:
+            self.watermarks += [_NEVER] * extra
+            self.sent += [-1] * extra
+            self.waiting += [[] for _ in range(extra)]
+            self.partitions = partitions
+
+    def add(self, partition: int, watermark: int, items: Sequence[Routed]) -> list[Routed]:
+        """Take a partition's items (in the order it made them); return what is released,
+        in merge order."""
+        last = self.sent[partition]
+        fresh = [item for item in items if item.seq > last]
+        counts = self.counts
+        counts["duplicate_items"] += len(items) - len(fresh)
+        counts["items"] += len(fresh)
+        if fresh:
+            self.sent[partition] = fresh[-1].seq
+        self.watermarks[partition] = max(self.watermarks[partition], watermark)
+        if self.first == _NEVER:
+            self.first = watermark
+        late = [item for item in fresh if item.slot < self.released]
+        if late:
+            counts["late_items"] += len(late)
+            fresh = [item for item in fresh if item.slot >= self.released]
+        self.waiting[partition] += fresh
+        released = self._release(self._horizon())
+        if sum(len(w) for w in self.waiting) > self.max_buffered:
+            counts["forced_releases"] += 1
+            released += self._release(None)
+        return late + released
+
+    def _horizon(self) -> int:
+        """The slot below which every partition that still counts has reported."""
+        furthest = max(self.watermarks)
+        horizon = furthest
+        for w in self.watermarks:
+            behind = self.first if w == _NEVER else w
+            if furthest - behind <= self.lateness_ms:
+                horizon = min(horizon, w)
+        return horizon
+
+    def _release(self, horizon: int | None) -> list[Routed]:
+        """Release the items below ``horizon`` (None: everything waiting)."""
+        if horizon is not None and horizon <= self.released:
+            return []
+        runs = []
+        for p, waiting in enumerate(self.waiting):
+            if not waiting:
+                continue
+            if horizon is None:
+                cut = len(waiting)
+            else:
+                cut = 0
+                while cut < len(waiting) and waiting[cut].slot < horizon:
+                    cut += 1
+            if cut:
+                runs.append([(item.slot, p, item.seq, item) for item in waiting[:cut]])
+                self.waiting[p] = waiting[cut:]
+        if horizon is None:
+            horizon = max(self.watermarks) + 1
+        self.released = max(self.released, horizon)
+        if len(runs) == 1:
+            return [entry[3] for entry in runs[0]]
+        return [entry[3] for entry in heapq.merge(*runs, key=lambda e: e[:3])]
+
+    def flush(self) -> list[Routed]:
+        """Release everything waiting (the end of a recorded stream)."""
+        return self._release(None)
+
+    @property
+    def buffered(self) -> int:
+        return sum(len(w) for w in self.waiting)
+
+    def state(self, encode: Any) -> dict[str, Any]:
+        return {
+            "watermarks": self.watermarks,
+            "sent": self.sent,
+            "waiting": [[encode(item) for item in w] for w in self.waiting],
+            "first": self.first,
+            "released": self.released,
+            "counts": dict(self.counts),
+        }
+
+    def restore(self, state: dict[str, Any], decode: Any) -> None:
+        self.partitions = len(state["watermarks"])
+        self.watermarks = list(state["watermarks"])
+        self.sent = list(state["sent"])
+        self.waiting = [[decode(item) for item in w] for w in state["waiting"]]
+        self.first = state["first"]
+        self.released = state["released"]
+        self.counts = {**dict.fromkeys(MERGE_COUNTERS, 0), **state["counts"]}
+
+
+__all__ = ["MERGE_COUNTERS", "ModelMerge"]
