@@ -212,9 +212,11 @@ class ModelEngine:
         decisions: list[Decision] = []
         empty_labels: tuple[list[Any], list[int], list[int], list[str]] = ([], [], [], [])
         for key in {**preds, **labels}:
-            p, s = preds.get(key, ([], []))
+            batch, seqs = preds.get(key, ([], []))
             lab = labels.get(key)
-            decisions += self.monitor(*key).process(p, s, *(lab[:4] if lab else empty_labels))
+            decisions += self.monitor(*key).process(
+                batch, seqs, *(lab[:4] if lab else empty_labels)
+            )
         decisions += self._compare_versions(preds, labels)
         if loops:
             decisions += self._feedback_loops(loops)

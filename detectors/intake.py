@@ -135,14 +135,16 @@ class Intake:
                 else:
                     found = outcome
                 registry = self.tags.get(model_id)
-                tag = registry.tags[j.tag] if registry is not None and j.tag is not None else None
+                carried = (
+                    registry.tags[j.tag] if registry is not None and j.tag is not None else None
+                )
                 items.append(
                     Routed(
                         LABEL,
                         seq,
                         slot,
                         found,
-                        Label(j.model_version, j.prediction, j.label, j.prediction_ts, tag),
+                        Label(j.model_version, j.prediction, j.label, j.prediction_ts, carried),
                     )
                 )
                 seq += 1

@@ -12,9 +12,12 @@ The trade-offs of waiting, each bounded by a setting:
 
 * A partition that has not reported the model yet, or whose watermark lags the
   model's furthest one by more than ``merge_lateness_ms`` (it stopped producing, or it
-  carries only a trickle of this model), stops holding the others back. Its items that
-  then arrive behind what was released are *late*: they are released at once, counted,
-  and never dropped.
+  carries only a trickle of this model), stops holding the others back, once it has
+  also been silent for ``merge_idle_ms`` of wall time (a worker catching up on a
+  backlog reads its partitions unevenly; a partition still sending is never left
+  behind). Replay, which has no wall time and reads its partitions side by side, uses
+  the event-time rule alone. Items that arrive behind what was released are *late*:
+  they are released at once, counted, and never dropped.
 * At most ``merge_max_buffered`` items wait per model; beyond that everything waiting is
   released (counted as a forced release), which bounds memory when a partition stalls.
 * An item that repeats a ``seq`` its partition already sent (re-sent after a crash) is
@@ -38,10 +41,21 @@ _NEVER = -(2**63)
 class ModelMerge:
     """Items of one model from ``partitions`` input partitions, held until aligned."""
 
-    def __init__(self, partitions: int, lateness_ms: int, max_buffered: int) -> None:
+    def __init__(
+        self, partitions: int, lateness_ms: int, max_buffered: int, idle_ms: int = 0
+    ) -> None:
         self.partitions = partitions
         self.lateness_ms = lateness_ms
         self.max_buffered = max_buffered
+        self.idle_ms = idle_ms
+        self.heard: list[int | None] = [None] * partitions
+        """Wall time each partition last sent this model (not checkpointed: a restored
+        merge waits ``idle_ms`` afresh)."""
+        self.since: int | None = None
+        """Wall time of the first message after start or restore."""
+        self.idle = [False] * partitions
+        """Partitions that said they have read everything there is (a Flink-style idle
+        marker): they hold nothing back until they send this model again."""
         self.watermarks = [_NEVER] * partitions
         self.sent = [-1] * partitions
         """Per partition, the ``seq`` of the last item received from it."""
@@ -59,11 +73,24 @@ class ModelMerge:
             self.watermarks += [_NEVER] * extra
             self.sent += [-1] * extra
             self.waiting += [[] for _ in range(extra)]
+            self.heard += [None] * extra
+            self.idle += [False] * extra
             self.partitions = partitions
 
-    def add(self, partition: int, watermark: int, items: Sequence[Routed]) -> list[Routed]:
+    def add(
+        self,
+        partition: int,
+        watermark: int,
+        items: Sequence[Routed],
+        now_ms: int | None = None,
+    ) -> list[Routed]:
         """Take a partition's items (in the order it made them); return what is released,
-        in merge order."""
+        in merge order. ``now_ms`` is wall time (None in replay: event time alone)."""
+        self.idle[partition] = False
+        if now_ms is not None:
+            self.heard[partition] = now_ms
+            if self.since is None:
+                self.since = now_ms
         last = self.sent[partition]
         fresh = [item for item in items if item.seq > last]
         counts = self.counts
@@ -79,21 +106,40 @@ class ModelMerge:
             counts["late_items"] += len(late)
             fresh = [item for item in fresh if item.slot >= self.released]
         self.waiting[partition] += fresh
-        released = self._release(self._horizon())
+        released = self._release(self._horizon(now_ms))
         if sum(len(w) for w in self.waiting) > self.max_buffered:
             counts["forced_releases"] += 1
             released += self._release(None)
         return late + released
 
-    def _horizon(self) -> int:
-        """The slot below which every partition that still counts has reported."""
+    def mark_idle(self, partition: int, now_ms: int | None = None) -> list[Routed]:
+        """A partition has read all its input for now: stop waiting for it."""
+        if partition >= self.partitions:
+            self.widen(partition + 1)
+        self.idle[partition] = True
+        return self._release(self._horizon(now_ms))
+
+    def _horizon(self, now_ms: int | None) -> int | None:
+        """The slot below which every partition that still counts has reported (None:
+        none counts, everything waiting may go)."""
         furthest = max(self.watermarks)
-        horizon = furthest
-        for w in self.watermarks:
+        horizon = None
+        for p, w in enumerate(self.watermarks):
+            if self.idle[p]:
+                continue
             behind = self.first if w == _NEVER else w
-            if furthest - behind <= self.lateness_ms:
-                horizon = min(horizon, w)
+            if furthest - behind <= self.lateness_ms or not self._silent(p, now_ms):
+                horizon = w if horizon is None else min(horizon, w)
         return horizon
+
+    def _silent(self, partition: int, now_ms: int | None) -> bool:
+        """Whether a partition has sent nothing of this model for ``idle_ms``."""
+        if now_ms is None:
+            return True
+        heard = self.heard[partition]
+        if heard is None:
+            heard = self.since if self.since is not None else now_ms
+        return now_ms - heard > self.idle_ms
 
     def _release(self, horizon: int | None) -> list[Routed]:
         """Release the items below ``horizon`` (None: everything waiting)."""
@@ -139,6 +185,9 @@ class ModelMerge:
 
     def restore(self, state: dict[str, Any], decode: Any) -> None:
         self.partitions = len(state["watermarks"])
+        self.heard = [None] * self.partitions
+        self.since = None
+        self.idle = [False] * self.partitions
         self.watermarks = list(state["watermarks"])
         self.sent = list(state["sent"])
         self.waiting = [[decode(item) for item in w] for w in state["waiting"]]

@@ -284,6 +284,12 @@ class DetectorSettings:
     side by side, and is the extra wait a model pays only when one of its partitions
     stops carrying it."""
 
+    merge_idle_ms: int = 30_000
+    """Wall time a lagging partition must also have been silent (for the model) before
+    the worker's model stage stops waiting for it: three default session timeouts, so a
+    partition whose worker is restarting or rebalancing is waited for, and a backlog read
+    unevenly across partitions never makes items late."""
+
     merge_max_buffered: int = 200_000
     """Items of one model the model stage holds while it waits for a slow partition;
     beyond this everything waiting is released (counted), which bounds memory."""
@@ -291,6 +297,7 @@ class DetectorSettings:
     def __post_init__(self) -> None:
         positive = (
             "merge_lateness_ms",
+            "merge_idle_ms",
             "merge_max_buffered",
             "false_alarm_budget_events",
             "warmup_events",

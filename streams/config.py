@@ -35,6 +35,8 @@ class Topics:
     """Checkpoints of detector state with the input offsets they cover (compacted)."""
     references: str = "driftline.references"
     """Reference profiles published to running workers (compacted, low volume)."""
+    summaries: str = "driftline.summaries"
+    """Each input partition's routed items, keyed by model: the model stage's input."""
 
     def for_decision(self, decision_type: str) -> str:
         return {"alert": self.alerts, "retrain": self.retrain, "rollback": self.rollback}[

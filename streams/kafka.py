@@ -183,7 +183,8 @@ async def create_topics(
 ) -> list[str]:
     """Create every topic driftline uses; existing ones are left alone. Returns the new ones.
 
-    Input, dead-letter and decision topics get ``partitions`` partitions; the state topic
+    Input, summaries, dead-letter and decision topics get ``partitions`` partitions; the
+    state topic
     one partition with ``cleanup.policy=compact`` (only the latest checkpoint per key
     matters).
     """
@@ -202,6 +203,7 @@ async def create_topics(
                 topics.alerts,
                 topics.retrain,
                 topics.rollback,
+                topics.summaries,
             )
         ]
         wanted += [

@@ -89,11 +89,23 @@ class Metrics:
         )
         self.checkpoint_bytes = Gauge(
             "driftline_checkpoint_bytes",
-            "Compressed size of the last checkpoint.",
+            "Compressed size of the last checkpoint, by shard (3: input partition 3, m0: "
+            "summaries partition 0).",
             ["partition"],
             registry=r,
         )
-
+        self.summary_bytes = Counter(
+            "driftline_summaries_bytes",
+            "Bytes sent from the input stage to the model stage (the summaries topic).",
+            registry=r,
+        )
+        self.merge_items = Counter(
+            "driftline_merge_items",
+            "Items the model stage received, by status: merged in order, late (behind "
+            "what was released: merged at once), duplicate (re-sent after a crash).",
+            ["status"],
+            registry=r,
+        )
         self.evictions = Counter(
             "driftline_state_evictions",
             "State forgotten to stay within its bounds, by what (model, version, clock): "

@@ -42,6 +42,7 @@ class _Queued:
     value: bytes
     key: bytes | None
     future: asyncio.Future[Any]
+    partition: int | None = None
 
 
 class Publisher:
@@ -63,10 +64,13 @@ class Publisher:
         self.on_retry = on_retry
         self.queued: list[_Queued] = []
 
-    async def send(self, topic: str, value: bytes, key: bytes | None) -> None:
-        """Queue one output; its delivery is awaited by `confirm`."""
-        future = await self._send(topic, value, key)
-        self.queued.append(_Queued(topic, value, key, future))
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None, partition: int | None = None
+    ) -> None:
+        """Queue one output (to the key's partition, or to ``partition``); its delivery is
+        awaited by `confirm`."""
+        future = await self._send(topic, value, key, partition)
+        self.queued.append(_Queued(topic, value, key, future, partition))
 
     async def confirm(self) -> None:
         """Wait until every queued output is acknowledged, re-sending retryable failures.
@@ -86,14 +90,16 @@ class Publisher:
                     self._give_up_unless_retryable(exc, item.topic, item.value, deadline)
                     await self._wait(backoff)
                     backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
-                    item.future = await self._send(item.topic, item.value, item.key)
+                    item.future = await self._send(item.topic, item.value, item.key, item.partition)
 
-    async def _send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future[Any]:
+    async def _send(
+        self, topic: str, value: bytes, key: bytes | None, partition: int | None = None
+    ) -> asyncio.Future[Any]:
         deadline = time.monotonic() + self.timeout_s
         backoff = RETRY_BACKOFF_S
         while True:
             try:
-                return await self.producer.send(topic, value, key=key)
+                return await self.producer.send(topic, value, key=key, partition=partition)
             except KafkaError as exc:
                 self._give_up_unless_retryable(exc, topic, value, deadline)
                 await self._wait(backoff)

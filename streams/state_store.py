@@ -1,9 +1,10 @@
 """Checkpoints of detector state, tagged with the input offsets they cover.
 
-One checkpoint per input partition, written to the state topic under the key
-``<group>/<partition>``. Large states are compressed and split into chunks written under
-two alternating key sets (double buffering), followed by a manifest: a crash while
-writing leaves the previous checkpoint intact, because the manifest still points at it.
+One checkpoint per shard, written to the state topic under the key ``<group>/<shard>``
+(``<group>/3`` for input partition 3, ``<group>/m0`` for summaries partition 0). Large
+states are compressed and split into chunks written under two alternating key sets
+(double buffering), followed by a manifest: a crash while writing leaves the previous
+checkpoint intact, because the manifest still points at it.
 On Kafka the topic is compacted, so only the latest records per key are kept.
 """
 
@@ -35,16 +36,17 @@ class StateError(DriftlineError):
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """The state of one input partition and the offsets it covers."""
+    """The state of one shard and the offsets it covers."""
 
-    partition: int
+    partition: str
+    """The shard's name: ``3`` for input partition 3, ``m0`` for summaries partition 0."""
     offsets: dict[str, int]
     """Next offset to read per input topic: everything before it is in ``state``."""
     state: dict[str, Any]
     generation: int
 
 
-def _key(group: str, partition: int) -> str:
+def _key(group: str, partition: str) -> str:
     return f"{group}/{partition}"
 
 
@@ -86,8 +88,8 @@ async def write_checkpoint(
 
 async def read_checkpoints(
     consumer: AIOKafkaConsumer, topic: str, group: str
-) -> dict[int, Checkpoint]:
-    """Latest complete checkpoint per partition of ``group``, read to the high watermark.
+) -> dict[str, Checkpoint]:
+    """Latest complete checkpoint per shard of ``group``, read to the high watermark.
 
     The consumer must not be subscribed; the state topic partition is assigned to it
     directly. The end is taken from the fetch responses' high watermark, never from
@@ -108,7 +110,7 @@ async def read_checkpoints(
         if highwater is not None and position >= highwater and not batch:
             break
     prefix = f"{group}/"
-    out: dict[int, Checkpoint] = {}
+    out: dict[str, Checkpoint] = {}
     for raw_key, (value, _) in latest.items():
         key = raw_key.decode()
         rest = key[len(prefix) :] if key.startswith(prefix) else None
@@ -127,8 +129,5 @@ async def read_checkpoints(
         if hashlib.sha256(body).hexdigest() != manifest["sha256"]:
             raise StateError(f"checkpoint {key} generation {manifest['generation']} is corrupt")
         payload = orjson.loads(zlib.decompress(body))
-        partition = int(rest)
-        out[partition] = Checkpoint(
-            partition, payload["offsets"], payload["state"], manifest["generation"]
-        )
+        out[rest] = Checkpoint(rest, payload["offsets"], payload["state"], manifest["generation"])
     return out

@@ -54,15 +54,18 @@ from aiokafka.errors import (
 
 from detectors.clock import PartitionClock
 from detectors.decision import Decision
-from detectors.engine import Engine, RecentIds
+from detectors.engine import ModelEngine, split_legacy_state
+from detectors.intake import Intake, Routed, item_from_wire, item_to_wire
 from detectors.join import JOIN_COUNTERS
+from detectors.merge import ModelMerge
+from detectors.recent import RecentIds
 from detectors.reference import ReferenceProfile
 from detectors.settings import reject_unknown
 from schemas.deadletter import DeadLetter
-from schemas.decode import FUTURE_TIMESTAMP, decode
+from schemas.decode import DEFAULT_MAX_MESSAGE_BYTES, FUTURE_TIMESTAMP, decode
 from schemas.exceptions import ConfigError, DecodeError
 from schemas.records import Event
-from streams.config import Config, shard_settings
+from streams.config import Config
 from streams.faults import ConnectionLog
 from streams.kafka import KafkaSettings
 from streams.metrics import DRIFT_SCORE_MODELS, Metrics
@@ -89,6 +92,19 @@ METRICS_INTERVAL_S = 1.0
 RECORD_OVERHEAD_BYTES = 512
 """Room left below ``max_request_size`` for a dead letter's record framing (batch and
 record headers, the key): aiokafka counts them against the limit too."""
+
+
+SUMMARY_FORMAT = 1
+"""Version of the summaries topic's messages (see `Worker._forward`)."""
+
+CHECKPOINT_FORMAT = 2
+"""Version of the checkpoint layout: 2 = two stages (input shards hold the intake, model
+shards the detectors); 1 = one engine per input partition."""
+
+SUMMARY_HEADROOM_BYTES = 4_096
+"""Input messages are accepted up to ``max_request_size`` less this, so that every
+event, forwarded as a summaries item (its fields without their names), fits in one
+message to the model stage."""
 
 
 def _produce_time(record: ConsumerRecord) -> int:
@@ -155,16 +171,17 @@ class WorkerSettings:
 
 
 class Shard:
-    """Detector state of one input partition, with the offsets and counts it covers."""
+    """Stage 1 of one input partition (dedupe, join, bounded event time), with the offsets
+    and counts it covers. Its items go to the model stage through the summaries topic."""
 
-    def __init__(self, partition: int, engine: Engine, published_memory: int) -> None:
+    def __init__(self, partition: int, intake: Intake) -> None:
         self.partition = partition
-        self.engine = engine
-        self.clock = PartitionClock(engine.settings.max_future_skew_ms)
+        self.name = str(partition)
+        self.intake = intake
+        self.clock = PartitionClock(intake.settings.max_future_skew_ms)
         self.offsets: dict[str, int] = {}
         self.consumed = 0
         self.dead_letters: CounterDict[str] = CounterDict()
-        self.published = RecentIds(published_memory)
         self.generation = 0
         self.dirty = False
         self.covered: dict[str, int] = {}
@@ -173,24 +190,102 @@ class Shard:
         """Offsets the group last accepted a commit of (empty: not known)."""
         self.pending: dict[str, list[ConsumerRecord]] = {}
         """Fetched records not processed yet, per topic, in log order (see `_aligned`)."""
+        self.idle_sent = False
+        """Whether the model stage was told this partition has read everything there is."""
         self.waiting_since: float | None = None
 
     def state(self) -> dict[str, Any]:
         return {
-            "engine": self.engine.state(),
+            "format": CHECKPOINT_FORMAT,
+            "intake": self.intake.state(),
             "consumed": self.consumed,
             "dead_letters": dict(self.dead_letters),
-            "published": self.published.state(),
             "clock": self.clock.state(),
         }
 
     def restore(self, checkpoint: Checkpoint) -> None:
-        self.engine.restore(checkpoint.state["engine"])
-        self.consumed = checkpoint.state["consumed"]
-        self.dead_letters = CounterDict(checkpoint.state["dead_letters"])
-        self.published.restore(checkpoint.state["published"])
-        if "clock" in checkpoint.state:  # checkpoints from before bounded event time have none
-            self.clock.restore(checkpoint.state["clock"])
+        state = checkpoint.state
+        if "intake" in state:
+            self.intake.restore(state["intake"])
+        else:
+            log.warning(
+                "partition %d: checkpoint format 1 (one engine per partition): its join and "
+                "duplicate memory are kept, its detector state is not (the model stage warms "
+                "up again)",
+                self.partition,
+            )
+            self.intake.restore(split_legacy_state(state["engine"])["intake"])
+        self.consumed = state["consumed"]
+        self.dead_letters = CounterDict(state["dead_letters"])
+        if "clock" in state:  # checkpoints from before bounded event time have none
+            self.clock.restore(state["clock"])
+        self.offsets = dict(checkpoint.offsets)
+        self.generation = checkpoint.generation
+
+
+class ModelShard:
+    """Stage 2 of one summaries partition: the merges and detectors of the models Kafka
+    routes to it (the summaries topic is keyed by model), with the offset it covers."""
+
+    def __init__(self, partition: int, topic: str, engine: ModelEngine, published: int) -> None:
+        self.partition = partition
+        self.name = f"m{partition}"
+        self.topic = topic
+        self.engine = engine
+        self.merges: dict[str, ModelMerge] = {}
+        self.offsets: dict[str, int] = {}
+        self.consumed = 0
+        self.dead_letters: CounterDict[str] = CounterDict()
+        self.published = RecentIds(published)
+        self.generation = 0
+        self.dirty = False
+        self.covered: dict[str, int] = {}
+        self.committed: dict[str, int] = {}
+        self.pending: list[ConsumerRecord] = []
+        self.idle: set[int] = set()
+        """Input partitions whose last word was an idle marker (new merges start with it)."""
+
+    def merge_for(self, model_id: str, partitions: int) -> ModelMerge:
+        merge = self.merges.get(model_id)
+        if merge is None:
+            s = self.engine.settings_for(model_id)
+            merge = self.merges[model_id] = ModelMerge(
+                partitions, s.merge_lateness_ms, s.merge_max_buffered, s.merge_idle_ms
+            )
+            for p in self.idle:
+                merge.mark_idle(p)
+        else:
+            merge.widen(partitions)
+        return merge
+
+    def forget(self) -> None:
+        """Merges of models the detectors forgot (bounded by ``max_models``), once empty."""
+        if len(self.merges) > self.engine.settings.max_models:
+            known = self.engine.recent_models
+            for model_id in [m for m, g in self.merges.items() if m not in known]:
+                if not self.merges[model_id].buffered:
+                    del self.merges[model_id]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "engine": self.engine.state(),
+            "merges": {m: g.state(item_to_wire) for m, g in self.merges.items()},
+            "consumed": self.consumed,
+            "dead_letters": dict(self.dead_letters),
+            "published": self.published.state(),
+        }
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        state = checkpoint.state
+        self.engine.restore(state["engine"])
+        self.merges = {}
+        for model_id, merge_state in state["merges"].items():
+            merge = self.merge_for(model_id, len(merge_state["watermarks"]))
+            merge.restore(merge_state, lambda row, m=model_id: item_from_wire(row, m))
+        self.consumed = state["consumed"]
+        self.dead_letters = CounterDict(state["dead_letters"])
+        self.published.restore(state["published"])
         self.offsets = dict(checkpoint.offsets)
         self.generation = checkpoint.generation
 
@@ -200,10 +295,14 @@ class _Listener(ConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.worker.release({tp.partition for tp in revoked})
+        await self.worker.release(self.worker.names(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.worker.acquire(sorted({tp.partition for tp in assigned}))
+        summaries = self.worker.topics.summaries
+        await self.worker.acquire(
+            sorted({tp.partition for tp in assigned if tp.topic != summaries}),
+            sorted({tp.partition for tp in assigned if tp.topic == summaries}),
+        )
 
 
 class Worker:
@@ -222,6 +321,9 @@ class Worker:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.shards: dict[int, Shard] = {}
+        """Stage 1, by input partition."""
+        self.model_shards: dict[int, ModelShard] = {}
+        """Stage 2, by summaries partition."""
         self.partitions = 0
         self.stopping = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
@@ -231,6 +333,7 @@ class Worker:
         self._join_seen: dict[int, dict[str, int]] = {}
         self._duplicates_seen = 0
         self._evictions_seen: dict[str, int] = {}
+        self._merge_seen: dict[str, int] = {}
         self.publisher: Publisher | None = None
         self.failure: BaseException | None = None
         """Why the worker stopped processing, if it failed: no checkpoint is written after."""
@@ -255,7 +358,7 @@ class Worker:
                 self.connection_log.tick(bool(batch))
                 now = time.monotonic()
                 if now - self.last_checkpoint >= self.settings.checkpoint_interval_s:
-                    await self.checkpoint(set(self.shards))
+                    await self.checkpoint(set(self.by_name()))
                 if now - self.last_metrics >= METRICS_INTERVAL_S:
                     self.last_metrics = now
                     self._refresh_gauges()
@@ -302,13 +405,19 @@ class Worker:
         if self.settings.metrics_port is not None:
             self.metrics_server = self.metrics.serve(self.settings.metrics_port)
         self.consumer.subscribe(
-            [self.topics.predictions, self.topics.outcomes], listener=_Listener(self)
+            [self.topics.predictions, self.topics.outcomes, self.topics.summaries],
+            listener=_Listener(self),
         )
 
     async def _check_topics(self) -> int:
         assert self.consumer is not None
         counts = {}
-        for topic in (self.topics.predictions, self.topics.outcomes, self.topics.state):
+        for topic in (
+            self.topics.predictions,
+            self.topics.outcomes,
+            self.topics.summaries,
+            self.topics.state,
+        ):
             parts = self.consumer.partitions_for_topic(topic)
             if parts is None:
                 await self.consumer._client.force_metadata_update()
@@ -328,8 +437,8 @@ class Worker:
         return counts[self.topics.predictions]
 
     async def _shutdown(self) -> None:
-        if self.consumer is not None and self.shards and self.failure is None:
-            await self.checkpoint(set(self.shards))
+        if self.consumer is not None and self.by_name() and self.failure is None:
+            await self.checkpoint(set(self.by_name()))
         elif self.failure is not None:
             log.error(
                 "worker stopped without a final checkpoint (%s); the next start resumes "
@@ -351,14 +460,29 @@ class Worker:
         """Use ``profile`` for versions of its model first seen from now on (versions already
         monitored keep the reference they started with)."""
         self.config = replace(self.config, references={**self.config.references, key: profile})
-        for shard in self.shards.values():
+        for shard in self.model_shards.values():
             shard.engine.profiles[key] = profile
 
-    def _engine(self) -> Engine:
-        """An engine for one shard (the model's false-alarm budget split across shards)."""
-        return Engine(*shard_settings(self.config, max(self.partitions, 1)))
+    def by_name(self) -> dict[str, Shard | ModelShard]:
+        """Every shard of both stages by its checkpoint name (``3``, ``m0``)."""
+        named: dict[str, Shard | ModelShard] = {s.name: s for s in self.shards.values()}
+        named.update((s.name, s) for s in self.model_shards.values())
+        return named
 
-    async def acquire(self, partitions: list[int]) -> None:
+    def names(self, tps: list[TopicPartition]) -> set[str]:
+        """Checkpoint names of the shards these topic partitions belong to."""
+        summaries = self.topics.summaries
+        return {f"m{tp.partition}" if tp.topic == summaries else str(tp.partition) for tp in tps}
+
+    def _intake(self) -> Intake:
+        return Intake(self.config.detectors, self.config.model_detectors)
+
+    def _model_engine(self) -> ModelEngine:
+        """The model stage sees all of a model's traffic: its settings are not split."""
+        c = self.config
+        return ModelEngine(c.detectors, c.references, c.model_detectors)
+
+    async def acquire(self, partitions: list[int], summaries: list[int] | None = None) -> None:
         """Restore the shards of newly assigned partitions and seek to their offsets.
 
         The partitions stay paused while their state is read, and every seek happens
@@ -367,8 +491,10 @@ class Worker:
         records that were never processed.
         """
         assert self.consumer is not None
+        summaries = summaries or []
         inputs = (self.topics.predictions, self.topics.outcomes)
         tps = [TopicPartition(topic, p) for p in partitions for topic in inputs]
+        tps += [TopicPartition(self.topics.summaries, q) for q in summaries]
         self.consumer.pause(*tps)
         reader = AIOKafkaConsumer(**self.kafka.client_options(), enable_auto_commit=False)
         await reader.start()
@@ -378,8 +504,8 @@ class Worker:
             await reader.stop()
         shards = {}
         for p in partitions:
-            shard = Shard(p, self._engine(), self.settings.published_memory)
-            checkpoint = checkpoints.get(p)
+            shard = Shard(p, self._intake())
+            checkpoint = checkpoints.get(str(p))
             if checkpoint is not None:
                 shard.restore(checkpoint)
             for topic in inputs:
@@ -396,20 +522,50 @@ class Worker:
                 self.consumer.seek(TopicPartition(topic, p), shard.offsets[topic])
             shard.covered = dict(shard.offsets)
             self.shards[p] = shard
+        for q in summaries:
+            model_shard = ModelShard(
+                q, self.topics.summaries, self._model_engine(), self.settings.published_memory
+            )
+            checkpoint = checkpoints.get(model_shard.name)
+            if checkpoint is not None:
+                model_shard.restore(checkpoint)
+            tp = TopicPartition(self.topics.summaries, q)
+            if tp.topic not in model_shard.offsets:
+                committed = await self.consumer.committed(tp)
+                if committed is None:
+                    committed = (await self.consumer.beginning_offsets([tp]))[tp]
+                model_shard.offsets[tp.topic] = committed
+            log.info("summaries partition %d: %s", q, "restored" if checkpoint else "new shard")
+            self.consumer.seek(tp, model_shard.offsets[tp.topic])
+            model_shard.covered = dict(model_shard.offsets)
+            self.model_shards[q] = model_shard
         self.consumer.resume(*tps)
 
-    async def release(self, partitions: set[int]) -> None:
+    async def release(self, names: set[str]) -> None:
         """Checkpoint and drop the shards of revoked partitions."""
-        mine = partitions & set(self.shards)
+        mine = names & set(self.by_name())
         if mine:
             await self.checkpoint(mine)
-        for p in mine:
-            self.shards.pop(p, None)
+        for name in mine:
+            self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        if name.startswith("m"):
+            self.model_shards.pop(int(name[1:]), None)
+        else:
+            self.shards.pop(int(name), None)
 
     # -- processing --------------------------------------------------------------------
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        summaries = self.topics.summaries
         for tp, records in batch.items():
+            if tp.topic == summaries:
+                model_shard = self.model_shards.get(tp.partition)
+                if model_shard is not None:
+                    model_shard.pending.extend(records)
+                    self.metrics.consumed.labels(tp.topic).inc(len(records))
+                continue
             shard = self.shards.get(tp.partition)
             if shard is not None:
                 # Records of a partition still being restored are skipped here and read
@@ -423,6 +579,13 @@ class Worker:
             merged = self._aligned(p, shard)
             if merged:
                 await self._handle(shard, merged, now_ms)
+        for p, shard in list(self.shards.items()):
+            if not shard.idle_sent and self._caught_up(p, shard):
+                await self._send_idle(shard)
+        for model_shard in list(self.model_shards.values()):
+            if model_shard.pending:
+                records, model_shard.pending = model_shard.pending, []
+                await self._merge(model_shard, records, now_ms)
         if batch:
             self._observe_latency(batch)
 
@@ -482,12 +645,10 @@ class Worker:
                 for i in np.flatnonzero(~admitted).tolist():
                     letters.append(self._future_letter(shard, events[i], sources[i]))
                 events = [e for e, ok in zip(events, admitted.tolist(), strict=True) if ok]
-        decisions = shard.engine.process(events)
-        max_bytes = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES
-        for letter in letters:
-            value = letter.to_json(now_ms, max_bytes - len(letter.key or b""))
-            await self.publisher.send(self.topics.deadletter, value, letter.key)
-        await self._publish(shard, decisions, now_ms)
+        for model_id, items in shard.intake.process(events).items():
+            await self._forward(shard, model_id, items)
+        shard.idle_sent = False
+        await self._dead_letter(letters, now_ms)
         # Every effect of these records is made and queued: the offsets may move past them.
         processed: CounterDict[str] = CounterDict()
         for record in records:
@@ -504,6 +665,100 @@ class Worker:
             self.metrics.processed.labels(topic).inc(n)
         shard.dirty = True
 
+    async def _dead_letter(self, letters: list[DeadLetter], now_ms: int) -> None:
+        assert self.publisher is not None
+        max_bytes = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES
+        for letter in letters:
+            value = letter.to_json(now_ms, max_bytes - len(letter.key or b""))
+            await self.publisher.send(self.topics.deadletter, value, letter.key)
+
+    def _caught_up(self, p: int, shard: Shard) -> bool:
+        """Whether the partition has processed everything its topics hold (as far as the
+        fetches so far tell)."""
+        assert self.consumer is not None
+        if any(shard.pending.values()):
+            return False
+        for topic in (self.topics.predictions, self.topics.outcomes):
+            highwater = self.consumer.highwater(TopicPartition(topic, p))
+            if highwater is None or shard.offsets.get(topic, 0) < highwater:
+                return False
+        return True
+
+    async def _send_idle(self, shard: Shard) -> None:
+        """Tell every model-stage partition that this input partition has read all there
+        is for now (a Flink-style idle marker), so the merges stop waiting for it: the
+        tail of a stream that pauses is decided on without waiting for more traffic."""
+        assert self.publisher is not None and self.consumer is not None
+        parts = self.consumer.partitions_for_topic(self.topics.summaries) or set()
+        value = orjson.dumps(
+            {"v": SUMMARY_FORMAT, "p": shard.partition, "n": self.partitions, "idle": True}
+        )
+        for q in sorted(parts):
+            await self.publisher.send(self.topics.summaries, value, None, partition=q)
+        shard.idle_sent = True
+
+    async def _forward(self, shard: Shard, model_id: str, items: list[Routed]) -> None:
+        """Send one model's items to the model stage, keyed by model, in as few messages
+        as fit (each says how far the partition's watermark of the model has reached)."""
+        assert self.publisher is not None
+        key = model_id.encode()
+        budget = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES - len(key)
+        watermark = shard.intake.watermarks[model_id]
+        rows = [item_to_wire(item) for item in items]
+        parts = [(rows, watermark)]
+        while parts:
+            rows, mark = parts.pop(0)
+            value = orjson.dumps(
+                {"v": SUMMARY_FORMAT, "p": shard.partition, "n": self.partitions,
+                 "w": mark, "i": rows},
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )  # fmt: skip
+            if len(value) > budget and len(rows) > 1:
+                half = len(rows) // 2
+                # The first half's watermark is its last item's slot: nothing before it is
+                # still to come from this partition.
+                parts[:0] = [(rows[:half], rows[half - 1][2]), (rows[half:], mark)]
+                continue
+            await self.publisher.send(self.topics.summaries, value, key)
+            self.metrics.summary_bytes.inc(len(value))
+
+    async def _merge(self, shard: ModelShard, records: list[ConsumerRecord], now_ms: int) -> None:
+        """Stage 2: merge the partitions' items per model, run the detectors on what the
+        merge releases, publish decisions; only then do the offsets cover ``records``."""
+        released: list[Routed] = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            try:
+                message = orjson.loads(record.value or b"")
+                if message.get("idle"):
+                    p = int(message["p"])
+                    shard.idle.add(p)
+                    for merge in shard.merges.values():
+                        released += merge.mark_idle(p, now_ms)
+                    continue
+                model_id = (record.key or b"").decode()
+                items = [item_from_wire(row, model_id) for row in message["i"]]
+                merge = shard.merge_for(model_id, int(message["n"]))
+                shard.idle.discard(int(message["p"]))
+                released += merge.add(int(message["p"]), int(message["w"]), items, now_ms)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+                letters.append(
+                    _letter("invalid_summary", f"unreadable summaries message: {exc}", record)
+                )
+        decisions = shard.engine.process(released) if released else []
+        shard.forget()
+        await self._dead_letter(letters, now_ms)
+        await self._publish(shard, decisions, now_ms)
+        for record in records:
+            if record.offset + 1 > shard.offsets.get(record.topic, 0):
+                shard.offsets[record.topic] = record.offset + 1
+        for letter in letters:
+            shard.dead_letters[letter.reason] += 1
+            self.metrics.dead_lettered.labels(letter.topic, letter.reason).inc()
+        shard.consumed += len(records)
+        self.metrics.processed.labels(shard.topic).inc(len(records) - len(letters))
+        shard.dirty = True
+
     def _decode(
         self, records: list[ConsumerRecord]
     ) -> tuple[list[Event], list[ConsumerRecord], list[DeadLetter]]:
@@ -517,7 +772,7 @@ class Worker:
             try:
                 if record.value is None:
                     raise DecodeError("invalid_json", "message has no value (tombstone)")
-                events.append(decode(record.value, expect))
+                events.append(decode(record.value, expect, max_bytes=self.max_event_bytes))
                 sources.append(record)
             except DecodeError as exc:
                 letters.append(_letter(exc.reason, exc.message, record))
@@ -535,12 +790,17 @@ class Worker:
         )
         return _letter(FUTURE_TIMESTAMP, message, record)
 
-    async def _publish(self, shard: Shard, decisions: list[Decision], now_ms: int) -> None:
+    @property
+    def max_event_bytes(self) -> int:
+        """Largest input message accepted (see `SUMMARY_HEADROOM_BYTES`)."""
+        return min(DEFAULT_MAX_MESSAGE_BYTES, self.kafka.max_request_size - SUMMARY_HEADROOM_BYTES)
+
+    async def _publish(self, shard: ModelShard, decisions: list[Decision], now_ms: int) -> None:
         assert self.publisher is not None
         for d in decisions:
             if any(
                 d.decision_id in s.published.current or d.decision_id in s.published.previous
-                for s in self.shards.values()
+                for s in self.model_shards.values()
             ):
                 continue
             shard.published.add(d.decision_id)
@@ -567,16 +827,16 @@ class Worker:
                 if highwater is not None:
                     position = self.shards[p].offsets.get(topic, 0)
                     self.metrics.lag.labels(topic, str(p)).set(max(0, highwater - position))
-        self.metrics.join_buffer.set(sum(s.engine.join.size for s in self.shards.values()))
+        self.metrics.join_buffer.set(sum(s.intake.join.size for s in self.shards.values()))
         for p, shard in self.shards.items():
             seen = self._join_seen.setdefault(p, dict.fromkeys(JOIN_COUNTERS, 0))
-            for status, value in shard.engine.join.counts.items():
+            for status, value in shard.intake.join.counts.items():
                 if value > seen[status]:
                     self.metrics.outcomes.labels(status).inc(value - seen[status])
                     seen[status] = value
         scores: dict[tuple[str, str], float] = {}
-        for shard in self.shards.values():
-            for model_id, versions in shard.engine.monitors.items():
+        for model_shard in self.model_shards.values():
+            for model_id, versions in model_shard.engine.monitors.items():
                 for monitor in versions.values():
                     for kind, score in monitor.drift_scores().items():
                         key = (model_id, kind)
@@ -585,15 +845,26 @@ class Worker:
         for (model_id, kind), score in scores.items():
             if model_id in models:
                 self.metrics.drift_score.labels(model_id, kind).set(score)
-        duplicates = sum(s.engine.counts["duplicates"] for s in self.shards.values())
+        duplicates = sum(s.intake.counts["duplicates"] for s in self.shards.values())
         if duplicates > self._duplicates_seen:
             self.metrics.duplicates.inc(duplicates - self._duplicates_seen)
         self._duplicates_seen = duplicates
         evicted = {
-            "model": sum(s.engine.counts["evicted_models"] for s in self.shards.values()),
-            "version": sum(s.engine.counts["evicted_versions"] for s in self.shards.values()),
+            "model": sum(s.engine.counts["evicted_models"] for s in self.model_shards.values()),
+            "version": sum(s.engine.counts["evicted_versions"] for s in self.model_shards.values()),
             "clock": sum(s.clock.evicted for s in self.shards.values()),
         }
+        merged = {"merged": 0, "late": 0, "duplicate": 0}
+        for model_shard in self.model_shards.values():
+            for merge in model_shard.merges.values():
+                merged["merged"] += merge.counts["items"] - merge.counts["late_items"]
+                merged["late"] += merge.counts["late_items"]
+                merged["duplicate"] += merge.counts["duplicate_items"]
+        for status, total in merged.items():
+            before = self._merge_seen.get(status, 0)
+            if total > before:
+                self.metrics.merge_items.labels(status).inc(total - before)
+            self._merge_seen[status] = total
         for what, total in evicted.items():
             before = self._evictions_seen.get(what, 0)
             if total > before:
@@ -602,8 +873,10 @@ class Worker:
 
     # -- checkpoints -------------------------------------------------------------------
 
-    async def checkpoint(self, partitions: set[int]) -> None:
-        """Confirm outputs, write the shards' state, commit their offsets (in that order).
+    async def checkpoint(self, names: set[str]) -> None:
+        """Confirm outputs, write the shards' state, commit their offsets (in that order),
+        for the shards of both stages named (``3``: input partition 3, ``m0``: summaries
+        partition 0).
 
         Does nothing once the worker has failed; a failure here fails the worker (it is
         also called from rebalance callbacks, whose exceptions aiokafka only logs)."""
@@ -613,27 +886,30 @@ class Worker:
         assert self.publisher is not None
         started = time.monotonic()
         try:
-            await self.publisher.confirm()  # a failed delivery raises before any state
+            # A failed delivery (a decision, a dead letter, the items stage 2 has not
+            # seen yet) raises before any state is written.
+            await self.publisher.confirm()
+            shards = self.by_name()
             due = [
-                p
-                for p in sorted(partitions)
-                if (shard := self.shards.get(p)) is not None
+                name
+                for name in sorted(names)
+                if (shard := shards.get(name)) is not None
                 and (shard.dirty or shard.committed != shard.covered)
             ]
-            dirty = [p for p in due if self.shards[p].dirty]
+            dirty = [name for name in due if shards[name].dirty]
             if dirty and not await self._still_member(dirty):
-                due = [p for p in due if p not in dirty]
+                due = [name for name in due if name not in dirty]
                 dirty = []
-            for p in dirty:
-                shard = self.shards[p]
+            for name in dirty:
+                shard = shards[name]
                 shard.generation += 1
                 size = await write_checkpoint(
                     self.producer,
                     self.topics.state,
                     self.settings.group_id,
-                    Checkpoint(p, dict(shard.offsets), shard.state(), shard.generation),
+                    Checkpoint(name, dict(shard.offsets), shard.state(), shard.generation),
                 )
-                self.metrics.checkpoint_bytes.labels(str(p)).set(size)
+                self.metrics.checkpoint_bytes.labels(name).set(size)
                 shard.dirty = False
                 shard.covered = dict(shard.offsets)
             if due:
@@ -645,8 +921,8 @@ class Worker:
         self.last_checkpoint = time.monotonic()
         self.metrics.checkpoint_seconds.observe(self.last_checkpoint - started)
 
-    async def _still_member(self, partitions: list[int]) -> bool:
-        """Whether the group still counts this worker as the owner of ``partitions``.
+    async def _still_member(self, names: list[str]) -> bool:
+        """Whether the group still counts this worker as the owner of these shards.
 
         Probed by committing the offsets their last checkpoints already cover (always
         safe). A worker that was away past its session (a network cut, a long pause) is
@@ -655,41 +931,43 @@ class Worker:
         from the state topic."""
         assert self.consumer is not None
         try:
-            await self.consumer.commit(self._covered(partitions))
+            await self.consumer.commit(self._covered(names))
         except GROUP_ERRORS as exc:
             log.warning(
-                "partitions %s were given to another member while this worker was away "
+                "shards %s were given to another member while this worker was away "
                 "(%s); dropping their state here, the new owner resumes from their last "
                 "checkpoint",
-                partitions,
+                names,
                 _one_line(exc),
             )
-            for p in partitions:
-                self.shards.pop(p, None)
+            for name in names:
+                self._drop(name)
             return False
         return True
 
-    def _covered(self, partitions: list[int]) -> dict[TopicPartition, int]:
-        """The input offsets the shards' latest checkpoints cover, ready to commit."""
+    def _covered(self, names: list[str]) -> dict[TopicPartition, int]:
+        """The offsets the shards' latest checkpoints cover, ready to commit."""
+        shards = self.by_name()
         return {
-            TopicPartition(topic, p): offset
-            for p in partitions
-            for topic, offset in self.shards[p].covered.items()
+            TopicPartition(topic, shards[name].partition): offset
+            for name in names
+            for topic, offset in shards[name].covered.items()
         }
 
-    async def _commit(self, partitions: list[int]) -> None:
+    async def _commit(self, names: list[str]) -> None:
         """Commit the offsets the shards' checkpoints cover. A refusal by a rebalancing
         group is not an error: the checkpoint holds the offsets (recovery seeks to them),
         and the commit is retried at the next checkpoint."""
         assert self.consumer is not None
-        present = [p for p in partitions if p in self.shards]
+        shards = self.by_name()
+        present = [name for name in names if name in shards]
         try:
             await self.consumer.commit(self._covered(present))
         except GROUP_ERRORS as exc:
             log.warning("offset commit refused, retried later: %s", _one_line(exc))
             return
-        for p in present:
-            self.shards[p].committed = dict(self.shards[p].covered)
+        for name in present:
+            shards[name].committed = dict(shards[name].covered)
 
 
 def _letter(reason: str, message: str, record: ConsumerRecord) -> DeadLetter:

@@ -31,14 +31,18 @@ def topics_for(prefix: str) -> Topics:
     return Topics.prefixed(prefix)
 
 
-async def checkpoints(bootstrap: str, state_topic: str, group: str) -> dict:
-    """The latest checkpoint of each partition of ``group``."""
+async def checkpoints(bootstrap: str, state_topic: str, group: str, stage: int = 1) -> dict:
+    """The latest checkpoint of each input partition of ``group`` (stage 1), or of each
+    summaries partition (stage 2), by partition number."""
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await reader.start()
     try:
-        return await read_checkpoints(reader, state_topic, group)
+        found = await read_checkpoints(reader, state_topic, group)
     finally:
         await reader.stop()
+    if stage == 1:
+        return {int(k): c for k, c in found.items() if not k.startswith("m")}
+    return {int(k[1:]): c for k, c in found.items() if k.startswith("m")}
 
 
 def kafka(bootstrap: str) -> KafkaSettings:

@@ -119,7 +119,7 @@ def clean_run(broker):
         total = await produce_with(broker, topics, events, {})
         await run_to_end(broker, topics, "g-loss-clean", total)
         (state,) = (await checkpoints(broker, topics.state, "g-loss-clean")).values()
-        return await decisions(broker, topics), state.state["engine"]["join"]["counts"]
+        return await decisions(broker, topics), state.state["intake"]["join"]["counts"]
 
     found, join_counts = asyncio.run(go())
     assert {d["kind"] for d in found} >= {"data_drift", "prediction_drift"}
@@ -143,7 +143,7 @@ async def assert_nothing_lost(broker, topics, group, total, clean_run) -> None:
     """The counting invariant, the join balance, and the clean run's decisions."""
     (cp,) = (await checkpoints(broker, topics.state, group)).values()
     state = cp.state
-    counts, join = state["engine"]["counts"], state["engine"]["join"]
+    counts, join = state["intake"]["counts"], state["intake"]["join"]
     dead = sum(state["dead_letters"].values())
     assert state["consumed"] == total
     assert counts["predictions"] + counts["outcomes"] + counts["duplicates"] + dead == total

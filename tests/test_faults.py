@@ -92,7 +92,7 @@ async def test_a_network_cut_logs_one_line_each_way_and_loses_nothing(
     assert metrics.registry.get_sample_value("driftline_broker_outages_total") == 1
     print(f"outage: {back[0].getMessage()}; {errors:.0f} client errors counted, not logged")
     (cp,) = (await checkpoints(bootstrap, topics.state, "g-cut")).values()
-    counts = cp.state["engine"]["counts"]
+    counts = cp.state["intake"]["counts"]
     dead = sum(cp.state["dead_letters"].values())
     assert cp.state["consumed"] == total
     assert counts["predictions"] + counts["outcomes"] + counts["duplicates"] + dead == total
@@ -188,7 +188,7 @@ async def test_a_cut_during_a_checkpoint_write_resumes_with_nothing_lost(
     assert writes >= 1
     assert {d["decision_id"] for d in await decisions(bootstrap, mine)} == expected
     (cp,) = (await checkpoints(bootstrap, mine.state, "g-cutcp")).values()
-    counts = cp.state["engine"]["counts"]
+    counts = cp.state["intake"]["counts"]
     assert cp.state["consumed"] == total
     assert counts["predictions"] + counts["outcomes"] + counts["duplicates"] == total
     await proxy.stop()

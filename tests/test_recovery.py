@@ -112,7 +112,7 @@ async def test_kill_minus_9_loses_nothing_and_duplicates_nothing(
 
     recovered = await checkpoints(broker, mine.state, "g-crash")
     assert sum(c.state["consumed"] for c in recovered.values()) == total
-    assert sum(c.state["engine"]["counts"]["duplicates"] for c in recovered.values()) == 0
+    assert sum(c.state["intake"]["counts"]["duplicates"] for c in recovered.values()) == 0
 
 
 async def test_two_workers_share_partitions_and_agree(broker, produced, reference_run) -> None:
@@ -227,5 +227,5 @@ async def test_a_worker_frozen_past_its_session_loses_its_partitions_and_nothing
     assert ids(await decisions(broker, mine)) == ids(reference_run)
     recovered = await checkpoints(broker, mine.state, "g-freeze")
     assert sum(c.state["consumed"] for c in recovered.values()) == total
-    assert sum(c.state["engine"]["counts"]["duplicates"] for c in recovered.values()) == 0
+    assert sum(c.state["intake"]["counts"]["duplicates"] for c in recovered.values()) == 0
     print(f"exit codes after the freeze: {codes}")

@@ -94,9 +94,21 @@ async def test_worker_decides_dead_letters_and_accounts_for_everything(broker, m
         if line.startswith("driftline_")
     }
     consumed = sum(
-        v for k, v in metrics.items() if k.startswith("driftline_records_consumed_total")
+        v
+        for k, v in metrics.items()
+        if k.startswith("driftline_records_consumed_total") and topics.summaries not in k
     )
     assert consumed == total
+    # Stage 2 read every summaries message it was sent, and merged every item in order.
+    summaries_read = sum(
+        v
+        for k, v in metrics.items()
+        if k.startswith("driftline_records_consumed_total") and topics.summaries in k
+    )
+    assert summaries_read > 0
+    assert metrics["driftline_summaries_bytes_total"] > 0
+    assert metrics.get('driftline_merge_items_total{status="late"}', 0) == 0
+    assert metrics.get('driftline_merge_items_total{status="duplicate"}', 0) == 0
     assert (
         metrics[
             f'driftline_records_dead_lettered_total{{reason="invalid_json",topic="{topics.predictions}"}}'
@@ -122,10 +134,10 @@ async def test_worker_decides_dead_letters_and_accounts_for_everything(broker, m
     checkpoints = await read_checkpoints_of(broker, topics.state, "g-e2e")
     consumed = sum(c.state["consumed"] for c in checkpoints.values())
     processed = sum(
-        c.state["engine"]["counts"]["predictions"] + c.state["engine"]["counts"]["outcomes"]
+        c.state["intake"]["counts"]["predictions"] + c.state["intake"]["counts"]["outcomes"]
         for c in checkpoints.values()
     )
-    duplicates = sum(c.state["engine"]["counts"]["duplicates"] for c in checkpoints.values())
+    duplicates = sum(c.state["intake"]["counts"]["duplicates"] for c in checkpoints.values())
     dead = sum(sum(c.state["dead_letters"].values()) for c in checkpoints.values())
     assert (consumed, processed + duplicates + dead, duplicates, dead) == (
         total,
