@@ -136,10 +136,38 @@ async def wait_committed(
                 task.result()
                 raise AssertionError("a worker stopped before the input was consumed")
         done = await committed(bootstrap, group, topics, partitions)
-        if done >= target:
+        if done >= target and await summaries_drained(bootstrap, group, topics):
             return
         await asyncio.sleep(0.3)
     raise AssertionError(f"group {group} committed {done} of {target} records within {timeout_s} s")
+
+
+async def summaries_drained(bootstrap: str, group: str, topics: Topics) -> bool:
+    """Whether the group's model stage has committed everything on the summaries topic
+    (compared with the fetch high watermark: tansu's ListOffsets is wrong)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topics.summaries)
+        if parts is None:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topics.summaries) or set()
+        tps = [TopicPartition(topics.summaries, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, await consumer.committed(tp) or 0)
+        batch = await consumer.getmany(timeout_ms=300)
+        if any(batch.values()):
+            return False
+        for tp in tps:
+            highwater = consumer.highwater(tp)
+            if highwater is not None and await consumer.position(tp) < highwater:
+                return False
+        return True
+    finally:
+        await consumer.stop()
 
 
 async def decisions(bootstrap: str, topics: Topics) -> list[dict]:

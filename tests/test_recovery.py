@@ -33,7 +33,7 @@ from .kafka_helpers import (
 )
 from .test_worker import SMALL, run_until_committed
 
-PARTITIONS = 2
+PARTITIONS = 4
 SPEC = StreamSpec(scenario="mean_shift", n_predictions=40_000, change_at=12_000, seed=41)
 DETECTORS = {"warmup_events": 3_000, "window_events": 2_000, "label_warmup_events": 1_000}
 _runs = itertools.count()
@@ -71,6 +71,16 @@ def reference_run(broker, produced):
     found = asyncio.run(go())
     assert any(d["kind"] == "data_drift" for d in found)
     return found
+
+
+async def merged_items(broker, state_topic, group) -> tuple[int, int]:
+    """Items the model stage merged, and re-sent items it recognised, over its shards."""
+    found = await checkpoints(broker, state_topic, group, stage=2)
+    merges = [m for c in found.values() for m in c.state["merges"].values()]
+    return (
+        sum(m["counts"]["items"] for m in merges),
+        sum(m["counts"]["duplicate_items"] for m in merges),
+    )
 
 
 def ids(found):
@@ -113,6 +123,11 @@ async def test_kill_minus_9_loses_nothing_and_duplicates_nothing(
     recovered = await checkpoints(broker, mine.state, "g-crash")
     assert sum(c.state["consumed"] for c in recovered.values()) == total
     assert sum(c.state["intake"]["counts"]["duplicates"] for c in recovered.values()) == 0
+    # The model stage merged every item once: as many as the uninterrupted run, whatever
+    # the killed worker had sent twice.
+    merged, resent = await merged_items(broker, mine.state, "g-crash")
+    assert merged == (await merged_items(broker, outputs(topics, "ref").state, "g-ref"))[0]
+    print(f"model stage: {merged} items merged, {resent} re-sent items recognised")
 
 
 async def test_two_workers_share_partitions_and_agree(broker, produced, reference_run) -> None:
@@ -141,7 +156,7 @@ async def test_two_workers_share_partitions_and_agree(broker, produced, referenc
 
 
 def test_replay_matches_the_worker(produced, reference_run, tmp_path) -> None:
-    """Online/offline parity: `driftline replay --partitions 2` on the recorded stream gives
+    """Online/offline parity: `driftline replay --partitions 4` on the recorded stream gives
     the worker's decisions (same ids, types, kinds, features); trigger times agree within
     2,000 events (20 s of event time), the slack of merging two topics by timestamp."""
     recorded = tmp_path / "recorded.jsonl"
@@ -155,7 +170,7 @@ def test_replay_matches_the_worker(produced, reference_run, tmp_path) -> None:
                 "replay",
                 str(recorded),
                 "--partitions",
-                "2",
+                str(PARTITIONS),
                 "--config",
                 str(config),
                 "--out",

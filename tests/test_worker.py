@@ -176,10 +176,11 @@ async def test_worker_flags_a_feedback_loop(broker) -> None:
     await setup_topics(broker, topics, 2)
     events = simulate("policing_loop", 3)
     total = sum((await produce(broker, topics, events)).values())
-    await run_until_committed(broker, topics, "g-loop", 2, total)
+    worker = await run_until_committed(broker, topics, "g-loop", 2, total)
     alerts = [orjson.loads(v) for v in await read_all(broker, topics.alerts)]
     loops = [a for a in alerts if a["kind"] == "feedback_loop"]
-    assert loops, [a["kind"] for a in alerts]
+    merges = {m: g.counts for s in worker.model_shards.values() for m, g in s.merges.items()}
+    assert loops, ([a["kind"] for a in alerts], merges)
     assert {(a["type"], a["severity"], a["evidence"]["reference_available"]) for a in loops} == {
         ("alert", "critical", True)
     }
