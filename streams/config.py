@@ -193,27 +193,3 @@ def _convert(name: str, kind: str, text: str) -> Any:
             f"environment variable DRIFTLINE_{name.upper()}={text!r} is not a valid {kind}"
         ) from None
     return text
-
-
-def shard_settings(
-    config: Config, partitions: int
-) -> tuple[DetectorSettings, Mapping[str, ReferenceProfile], dict[str, DetectorSettings]]:
-    """Engine arguments for one of ``partitions`` shards: each shard watches a share of a
-    model's traffic, so its false-alarm budget is the model's times the shard count and
-    the model as a whole keeps its budget, and the events a feedback bucket counts are the
-    model's target shared among the shards."""
-
-    def split(settings: DetectorSettings) -> DetectorSettings:
-        return DetectorSettings.from_dict(
-            {
-                **settings.to_dict(),
-                "false_alarm_budget_events": settings.false_alarm_budget_events * partitions,
-                "feedback_sample_target": max(settings.feedback_sample_target // partitions, 1),
-            }
-        )
-
-    return (
-        split(config.detectors),
-        config.references,
-        {model: split(s) for model, s in config.model_detectors.items()},
-    )

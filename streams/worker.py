@@ -94,6 +94,12 @@ RECORD_OVERHEAD_BYTES = 512
 record headers, the key): aiokafka counts them against the limit too."""
 
 
+ALIGN_BEHIND_FACTOR = 10
+"""A topic whose high watermark says it holds more is waited for this many times
+``align_max_wait_s`` (20 s by default) before the other is processed alone: long enough
+for a fetch on a loaded broker, short enough that a topic whose last offsets are never
+returned (control records of transactional producers) does not stall the partition."""
+
 SUMMARY_FORMAT = 1
 """Version of the summaries topic's messages (see `Worker._forward`)."""
 
@@ -603,6 +609,7 @@ class Worker:
         assert self.consumer is not None
         topics = (self.topics.predictions, self.topics.outcomes)
         horizon = math.inf
+        unanswered = False
         for topic in topics:
             buffered = shard.pending.get(topic)
             if buffered:
@@ -611,12 +618,17 @@ class Worker:
             highwater = self.consumer.highwater(TopicPartition(topic, p))
             if highwater is None or shard.offsets.get(topic, 0) < highwater:
                 horizon = -math.inf  # this topic has more to give: wait for it
+                unanswered = unanswered or highwater is None
         full = any(len(b) >= self.settings.align_max_records for b in shard.pending.values())
         if horizon == -math.inf and not full:
+            # A topic known to hold more (behind its high watermark) is waited for longer
+            # than one that never answered: a slow fetch under load must not let the other
+            # topic run ahead (the model stage would see one side hours early).
             now = time.monotonic()
             if shard.waiting_since is None:
                 shard.waiting_since = now
-            if now - shard.waiting_since < self.settings.align_max_wait_s:
+            limit = self.settings.align_max_wait_s * (1 if unanswered else ALIGN_BEHIND_FACTOR)
+            if now - shard.waiting_since < limit:
                 return []
         shard.waiting_since = None
         if full or horizon == -math.inf:

@@ -213,4 +213,4 @@ def test_retraining_a_model_in_a_loop_comes_with_a_caution() -> None:
     assert flagged.recommendation.startswith("Caution: a feedback loop was flagged")
     assert flagged.evidence["feedback_loop_flagged"] is True
     other = retrain("credit-risk")
-    assert engine._caution(other) is other
+    assert engine.models._caution(other) is other

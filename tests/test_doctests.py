@@ -1,0 +1,34 @@
+"""The examples in the pure packages' docstrings run, and pass."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import detectors
+import schemas
+
+MODULES = sorted(
+    f"{package.__name__}.{info.name}"
+    for package in (detectors, schemas)
+    for info in pkgutil.iter_modules(package.__path__)
+)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    """Every ``>>>`` example of the module gives the output written beside it."""
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed"
+
+
+def test_the_examples_are_found() -> None:
+    """The collection above sees the modules that carry examples (it cannot pass empty)."""
+    attempted = sum(
+        doctest.testmod(importlib.import_module(name)).attempted
+        for name in ("detectors.cusum", "detectors.decision", "schemas.decode")
+    )
+    assert attempted >= 3
