@@ -27,10 +27,15 @@ The trade-offs of waiting, each bounded by a setting:
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 from detectors.intake import Routed
+
+_slot = attrgetter("slot")
+_seq = attrgetter("seq")
 
 MERGE_COUNTERS = ("items", "duplicate_items", "late_items", "forced_releases")
 
@@ -92,7 +97,13 @@ class ModelMerge:
             if self.since is None:
                 self.since = now_ms
         last = self.sent[partition]
-        fresh = [item for item in items if item.seq > last]
+        # A partition's items come in seq order, with non-decreasing slots: the fresh and
+        # the late ones are a suffix and a prefix, found by bisection.
+        fresh = (
+            items[bisect_right(items, last, key=_seq) :]
+            if items and items[0].seq <= last
+            else items
+        )
         counts = self.counts
         counts["duplicate_items"] += len(items) - len(fresh)
         counts["items"] += len(fresh)
@@ -101,16 +112,17 @@ class ModelMerge:
         self.watermarks[partition] = max(self.watermarks[partition], watermark)
         if self.first == _NEVER:
             self.first = watermark
-        late = [item for item in fresh if item.slot < self.released]
-        if late:
+        late: Sequence[Routed] = ()
+        if fresh and fresh[0].slot < self.released:
+            cut = bisect_left(fresh, self.released, key=_slot)
+            late, fresh = fresh[:cut], fresh[cut:]
             counts["late_items"] += len(late)
-            fresh = [item for item in fresh if item.slot >= self.released]
         self.waiting[partition] += fresh
         released = self._release(self._horizon(now_ms))
         if sum(len(w) for w in self.waiting) > self.max_buffered:
             counts["forced_releases"] += 1
             released += self._release(None)
-        return late + released
+        return [*late, *released] if late else released
 
     def mark_idle(self, partition: int, now_ms: int | None = None) -> list[Routed]:
         """A partition has read all its input for now: stop waiting for it."""
@@ -149,21 +161,18 @@ class ModelMerge:
         for p, waiting in enumerate(self.waiting):
             if not waiting:
                 continue
-            if horizon is None:
-                cut = len(waiting)
-            else:
-                cut = 0
-                while cut < len(waiting) and waiting[cut].slot < horizon:
-                    cut += 1
+            cut = len(waiting) if horizon is None else bisect_left(waiting, horizon, key=_slot)
             if cut:
-                runs.append([(item.slot, p, item.seq, item) for item in waiting[:cut]])
+                runs.append(waiting[:cut])
                 self.waiting[p] = waiting[cut:]
         if horizon is None:
             horizon = max(self.watermarks) + 1
         self.released = max(self.released, horizon)
         if len(runs) == 1:
-            return [entry[3] for entry in runs[0]]
-        return [entry[3] for entry in heapq.merge(*runs, key=lambda e: e[:3])]
+            return runs[0]
+        # heapq.merge breaks ties by run, and runs are in partition order: the order is
+        # (slot, partition, seq).
+        return list(heapq.merge(*runs, key=_slot))
 
     def flush(self) -> list[Routed]:
         """Release everything waiting (the end of a recorded stream)."""
