@@ -43,6 +43,7 @@ class _Queued:
     key: bytes | None
     future: asyncio.Future[Any]
     partition: int | None = None
+    headers: list[tuple[str, bytes]] | None = None
 
 
 class Publisher:
@@ -65,12 +66,17 @@ class Publisher:
         self.queued: list[_Queued] = []
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None, partition: int | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Queue one output (to the key's partition, or to ``partition``); its delivery is
         awaited by `confirm`."""
-        future = await self._send(topic, value, key, partition)
-        self.queued.append(_Queued(topic, value, key, future, partition))
+        future = await self._send(topic, value, key, partition, headers)
+        self.queued.append(_Queued(topic, value, key, future, partition, headers))
 
     async def confirm(self) -> None:
         """Wait until every queued output is acknowledged, re-sending retryable failures.
@@ -93,13 +99,20 @@ class Publisher:
                     item.future = await self._send(item.topic, item.value, item.key, item.partition)
 
     async def _send(
-        self, topic: str, value: bytes, key: bytes | None, partition: int | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[Any]:
         deadline = time.monotonic() + self.timeout_s
         backoff = RETRY_BACKOFF_S
         while True:
             try:
-                return await self.producer.send(topic, value, key=key, partition=partition)
+                return await self.producer.send(
+                    topic, value, key=key, partition=partition, headers=headers
+                )
             except KafkaError as exc:
                 self._give_up_unless_retryable(exc, topic, value, deadline)
                 await self._wait(backoff)

@@ -37,6 +37,7 @@ import signal
 import time
 from bisect import bisect_right
 from collections import Counter as CounterDict
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -99,6 +100,11 @@ ALIGN_BEHIND_FACTOR = 10
 ``align_max_wait_s`` (20 s by default) before the other is processed alone: long enough
 for a fetch on a loaded broker, short enough that a topic whose last offsets are never
 returned (control records of transactional producers) does not stall the partition."""
+
+LOCAL_ITEMS = 500_000
+"""Items kept in memory between a partition's input stage and the model stage of the same
+process (a few seconds of traffic at full speed); beyond this the oldest are decoded from
+the summaries topic instead."""
 
 SUMMARY_FORMAT = 1
 """Version of the summaries topic's messages (see `Worker._forward`)."""
@@ -340,6 +346,10 @@ class Worker:
         self._duplicates_seen = 0
         self._evictions_seen: dict[str, int] = {}
         self._merge_seen: dict[str, int] = {}
+        self.local: OrderedDict[tuple[str, int, int], list[Routed]] = OrderedDict()
+        """Items this process sent to the summaries topic, until its model stage reads them
+        back (see `_local_items`), oldest first."""
+        self.local_items = 0
         self.publisher: Publisher | None = None
         self.failure: BaseException | None = None
         """Why the worker stopped processing, if it failed: no checkpoint is written after."""
@@ -716,23 +726,45 @@ class Worker:
         key = model_id.encode()
         budget = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES - len(key)
         watermark = shard.intake.watermarks[model_id]
-        rows = [item_to_wire(item) for item in items]
-        parts = [(rows, watermark)]
+        all_rows = [item_to_wire(item) for item in items]
+        parts = [(0, len(items), watermark)]
         while parts:
-            rows, mark = parts.pop(0)
+            start, stop, mark = parts.pop(0)
             value = orjson.dumps(
                 {"v": SUMMARY_FORMAT, "p": shard.partition, "n": self.partitions,
-                 "w": mark, "i": rows},
+                 "w": mark, "i": all_rows[start:stop]},
                 option=orjson.OPT_SERIALIZE_NUMPY,
             )  # fmt: skip
-            if len(value) > budget and len(rows) > 1:
-                half = len(rows) // 2
+            if len(value) > budget and stop - start > 1:
+                half = (start + stop) // 2
                 # The first half's watermark is its last item's slot: nothing before it is
                 # still to come from this partition.
-                parts[:0] = [(rows[:half], rows[half - 1][2]), (rows[half:], mark)]
+                parts[:0] = [(start, half, items[half - 1].slot), (half, stop, mark)]
                 continue
-            await self.publisher.send(self.topics.summaries, value, key)
+            part = items[start:stop]
+            local_key = (model_id, shard.partition, part[0].seq)
+            self.local[local_key] = part
+            self.local_items += len(part)
+            while self.local_items > LOCAL_ITEMS:
+                self.local_items -= len(self.local.popitem(last=False)[1])
+            headers = [("driftline-seq", str(part[0].seq).encode())]
+            await self.publisher.send(self.topics.summaries, value, key, headers=headers)
             self.metrics.summary_bytes.inc(len(value))
+
+    def _local_items(
+        self, record: ConsumerRecord, model_id: str, message: dict[str, Any]
+    ) -> list[Routed]:
+        """A message's items: the ones this process sent, when it still holds them (the
+        message is the same bytes; decoding it again would cost a third of the worker's
+        time), else decoded from the message."""
+        seq = dict(record.headers or ()).get("driftline-seq")
+        if seq is not None:
+            items = self.local.pop((model_id, int(message["p"]), int(seq)), None)
+            if items is not None:
+                self.local_items -= len(items)
+                return items
+        body = message if "i" in message else orjson.loads(record.value or b"")
+        return [item_from_wire(row, model_id) for row in body["i"]]
 
     async def _merge(self, shard: ModelShard, records: list[ConsumerRecord], now_ms: int) -> None:
         """Stage 2: merge the partitions' items per model, run the detectors on what the
@@ -741,7 +773,7 @@ class Worker:
         letters: list[DeadLetter] = []
         for record in records:
             try:
-                message = orjson.loads(record.value or b"")
+                message = _message_head(record.value or b"")
                 if message.get("idle"):
                     p = int(message["p"])
                     shard.idle.add(p)
@@ -749,7 +781,7 @@ class Worker:
                         released += merge.mark_idle(p, now_ms)
                     continue
                 model_id = (record.key or b"").decode()
-                items = [item_from_wire(row, model_id) for row in message["i"]]
+                items = self._local_items(record, model_id, message)
                 merge = shard.merge_for(model_id, int(message["n"]))
                 shard.idle.discard(int(message["p"]))
                 released += merge.add(int(message["p"]), int(message["w"]), items, now_ms)
@@ -980,6 +1012,16 @@ class Worker:
             return
         for name in present:
             shards[name].committed = dict(shards[name].covered)
+
+
+def _message_head(value: bytes) -> dict[str, Any]:
+    """A summaries message's fields before its items (``v``, ``p``, ``n``, ``w``, and
+    ``idle`` for markers), without decoding the items: they come first in the encoding."""
+    cut = value.find(b',"i":')
+    head = orjson.loads(value) if cut < 0 else orjson.loads(value[:cut] + b"}")
+    if not isinstance(head, dict):
+        raise ValueError("a summaries message is a JSON object")
+    return head
 
 
 def _letter(reason: str, message: str, record: ConsumerRecord) -> DeadLetter:
