@@ -35,6 +35,7 @@ import logging
 import math
 import signal
 import time
+import uuid
 from bisect import bisect_right
 from collections import Counter as CounterDict
 from collections import OrderedDict
@@ -346,7 +347,9 @@ class Worker:
         self._duplicates_seen = 0
         self._evictions_seen: dict[str, int] = {}
         self._merge_seen: dict[str, int] = {}
-        self.local: OrderedDict[tuple[str, int, int], list[Routed]] = OrderedDict()
+        self.token = uuid.uuid4().hex
+        """Names this process's summaries messages (see `_forward`)."""
+        self.local: OrderedDict[tuple[str, str], list[Routed]] = OrderedDict()
         """Items this process sent to the summaries topic, until its model stage reads them
         back (see `_local_items`), oldest first."""
         self.local_items = 0
@@ -742,12 +745,15 @@ class Worker:
                 parts[:0] = [(start, half, items[half - 1].slot), (half, stop, mark)]
                 continue
             part = items[start:stop]
-            local_key = (model_id, shard.partition, part[0].seq)
-            self.local[local_key] = part
+            # Named by this process's token and the part's exact range: a message another
+            # process (or this worker before a crash) sent for the same seqs can differ in
+            # its cut, and must be decoded, never answered from here.
+            tag = f"{self.token}:{shard.partition}:{part[0].seq}:{part[-1].seq}:{len(part)}"
+            self.local[(model_id, tag)] = part
             self.local_items += len(part)
             while self.local_items > LOCAL_ITEMS:
                 self.local_items -= len(self.local.popitem(last=False)[1])
-            headers = [("driftline-seq", str(part[0].seq).encode())]
+            headers = [("driftline-part", tag.encode())]
             await self.publisher.send(self.topics.summaries, value, key, headers=headers)
             self.metrics.summary_bytes.inc(len(value))
 
@@ -757,9 +763,9 @@ class Worker:
         """A message's items: the ones this process sent, when it still holds them (the
         message is the same bytes; decoding it again would cost a third of the worker's
         time), else decoded from the message."""
-        seq = dict(record.headers or ()).get("driftline-seq")
-        if seq is not None:
-            items = self.local.pop((model_id, int(message["p"]), int(seq)), None)
+        tag = dict(record.headers or ()).get("driftline-part")
+        if tag is not None:
+            items = self.local.pop((model_id, tag.decode()), None)
             if items is not None:
                 self.local_items -= len(items)
                 return items

@@ -196,6 +196,30 @@ def test_replay_matches_the_worker(produced, reference_run, tmp_path) -> None:
         assert abs(o["ts"] - d["ts"]) <= 20_000
 
 
+def test_the_worker_on_4_partitions_detects_as_one_partition_does(
+    produced, reference_run, tmp_path
+) -> None:
+    """The model stage sees every partition: the worker on 4-partition topics finds the
+    mean shift within 200 model events (2 s of event time) of a one-partition replay, and
+    both after the change."""
+    recorded = tmp_path / "recorded.jsonl"
+    recorded.write_bytes(b"".join(encode(e) + b"\n" for e in stream(SPEC)))
+    config = tmp_path / "c.toml"
+    config.write_text("[detectors]\n" + "".join(f"{k} = {v}\n" for k, v in DETECTORS.items()))
+    out = tmp_path / "one.jsonl"
+    args = ["replay", str(recorded), "--partitions", "1", "--config", str(config)]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    import orjson  # noqa: PLC0415
+
+    def first_drift(found):
+        return min(d["ts"] for d in found if (d["type"], d["kind"]) == ("alert", "data_drift"))
+
+    one = first_drift(map(orjson.loads, out.read_bytes().splitlines()))
+    predictions = sorted(e.ts for e in stream(SPEC) if type(e).__name__ == "Prediction")
+    assert one > predictions[SPEC.change_at]
+    assert abs(first_drift(reference_run) - one) <= 2_000
+
+
 def test_worker_config_file_parses(tmp_path) -> None:
     """The TOML the tests write is a valid worker configuration."""
     from streams.cli import _worker_parts, build_parser  # noqa: PLC0415
