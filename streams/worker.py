@@ -8,10 +8,14 @@ Which part sits where, and why (figures in ../shared/TANSU.md and benchmarks/):
   validation and detector updates are done a batch at a time. A faust agent pays about
   160 us of plumbing per message, which caps it near 6k msg/s, an order of magnitude
   below what the detectors sustain.
-* Detector state is sharded by input partition (predictions and outcomes are
-  co-partitioned by ``request_id``), like Kafka Streams or faust tables: a rebalance moves
-  whole shards, and each shard's checkpoint records the input offsets it covers, so
-  recovery seeks to them and never trusts ``end_offsets()``.
+* Two stages, like a Kafka Streams topology with a repartition topic. Input shards, one
+  per input partition (predictions and outcomes are co-partitioned by ``request_id``),
+  decode, dedupe and join, and send each model's items to the summaries topic keyed by
+  model. Model shards, one per summaries partition, merge a model's items from every
+  input partition behind their watermarks (`detectors.merge`) and run its detectors
+  once. A rebalance moves whole shards of either kind, and each shard's checkpoint
+  records the offsets it covers, so recovery seeks to them and never trusts
+  ``end_offsets()``.
 * Checkpoints follow a fixed order: flush outputs, write state, commit offsets. A crash
   re-reads at most one checkpoint interval of input; the decisions it re-emits carry the
   same ``decision_id`` (ids are per episode), and published ids are remembered in the

@@ -149,7 +149,8 @@ async def test_worker_decides_dead_letters_and_accounts_for_everything(broker, m
 
 async def test_worker_rolls_back_a_bad_canary(broker, make_stream) -> None:
     """Through the broker: a canary 5 points worse on 10 % of traffic is rolled back to the
-    stable version on the rollback topic (each partition's shard judges its own share)."""
+    stable version on the rollback topic (the model stage judges the canary on both
+    partitions' traffic together)."""
     from streams.simulate import with_canary  # noqa: PLC0415
 
     topics = topics_for(f"canary{next(_names)}")
@@ -169,7 +170,8 @@ async def test_worker_rolls_back_a_bad_canary(broker, make_stream) -> None:
 async def test_worker_flags_a_feedback_loop(broker) -> None:
     """Through the broker: patrol predictions with segment and action, their outcomes, and
     citizen reports as independent outcomes on the outcomes topic; the runaway allocation
-    is flagged once on the alerts topic (both shards find the same loop, same id)."""
+    is flagged once on the alerts topic (the model stage sees both partitions: one loop,
+    one id)."""
     from streams.loops import simulate  # noqa: PLC0415
 
     topics = topics_for(f"loop{next(_names)}")
