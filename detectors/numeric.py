@@ -59,6 +59,12 @@ class NumericChannel(Channel):
         p1 = np.minimum(np.maximum(2 * p0, p0 + settings.quality_min_change), 0.99)
         self._quality_p = (p0, p1)
         self._q_one, self._q_zero = bernoulli_llr_terms(p0, p1)
+        # The reference's own sampling error in the variance of its scores (about
+        # sqrt(2 / n) for normal scores): the variance tests take the edge of its confidence
+        # band as their null, so a reference that happened to come out 3 % wide does not
+        # make ordinary traffic look like a variance drop.
+        counts = np.array([max(s.count, 1) for s in self.summaries], dtype=np.float64)
+        self._var_margin = np.minimum(settings.reference_uncertainty_z * np.sqrt(2.0 / counts), 0.5)
         lows = np.array([s.low for s in self.summaries])
         highs = np.array([s.high for s in self.summaries])
         margin = settings.out_of_range_margin * (highs - lows)
@@ -119,11 +125,12 @@ class NumericChannel(Channel):
         z2 = z * z
         d, r = self._delta, self._ratio
         half_log_r = 0.5 * math.log(r)
+        m = self._var_margin
         blocks = [
             d * z - d * d / 2,
             -d * z - d * d / 2,
-            0.5 * (1 - 1 / r) * z2 - half_log_r,
-            0.5 * (1 - r) * z2 + half_log_r,
+            0.5 * (1 - 1 / r) * z2 / (1 + m) - half_log_r,
+            0.5 * (1 - r) * z2 / (1 - m) + half_log_r,
         ]
         drift = [np.where(valid, b, 0.0) for b in blocks]
         quality = np.where(data.bad, self._q_one, self._q_zero)
@@ -156,11 +163,12 @@ class NumericChannel(Channel):
         if spec.detector == "cusum_mean_down":
             shift = -(mean_llr + d * d / 2) / d
             return shift, "sd", {"reference_mean": summary.mean, "reference_sd": summary.sd}
+        m = float(self._var_margin[f])
         if spec.detector == "cusum_variance_up":
-            ratio = (mean_llr + 0.5 * math.log(r)) / (0.5 * (1 - 1 / r))
+            ratio = (1 + m) * (mean_llr + 0.5 * math.log(r)) / (0.5 * (1 - 1 / r))
             return ratio, "variance_ratio", {"reference_sd": summary.sd}
         if spec.detector == "cusum_variance_down":
-            ratio = (mean_llr - 0.5 * math.log(r)) / (0.5 * (1 - r))
+            ratio = (1 - m) * (mean_llr - 0.5 * math.log(r)) / (0.5 * (1 - r))
             return ratio, "variance_ratio", {"reference_sd": summary.sd}
         rate = bernoulli_rate(mean_llr, float(self._q_one[f]), float(self._q_zero[f]))
         return rate, "invalid_rate", {"reference_rate": round(float(self._quality_p[0][f]), 6)}
