@@ -9,6 +9,7 @@ import numpy as np
 
 from detectors.channel import Channel, TestSpec, bernoulli_llr_terms, bernoulli_rate
 from detectors.cusum import bernoulli_kl, gaussian_threshold
+from detectors.latch import BERNOULLI
 from detectors.reference import OTHER, CategoricalSummary, category_key
 from detectors.settings import DetectorSettings
 
@@ -107,23 +108,27 @@ class CategoricalChannel(Channel):
     def _slice(self, data: np.ndarray, start: int, stop: int) -> np.ndarray:
         return data[start:stop]
 
-    def _llr(self, codes: np.ndarray) -> np.ndarray:
+    def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        down = self.down_buckets
+        q0, q1 = self._quality_p
+        null = np.concatenate([self._p0, self._p0[down], q0])
+        design = np.concatenate([self._p_up, self._p_down[down], q1])
+        return np.full(len(null), BERNOULLI), null, design
+
+    def _stats(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = len(codes)
         present = codes >= 0
         onehot = np.zeros((n, len(self._p0)))
         rows, feats = np.nonzero(present)
         onehot[rows, self.offsets[feats] + codes[rows, feats]] = 1.0
         bucket_present = present[:, self.bucket_feature]
-        one, zero = self._up_terms
-        up = np.where(bucket_present, onehot * (one - zero) + zero, 0.0)
-        d_one, d_zero = self._down_terms
-        hot_down = onehot[:, self.down_buckets]
-        down = np.where(
-            bucket_present[:, self.down_buckets], hot_down * (d_one - d_zero) + d_zero, 0.0
+        t = np.concatenate(
+            [onehot, onehot[:, self.down_buckets], (~present).astype(np.float64)], axis=1
         )
-        q_one, q_zero = self._q_terms
-        quality = np.where(present, q_zero, q_one)
-        return np.concatenate([up, down, quality], axis=1)
+        ok = np.concatenate(
+            [bucket_present, bucket_present[:, self.down_buckets], np.ones_like(present)], axis=1
+        )
+        return t, ok
 
     def _empty_counts(self) -> list[np.ndarray]:
         return [np.zeros(len(s.probs)) for s in self.summaries]

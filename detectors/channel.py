@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
-from detectors.cusum import Alarm, CusumBank
+from detectors.cusum import Alarm
+from detectors.latch import LatchingBank
 from detectors.settings import DetectorSettings
-from detectors.signal import BatchMeta, Signal, WindowReport
+from detectors.signal import BatchMeta, Recovery, Signal, WindowReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ class Channel(ABC):
         self.kind = kind
         self.settings = settings
         self.specs: list[TestSpec] = self._specs()
-        self.bank = CusumBank(np.zeros(len(self.specs)))
+        self.bank = LatchingBank(*self._columns())
         self.window_alpha = 0.0
         self.window_count = 0
         self.window_first_ts: int | None = None
@@ -80,7 +81,12 @@ class Channel(ABC):
     def _thresholds(self, arl: float) -> np.ndarray: ...
 
     @abstractmethod
-    def _llr(self, data: Any) -> np.ndarray: ...
+    def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per test column: family (`detectors.latch`), reference value, design value."""
+
+    @abstractmethod
+    def _stats(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Per event and column: the family's sufficient statistic, and whether it counts."""
 
     @abstractmethod
     def _empty_counts(self) -> list[np.ndarray]: ...
@@ -109,13 +115,19 @@ class Channel(ABC):
 
     def calibrate(self, arl_per_test: float) -> None:
         """Set thresholds so each test false-alarms once per ``arl_per_test`` events."""
-        self.bank.thresholds = self._thresholds(arl_per_test)
+        self.bank.calibrate(self._thresholds(arl_per_test), arl_per_test)
         self.window_alpha = self.settings.window_events / arl_per_test
 
-    def update(self, data: Any, meta: BatchMeta) -> tuple[list[Signal], list[WindowReport]]:
-        """Feed a batch; window boundaries fall on the same events whatever the batching."""
+    def update(
+        self, data: Any, meta: BatchMeta
+    ) -> tuple[list[Signal], list[WindowReport | Recovery]]:
+        """Feed a batch; window boundaries fall on the same events whatever the batching.
+
+        A sequential test that alarms latches until its quantity is back at the reference
+        (`detectors.latch`); its return is reported as a `Recovery` among the reports.
+        """
         signals: list[Signal] = []
-        reports: list[WindowReport] = []
+        reports: list[WindowReport | Recovery] = []
         n = len(meta)
         pos = 0
         window = self.settings.window_events
@@ -125,8 +137,11 @@ class Channel(ABC):
             part_meta = meta.slice(pos, pos + take)
             if self.window_first_ts is None:
                 self.window_first_ts = int(part_meta.ts[0])
-            for alarm in self.bank.update(self._llr(part)):
-                signals.append(self._sequential_signal(alarm, part_meta))
+            for alarm in self.bank.update(*self._stats(part)):
+                if alarm.recovered:
+                    reports.append(self._recovery(alarm, part_meta))
+                else:
+                    signals.append(self._sequential_signal(alarm, part_meta))
             self._add_counts(part)
             self.window_bad += self._bad(part).sum(axis=0)
             self.window_count += take
@@ -161,6 +176,17 @@ class Channel(ABC):
             count=run,
             config={**spec.design, "false_alarm_arl": _arl_from(self)},
             extra=extra,
+        )
+
+    def _recovery(self, alarm: Alarm, meta: BatchMeta) -> Recovery:
+        spec = self.specs[alarm.column]
+        return Recovery(
+            seq=int(meta.seq[alarm.row]),
+            kind=spec.kind,
+            feature=spec.feature,
+            detector=spec.detector,
+            ts=int(meta.ts[alarm.row]),
+            count=alarm.run_length,
         )
 
     def _close_window(self, meta: BatchMeta) -> tuple[list[Signal], WindowReport]:

@@ -9,7 +9,8 @@ import numpy as np
 from scipy.stats import norm
 
 from detectors.channel import bernoulli_llr_terms, bernoulli_rate
-from detectors.cusum import CusumBank, bernoulli_kl, gaussian_threshold
+from detectors.cusum import bernoulli_kl, gaussian_threshold
+from detectors.latch import BERNOULLI, LatchingBank
 from detectors.reference import (
     PerformanceSummary,
     from_wire,
@@ -19,7 +20,7 @@ from detectors.reference import (
     to_wire,
 )
 from detectors.settings import DetectorSettings
-from detectors.signal import Signal, WindowReport
+from detectors.signal import Recovery, Signal, WindowReport
 
 N_TESTS = 2
 """The error-rate CUSUM and the windowed online/offline comparison."""
@@ -44,7 +45,8 @@ class ConceptMonitor:
         self.reference_rate: float | None = performance.error_rate if performance else None
         self.reference_count = performance.count if performance else 0
         self.warmup: list[tuple[Any, Any]] = []
-        self.bank = CusumBank(np.zeros(1))
+        self.bank = LatchingBank(np.array([BERNOULLI]), np.array([0.5]), np.array([0.6]))
+        """Placeholder until the reference rate is known (`_set_threshold` builds the real one)."""
         self.arl: float | None = None
         self.window_n = 0
         self.window_errors = 0
@@ -64,7 +66,8 @@ class ConceptMonitor:
             return
         p0, p1 = self._design()
         kl = float(bernoulli_kl(np.array([p1]), np.array([p0]))[0])
-        self.bank.thresholds = np.array([gaussian_threshold(self.arl, kl)])
+        self.bank = LatchingBank(np.array([BERNOULLI]), np.array([p0]), np.array([p1]))
+        self.bank.calibrate(np.array([gaussian_threshold(self.arl, kl)]), self.arl)
 
     def _design(self) -> tuple[float, float]:
         """Null and design error rates; the null is the reference's upper confidence bound."""
@@ -83,10 +86,10 @@ class ConceptMonitor:
         seq: list[int],
         ts: list[int],
         event_ids: list[str],
-    ) -> tuple[list[Signal], list[WindowReport]]:
+    ) -> tuple[list[Signal], list[WindowReport | Recovery]]:
         """Feed labelled (prediction, label) pairs in arrival order."""
         signals: list[Signal] = []
-        reports: list[WindowReport] = []
+        reports: list[WindowReport | Recovery] = []
         start = 0
         if self.reference_rate is None:
             start = self._warm(pairs)
@@ -112,9 +115,20 @@ class ConceptMonitor:
         rows = judged + start
         p0, p1 = self._design()
         one, zero = (float(v) for v in bernoulli_llr_terms(np.array(p0), np.array(p1)))
-        llr = np.where(e == 1.0, one, zero)[:, None]
-        for alarm in self.bank.update(llr):
+        for alarm in self.bank.update(e[:, None], np.ones((len(e), 1), dtype=bool)):
             row = int(rows[alarm.row])
+            if alarm.recovered:
+                reports.append(
+                    Recovery(
+                        seq[row],
+                        "concept_drift",
+                        None,
+                        "cusum_error_rate",
+                        ts[row],
+                        alarm.run_length,
+                    )
+                )
+                continue
             run = max(alarm.run_length, 1)
             rate = bernoulli_rate(alarm.statistic / run, one, zero)
             first = int(rows[max(alarm.row - run + 1, 0)])
@@ -178,7 +192,7 @@ class ConceptMonitor:
         ts: list[int],
         event_ids: list[str],
         signals: list[Signal],
-        reports: list[WindowReport],
+        reports: list[WindowReport | Recovery],
     ) -> None:
         size = self.settings.label_window_events
         pos = 0
@@ -199,7 +213,7 @@ class ConceptMonitor:
         ts: int,
         event_id: str,
         signals: list[Signal],
-        reports: list[WindowReport],
+        reports: list[WindowReport | Recovery],
     ) -> None:
         p0, _ = self._design()
         offline_rate = float(self.reference_rate or 0.0)
@@ -265,9 +279,9 @@ class ConceptMonitor:
         self.reference_rate = state["reference_rate"]
         self.reference_count = state["reference_count"]
         self.warmup = [(from_wire(p), y) for p, y in state["warmup"]]
-        self.bank.restore(state["bank"])
         self.arl = state["arl"]
         if self.arl is not None:
             self.calibrate(self.arl)
+        self.bank.restore(state["bank"])
         self.window_n, self.window_errors, self.window_first_ts = state["window"]
         self.skipped = state["skipped"]

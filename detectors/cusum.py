@@ -20,7 +20,10 @@ class Alarm:
     statistic: float
     """The CUSUM statistic at the crossing (log-likelihood ratio units)."""
     run_length: int
-    """Events since the statistic last stood at zero: the estimated age of the change."""
+    """Events since the statistic last stood at zero: the estimated age of the change (for
+    a recovery: events since the alarm it ends)."""
+    recovered: bool = False
+    """A latched test's reverse CUSUM crossing: the quantity is back at the reference."""
 
 
 def gaussian_threshold(arl: float, kl: float) -> float:

@@ -20,7 +20,7 @@ from detectors.numeric import NumericChannel
 from detectors.policy import DecisionPolicy
 from detectors.reference import ReferenceBuilder, ReferenceProfile, from_wire, to_wire
 from detectors.settings import DetectorSettings
-from detectors.signal import BatchMeta, Signal, WindowReport
+from detectors.signal import BatchMeta, Recovery, Signal, WindowReport
 from schemas.records import Prediction
 
 _NUMERIC_TYPES = frozenset({int, float, type(None)})
@@ -148,7 +148,7 @@ class VersionMonitor:
     ) -> list[Decision]:
         """One batch of this version's predictions and newly joined labels."""
         signals: list[Signal] = []
-        reports: list[WindowReport] = []
+        reports: list[WindowReport | Recovery] = []
         start = 0
         if self.builder is not None:
             start = self._warm(predictions)
@@ -198,7 +198,7 @@ class VersionMonitor:
         predictions: list[Prediction],
         seqs: list[int],
         signals: list[Signal],
-        reports: list[WindowReport],
+        reports: list[WindowReport | Recovery],
     ) -> None:
         meta = BatchMeta(
             np.asarray(seqs, dtype=np.int64),
@@ -233,12 +233,11 @@ class VersionMonitor:
         """Per kind, the largest sequential statistic over its threshold (1 = alarm)."""
         scores: dict[str, float] = {}
         for channel in self.channels:
-            ratios = channel.bank.statistic / channel.bank.thresholds
+            ratios = channel.bank.ratios()
             for spec, ratio in zip(channel.specs, ratios, strict=True):
                 scores[spec.kind] = max(scores.get(spec.kind, 0.0), float(ratio))
         if self.concept.ready:
-            bank = self.concept.bank
-            scores["concept_drift"] = float(bank.statistic[0] / bank.thresholds[0])
+            scores["concept_drift"] = float(self.concept.bank.ratios()[0])
         return scores
 
     def state(self) -> dict[str, Any]:
@@ -278,7 +277,7 @@ class VersionMonitor:
 def _collect(
     result: tuple[list[Signal], list[WindowReport]],
     signals: list[Signal],
-    reports: list[WindowReport],
+    reports: list[WindowReport | Recovery],
 ) -> None:
     signals += result[0]
     reports += result[1]

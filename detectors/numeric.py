@@ -11,6 +11,7 @@ import numpy as np
 
 from detectors.channel import Channel, TestSpec, bernoulli_llr_terms, bernoulli_rate
 from detectors.cusum import bernoulli_kl, gaussian_threshold
+from detectors.latch import BERNOULLI, GAUSS_MEAN, GAUSS_VAR
 from detectors.reference import NumericSummary, bin_index, normal_scores
 from detectors.settings import DetectorSettings
 
@@ -119,22 +120,24 @@ class NumericChannel(Channel):
     def _slice(self, data: NumericData, start: int, stop: int) -> NumericData:
         return NumericData(data.z[start:stop], data.bins[start:stop], data.bad[start:stop])
 
-    def _llr(self, data: NumericData) -> np.ndarray:
+    def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(self.names)
+        d, r = self._delta, self._ratio
+        family = np.repeat([GAUSS_MEAN, GAUSS_MEAN, GAUSS_VAR, GAUSS_VAR, BERNOULLI], n)
+        null = np.concatenate([np.zeros(2 * n), np.ones(2 * n), self._quality_p[0]])
+        design = np.concatenate(
+            [np.full(2 * n, d), np.full(n, r), np.full(n, 1 / r), self._quality_p[1]]
+        )
+        return family, null, design
+
+    def _stats(self, data: NumericData) -> tuple[np.ndarray, np.ndarray]:
         valid = ~np.isnan(data.z)
         z = np.where(valid, data.z, 0.0)
         z2 = z * z
-        d, r = self._delta, self._ratio
-        half_log_r = 0.5 * math.log(r)
         m = self._var_margin
-        blocks = [
-            d * z - d * d / 2,
-            -d * z - d * d / 2,
-            0.5 * (1 - 1 / r) * z2 / (1 + m) - half_log_r,
-            0.5 * (1 - r) * z2 / (1 - m) + half_log_r,
-        ]
-        drift = [np.where(valid, b, 0.0) for b in blocks]
-        quality = np.where(data.bad, self._q_one, self._q_zero)
-        return np.concatenate([*drift, quality], axis=1)
+        t = np.concatenate([z, -z, z2 / (1 + m), z2 / (1 - m), data.bad.astype(np.float64)], axis=1)
+        ok = np.concatenate([valid, valid, valid, valid, np.ones_like(valid)], axis=1)
+        return t, ok
 
     def _empty_counts(self) -> np.ndarray:  # type: ignore[override]
         return np.zeros((len(self.names), self.settings.histogram_bins))

@@ -2,10 +2,13 @@
 
 Per model version and decision kind the policy keeps an *episode*. The first signal of a
 kind opens one and emits the alert; later signals of that kind join the open episode.
-An episode closes (hysteresis) only after ``cooldown_events`` worth of windows and then
-``recover_windows`` clean windows in a row, so a drift that persists is reported once. A
-drift on inputs or predictions that stays for ``sustain_windows`` windows after its alert
-is escalated once to ``retrain``; a rise in the error rate asks for retraining at once.
+A sequential test that alarmed stays latched until its own reverse test finds the
+quantity back at the reference (`detectors.latch`), and an episode closes only when every
+test it holds has recovered, at least ``cooldown_events`` have passed and the last
+``recover_windows`` windows were clean: a change that persists is one episode however
+long it lasts, and one that comes back after a real recovery is a new one. A drift on
+inputs or predictions that stays for ``sustain_windows`` windows after its alert is
+escalated once to ``retrain``; a rise in the error rate asks for retraining at once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from detectors.decision import Decision, decision_id
 from detectors.settings import DetectorSettings
-from detectors.signal import Signal, WindowReport
+from detectors.signal import Recovery, Signal, WindowReport
 
 SEVERITY = {
     "data_drift": "warning",
@@ -62,6 +65,11 @@ REPORT_KIND = {
 """Whose window reports pace each kind's episode (quality and gap have no windows of their
 own: they follow the input windows and the labelled windows)."""
 
+WINDOWED = frozenset({"data_drift", "prediction_drift", "concept_drift", "online_offline_gap"})
+"""Kinds whose episodes stay drifted while their window reports say drifted (the window
+tests of inputs, predictions and labelled accuracy; quality and skew follow their own
+latched tests only)."""
+
 PUBLISHED_KIND = {"training_serving_skew": "online_offline_gap"}
 """Internal kinds published under a contract kind: input drift against an offline profile
 found right after a version goes live is training-serving skew, an online/offline gap."""
@@ -81,6 +89,8 @@ class Episode:
     escalated: bool = False
     fresh: bool = False
     """A signal arrived since the last window report."""
+    open_tests: list[str] = field(default_factory=list)
+    """Latched sequential tests (``feature|detector``) that have not recovered yet."""
 
 
 class DecisionPolicy:
@@ -99,27 +109,43 @@ class DecisionPolicy:
         self.suppressed = 0
         self.cooldown_windows = math.ceil(settings.cooldown_events / settings.window_events)
 
-    def process(self, signals: list[Signal], reports: list[WindowReport]) -> list[Decision]:
-        """Consume one batch worth of signals and reports, in arrival order."""
+    def process(
+        self, signals: list[Signal], reports: list[WindowReport | Recovery]
+    ) -> list[Decision]:
+        """Consume one batch worth of signals, window reports and recoveries, in arrival
+        order (at one event: signals, then recoveries, then window reports)."""
         items: list[tuple[int, int, Any]] = [(s.seq, 0, s) for s in signals]
         merged: dict[tuple[int, str], WindowReport] = {}
         for r in reports:
+            if isinstance(r, Recovery):
+                items.append((r.seq, 1, r))
+                continue
             seen = merged.get((r.seq, r.kind))
             if seen is None or (r.drifted and not seen.drifted):
                 merged[(r.seq, r.kind)] = r
-        items += [(r.seq, 1, r) for r in merged.values()]
+        items += [(r.seq, 2, r) for r in merged.values()]
         items.sort(key=lambda t: (t[0], t[1]))
         decisions: list[Decision] = []
         pending: list[Signal] = []
-        for _, is_report, item in items:
-            if is_report:
-                decisions += self._flush(pending)
-                pending = []
-                decisions += self._report(item)
-            else:
+        for _, order, item in items:
+            if order == 0:
                 pending.append(item)
+                continue
+            decisions += self._flush(pending)
+            pending = []
+            if order == 1:
+                self._recovered(item)
+            else:
+                decisions += self._report(item)
         decisions += self._flush(pending)
         return decisions
+
+    def _recovered(self, recovery: Recovery) -> None:
+        """A latched test is back at the reference: it no longer holds its episode open."""
+        key = _test_key(recovery.feature, recovery.detector)
+        for episode in self.episodes.values():
+            if key in episode.open_tests:
+                episode.open_tests.remove(key)
 
     def _flush(self, pending: list[Signal]) -> list[Decision]:
         decisions: list[Decision] = []
@@ -157,13 +183,21 @@ class DecisionPolicy:
         episode.features[name] = max(episode.features.get(name, 0.0), s.strength)
         episode.signals += 1
         episode.fresh = True
+        if s.statistic == "cusum_llr":
+            key = _test_key(s.feature, s.detector)
+            if key not in episode.open_tests:
+                episode.open_tests.append(key)
 
     def _report(self, report: WindowReport) -> list[Decision]:
         out = []
         for kind, episode in list(self.episodes.items()):
             if REPORT_KIND[kind] != report.kind:
                 continue
-            drifted = episode.fresh or (report.drifted and kind == report.kind)
+            drifted = (
+                episode.fresh
+                or bool(episode.open_tests)
+                or (report.drifted and REPORT_KIND[kind] == report.kind and kind in WINDOWED)
+            )
             episode.fresh = False
             episode.windows += 1
             if drifted:
@@ -296,6 +330,7 @@ class DecisionPolicy:
                     "clean_streak": e.clean_streak,
                     "escalated": e.escalated,
                     "fresh": e.fresh,
+                    "open_tests": list(e.open_tests),
                 }
                 for k, e in self.episodes.items()
             },
@@ -305,6 +340,10 @@ class DecisionPolicy:
         self.suppressed = state["suppressed"]
         self.opened = dict(state["opened"])
         self.episodes = {k: Episode(**v) for k, v in state["episodes"].items()}
+
+
+def _test_key(feature: str | None, detector: str) -> str:
+    return f"{feature or ''}|{detector}"
 
 
 def _signal_evidence(s: Signal) -> dict[str, Any]:

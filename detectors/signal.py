@@ -80,3 +80,21 @@ class WindowReport:
     """True when any feature's window test exceeded its effect floor."""
     ts: int
     """Event time of the window's last event."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """A latched sequential test finding its quantity back at the reference."""
+
+    seq: int
+    """Arrival position of the event at which the reverse test crossed."""
+    kind: str
+    """Kind of the test that had alarmed."""
+    feature: str | None
+    """Its feature (None for model-level tests)."""
+    detector: str
+    """Its detector name, as in the alarm's signal."""
+    ts: int
+    """Event time of that event, epoch ms."""
+    count: int
+    """Events between the alarm and the recovery."""
