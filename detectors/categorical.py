@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.channel import Channel, TestSpec, bernoulli_llr_terms, bernoulli_rate
+from detectors.channel import Channel, TestSpec, bernoulli_llr_terms, bernoulli_rate, rate_band
 from detectors.cusum import bernoulli_kl, gaussian_threshold
 from detectors.latch import BERNOULLI
 from detectors.reference import OTHER, CategoricalSummary, category_key
@@ -35,15 +35,22 @@ class CategoricalChannel(Channel):
             (*s.categories, OTHER)[b] for s in self.summaries for b in range(len(s.probs))
         ]
         p0 = np.concatenate([np.asarray(s.probs) for s in self.summaries]) if sizes else np.zeros(0)
+        n_ref = np.array([float(s.count) for s in self.summaries])
+        z = settings.reference_uncertainty_z
+        # Each test's null is the edge of the reference share's confidence band on its own
+        # side: a share estimated at 4.6 % from 10,000 warm-up events may really be 5 %,
+        # and a rise test designed from 4.6 % would then see drift in ordinary traffic.
+        hi, lo = rate_band(p0, n_ref[self.bucket_feature], z)
         ratio, floor = settings.category_ratio, settings.category_min_change
-        up = np.minimum(np.maximum(p0 * ratio, p0 + floor), 0.999)
-        down = np.minimum(p0 / ratio, p0 - floor)
+        up = np.minimum(np.maximum(hi * ratio, hi + floor), 0.999)
+        down = np.minimum(lo / ratio, lo - floor)
         self.down_buckets = np.flatnonzero(down > 0)
         self._p0 = p0
+        self._null_up, self._null_down = hi, lo[self.down_buckets]
         self._p_up, self._p_down = up, down
-        self._up_terms = bernoulli_llr_terms(p0, up)
-        self._down_terms = bernoulli_llr_terms(p0[self.down_buckets], down[self.down_buckets])
-        q0 = np.array([s.bad_rate for s in self.summaries])
+        self._up_terms = bernoulli_llr_terms(hi, up)
+        self._down_terms = bernoulli_llr_terms(self._null_down, down[self.down_buckets])
+        q0 = rate_band(np.array([s.bad_rate for s in self.summaries]), n_ref, z)[0]
         q1 = np.minimum(np.maximum(2 * q0, q0 + settings.quality_min_change), 0.99)
         self._quality_p = (q0, q1)
         self._q_terms = bernoulli_llr_terms(q0, q1)
@@ -83,8 +90,8 @@ class CategoricalChannel(Channel):
     def _thresholds(self, arl: float) -> np.ndarray:
         kl = np.concatenate(
             [
-                bernoulli_kl(self._p_up, self._p0),
-                bernoulli_kl(self._p_down[self.down_buckets], self._p0[self.down_buckets]),
+                bernoulli_kl(self._p_up, self._null_up),
+                bernoulli_kl(self._p_down[self.down_buckets], self._null_down),
                 bernoulli_kl(self._quality_p[1], self._quality_p[0]),
             ]
         )
@@ -111,7 +118,7 @@ class CategoricalChannel(Channel):
     def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         down = self.down_buckets
         q0, q1 = self._quality_p
-        null = np.concatenate([self._p0, self._p0[down], q0])
+        null = np.concatenate([self._null_up, self._null_down, q0])
         design = np.concatenate([self._p_up, self._p_down[down], q1])
         return np.full(len(null), BERNOULLI), null, design
 

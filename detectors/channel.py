@@ -266,3 +266,15 @@ def bernoulli_rate(mean_llr: float, one: float, zero: float) -> float:
     if one == zero:
         return 0.0
     return min(max((mean_llr - zero) / (one - zero), 0.0), 1.0)
+
+
+def rate_band(p: np.ndarray, n: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(upper, lower)`` edges of a rate's normal confidence band, ``z`` standard errors
+    from estimates ``p`` over ``n`` reference events (kept inside (0, 1)).
+
+    >>> hi, lo = rate_band(np.array([0.05]), np.array([10_000.0]), 2.0)
+    >>> round(float(hi[0]), 4), round(float(lo[0]), 4)
+    (0.0544, 0.0456)
+    """
+    se = np.sqrt(p * (1 - p) / np.maximum(n, 1.0))
+    return np.minimum(p + z * se, 0.99), np.maximum(p - z * se, p / 4)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.channel import Channel, TestSpec, bernoulli_llr_terms, bernoulli_rate
+from detectors.channel import Channel, TestSpec, bernoulli_llr_terms, bernoulli_rate, rate_band
 from detectors.cusum import bernoulli_kl, gaussian_threshold
 from detectors.latch import BERNOULLI, GAUSS_MEAN, GAUSS_VAR
 from detectors.reference import NumericSummary, bin_index, normal_scores
@@ -56,7 +56,12 @@ class NumericChannel(Channel):
                 0.5 * (1 / ratio - 1 + math.log(ratio)),
             ]
         )
-        p0 = np.array([s.bad_rate for s in self.summaries])
+        counts = np.array([max(s.count, 1) for s in self.summaries], dtype=np.float64)
+        p0 = rate_band(
+            np.array([s.bad_rate for s in self.summaries]),
+            counts,
+            settings.reference_uncertainty_z,
+        )[0]
         p1 = np.minimum(np.maximum(2 * p0, p0 + settings.quality_min_change), 0.99)
         self._quality_p = (p0, p1)
         self._q_one, self._q_zero = bernoulli_llr_terms(p0, p1)
@@ -64,7 +69,6 @@ class NumericChannel(Channel):
         # sqrt(2 / n) for normal scores): the variance tests take the edge of its confidence
         # band as their null, so a reference that happened to come out 3 % wide does not
         # make ordinary traffic look like a variance drop.
-        counts = np.array([max(s.count, 1) for s in self.summaries], dtype=np.float64)
         self._var_margin = np.minimum(settings.reference_uncertainty_z * np.sqrt(2.0 / counts), 0.5)
         lows = np.array([s.low for s in self.summaries])
         highs = np.array([s.high for s in self.summaries])
