@@ -51,7 +51,7 @@ def main() -> None:
         n_tests = monitor.n_tests
         tests = Counter(spec.detector for c in monitor.channels for spec in c.specs)
         tests["window_psi"] = sum(len(c.feature_names) for c in monitor.channels)
-        tests["cusum_error_rate"] = 1
+        tests["cusum_error_rate"] = settings.error_rate_designs
         monitored += args.predictions - settings.warmup_events
     arl = args.budget * n_tests
     print(f"{n_tests} tests, per-test ARL {arl:,.0f}, {monitored:,} monitored events")

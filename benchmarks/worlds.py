@@ -21,6 +21,9 @@ from schemas.records import Outcome, Prediction
 
 START_MS = 1_700_000_000_000
 EVENT_MS = 10
+ABRUPT_WIDTH = 1_000
+"""Transition width of an "abrupt" MOA change: River's sigmoid overflows below about
+position / 177 events, and a thousand is abrupt beside label delays of up to 5,000."""
 TRAIN_EVENTS = 20_000
 """Events the frozen model is fitted on (all before the change)."""
 
@@ -67,10 +70,11 @@ def _shifted(make: Callable[[int], object], feature: str, amount: float):
         rows = list(itertools.islice(iter(make(seed)), n))
         sd = float(np.std([x[feature] for x, _ in rows[:change_at]]))
         for i, (x, y) in enumerate(rows):
-            if i >= change_at:
-                v = x[feature] + amount * sd
-                x = {**x, feature: round(v) if isinstance(x[feature], int) else v}
-            yield x, y
+            if i < change_at:
+                yield x, y
+                continue
+            v = x[feature] + amount * sd
+            yield {**x, feature: round(v) if isinstance(x[feature], int) else v}, y
 
     return source
 
@@ -82,9 +86,8 @@ def _label_noise(make: Callable[[int], object], flip: float):
     def source(seed: int, n: int, change_at: int) -> Iterator[tuple[dict, int]]:
         rng = np.random.default_rng(seed + 7)
         for i, (x, y) in enumerate(itertools.islice(iter(make(seed)), n)):
-            if i >= change_at and rng.uniform() < flip:
-                y = 1 - int(y)
-            yield x, int(y)
+            flipped = i >= change_at and rng.uniform() < flip
+            yield x, 1 - int(y) if flipped else int(y)
 
     return source
 
@@ -103,20 +106,22 @@ WORLDS = {
             _concept(
                 lambda s: synth.SEA(variant=0, noise=0.1, seed=s),
                 lambda s: synth.SEA(variant=3, noise=0.1, seed=s),
-                1,
+                ABRUPT_WIDTH,
             ),
         ),
         World(
             "agrawal_gradual",
             "concept_drift",
             None,
-            _concept(lambda s: synth.Agrawal(0, seed=s), lambda s: synth.Agrawal(2, seed=s), 20_000),
+            _concept(
+                lambda s: synth.Agrawal(0, seed=s), lambda s: synth.Agrawal(2, seed=s), 20_000
+            ),
         ),
         World(
             "sea_error_plus_6pts",
             "concept_drift",
             None,
-            _label_noise(lambda s: synth.SEA(variant=0, noise=0.1, seed=s), 0.15),
+            _label_noise(lambda s: synth.SEA(variant=0, noise=0.28, seed=s), 0.15),
         ),
         World(
             "agrawal_age_shift",

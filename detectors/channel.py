@@ -61,6 +61,9 @@ class Channel(ABC):
         self.kind = kind
         self.settings = settings
         self.specs: list[TestSpec] = self._specs()
+        self.test_ids = [
+            f"{s.kind}:{s.feature}:{s.detector}:{s.design.get('category', '')}" for s in self.specs
+        ]
         self.bank = LatchingBank(*self._columns())
         self.window_alpha = 0.0
         self.window_count = 0
@@ -176,6 +179,7 @@ class Channel(ABC):
             count=run,
             config={**spec.design, "false_alarm_arl": _arl_from(self)},
             extra=extra,
+            test=self.test_ids[alarm.column],
         )
 
     def _recovery(self, alarm: Alarm, meta: BatchMeta) -> Recovery:
@@ -187,6 +191,7 @@ class Channel(ABC):
             detector=spec.detector,
             ts=int(meta.ts[alarm.row]),
             count=alarm.run_length,
+            test=self.test_ids[alarm.column],
         )
 
     def _close_window(self, meta: BatchMeta) -> tuple[list[Signal], WindowReport]:

@@ -130,7 +130,7 @@ class VersionMonitor:
         ]
         channels = [c for c in candidates if c is not None]
         self.channels = channels
-        self.n_tests = sum(c.n_tests for c in channels) + concept_module.N_TESTS
+        self.n_tests = sum(c.n_tests for c in channels) + concept_module.n_tests(s)
         arl = s.false_alarm_budget_events * self.n_tests
         for channel in channels:
             channel.calibrate(arl)
@@ -275,7 +275,7 @@ class VersionMonitor:
 
 
 def _collect(
-    result: tuple[list[Signal], list[WindowReport]],
+    result: tuple[list[Signal], list[WindowReport | Recovery]],
     signals: list[Signal],
     reports: list[WindowReport | Recovery],
 ) -> None:

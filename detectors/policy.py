@@ -90,7 +90,7 @@ class Episode:
     fresh: bool = False
     """A signal arrived since the last window report."""
     open_tests: list[str] = field(default_factory=list)
-    """Latched sequential tests (``feature|detector``) that have not recovered yet."""
+    """Latched sequential tests (`Signal.test`) that have not recovered yet."""
 
 
 class DecisionPolicy:
@@ -142,10 +142,9 @@ class DecisionPolicy:
 
     def _recovered(self, recovery: Recovery) -> None:
         """A latched test is back at the reference: it no longer holds its episode open."""
-        key = _test_key(recovery.feature, recovery.detector)
         for episode in self.episodes.values():
-            if key in episode.open_tests:
-                episode.open_tests.remove(key)
+            if recovery.test in episode.open_tests:
+                episode.open_tests.remove(recovery.test)
 
     def _flush(self, pending: list[Signal]) -> list[Decision]:
         decisions: list[Decision] = []
@@ -183,10 +182,8 @@ class DecisionPolicy:
         episode.features[name] = max(episode.features.get(name, 0.0), s.strength)
         episode.signals += 1
         episode.fresh = True
-        if s.statistic == "cusum_llr":
-            key = _test_key(s.feature, s.detector)
-            if key not in episode.open_tests:
-                episode.open_tests.append(key)
+        if s.test and s.test not in episode.open_tests:
+            episode.open_tests.append(s.test)
 
     def _report(self, report: WindowReport) -> list[Decision]:
         out = []
@@ -340,10 +337,6 @@ class DecisionPolicy:
         self.suppressed = state["suppressed"]
         self.opened = dict(state["opened"])
         self.episodes = {k: Episode(**v) for k, v in state["episodes"].items()}
-
-
-def _test_key(feature: str | None, detector: str) -> str:
-    return f"{feature or ''}|{detector}"
 
 
 def _signal_evidence(s: Signal) -> dict[str, Any]:

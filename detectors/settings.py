@@ -96,6 +96,22 @@ class DetectorSettings:
     error_rate_min_change: float = 0.03
     """Design absolute rise of the error rate (the larger of the two applies)."""
 
+    reference_lag_labels: int = 10_000
+    """A reference error rate set by the label warm-up goes on learning from labelled
+    events this many labels old while no concept test is in alarm (0: never). Ten
+    thousand is several times the labels any rise of three points or more takes to
+    detect, so a change is found before its labels could join the reference; a drift
+    slower than that is partly learned, as every adaptive-window detector does."""
+
+    reference_max_labels: int = 200_000
+    """The learning reference stops at this many labels (its margin is then 0.2 points
+    at a 0.3 error rate)."""
+
+    error_rate_designs: int = 5
+    """CUSUMs in the concept-drift bank, spaced by factors of two from four times the
+    design rise above down (at a 0.3 error rate: +31, +16, +7.8, +3.9 and +2 points), so
+    small and large rises are both caught near their information limit."""
+
     label_window_events: int = 1_000
     """Labelled events per window for the online/offline accuracy comparison."""
 
@@ -305,6 +321,7 @@ class DetectorSettings:
             "false_alarm_budget_events",
             "warmup_events",
             "label_warmup_events",
+            "error_rate_designs",
             "mean_shift_sd",
             "window_events",
             "label_window_events",
@@ -337,6 +354,10 @@ class DetectorSettings:
             raise ConfigError("histogram_bins must be >= 2 and quantile_knots >= 3")
         if self.feedback_windows < 4:
             raise ConfigError("feedback_windows must be at least 4 for a trend test")
+        if self.reference_lag_labels < 0 or self.reference_max_labels < 0:
+            raise ConfigError(
+                "settings reference_lag_labels and reference_max_labels must be 0 or positive"
+            )
         if self.max_future_skew_ms < 0:
             raise ConfigError(
                 f"setting max_future_skew_ms must be 0 (off) or positive, "

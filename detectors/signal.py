@@ -66,6 +66,9 @@ class Signal:
     """Detector configuration (design effect, threshold derivation)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Test-specific detail (category, rates...)."""
+    test: str = ""
+    """Identity of the sequential test that crossed (empty for window tests): its
+    `Recovery` names the same, so the policy knows which test came back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +101,5 @@ class Recovery:
     """Event time of that event, epoch ms."""
     count: int
     """Events between the alarm and the recovery."""
+    test: str = ""
+    """Identity of the test, as in the signal of its alarm."""
