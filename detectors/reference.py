@@ -264,8 +264,9 @@ def normal_scores(summary: NumericSummary, x: np.ndarray) -> np.ndarray:
 def bin_index(summary: NumericSummary, x: np.ndarray, bins: int) -> np.ndarray:
     """Equal-probability bin of each value (by reference CDF); NaN values give -1."""
     u = np.interp(x, np.asarray(summary.knots), np.asarray(summary.knot_probs))
-    idx = np.minimum((u * bins).astype(np.int64), bins - 1)
-    return np.where(np.isnan(x), -1, idx)
+    missing = np.isnan(u)
+    idx = np.minimum((np.where(missing, 0.0, u) * bins).astype(np.int64), bins - 1)
+    return np.where(missing, -1, idx)
 
 
 def summarise_numeric(values: np.ndarray, bad: int, settings: DetectorSettings) -> NumericSummary:
