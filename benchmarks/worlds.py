@@ -79,6 +79,23 @@ def _shifted(make: Callable[[int], object], feature: str, amount: float):
     return source
 
 
+def _ramped(make: Callable[[int], object], feature: str, amount: float, width: int):
+    """Gradual covariate drift: ``feature`` moves linearly by ``amount`` of its sd over
+    ``width`` events from the change on, then stays moved."""
+
+    def source(seed: int, n: int, change_at: int) -> Iterator[tuple[dict, int]]:
+        rows = list(itertools.islice(iter(make(seed)), n))
+        sd = float(np.std([x[feature] for x, _ in rows[:change_at]]))
+        for i, (x, y) in enumerate(rows):
+            if i < change_at:
+                yield x, y
+                continue
+            v = x[feature] + amount * sd * min((i - change_at) / width, 1.0)
+            yield {**x, feature: round(v) if isinstance(x[feature], int) else v}, y
+
+    return source
+
+
 def _label_noise(make: Callable[[int], object], flip: float):
     """P(y | x) changes: after the change a share ``flip`` of labels is flipped (the
     model's error rate rises by ``flip * (1 - 2 * error)``)."""
@@ -134,6 +151,12 @@ WORLDS = {
             "data_drift",
             "salary",
             _shifted(lambda s: synth.Agrawal(0, seed=s), "salary", 0.3),
+        ),
+        World(
+            "agrawal_salary_ramp",
+            "data_drift",
+            "salary",
+            _ramped(lambda s: synth.Agrawal(0, seed=s), "salary", 0.5, 20_000),
         ),
         World(
             "hyperplane_stationary",

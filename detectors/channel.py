@@ -62,7 +62,7 @@ class Channel(ABC):
         self.settings = settings
         self.specs: list[TestSpec] = self._specs()
         self.test_ids = [
-            f"{s.kind}:{s.feature}:{s.detector}:{s.design.get('category', '')}" for s in self.specs
+            f"{s.kind}:{s.feature}:{s.detector}:{sorted(s.design.items())}" for s in self.specs
         ]
         self.bank = LatchingBank(*self._columns())
         self.window_alpha = 0.0

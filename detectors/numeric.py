@@ -11,12 +11,21 @@ import numpy as np
 
 from detectors.channel import Channel, TestSpec, bernoulli_llr_terms, bernoulli_rate, rate_band
 from detectors.cusum import bernoulli_kl, gaussian_threshold
-from detectors.latch import BERNOULLI, GAUSS_MEAN, GAUSS_VAR
+from detectors.latch import BERNOULLI, GAUSS_MEAN, GAUSS_VAR, kl_divergence
 from detectors.reference import NumericSummary, bin_index, normal_scores
 from detectors.settings import DetectorSettings
 
-_MEAN_UP, _MEAN_DOWN, _VAR_UP, _VAR_DOWN = range(4)
-_DRIFT_TESTS = ("cusum_mean_up", "cusum_mean_down", "cusum_variance_up", "cusum_variance_down")
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """One drift test per feature: its detector name, family, design and statistic."""
+
+    detector: str
+    family: int
+    null: float
+    design: float
+    statistic: str
+    """``z``, ``-z``, ``z2_up`` or ``z2_down`` (squared scores over the variance band)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +41,9 @@ class NumericData:
 
 
 class NumericChannel(Channel):
-    """Per feature: CUSUMs for a mean shift (up, down) and a variance change (up, down) on
-    normal scores, a CUSUM on the invalid-value rate, and a window histogram test.
+    """Per feature: CUSUMs for a mean shift (up, down; at ``mean_shift_designs`` designs),
+    a variance change (up, down) on normal scores, a CUSUM on the invalid-value rate, and
+    a window histogram test.
 
     Working on normal scores through the reference CDF makes the tests' false-alarm rate
     independent of each feature's distribution (skewed, heavy-tailed, bounded).
@@ -46,15 +56,19 @@ class NumericChannel(Channel):
         self.summaries = [summaries[n] for n in self.names]
         delta = settings.mean_shift_sd
         ratio = settings.variance_ratio
-        self._delta = delta
         self._ratio = ratio
-        self._kl = np.array(
-            [
-                delta * delta / 2,
-                delta * delta / 2,
-                0.5 * (ratio - 1 - math.log(ratio)),
-                0.5 * (1 / ratio - 1 + math.log(ratio)),
-            ]
+        self._blocks = [
+            _Block(name, GAUSS_MEAN, 0.0, delta / 2**k, stat)
+            for k in range(settings.mean_shift_designs)
+            for name, stat in (("cusum_mean_up", "z"), ("cusum_mean_down", "-z"))
+        ] + [
+            _Block("cusum_variance_up", GAUSS_VAR, 1.0, ratio, "z2_up"),
+            _Block("cusum_variance_down", GAUSS_VAR, 1.0, 1 / ratio, "z2_down"),
+        ]
+        self._kl = kl_divergence(
+            np.array([b.family for b in self._blocks]),
+            np.array([b.design for b in self._blocks]),
+            np.array([b.null for b in self._blocks]),
         )
         counts = np.array([max(s.count, 1) for s in self.summaries], dtype=np.float64)
         p0 = rate_band(
@@ -82,13 +96,13 @@ class NumericChannel(Channel):
 
     def _specs(self) -> list[TestSpec]:
         specs = []
-        for t, detector in enumerate(_DRIFT_TESTS):
+        for block in self._blocks:
             design: dict[str, Any] = (
-                {"design_shift_sd": self._delta}
-                if t in (_MEAN_UP, _MEAN_DOWN)
-                else {"design_variance_ratio": self._ratio if t == _VAR_UP else 1 / self._ratio}
+                {"design_shift_sd": block.design}
+                if block.family == GAUSS_MEAN
+                else {"design_variance_ratio": block.design}
             )
-            specs += [TestSpec(self.kind, name, detector, design) for name in self.names]
+            specs += [TestSpec(self.kind, name, block.detector, design) for name in self.names]
         p0, p1 = self._quality_p
         specs += [
             TestSpec(
@@ -126,12 +140,10 @@ class NumericChannel(Channel):
 
     def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(self.names)
-        d, r = self._delta, self._ratio
-        family = np.repeat([GAUSS_MEAN, GAUSS_MEAN, GAUSS_VAR, GAUSS_VAR, BERNOULLI], n)
-        null = np.concatenate([np.zeros(2 * n), np.ones(2 * n), self._quality_p[0]])
-        design = np.concatenate(
-            [np.full(2 * n, d), np.full(n, r), np.full(n, 1 / r), self._quality_p[1]]
-        )
+        blocks = self._blocks
+        family = np.concatenate([np.repeat([b.family for b in blocks], n), np.full(n, BERNOULLI)])
+        null = np.concatenate([np.repeat([b.null for b in blocks], n), self._quality_p[0]])
+        design = np.concatenate([np.repeat([b.design for b in blocks], n), self._quality_p[1]])
         return family, null, design
 
     def _stats(self, data: NumericData) -> tuple[np.ndarray, np.ndarray]:
@@ -139,8 +151,11 @@ class NumericChannel(Channel):
         z = np.where(valid, data.z, 0.0)
         z2 = z * z
         m = self._var_margin
-        t = np.concatenate([z, -z, z2 / (1 + m), z2 / (1 - m), data.bad.astype(np.float64)], axis=1)
-        ok = np.concatenate([valid, valid, valid, valid, np.ones_like(valid)], axis=1)
+        by_name = {"z": z, "-z": -z, "z2_up": z2 / (1 + m), "z2_down": z2 / (1 - m)}
+        t = np.concatenate(
+            [by_name[b.statistic] for b in self._blocks] + [data.bad.astype(np.float64)], axis=1
+        )
+        ok = np.concatenate([valid] * len(self._blocks) + [np.ones_like(valid)], axis=1)
         return t, ok
 
     def _empty_counts(self) -> np.ndarray:  # type: ignore[override]
@@ -163,7 +178,8 @@ class NumericChannel(Channel):
     def _effect(self, spec: TestSpec, mean_llr: float) -> tuple[float, str, dict[str, Any]]:
         f = self.names.index(spec.feature)
         summary = self.summaries[f]
-        d, r = self._delta, self._ratio
+        r = self._ratio
+        d = float(spec.design.get("design_shift_sd", 0.0))
         if spec.detector == "cusum_mean_up":
             shift = (mean_llr + d * d / 2) / d
             return shift, "sd", {"reference_mean": summary.mean, "reference_sd": summary.sd}

@@ -60,8 +60,8 @@ def test_sequential_tests_keep_their_rate_on_bounded_and_tied_features(seed) -> 
     names = list(FEATURES)
     channel = _channel({n: FEATURES[n](rng, settings.warmup_events) for n in names}, settings)
     live = np.column_stack([FEATURES[n](rng, EVENTS) for n in names])
-    counts = Counter((s.detector, s.feature) for s in _signals(channel, live))
-    over = {k: v for k, v in counts.items() if k[0].startswith("cusum_") and v > 2 * NOMINAL}
+    counts = Counter(s.test for s in _signals(channel, live))
+    over = {k: v for k, v in counts.items() if ":cusum_" in k and v > 2 * NOMINAL}
     assert over == {}, f"nominal {NOMINAL:.0f} per test"
 
 
