@@ -10,6 +10,7 @@ from detectors.decision import DECISION_TYPES, SEVERITIES, Decision, decision_id
 from detectors.engine import Engine, ModelEngine
 from detectors.intake import Intake, Label, Routed
 from detectors.join import JOIN_COUNTERS, Joined, OutcomeJoin, Pending
+from detectors.latch import LatchingBank
 from detectors.merge import ModelMerge
 from detectors.monitor import VersionMonitor
 from detectors.numeric import NumericChannel
@@ -23,7 +24,7 @@ from detectors.reference import (
     ReferenceProfile,
 )
 from detectors.settings import DetectorSettings
-from detectors.signal import BatchMeta, Signal, WindowReport
+from detectors.signal import BatchMeta, Recovery, Signal, WindowReport
 
 __all__ = [
     "DECISION_TYPES",
@@ -42,6 +43,7 @@ __all__ = [
     "Intake",
     "Joined",
     "Label",
+    "LatchingBank",
     "ModelEngine",
     "ModelMerge",
     "NumericChannel",
@@ -50,6 +52,7 @@ __all__ = [
     "Pending",
     "PerformanceSummary",
     "RecentIds",
+    "Recovery",
     "ReferenceBuilder",
     "ReferenceProfile",
     "Routed",
