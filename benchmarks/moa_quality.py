@@ -7,7 +7,9 @@ and at the largest ``delta`` of a grid that is as quiet as driftline on the stat
 worlds (the like-for-like comparison). Delay is in predictions served after the change,
 decisions per change counts every decision of the expected kind after it, and the
 information limit is ln(ARL) / KL labelled events (what a CUSUM that knew the change would
-need), converted to predictions through the label rate plus the mean label delay.
+need), converted to predictions through the label rate plus the mean label delay. A
+second table runs every ``concept_detector`` (the CUSUM bank and River's detectors inside
+driftline, calibrated from the same budget) on the concept worlds.
 
     python benchmarks/moa_quality.py [--seeds 3] [--predictions 200000]
 """
@@ -25,6 +27,7 @@ from river import drift
 from worlds import WORLDS, generate  # the script's own folder is on sys.path
 
 from detectors.engine import Engine
+from detectors.river_bridge import ERROR_DETECTORS
 from detectors.settings import DetectorSettings
 from schemas.records import Outcome, Prediction
 
@@ -183,7 +186,41 @@ def main() -> None:
             f"{name:<22} {med(ours):>12} {med(dflt):>12} {med(matched):>12} "
             f"{max(per_change):>14} {err:>12} {limit:>8}"
         )
+    concept_detectors(args, n, change_at)
     print(f"[{time.perf_counter() - started:.0f} s]")
+
+
+def concept_detectors(args: argparse.Namespace, n: int, change_at: int) -> None:
+    """Every ``concept_detector`` at the default budget: false concept decisions on the
+    stationary worlds and delay on the concept worlds."""
+    names = ("cusum", *ERROR_DETECTORS)
+    false: Counter[str] = Counter()
+    delays: dict[tuple[str, str], list] = {}
+    for world in WORLDS.values():
+        if world.kind not in (None, "concept_drift"):
+            continue
+        for seed in range(1, args.seeds + 1):
+            events = generate(world, seed, n, change_at if world.kind else n)
+            served = np.cumsum([type(e) is Prediction for e in events])
+            for name in names:
+                decisions = [
+                    d
+                    for d in run_driftline(events, DetectorSettings(concept_detector=name))
+                    if d.kind == "concept_drift" and d.type == "alert"
+                ]
+                if world.kind is None:
+                    false[name] += len(decisions)
+                    continue
+                late = [
+                    int(served[d.seq]) - change_at for d in decisions if served[d.seq] > change_at
+                ]
+                delays.setdefault((world.name, name), []).append(late[0] if late else None)
+    print("\nconcept_detector at the default budget (delay in predictions; false concept alerts)")
+    concept_worlds = sorted({w for w, _ in delays})
+    print(f"{'detector':<10} {'false':>6} " + " ".join(f"{w:>20}" for w in concept_worlds))
+    for name in names:
+        row = " ".join(f"{med(delays[(w, name)]):>20}" for w in concept_worlds)
+        print(f"{name:<10} {false[name]:>6} {row}")
 
 
 if __name__ == "__main__":

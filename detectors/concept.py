@@ -19,6 +19,7 @@ from detectors.reference import (
     prediction_error,
     to_wire,
 )
+from detectors.river_bridge import RiverErrorDetector
 from detectors.settings import DetectorSettings
 from detectors.signal import Recovery, Signal, WindowReport
 
@@ -73,6 +74,8 @@ class ConceptMonitor:
         self.warmup: list[tuple[Any, Any]] = []
         self.bank = LatchingBank(np.array([BERNOULLI]), np.array([0.5]), np.array([0.6]))
         """Placeholder until the reference rate is known (`_set_threshold` builds the real one)."""
+        self.river: RiverErrorDetector | None = None
+        """River's detector in place of the bank, when ``concept_detector`` names one."""
         self.arl: float | None = None
         self.window_n = 0
         self.window_errors = 0
@@ -94,6 +97,13 @@ class ConceptMonitor:
         kl = bernoulli_kl(p1, np.full(len(p1), p0))
         self.bank = LatchingBank(np.full(len(p1), BERNOULLI), np.full(len(p1), p0), p1)
         self.bank.calibrate(np.array([gaussian_threshold(self.arl, k) for k in kl]), self.arl)
+        name = self.settings.concept_detector
+        if name != "cusum":
+            base = float(p1[min(2, len(p1) - 1)])
+            if self.river is None:
+                self.river = RiverErrorDetector(name, self.arl, p0, base)
+            elif not self.river.latched:
+                self.river.redesign(self.arl, p0, base)
 
     def _design(self) -> tuple[float, np.ndarray]:
         """Null and design error rates; the null is the reference's upper confidence bound.
@@ -165,7 +175,7 @@ class ConceptMonitor:
         lag = self.settings.reference_lag_labels
         if self.offline or lag <= 0:
             return
-        if self.bank.latched.any():
+        if self.bank.latched.any() or (self.river is not None and self.river.latched):
             self.marks = [(self.judged, self.cum_errors)]
             return
         self.marks.append((self.judged, self.cum_errors))
@@ -202,6 +212,9 @@ class ConceptMonitor:
         reports: list[WindowReport | Recovery],
     ) -> None:
         p0, designs = self._design()
+        if self.river is not None:
+            self._river(e, rows, seq, ts, event_ids, signals, reports, p0)
+            return
         k = len(designs)
         stats = np.repeat(e[:, None], k, axis=1)
         # The bank watches one quantity: the first of its CUSUMs to alarm speaks for it,
@@ -251,6 +264,70 @@ class ConceptMonitor:
                         "reference_error_rate": round(p0, 6),
                         "design_error_rate": round(p1, 6),
                         "false_alarm_arl": self.arl,
+                    },
+                    extra={
+                        "task": self.task,
+                        "error_rate": round(rate, 6),
+                        "reference_error_rate": round(float(self.reference_rate or 0.0), 6),
+                        "reference_upper_bound": round(p0, 6),
+                    },
+                    test=test,
+                )
+            )
+
+    def _river(
+        self,
+        e: np.ndarray,
+        rows: np.ndarray,
+        seq: list[int],
+        ts: list[int],
+        event_ids: list[str],
+        signals: list[Signal],
+        reports: list[WindowReport | Recovery],
+        p0: float,
+    ) -> None:
+        assert self.river is not None
+        name = self.river.name
+        test = f"concept_drift::river_{name}"
+        for alarm in self.river.update(e):
+            row = int(rows[alarm.row])
+            if alarm.recovered:
+                reports.append(
+                    Recovery(
+                        seq[row],
+                        "concept_drift",
+                        None,
+                        f"river_{name}",
+                        ts[row],
+                        alarm.run_length,
+                        test,
+                    )
+                )
+                continue
+            rate = alarm.statistic
+            first = int(rows[max(alarm.row - alarm.run_length + 1, 0)])
+            signals.append(
+                Signal(
+                    seq=seq[row],
+                    kind="concept_drift",
+                    feature=None,
+                    detector=f"river_{name}",
+                    statistic="recent_error_rate",
+                    value=round(rate, 6),
+                    threshold=round(p0, 6),
+                    p_value=None,
+                    effect=round(rate - float(self.reference_rate or 0.0), 6),
+                    effect_unit="error_rate_increase",
+                    strength=round(rate - p0, 6),
+                    ts=ts[row],
+                    event_id=event_ids[row],
+                    first_ts=ts[first],
+                    count=alarm.run_length,
+                    config={
+                        "river_detector": name,
+                        **self.river.params,
+                        "false_alarm_arl": self.arl,
+                        "reference_error_rate": round(p0, 6),
                     },
                     extra={
                         "task": self.task,
@@ -375,6 +452,7 @@ class ConceptMonitor:
                 "refreshed_count": self.refreshed_count,
             },
             "bank": self.bank.state(),
+            "river": None if self.river is None else self.river.state(),
             "arl": self.arl,
             "window": [self.window_n, self.window_errors, self.window_first_ts],
             "skipped": self.skipped,
@@ -401,5 +479,7 @@ class ConceptMonitor:
         if self.arl is not None:
             self.calibrate(self.arl)
         self.bank.restore(state["bank"])
+        if self.river is not None and state.get("river"):
+            self.river.restore(state["river"])
         self.window_n, self.window_errors, self.window_first_ts = state["window"]
         self.skipped = state["skipped"]

@@ -135,6 +135,11 @@ class LatchingBank:
         """The parameter value whose expected forward llr is ``mean_llr``."""
         return float((mean_llr - self.b[column]) / self.a[column])
 
+    def latch(self, column: int, estimate: float) -> None:
+        """Latch ``column`` as if its forward test had alarmed having estimated the
+        parameter at ``estimate`` (for detectors outside the bank that use its recovery)."""
+        self._latch(column, float(self.a[column] * estimate + self.b[column]))
+
     def update(self, t: np.ndarray, valid: np.ndarray) -> list[Alarm]:
         """Feed statistics ``t`` (n_events, m), ``valid`` marking the events that count."""
         n = t.shape[0]

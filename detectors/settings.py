@@ -8,6 +8,9 @@ from typing import Any
 
 from schemas.exceptions import ConfigError
 
+CONCEPT_DETECTORS = ("cusum", "adwin", "ddm", "hddm_a", "hddm_w")
+"""Choices of ``concept_detector``."""
+
 
 @dataclass(frozen=True, slots=True)
 class DetectorSettings:
@@ -101,6 +104,13 @@ class DetectorSettings:
 
     error_rate_min_change: float = 0.03
     """Design absolute rise of the error rate (the larger of the two applies)."""
+
+    concept_detector: str = "cusum"
+    """What watches the labelled error stream: ``cusum`` (the bank above) or one of
+    River's detectors, ``adwin``, ``ddm``, ``hddm_a``, ``hddm_w``, with their parameters
+    derived from the false-alarm budget (`detectors.river_bridge`). The bank is the
+    default because it was at least as fast as each of them at the same budget on the
+    MOA benchmark (``benchmarks/moa_quality.py``)."""
 
     reference_lag_labels: int = 10_000
     """A reference error rate set by the label warm-up goes on learning from labelled
@@ -361,6 +371,11 @@ class DetectorSettings:
             raise ConfigError("histogram_bins must be >= 2 and quantile_knots >= 3")
         if self.feedback_windows < 4:
             raise ConfigError("feedback_windows must be at least 4 for a trend test")
+        if self.concept_detector not in CONCEPT_DETECTORS:
+            raise ConfigError(
+                f"concept_detector {self.concept_detector!r} is not known; "
+                f"use one of {', '.join(CONCEPT_DETECTORS)}"
+            )
         if self.reference_lag_labels < 0 or self.reference_max_labels < 0:
             raise ConfigError(
                 "settings reference_lag_labels and reference_max_labels must be 0 or positive"
