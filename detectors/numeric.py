@@ -23,6 +23,7 @@ class _Block:
     detector: str
     family: int
     null: float
+    """Reference value (for mean blocks the per-feature band edge is used instead)."""
     design: float
     statistic: str
     """``z``, ``-z``, ``z2_up`` or ``z2_down`` (squared scores over the variance band)."""
@@ -84,6 +85,13 @@ class NumericChannel(Channel):
         # band as their null, so a reference that happened to come out 3 % wide does not
         # make ordinary traffic look like a variance drop.
         self._var_margin = np.minimum(settings.reference_uncertainty_z * np.sqrt(2.0 / counts), 0.5)
+        # Likewise the mean of the scores is known to 1 / sqrt(n). A test's null drift is
+        # -d^2 / 2, so an error e in the reference mean weighs 2 e / d: 13 % at the 0.3 sd
+        # design and a 10,000-event reference (the thresholds' slack absorbs that, and a
+        # margin would cost every abrupt shift as much), but twice that at 0.15 sd, and far
+        # more for a 2,000-event reference. The smaller designs start from the edge of
+        # the band.
+        self._mean_margin = np.minimum(settings.reference_uncertainty_z / np.sqrt(counts), 0.5)
         lows = np.array([s.low for s in self.summaries])
         highs = np.array([s.high for s in self.summaries])
         margin = settings.out_of_range_margin * (highs - lows)
@@ -142,8 +150,14 @@ class NumericChannel(Channel):
         n = len(self.names)
         blocks = self._blocks
         family = np.concatenate([np.repeat([b.family for b in blocks], n), np.full(n, BERNOULLI)])
-        null = np.concatenate([np.repeat([b.null for b in blocks], n), self._quality_p[0]])
-        design = np.concatenate([np.repeat([b.design for b in blocks], n), self._quality_p[1]])
+        nulls, designs = [], []
+        for b in blocks:
+            small = b.family == GAUSS_MEAN and b.design < self.settings.mean_shift_sd
+            base = self._mean_margin if small else np.full(n, b.null)
+            nulls.append(base)
+            designs.append(base + b.design if small else np.full(n, b.design))
+        null = np.concatenate([*nulls, self._quality_p[0]])
+        design = np.concatenate([*designs, self._quality_p[1]])
         return family, null, design
 
     def _stats(self, data: NumericData) -> tuple[np.ndarray, np.ndarray]:
@@ -180,11 +194,12 @@ class NumericChannel(Channel):
         summary = self.summaries[f]
         r = self._ratio
         d = float(spec.design.get("design_shift_sd", 0.0))
+        m = float(self._mean_margin[f]) if d < self.settings.mean_shift_sd else 0.0
         if spec.detector == "cusum_mean_up":
-            shift = (mean_llr + d * d / 2) / d
+            shift = (mean_llr + d * d / 2) / d + m
             return shift, "sd", {"reference_mean": summary.mean, "reference_sd": summary.sd}
         if spec.detector == "cusum_mean_down":
-            shift = -(mean_llr + d * d / 2) / d
+            shift = -((mean_llr + d * d / 2) / d + m)
             return shift, "sd", {"reference_mean": summary.mean, "reference_sd": summary.sd}
         m = float(self._var_margin[f])
         if spec.detector == "cusum_variance_up":
