@@ -96,7 +96,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--predictions", type=int, default=200_000)
+    parser.add_argument(
+        "--worlds", default="", help="comma-separated world names (default: all of them)"
+    )
     args = parser.parse_args()
+    if args.worlds:
+        chosen = set(args.worlds.split(","))
+        unknown = chosen - set(WORLDS)
+        if unknown:
+            parser.error(f"unknown worlds {sorted(unknown)}; known: {', '.join(WORLDS)}")
+        for name in set(WORLDS) - chosen:
+            del WORLDS[name]
     n = args.predictions
     change_at = n // 2
     settings = DetectorSettings()

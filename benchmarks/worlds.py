@@ -141,6 +141,26 @@ WORLDS = {
             _label_noise(lambda s: synth.SEA(variant=0, noise=0.28, seed=s), 0.15),
         ),
         World(
+            "rbf_abrupt",
+            "concept_drift",
+            None,
+            _concept(
+                lambda s: synth.RandomRBFDrift(seed_model=s, seed_sample=s, n_features=10),
+                lambda s: synth.RandomRBFDrift(seed_model=s + 50, seed_sample=s, n_features=10),
+                ABRUPT_WIDTH,
+            ),
+        ),
+        World(
+            "hyperplane_gradual",
+            "concept_drift",
+            None,
+            _concept(
+                lambda s: synth.Hyperplane(seed=s, n_features=10, noise_percentage=0.05),
+                lambda s: synth.Hyperplane(seed=s + 50, n_features=10, noise_percentage=0.05),
+                20_000,
+            ),
+        ),
+        World(
             "agrawal_age_shift",
             "data_drift",
             "age",
