@@ -151,7 +151,10 @@ def main() -> None:
     print(f"  matched ADWIN: delta={quiet:g} (largest delta as quiet as driftline)")
 
     arl = settings.false_alarm_budget_events * 100  # per-test ARL of a ~100-test model
-    print(f"\ndelay in predictions after the change at {change_at:,} (median, detected/seeds)")
+    print(
+        f"\ndelay in predictions after the change at {change_at:,} (for gradual worlds: "
+        "after the transition's start, half its width earlier; median, detected/seeds)"
+    )
     header = f"{'world':<22} {'driftline':>12} {'ADWIN dflt':>12} {'ADWIN match':>12}"
     print(f"{header} {'decisions/kind':>14} {'errors':>12} {'limit':>8}")
     for name, world in WORLDS.items():
@@ -160,22 +163,23 @@ def main() -> None:
         ours, dflt, matched, per_change, rates, limits = [], [], [], [], [], []
         for seed in range(1, args.seeds + 1):
             events = generate(world, seed, n, change_at)
+            start = change_at - world.lead
             served = np.cumsum([type(e) is Prediction for e in events])
             decisions = run_driftline(events, settings)
-            after = [d for d in decisions if served[d.seq] > change_at and d.kind == world.kind]
+            after = [d for d in decisions if served[d.seq] > start and d.kind == world.kind]
             hits = [
                 d
                 for d in after
                 if d.type == "alert" and (world.feature is None or world.feature in d.features)
             ]
-            ours.append(int(served[hits[0].seq]) - change_at if hits else None)
+            ours.append(int(served[hits[0].seq]) - start if hits else None)
             kinds = Counter(d.type for d in after)
             per_change.append(max(kinds.values(), default=0))
             features, errors = streams(events)
             if world.kind == "concept_drift":
                 idx = [i for i, _ in errors]
                 vals = [e for _, e in errors]
-                e0 = float(np.mean([v for i, v in errors if i <= change_at]))
+                e0 = float(np.mean([v for i, v in errors if i <= start]))
                 e1 = float(np.mean([v for i, v in errors if i > change_at + 20_000]))
                 rates.append((e0, e1))
                 limits.append(info_limit(e0, e1, arl) if e1 > e0 else None)
@@ -183,7 +187,7 @@ def main() -> None:
                 vals = features[world.feature]
                 idx = list(range(1, len(vals) + 1))
             for delta, out in ((DELTAS[0], dflt), (quiet, matched)):
-                late = [idx[a] - change_at for a in adwin_alarms(vals, delta) if idx[a] > change_at]
+                late = [idx[a] - start for a in adwin_alarms(vals, delta) if idx[a] > start]
                 out.append(late[0] if late else None)
         err = (
             f"{statistics.mean(r[0] for r in rates):.3f}>{statistics.mean(r[1] for r in rates):.3f}"
@@ -212,6 +216,7 @@ def concept_detectors(args: argparse.Namespace, n: int, change_at: int) -> None:
         for seed in range(1, args.seeds + 1):
             events = generate(world, seed, n, change_at if world.kind else n)
             served = np.cumsum([type(e) is Prediction for e in events])
+            start = change_at - world.lead
             for name in names:
                 decisions = [
                     d
@@ -221,9 +226,7 @@ def concept_detectors(args: argparse.Namespace, n: int, change_at: int) -> None:
                 if world.kind is None:
                     false[name] += len(decisions)
                     continue
-                late = [
-                    int(served[d.seq]) - change_at for d in decisions if served[d.seq] > change_at
-                ]
+                late = [int(served[d.seq]) - start for d in decisions if served[d.seq] > start]
                 delays.setdefault((world.name, name), []).append(late[0] if late else None)
     print("\nconcept_detector at the default budget (delay in predictions; false concept alerts)")
     concept_worlds = sorted({w for w, _ in delays})

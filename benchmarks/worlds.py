@@ -39,6 +39,10 @@ class World:
     """Feature the first decision should name, when the change is in one feature."""
     source: Callable[[int, int, int], Iterator[tuple[dict, int]]]
     """(seed, n, change_at) -> (features, label) pairs."""
+    lead: int = 0
+    """Events before ``change_at`` at which the change begins: half the width of a gradual
+    MOA transition, which River centres on its position (12 % of the new concept there).
+    Delays are counted from ``change_at - lead``."""
 
 
 def _concept(before: Callable[[int], object], after: Callable[[int], object], width: int):
@@ -159,6 +163,7 @@ WORLDS = {
                 lambda s: synth.Hyperplane(seed=s + 50, n_features=10, noise_percentage=0.05),
                 20_000,
             ),
+            lead=10_000,
         ),
         World(
             "agrawal_age_shift",
