@@ -137,6 +137,7 @@ WORLDS = {
             _concept(
                 lambda s: synth.Agrawal(0, seed=s), lambda s: synth.Agrawal(2, seed=s), 20_000
             ),
+            lead=10_000,
         ),
         World(
             "sea_error_plus_6pts",
