@@ -23,15 +23,14 @@ import time
 from collections import Counter
 
 import numpy as np
+from detection_quality import run_driftline  # the script's own folder is on sys.path
 from river import drift
-from worlds import WORLDS, generate  # the script's own folder is on sys.path
+from worlds import WORLDS, generate
 
-from detectors.engine import Engine
 from detectors.river_bridge import ERROR_DETECTORS
 from detectors.settings import DetectorSettings
 from schemas.records import Outcome, Prediction
 
-BATCH = 4_096
 DELTAS = (0.002, 1e-4, 1e-6, 1e-8)
 """ADWIN confidence values tried, River's default first."""
 CALIBRATION_KIND = "performance_estimate_gap"
@@ -68,14 +67,6 @@ def adwin_alarms(values: list[float], delta: float) -> list[int]:
         a.update(v)
         if a.drift_detected:
             out.append(i)
-    return out
-
-
-def run_driftline(events: list, settings: DetectorSettings) -> list:
-    engine = Engine(settings)
-    out = []
-    for i in range(0, len(events), BATCH):
-        out += engine.process(events[i : i + BATCH])
     return out
 
 

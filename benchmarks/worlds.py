@@ -69,23 +69,12 @@ def _plain(make: Callable[[int], object]):
 def _shifted(make: Callable[[int], object], feature: str, amount: float):
     """Covariate shift: ``feature`` moves by ``amount`` of its sd at the change, labels
     still follow the generator's concept on the unshifted value."""
-
-    def source(seed: int, n: int, change_at: int) -> Iterator[tuple[dict, int]]:
-        rows = list(itertools.islice(iter(make(seed)), n))
-        sd = float(np.std([x[feature] for x, _ in rows[:change_at]]))
-        for i, (x, y) in enumerate(rows):
-            if i < change_at:
-                yield x, y
-                continue
-            v = x[feature] + amount * sd
-            yield {**x, feature: round(v) if isinstance(x[feature], int) else v}, y
-
-    return source
+    return _ramped(make, feature, amount, 0)
 
 
 def _ramped(make: Callable[[int], object], feature: str, amount: float, width: int):
     """Gradual covariate drift: ``feature`` moves linearly by ``amount`` of its sd over
-    ``width`` events from the change on, then stays moved."""
+    ``width`` events from the change on (at once for a width of 0), then stays moved."""
 
     def source(seed: int, n: int, change_at: int) -> Iterator[tuple[dict, int]]:
         rows = list(itertools.islice(iter(make(seed)), n))
@@ -94,7 +83,8 @@ def _ramped(make: Callable[[int], object], feature: str, amount: float, width: i
             if i < change_at:
                 yield x, y
                 continue
-            v = x[feature] + amount * sd * min((i - change_at) / width, 1.0)
+            share = 1.0 if width == 0 else min((i - change_at) / width, 1.0)
+            v = x[feature] + amount * sd * share
             yield {**x, feature: round(v) if isinstance(x[feature], int) else v}, y
 
     return source
