@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from schemas.records import Event, Prediction
 from streams.config import Config, Topics
 from streams.kafka import KafkaSettings, create_topics
 from streams.state_store import read_checkpoints
+from streams.worker import Worker
 
 TEST_WORKER = {
     "session_timeout_ms": 6_000,
@@ -125,9 +127,14 @@ async def wait_committed(
     target: int,
     timeout_s: float = 60.0,
     tasks: list[asyncio.Task] | None = None,
+    workers: Sequence[Worker] = (),
 ) -> None:
     """Wait until the group committed ``target`` input records; fail at once, with the
-    worker's own error, if a worker task given in ``tasks`` ended."""
+    worker's own error, if a worker task given in ``tasks`` ended.
+
+    With ``workers`` (in-process workers of the group), also wait until their model-stage
+    merges hold nothing back: committing the last summaries does not mean their items
+    were released (the tail waits for the input partitions' idle markers)."""
     deadline = time.monotonic() + timeout_s
     done = 0
     while time.monotonic() < deadline:
@@ -136,10 +143,23 @@ async def wait_committed(
                 task.result()
                 raise AssertionError("a worker stopped before the input was consumed")
         done = await committed(bootstrap, group, topics, partitions)
-        if done >= target and await summaries_drained(bootstrap, group, topics):
+        if (
+            done >= target
+            and all(merged(w) for w in workers)
+            and await summaries_drained(bootstrap, group, topics)
+            and all(merged(w) for w in workers)
+        ):
             return
         await asyncio.sleep(0.3)
     raise AssertionError(f"group {group} committed {done} of {target} records within {timeout_s} s")
+
+
+def merged(worker: Worker) -> bool:
+    """Whether a worker's model stage has released every item it was sent."""
+    return all(
+        not shard.pending and all(m.buffered == 0 for m in shard.merges.values())
+        for shard in worker.model_shards.values()
+    )
 
 
 async def summaries_drained(bootstrap: str, group: str, topics: Topics) -> bool:

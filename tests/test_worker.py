@@ -56,7 +56,9 @@ async def run_until_committed(
     worker = Worker(config_for(topics, detectors), kafka(bootstrap), settings)
     task = asyncio.create_task(worker.run())
     try:
-        await wait_committed(bootstrap, group, topics, partitions, total, tasks=[task])
+        await wait_committed(
+            bootstrap, group, topics, partitions, total, tasks=[task], workers=[worker]
+        )
         if before_stop is not None:
             await before_stop()
     finally:
