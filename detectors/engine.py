@@ -9,6 +9,7 @@ benchmarks call with plain events.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -157,6 +158,7 @@ class ModelEngine:
                                 tag,
                                 found if type(found) is tuple else None,
                                 None,
+                                p.ts,
                             )
                         )
             elif kind == LABEL:
@@ -177,6 +179,7 @@ class ModelEngine:
                             feedback.registry.id(j.tag),
                             j.prediction,
                             j.label,
+                            j.prediction_ts,
                         )
                     )
                 lab = labels.get((model_id, j.model_version))
@@ -205,6 +208,7 @@ class ModelEngine:
                         tuple(segment.items()) if segment else (),
                         None,
                         outcome.label,
+                        outcome.ts,
                     )
                 )
         self.seq = seq + 1
@@ -307,11 +311,27 @@ class ModelEngine:
             stable = registry.stable() if registry else None
             for d in self.loops[model_id].take_decisions():
                 found = replace(d, model_version=stable or "")
+                if registry is None or stable is None:
+                    decisions.append(found)
+                    continue
+                retrains = _retrains(registry, d.evidence["history_first_ts"])
+                if len(retrains) >= RETRAIN_CADENCE_VERSIONS:
+                    # Successive versions of one training procedure carry the same loop:
+                    # rolling back to the last one helps nothing.
+                    decisions.append(_procedure(found, retrains))
+                    continue
                 decisions.append(found)
-                if registry is None or stable is None or stable not in registry.promotions:
+                if stable not in registry.promotions:
                     continue
                 previous = registry.promotions[stable][0]
-                if registry.versions[stable].first_ts >= d.evidence["window"]["first_ts"]:
+                before = registry.versions.get(previous)
+                promoted_in_history = (
+                    registry.versions[stable].first_ts >= d.evidence["history_first_ts"]
+                )
+                # The version rolled back to must predate the onset (its traffic ended in
+                # the onset's bucket at the latest).
+                onset_end = d.evidence["onset_ts"] + self.settings_for(model_id).feedback_bucket_ms
+                if promoted_in_history and before is not None and before.last_ts < onset_end:
                     decisions.append(
                         replace(
                             found,
@@ -531,6 +551,42 @@ class Engine:
             state = split_legacy_state(state)
         self.intake.restore(state["intake"])
         self.models.restore(state["models"])
+
+
+RETRAIN_CADENCE_VERSIONS = 2
+"""Champion versions that replaced another within a feedback loop's history and make it a
+retraining cadence: the loop comes from the procedure, not from one version."""
+
+
+def _retrains(registry: ModelVersions, since: int) -> list[tuple[int, str]]:
+    """(first event time, name) of the champion versions that replaced another since
+    ``since`` (the model's first version replaced nothing)."""
+    champions = sorted(
+        (info.first_ts, name) for name, info in registry.versions.items() if info.role == "champion"
+    )
+    return [c for c in champions[1:] if c[0] >= since]
+
+
+def _procedure(decision: Decision, retrains: list[tuple[int, str]]) -> Decision:
+    """A feedback-loop alert on a model retrained on a cadence: name the versions and
+    recommend changing the procedure instead of a rollback."""
+    names = [name for _, name in retrains]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(retrains)]
+    cadence_h = round(float(np.median(gaps)) / 3_600_000, 2) if gaps else None
+    shown = ", ".join(names if len(names) <= 6 else [*names[:2], "...", *names[-3:]])
+    return replace(
+        decision,
+        evidence={
+            **decision.evidence,
+            "versions_affected": names,
+            "retrain_cadence_hours": cadence_h,
+        },
+        recommendation=f"{len(names)} versions ({shown}) were retrained by the same "
+        f"procedure while the loop built up (about every {cadence_h} hours): a rollback to "
+        "one of them keeps the loop. Change the procedure: train on an exploration slice "
+        "or with inverse-propensity weights, and do not count unobserved outcomes (rejected "
+        "applicants) as bad. " + decision.recommendation,
+    )
 
 
 def split_legacy_state(state: dict[str, Any]) -> dict[str, Any]:

@@ -35,9 +35,22 @@ from typing import Any
 from zlib import crc32
 
 import numpy as np
-from scipy.stats import chi2, norm
+from scipy.stats import norm
 
 from detectors.decision import Decision, decision_id
+from detectors.onset import (
+    Scan,
+    contrast_rise,
+    difference,
+    dispersion,
+    log_level_rise,
+    pooled_log_split,
+    proportion_gap,
+    proportion_rise,
+    scales,
+    simpson,
+    threshold,
+)
 from detectors.settings import DetectorSettings
 
 _NEVER = 2**62
@@ -75,10 +88,11 @@ def action_taken(action: object, no_action: frozenset[str]) -> bool:
 Tag = tuple[bool, bool, tuple[tuple[str, str], ...]]
 """Carried with a prediction to its outcome: (acted, exploration, segment pairs)."""
 
-Record = tuple[str, int, int, int, str, Any, Any, Any]
+Record = tuple[str, int, int, int, str, Any, Any, Any, int]
 """An event for the feedback monitor: (model_id, kind, seq, ts, event_id, tag id or
-segment pairs, items or prediction, label); kind 0 = prediction, 1 = joined label, 2 =
-independent outcome."""
+segment pairs, items or prediction, label, prediction ts); kind 0 = prediction, 1 = joined
+label, 2 = independent outcome; the prediction ts is the event time of the prediction a
+label is for (its own ts for the other kinds)."""
 
 PREDICTION, LABEL, INDEPENDENT = 0, 1, 2
 
@@ -159,23 +173,6 @@ def is_positive(label: object) -> bool:
     return label not in (None, 0, "0")  # False == 0
 
 
-def mann_kendall(series: np.ndarray) -> tuple[float, float]:
-    """One-sided p-value of an increasing trend (Mann-Kendall, normal approximation with
-    continuity correction) and Sen's slope per step.
-
-    >>> p, slope = mann_kendall(np.arange(8.0))
-    >>> round(p, 5), slope
-    (0.00042, 1.0)
-    """
-    n = len(series)
-    i, j = np.triu_indices(n, k=1)
-    diff = series[j] - series[i]
-    s = float(np.sign(diff).sum())
-    var = n * (n - 1) * (2 * n + 5) / 18.0
-    z = (s - math.copysign(1.0, s)) / math.sqrt(var) if s else 0.0
-    return float(norm.sf(z)), float(np.median(diff / (j - i)))
-
-
 def entropy(counts: Iterable[int]) -> float:
     """Shannon entropy (nats) of a count distribution, with the Miller-Madow correction
     ((observed categories - 1) / 2n) so small samples are not made to look concentrated.
@@ -201,58 +198,51 @@ def gini(counts: Iterable[int]) -> float:
     return float((2 * (ranks * c).sum()) / (len(c) * c.sum()) - (len(c) + 1) / len(c))
 
 
-def g_test(a: Mapping[str, int], b: Mapping[str, int]) -> float:
-    """p-value of the G-test that two count distributions over the same items are equal."""
-    items = sorted(set(a) | set(b))
-    table = np.array([[a.get(k, 0) for k in items], [b.get(k, 0) for k in items]], float)
-    table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
-        return 1.0
-    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        g = 2.0 * np.nansum(np.where(table > 0, table * np.log(table / expected), 0.0))
-    return float(chi2.sf(g, table.shape[1] - 1))
-
-
-def benjamini_hochberg(p_values: Mapping[str, float], q: float) -> set[str]:
-    """Keys whose p-values are discoveries at false-discovery rate ``q``."""
-    ranked = sorted(p_values.items(), key=lambda kv: kv[1])
-    m = len(ranked)
-    cutoff = 0
-    for rank, (_, p) in enumerate(ranked, start=1):
-        if p <= q * rank / m:
-            cutoff = rank
-    return {k for k, _ in ranked[:cutoff]}
-
-
 @dataclass(slots=True)
 class Bucket:
-    """Counts of one event-time bucket of one model."""
+    """What the tests keep of one closed event-time bucket of one model: counts per
+    segment key and concentration indices, small enough to keep weeks of them
+    (``feedback_history_buckets``); item counts only while the bucket is among the last
+    ``feedback_windows`` (the click reference pools them)."""
 
     start_ts: int
     events: int = 0
     acted: Counter[str] = field(default_factory=Counter)
     """Acted, non-exploration predictions per segment key (the allocation)."""
+    served: Counter[str] = field(default_factory=Counter)
+    """Non-exploration predictions per segment key, acted on or not (the demand)."""
     reference: Counter[str] = field(default_factory=Counter)
     """Positive outcomes the model did not cause, per segment key (the reference)."""
-    exposure: dict[str, Counter[str]] = field(default_factory=dict)
-    """Items shown by acted, non-exploration predictions, per scope (overall, cohorts)."""
+    concentration: dict[str, list[float]] = field(default_factory=dict)
+    """Per exposure scope (overall, cohorts): [Simpson index of the items shown by acted,
+    non-exploration predictions, its sampling variance, predictions that showed items]."""
+    exposure: Counter[str] = field(default_factory=Counter)
+    """Items shown by acted, non-exploration predictions (recent buckets only)."""
     clicks: Counter[str] = field(default_factory=Counter)
-    """Labels (clicked items) on acted, non-exploration predictions."""
+    """Labels (clicked items) on acted, non-exploration predictions (recent buckets only)."""
     explore_clicks: Counter[str] = field(default_factory=Counter)
-    """Labels on exploration predictions."""
+    """Labels on exploration predictions (kept for the whole history: they are few, and
+    pooled over windows they measure what users want far better than bucket by bucket)."""
     coverage: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
-    """[acted predictions, not-acted predictions, acted labelled, not-acted labelled]."""
+    """[acted predictions, not-acted predictions, acted labelled, not-acted labelled], the
+    labels counted in the bucket of their prediction (late labels still count here)."""
     agreement: list[int] = field(default_factory=lambda: [0, 0])
     """[labelled acted predictions the label agreed with, labelled acted predictions]."""
+
+    def forget_items(self) -> None:
+        """Drop the item counts of the model's own traffic (the bucket left the recent
+        window)."""
+        self.exposure, self.clicks = Counter(), Counter()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "start_ts": self.start_ts,
             "events": self.events,
             "acted": dict(self.acted),
+            "served": dict(self.served),
             "reference": dict(self.reference),
-            "exposure": {k: dict(v) for k, v in self.exposure.items()},
+            "concentration": self.concentration,
+            "exposure": dict(self.exposure),
             "clicks": dict(self.clicks),
             "explore_clicks": dict(self.explore_clicks),
             "coverage": self.coverage,
@@ -261,17 +251,38 @@ class Bucket:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Bucket:
+        if "served" not in d:  # a checkpoint of the earlier fixed-window tests
+            exposure = {k: Counter(v) for k, v in d["exposure"].items()}
+            d = {
+                **d,
+                "served": dict(d["acted"]),
+                "concentration": {
+                    scope: [*simpson(_array(c)), sum(c.values()) / EXPOSURE_PER_PREDICTION]
+                    for scope, c in exposure.items()
+                },
+                "exposure": exposure.get(OVERALL, {}),
+            }
         return cls(
             d["start_ts"],
             d["events"],
             Counter(d["acted"]),
+            Counter(d["served"]),
             Counter(d["reference"]),
-            {k: Counter(v) for k, v in d["exposure"].items()},
+            {k: list(v) for k, v in d["concentration"].items()},
+            Counter(d["exposure"]),
             Counter(d["clicks"]),
             Counter(d["explore_clicks"]),
             list(d["coverage"]),
             list(d["agreement"]),
         )
+
+
+EXPOSURE_PER_PREDICTION = 5
+"""Items per prediction assumed for a checkpoint of the earlier tests (item counts only)."""
+
+
+def _array(counts: Counter[str]) -> np.ndarray:
+    return np.fromiter(counts.values(), np.float64, len(counts))
 
 
 @dataclass(slots=True)
@@ -286,9 +297,12 @@ class RawBucket:
     predictions: Counter[int] = field(default_factory=Counter)
     """Counts per tag id (see `TagRegistry`)."""
     labelled: Counter[int] = field(default_factory=Counter)
+    """Labels per tag id of the predictions made in this bucket."""
     explore_positive: Counter[int] = field(default_factory=Counter)
     independent: Counter[tuple[tuple[str, str], ...]] = field(default_factory=Counter)
     exposure: dict[str, Counter[str]] = field(default_factory=dict)
+    shown: Counter[str] = field(default_factory=Counter)
+    """Predictions that showed items, per exposure scope."""
     clicks: Counter[str] = field(default_factory=Counter)
     explore_clicks: Counter[str] = field(default_factory=Counter)
     agreement: list[int] = field(default_factory=lambda: [0, 0])
@@ -303,12 +317,13 @@ class RawBucket:
             shown = [r for r in predictions if r[6] is not None and r[5] in own_ids]
             if shown:
                 _count(self.exposure, OVERALL, chain.from_iterable(r[6] for r in shown))
+                self.shown[OVERALL] += len(shown)
                 for r in shown:
                     for pair in tags[r[5]][2][:max_cohorts]:
                         _count(self.exposure, key(pair), r[6])
+                        self.shown[key(pair)] += 1
         labels = [r for r in run if r[1] == 1 and r[7] is not None]  # LABEL
         if labels:
-            self.labelled.update([r[5] for r in labels])
             explore = [r for r in labels if r[5] in explore_ids]
             own = [r for r in labels if r[5] in own_ids]
             self.explore_positive.update([r[5] for r in explore if is_positive(r[7])])
@@ -324,16 +339,23 @@ class RawBucket:
         if independent:
             self.independent.update([r[5] for r in independent])
 
+    def label(self, tag: int) -> None:
+        """A label of a prediction made in this bucket (never more labels than
+        predictions of a tag: coverage is a rate)."""
+        if self.labelled[tag] < self.predictions[tag]:
+            self.labelled[tag] += 1
+
     def summary(self, settings: DetectorSettings, tags: list[Tag]) -> Bucket:
-        """Per-segment counts of the closed bucket."""
+        """Per-segment counts and concentration indices of the closed bucket."""
         out = Bucket(self.start_ts, self.events)
         for tag, n in self.predictions.items():
             acted, explore, pairs = tags[tag]
             if explore:
                 continue
             out.coverage[0 if acted else 1] += n
-            if acted:
-                for pair in pairs:
+            for pair in pairs:
+                out.served[key(pair)] += n
+                if acted:
                     out.acted[key(pair)] += n
         for tag, n in self.labelled.items():
             acted, explore, _ = tags[tag]
@@ -345,8 +367,12 @@ class RawBucket:
         for pairs, n in self.independent.items():
             for pair in pairs:
                 out.reference[key(pair)] += n
+        out.concentration = {
+            scope: [*simpson(_array(c)), float(self.shown[scope])]
+            for scope, c in self.exposure.items()
+        }
         limit = settings.feedback_max_items
-        out.exposure = {scope: _capped(c, limit) for scope, c in self.exposure.items()}
+        out.exposure = _capped(self.exposure.get(OVERALL, Counter()), limit)
         out.clicks = _capped(self.clicks, limit)
         out.explore_clicks = _capped(self.explore_clicks, limit)
         out.agreement = list(self.agreement)
@@ -362,6 +388,7 @@ class RawBucket:
             "explore_positive": list(self.explore_positive.items()),
             "independent": list(self.independent.items()),
             "exposure": {k: dict(v) for k, v in self.exposure.items()},
+            "shown": dict(self.shown),
             "clicks": dict(self.clicks),
             "explore_clicks": dict(self.explore_clicks),
             "agreement": self.agreement,
@@ -372,6 +399,10 @@ class RawBucket:
         def tags(items: list[Any]) -> Counter[int]:
             return Counter(dict(items))
 
+        exposure = {k: Counter(v) for k, v in d["exposure"].items()}
+        shown = d.get("shown") or {
+            k: sum(c.values()) // EXPOSURE_PER_PREDICTION for k, c in exposure.items()
+        }
         return cls(
             d["start_ts"],
             d["events"],
@@ -380,7 +411,8 @@ class RawBucket:
             tags(d["labelled"]),
             tags(d["explore_positive"]),
             Counter({tuple((k, v) for k, v in pairs): n for pairs, n in d["independent"]}),
-            {k: Counter(v) for k, v in d["exposure"].items()},
+            exposure,
+            Counter(shown),
             Counter(d["clicks"]),
             Counter(d["explore_clicks"]),
             list(d["agreement"]),
@@ -403,6 +435,25 @@ def _capped(counts: Counter[str], limit: int) -> Counter[str]:
     out = Counter(dict(top))
     out["__other__"] += sum(counts.values()) - sum(n for _, n in top)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """The best scale of one concentration test, with the reference evidence at it."""
+
+    key: str
+    """Segment key (``district\x1ed2``) or exposure scope (``exposure:*``)."""
+    test: str
+    score: float
+    """The weakest z among the tests that must agree (concentration, reference)."""
+    scan: Scan
+    """The concentration change at the best scale."""
+    reference: dict[str, Any] | None
+    """Reference evidence at that scale (None: no reference in the data)."""
+    measure: str
+    """What the concentration change is measured on."""
+    share: float
+    """The segment's share of the model's actions in the after window (1 for exposure)."""
 
 
 class FeedbackMonitor:
@@ -429,10 +480,11 @@ class FeedbackMonitor:
         """Requests are counted when the low ``sample_shift`` bits of their id's CRC-32 are
         zero: all of them at low volume, a deterministic half, quarter... above
         ``feedback_sample_target`` events a bucket (see `_close`)."""
-        self.history: deque[Bucket] = deque(maxlen=settings.feedback_windows)
-        self.streaks: dict[str, int] = {}
+        self.history: deque[Bucket] = deque(maxlen=settings.feedback_history_buckets)
         self.decided: set[str] = set()
         self.decisions: list[Decision] = []
+        self.unmatched_labels = 0
+        """Labels of predictions older than the history (their coverage is not known)."""
 
     # -- counting ----------------------------------------------------------------------
 
@@ -502,6 +554,9 @@ class FeedbackMonitor:
         oldest = min(self.open)
         closed = self.open.pop(oldest)
         self.history.append(closed.summary(self.settings, self.registry.tags))
+        recent = self.settings.feedback_windows
+        if len(self.history) > recent:
+            self.history[-recent - 1].forget_items()
         self.closed_through = oldest
         self.decisions += self._evaluate(trigger[3], trigger[2], trigger[4])
         volume = closed.volume
@@ -527,6 +582,31 @@ class FeedbackMonitor:
             if bucket is None:
                 bucket = self.open[start] = RawBucket(start)
             bucket.add(records, self.registry, self.settings.feedback_max_cohorts, self.batch_shift)
+        labels = [r for r in run if r[1] == LABEL]
+        if labels:
+            self._cover(labels)
+
+    def _cover(self, labels: list[Record]) -> None:
+        """Count labels against the bucket of their prediction (open, or closed and still
+        in the history), so label coverage is a rate of that bucket's predictions."""
+        bucket_ms = self.bucket_ms
+        closed: dict[int, Bucket] | None = None
+        for r in labels:
+            start = r[8] - r[8] % bucket_ms
+            raw = self.open.get(start)
+            if raw is not None:
+                raw.label(r[5])
+                continue
+            if closed is None:
+                closed = {b.start_ts: b for b in self.history}
+            bucket = closed.get(start)
+            acted, explore, _ = self.registry.tags[r[5]]
+            if bucket is None or explore:
+                self.unmatched_labels += bucket is None
+                continue
+            side = 0 if acted else 1
+            if bucket.coverage[2 + side] < bucket.coverage[side]:
+                bucket.coverage[2 + side] += 1
 
     def take_decisions(self) -> list[Decision]:
         out, self.decisions = self.decisions, []
@@ -535,219 +615,259 @@ class FeedbackMonitor:
     # -- evaluation at each bucket close -----------------------------------------------
 
     def _evaluate(self, ts: int, seq: int, event_id: str) -> list[Decision]:
+        """Run every test on the history; report each loop (a group of findings) once,
+        when its evidence passes the threshold of the model's false-alarm budget."""
         s = self.settings
         history = list(self.history)
-        if len(history) < s.feedback_windows:
+        lengths = scales(len(history))
+        if not lengths:
             return []
-        concentration: dict[str, dict[str, Any]] = {}
-        concentration.update(self._allocation_trends(history))
-        concentration.update(self._allocation_concentration(history))
-        concentration.update(self._exposure_trends(history))
-        references = self._references(history)
         dependence = self._label_dependence(history)
-        confirmation = self._self_confirmation(history)
-        found_trend = benjamini_hochberg(
-            {k: v["p_value"] for k, v in concentration.items()}, s.feedback_fdr
-        )
-        found_reference = benjamini_hochberg(
-            {k: v["p_value"] for k, v in references.items() if v["available"]}, s.feedback_fdr
-        )
-        ready: dict[str, list[str]] = {}
-        for key in sorted(concentration):
-            signal = concentration[key]
-            reference = references.get(key)
-            has_reference = reference is not None and reference["available"]
-            strong = key in found_trend and signal["effect"] >= signal["min_effect"]
-            if has_reference:
-                assert reference is not None
-                backed = key in found_reference and reference["effect"] >= reference["min_effect"]
-            else:
-                backed = dependence["found"] or (
-                    signal["test"] == "exposure_entropy_decrease" and confirmation["found"]
-                )
-            streak = self.streaks[key] = self.streaks.get(key, 0) + 1 if strong and backed else 0
-            if streak >= s.feedback_persistence and _group(key) not in self.decided:
-                ready.setdefault(_group(key), []).append(key)
+        confirmation = self._self_confirmation(history, lengths)
+        findings, tests = self._allocation(history, lengths, dependence)
+        more, exposure_tests = self._exposure(history, confirmation)
+        findings += more
+        z_star = threshold(s.feedback_alpha, tests + exposure_tests)
+        passed = [f for f in findings if f.score >= z_star]
+        ready: dict[str, list[Finding]] = {}
+        for f in passed:
+            if _group(f.key) not in self.decided:
+                ready.setdefault(_group(f.key), []).append(f)
         decisions = []
-        for group, keys in ready.items():
+        for group, found in sorted(ready.items()):
             self.decided.add(group)
-            # The broadest finding leads (all traffic, a whole dimension), then the strongest.
-            key = min(keys, key=lambda k: (_breadth(k), concentration[k]["p_value"]))
+            # The broadest finding leads (all traffic), then the strongest.
+            lead = min(found, key=lambda f: (_breadth(f.key), -f.score, f.key))
             decisions.append(
                 self._decision(
-                    key,
-                    concentration[key],
-                    references.get(key),
+                    lead,
+                    z_star,
                     dependence,
                     confirmation,
                     history,
                     (ts, seq, event_id),
-                    sorted(_scope_name(k) for k in keys),
+                    sorted(_scope_name(f.key) for f in found),
                 )
             )
         return decisions
 
-    def _allocation_trends(self, history: list[Bucket]) -> dict[str, dict[str, Any]]:
-        """Per segment key: is its share of the model's actions growing?"""
+    def _allocation(
+        self, history: list[Bucket], lengths: list[int], dependence: dict[str, Any]
+    ) -> tuple[list[Finding], int]:
+        """Per segment key: has its share of the model's actions risen or fallen (against
+        its share of the requests, when the model declines some), and is it above (below)
+        the share of outcomes the model cannot influence over the same window? Returns the
+        findings and the number of (series, scale, direction) tests run."""
         s = self.settings
-        keys = set().union(*(b.acted for b in history))
-        totals: dict[str, np.ndarray] = {}
-        out = {}
-        for key in keys:
-            dim = key.split(PAIR, 1)[0]
-            if dim not in totals:
-                totals[dim] = np.array(
-                    [
-                        sum(n for k, n in b.acted.items() if k.split(PAIR, 1)[0] == dim)
-                        for b in history
-                    ],
-                    dtype=np.float64,
-                )
-            total = totals[dim]
-            if (total < s.feedback_min_bucket_events).any():
-                continue
-            shares = np.array([b.acted.get(key, 0) for b in history], np.float64) / total
-            if shares.max() < s.feedback_min_share_change:
-                continue  # a segment too small to run away with anything
-            p, slope = mann_kendall(shares)
-            out[key] = {
-                "test": "allocation_share_increase",
-                "p_value": p,
-                "effect": slope * (len(shares) - 1),
-                "min_effect": s.feedback_min_share_change,
-                "series": [round(float(x), 4) for x in shares],
-                "share_now": float(shares[-1]),
-            }
-        return out
+        dims: dict[str, list[str]] = {}
+        for k in sorted(set().union(*(b.acted for b in history))):
+            dims.setdefault(k.split(PAIR, 1)[0], []).append(k)
+        out: list[Finding] = []
+        tests = 0
+        for dim, keys in dims.items():
+            acted_total = _totals(history, "acted", dim)
+            served_total = _totals(history, "served", dim)
+            reference_total = _totals(history, "reference", dim)
+            demand = bool((served_total > acted_total).any())
+            has_reference = reference_total.sum() >= s.feedback_min_reference
+            if not has_reference and not dependence["found"]:
+                continue  # nothing in the data could back a finding
+            tests += 2 * len(keys) * len(lengths)  # each key, both directions
+            for k in keys:
+                acted = _series(history, "acted", k)
+                if demand:
+                    served = _series(history, "served", k)
+                    trend = contrast_rise(
+                        acted,
+                        acted_total,
+                        served,
+                        served_total,
+                        lengths,
+                        s.feedback_min_bucket_events,
+                    )
+                else:
+                    trend = proportion_rise(
+                        acted, acted_total, lengths, s.feedback_min_bucket_events
+                    )
+                phi = dispersion(acted, acted_total)
+                reference = _series(history, "reference", k)
+                best: Finding | None = None
+                for length, scan in zip(lengths, trend, strict=True):
+                    if scan is None:
+                        continue
+                    # A runaway shows on the segment that gains and on the one starved.
+                    direction = 1.0 if scan.z >= 0 else -1.0
+                    evidence = None
+                    score = direction * scan.z
+                    a, n = float(acted[-length:].sum()), float(acted_total[-length:].sum())
+                    if has_reference:
+                        r, m = (
+                            float(reference[-length:].sum()),
+                            float(reference_total[-length:].sum()),
+                        )
+                        if m < s.feedback_min_reference:
+                            continue
+                        gap = direction * proportion_gap(a, n, r, m, phi)
+                        score = min(score, gap)
+                        evidence = {
+                            "test": "allocation_above_reference"
+                            if direction > 0
+                            else "allocation_below_reference",
+                            "z": round(gap, 3),
+                            "allocation_share": round(a / n, 4),
+                            "reference_share": round(r / m, 4),
+                            "reference_events": int(m),
+                        }
+                    if best is None or score > best.score:
+                        best = Finding(
+                            k,
+                            "allocation_share_increase"
+                            if direction > 0
+                            else "allocation_share_decrease",
+                            score,
+                            scan,
+                            evidence,
+                            "share relative to requests (log odds ratio)"
+                            if demand
+                            else "share of actions",
+                            a / max(n, 1.0),
+                        )
+                if best is not None:
+                    out.append(best)
+        return out, tests
 
-    def _allocation_concentration(self, history: list[Bucket]) -> dict[str, dict[str, Any]]:
-        """Per segment dimension: is the allocation over its values narrowing (entropy of
-        the shares falling), whichever values gain?"""
+    def _exposure(
+        self, history: list[Bucket], confirmation: dict[str, Any]
+    ) -> tuple[list[Finding], int]:
+        """Per exposure scope (all traffic, cohorts): has what the model shows become more
+        concentrated, beyond any concentration of clicks on exploration traffic (what
+        users want, measured where the model did not choose), with its own clicks more
+        concentrated than the exploration clicks? Returns the findings and the number of
+        (series, scale) tests run."""
         s = self.settings
-        dims = {k.split(PAIR, 1)[0] for b in history for k in b.acted}
-        out = {}
-        for dim in dims:
-            counts = [
-                [n for k, n in b.acted.items() if k.split(PAIR, 1)[0] == dim] for b in history
-            ]
-            if min(sum(c) for c in counts) < s.feedback_min_bucket_events:
-                continue
-            h = np.array([entropy(c) for c in counts])
-            p, _ = mann_kendall(-h)
-            half = len(h) // 2
-            early = float(h[:half].mean())
-            out[f"allocation:{dim}"] = {
-                "test": "allocation_entropy_decrease",
-                "p_value": p,
-                "effect": 1.0 - float(h[half:].mean()) / early if early > 0 else 0.0,
-                "min_effect": s.feedback_min_entropy_drop,
-                "series": [round(float(x), 4) for x in h],
-            }
-        return out
-
-    def _exposure_trends(self, history: list[Bucket]) -> dict[str, dict[str, Any]]:
-        """Per scope (overall, cohorts): is the diversity of exposed items falling?"""
-        s = self.settings
-        scopes = set().union(*(b.exposure for b in history))
-        out = {}
+        scopes = sorted(set().union(*(b.concentration for b in history)))
+        if not scopes:
+            return [], 0
+        click = self._click_reference(history)
+        has_reference = click["available"]
+        wanted_since: dict[int, Scan | None] = {}
+        """Exploration click concentration by the start of the after window (the scopes
+        share their windows)."""
+        out: list[Finding] = []
+        tests = 0
         for scope in scopes:
-            counts = [b.exposure.get(scope, Counter()) for b in history]
-            if min(sum(c.values()) for c in counts) < s.feedback_min_bucket_events:
+            rows = [
+                (b.start_ts, b.concentration[scope])
+                for b in history
+                if scope in b.concentration
+                and b.concentration[scope][2] >= s.feedback_min_bucket_events
+            ]
+            lengths = scales(len(rows))
+            if not lengths or (not has_reference and not confirmation["found"]):
                 continue
-            h = np.array([entropy(c.values()) for c in counts])
-            p, slope = mann_kendall(-h)
-            half = len(h) // 2
-            early = float(h[:half].mean())
-            drop = 1.0 - float(h[half:].mean()) / early if early > 0 else 0.0
-            out[f"exposure:{scope}"] = {
-                "test": "exposure_entropy_decrease",
-                "p_value": p,
-                "effect": drop,
-                "min_effect": s.feedback_min_entropy_drop,
-                "series": [round(float(x), 4) for x in h],
-                "gini_now": round(gini(counts[-1].values()), 4),
-                "coverage_now": len(counts[-1]),
-                "coverage_before": len(counts[0]),
-                "entropy_slope": -slope,
-            }
-        return out
+            tests += len(lengths)
+            values = np.array([c[0] for _, c in rows], np.float64)
+            variances = np.array([c[1] for _, c in rows], np.float64)
+            z_backing = threshold(s.feedback_fdr, len(lengths))
+            best: Finding | None = None
+            for length, scan in zip(
+                lengths, log_level_rise(values, variances, lengths), strict=True
+            ):
+                if scan is None:
+                    continue
+                evidence = None
+                score = scan.z
+                if has_reference:
+                    since = rows[-length][0]
+                    if since not in wanted_since:
+                        wanted_since[since] = self._wanted(history, since)
+                    wanted = wanted_since[since]
+                    if wanted is None:
+                        continue
+                    beyond = difference(scan, wanted)
+                    if beyond < z_backing:
+                        continue
+                    score = min(score, click["z"])
+                    evidence = {
+                        **click,
+                        "beyond_exploration_z": round(beyond, 3),
+                        "exploration_concentration_before": round(wanted.before, 6),
+                        "exploration_concentration_now": round(wanted.now, 6),
+                    }
+                if best is None or score > best.score:
+                    best = Finding(
+                        f"exposure:{scope}",
+                        "exposure_concentration_increase",
+                        score,
+                        scan,
+                        evidence,
+                        "concentration index (Simpson)",
+                        1.0,
+                    )
+            if best is not None:
+                out.append(best)
+        return out, tests
 
-    def _references(self, history: list[Bucket]) -> dict[str, dict[str, Any]]:
-        """Per segment key: allocation share above the share of positive outcomes the model
-        did not cause; per exposure scope: clicks on its own traffic more concentrated than
-        on exploration traffic."""
+    def _wanted(self, history: list[Bucket], since: int) -> Scan | None:
+        """How the concentration of clicks on exploration traffic (what users want, where
+        the model did not choose) changed from before ``since`` to after it, on pooled
+        counts."""
+        before: Counter[str] = Counter()
+        after: Counter[str] = Counter()
+        for b in history:
+            (after if b.start_ts >= since else before).update(b.explore_clicks)
+        items = list(before.keys() | after.keys())
+        return pooled_log_split(
+            np.array([before.get(i, 0) for i in items], np.float64),
+            np.array([after.get(i, 0) for i in items], np.float64),
+        )
+
+    def _click_reference(self, history: list[Bucket]) -> dict[str, Any]:
+        """Over the last ``feedback_windows`` buckets: do the items that take half of the
+        model's exposure take more of its own clicks than of the clicks on exploration
+        traffic?"""
         s = self.settings
-        acted: Counter[str] = Counter()
-        reference: Counter[str] = Counter()
+        exposure: Counter[str] = Counter()
         clicks: Counter[str] = Counter()
         explore_clicks: Counter[str] = Counter()
-        for b in history:
-            acted.update(b.acted)
-            reference.update(b.reference)
+        for b in history[-s.feedback_windows :]:
+            exposure.update(b.exposure)
             clicks.update(b.clicks)
             explore_clicks.update(b.explore_clicks)
-        out: dict[str, dict[str, Any]] = {}
-        for key in acted:
-            dim = key.split(PAIR, 1)[0]
-            a_total = sum(n for k, n in acted.items() if k.split(PAIR, 1)[0] == dim)
-            r_total = sum(n for k, n in reference.items() if k.split(PAIR, 1)[0] == dim)
-            available = r_total >= s.feedback_min_reference
-            a = acted[key] / a_total
-            r = reference.get(key, 0) / r_total if r_total else 0.0
-            se = math.sqrt(a * (1 - a) / a_total + max(r * (1 - r), 1e-9) / max(r_total, 1))
-            out[key] = {
-                "test": "allocation_above_reference",
-                "available": available,
-                "p_value": float(norm.sf((a - r) / se)) if available else 1.0,
-                "effect": a - r,
-                "min_effect": s.feedback_min_gap,
-                "allocation_share": round(a, 4),
-                "reference_share": round(r, 4),
-                "reference_events": r_total,
+        n_own, n_explore = sum(clicks.values()), sum(explore_clicks.values())
+        available = n_own >= s.feedback_min_reference and n_explore >= s.feedback_min_reference
+        if not available:
+            return {
+                "test": "clicks_more_concentrated_than_exploration",
+                "available": False,
+                "z": 0.0,
             }
-        for dim in {k.split(PAIR, 1)[0] for k in acted}:
-            own = {k: n for k, n in acted.items() if k.split(PAIR, 1)[0] == dim}
-            ref = {k: n for k, n in reference.items() if k.split(PAIR, 1)[0] == dim}
-            a_total, r_total = sum(own.values()), sum(ref.values())
-            available = r_total >= s.feedback_min_reference
-            excess = {
-                k: own.get(k, 0) / a_total - (ref.get(k, 0) / r_total if r_total else 0.0)
-                for k in set(own) | set(ref)
-            }
-            over = sorted((k for k, v in excess.items() if v > 0), key=lambda k: -excess[k])
-            out[f"allocation:{dim}"] = {
-                "test": "allocation_differs_from_reference",
-                "available": available,
-                "p_value": g_test(own, ref) if available else 1.0,
-                "effect": sum(v for v in excess.values() if v > 0),
-                "min_effect": s.feedback_min_gap,
-                "over_allocated": [
-                    {"segment": k.split(PAIR, 1)[1], "excess_share": round(excess[k], 4)}
-                    for k in over
-                ],
-                "reference_events": r_total,
-            }
-        n_clicks, n_explore = sum(clicks.values()), sum(explore_clicks.values())
-        available = n_clicks >= s.feedback_min_reference and n_explore >= s.feedback_min_reference
-        h_own, h_explore = entropy(clicks.values()), entropy(explore_clicks.values())
-        gap = 1.0 - h_own / h_explore if h_explore > 0 else 0.0
-        click_gap = {
+        half = sum(exposure.values()) / 2.0
+        top: list[str] = []
+        running = 0
+        for item, n in exposure.most_common():
+            if running >= half:
+                break
+            top.append(item)
+            running += n
+        own = sum(clicks.get(i, 0) for i in top)
+        wanted = sum(explore_clicks.get(i, 0) for i in top)
+        return {
             "test": "clicks_more_concentrated_than_exploration",
-            "available": available,
-            "p_value": g_test(clicks, explore_clicks) if available and gap > 0 else 1.0,
-            "effect": gap,
-            "min_effect": s.feedback_min_gap,
-            "click_entropy": round(h_own, 4),
-            "exploration_click_entropy": round(h_explore, 4),
+            "available": True,
+            "z": round(proportion_gap(own, n_own, wanted, n_explore), 3),
+            "top_items": len(top),
+            "own_click_share": round(own / n_own, 4),
+            "exploration_click_share": round(wanted / n_explore, 4),
             "reference_events": n_explore,
+            "click_entropy": round(entropy(clicks.values()), 4),
+            "exploration_click_entropy": round(entropy(explore_clicks.values()), 4),
+            "gini_now": round(gini(history[-1].exposure.values()), 4),
         }
-        scopes = set().union(*(b.exposure for b in history))
-        for scope in scopes:
-            out[f"exposure:{scope}"] = click_gap
-        return out
 
     def _label_dependence(self, history: list[Bucket]) -> dict[str, Any]:
-        """Selective labels: are outcomes observed mostly where the model acted?"""
+        """Selective labels: are outcomes observed mostly where the model acted? (Each
+        bucket's labels are of its own predictions: the coverages are rates.)"""
         s = self.settings
         n_a, n_n, l_a, l_n = (sum(b.coverage[i] for b in history) for i in range(4))
         if n_a < s.feedback_min_bucket_events or n_n < s.feedback_min_bucket_events:
@@ -766,27 +886,33 @@ class FeedbackMonitor:
             "not_acted": n_n,
         }
 
-    def _self_confirmation(self, history: list[Bucket]) -> dict[str, Any]:
-        """Agreement between predictions and later labels rising."""
+    def _self_confirmation(self, history: list[Bucket], lengths: list[int]) -> dict[str, Any]:
+        """Agreement between predictions and later labels rising (at any scale)."""
         s = self.settings
         judged = np.array([b.agreement[1] for b in history], np.float64)
-        if (judged < s.feedback_min_bucket_events).any():
+        if judged.sum() < 2 * s.feedback_min_bucket_events:
             return {"found": False, "available": False}
-        rate = np.array([b.agreement[0] for b in history], np.float64) / judged
-        p, slope = mann_kendall(rate)
+        agreed = np.array([b.agreement[0] for b in history], np.float64)
+        scans = [
+            x for x in proportion_rise(agreed, judged, lengths, s.feedback_min_bucket_events) if x
+        ]
+        if not scans:
+            return {"found": False, "available": False}
+        best = max(scans, key=lambda x: x.z)
         return {
             "test": "agreement_increase",
             "available": True,
-            "found": p < s.feedback_fdr and slope > 0,
-            "p_value": p,
-            "series": [round(float(x), 4) for x in rate],
+            "found": best.z >= threshold(s.feedback_fdr, len(lengths)),
+            "z": round(best.z, 3),
+            "agreement_before": round(best.before, 4),
+            "agreement_now": round(best.now, 4),
+            "after_buckets": best.after,
         }
 
     def _decision(
         self,
-        key: str,
-        signal: dict[str, Any],
-        reference: dict[str, Any] | None,
+        finding: Finding,
+        z_star: float,
         dependence: dict[str, Any],
         confirmation: dict[str, Any],
         history: list[Bucket],
@@ -794,26 +920,21 @@ class FeedbackMonitor:
         involved: list[str],
     ) -> Decision:
         ts, seq, event_id = trigger
-        has_reference = reference is not None and reference["available"]
+        key, scan = finding.key, finding.scan
+        has_reference = finding.reference is not None
         exposure = key.startswith("exposure:")
-        spread = key.startswith("allocation:")
-        scope = key.split(":", 1)[1] if exposure or spread else key
+        scope = key.split(":", 1)[1] if exposure else key
         segment: dict[str, str] | None = None
-        if spread:
-            over = (reference or {}).get("over_allocated") or []
-            top = over[0]["segment"] if has_reference and over else _gainer(history, scope)
-            segment = {scope: top} if top is not None else None
-            finding = f"the model's actions over {scope} keep narrowing"
+        if scope != OVERALL:
+            name, value = scope.split(PAIR, 1)
+            segment = {name: value}
+        where = "all traffic" if segment is None else scope.replace(PAIR, "=")
+        if exposure:
+            finding_text = f"what the model shows ({where}) keeps concentrating"
+        elif finding.test == "allocation_share_decrease":
+            finding_text = f"the share of the model's actions going to {where} keeps falling"
         else:
-            if scope != OVERALL:
-                name, value = scope.split(PAIR, 1)
-                segment = {name: value}
-            where = "all traffic" if segment is None else f"{scope.replace(PAIR, '=')}"
-            finding = (
-                f"the diversity of what the model shows ({where}) keeps falling"
-                if exposure
-                else f"the share of the model's actions going to {where} keeps growing"
-            )
+            finding_text = f"the share of the model's actions going to {where} keeps growing"
         if has_reference:
             basis = "beyond what outcomes it cannot influence justify"
             reference_text = (
@@ -831,14 +952,24 @@ class FeedbackMonitor:
                 "none in the data (no exploration traffic, no independent outcomes): "
                 "severity lowered; add one to confirm"
             )
-        signals = [{k: v for k, v in signal.items() if k != "min_effect"}]
-        if has_reference:
-            signals.append({k: v for k, v in reference.items() if k != "available"})  # type: ignore[union-attr]
+        after = history[-scan.after :]
+        onset = after[0].start_ts
+        trend = {
+            "test": finding.test,
+            "z": round(scan.z, 3),
+            "before": round(scan.before, 6),
+            "now": round(scan.now, 6),
+            "change": round(scan.change, 6),
+            "after_buckets": scan.after,
+            "measure": finding.measure,
+        }
+        signals: list[dict[str, Any]] = [trend]
+        if finding.reference is not None:
+            signals.append({k: v for k, v in finding.reference.items() if k != "available"})
         if dependence.get("available"):
             signals.append({k: v for k, v in dependence.items() if k != "available"})
         if confirmation.get("available"):
             signals.append({k: v for k, v in confirmation.items() if k != "available"})
-        share = signal.get("share_now", 1.0)
         return Decision(
             decision_id=decision_id(self.model_id, "alert", "feedback_loop", _group(key)),
             type="alert",
@@ -852,38 +983,39 @@ class FeedbackMonitor:
                 "config": {
                     "sample_rate": 1.0 / (1 << self.sample_shift),
                     "bucket_ms": self.bucket_ms,
-                    "windows": self.settings.feedback_windows,
-                    "persistence": self.settings.feedback_persistence,
+                    "history_buckets": self.settings.feedback_history_buckets,
+                    "alpha": self.settings.feedback_alpha,
                     "fdr": self.settings.feedback_fdr,
                 },
             },
             evidence={
-                "statistic": signal["test"],
-                "value": round(signal["effect"], 6),
-                "threshold": signal["min_effect"],
-                "p_value": signal["p_value"],
+                "statistic": finding.test,
+                "value": round(finding.score, 6),
+                "threshold": round(z_star, 6),
+                "p_value": float(norm.sf(finding.score)),
                 "window": {
-                    "first_ts": history[0].start_ts,
+                    "first_ts": onset,
                     "last_ts": ts,
-                    "count": sum(b.events for b in history),
+                    "count": sum(b.events for b in after),
                 },
+                "onset_ts": onset,
+                "scale_hours": round(scan.after * self.bucket_ms / 3_600_000, 3),
                 "reference": reference_text,
                 "reference_available": has_reference,
                 "trigger_event_id": event_id,
-                "buckets": [b.start_ts for b in history],
+                "history_first_ts": history[0].start_ts,
+                "buckets": len(history),
                 "involved": involved,
                 "signals": signals,
             },
             impact={
-                "traffic_share": round(float(share), 6),
-                "effect_size": round(signal["effect"], 6),
-                "effect_unit": "share_change"
-                if signal["test"] == "allocation_share_increase"
-                else "relative_entropy_drop",
+                "traffic_share": round(finding.share, 6),
+                "effect_size": round(scan.change, 6),
+                "effect_unit": "log_ratio" if exposure else "log_odds_change",
             },
             ts=ts,
             seq=seq,
-            recommendation=f"Possible feedback loop: {finding} {basis}. {RECOMMENDATION}",
+            recommendation=f"Possible feedback loop: {finding_text} {basis}. {RECOMMENDATION}",
             segment=segment,
         )
 
@@ -898,8 +1030,8 @@ class FeedbackMonitor:
             "sample_shift": self.sample_shift,
             "tags": self.registry.state(),
             "history": [b.to_dict() for b in self.history],
-            "streaks": dict(self.streaks),
             "decided": sorted(self.decided),
+            "unmatched_labels": self.unmatched_labels,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -910,48 +1042,47 @@ class FeedbackMonitor:
         self.sample_shift = state["sample_shift"]
         self.registry = TagRegistry.from_state(state["tags"], self.settings.feedback_max_tags)
         self.history = deque(
-            (Bucket.from_dict(b) for b in state["history"]), maxlen=self.settings.feedback_windows
+            (Bucket.from_dict(b) for b in state["history"]),
+            maxlen=self.settings.feedback_history_buckets,
         )
-        self.streaks = dict(state["streaks"])
+        for b in list(self.history)[: -self.settings.feedback_windows]:
+            b.forget_items()
         self.decided = set(state["decided"])
+        self.unmatched_labels = state.get("unmatched_labels", 0)
 
 
 def _group(key: str) -> str:
-    """One loop, one decision: segment-level and dimension-level allocation findings of the
-    same dimension are the same loop, and so are exposure findings overall and per cohort."""
+    """One loop, one decision: allocation findings of the values of one segment dimension
+    are the same loop, and so are exposure findings overall and per cohort."""
     if key.startswith("exposure:"):
         return "exposure"
-    if key.startswith("allocation:"):
-        return key
     return "allocation:" + key.split(PAIR, 1)[0]
 
 
-def _gainer(history: list[Bucket], dim: str) -> str | None:
-    """The value of a dimension whose share of actions grew most over the window."""
-    half = len(history) // 2
+def _totals(history: list[Bucket], field: str, dim: str) -> np.ndarray:
+    """Per bucket, the counts of one field over every value of a segment dimension."""
+    return np.array(
+        [
+            sum(n for k, n in getattr(b, field).items() if k.split(PAIR, 1)[0] == dim)
+            for b in history
+        ],
+        np.float64,
+    )
 
-    def shares(buckets: list[Bucket]) -> dict[str, float]:
-        counts: Counter[str] = Counter()
-        for b in buckets:
-            counts.update({k: n for k, n in b.acted.items() if k.split(PAIR, 1)[0] == dim})
-        total = sum(counts.values()) or 1
-        return {k: n / total for k, n in counts.items()}
 
-    before, after = shares(history[:half]), shares(history[half:])
-    gains = {k: v - before.get(k, 0.0) for k, v in after.items()}
-    if not gains:
-        return None
-    return max(gains, key=lambda k: (gains[k], k)).split(PAIR, 1)[1]
+def _series(history: list[Bucket], field: str, key: str) -> np.ndarray:
+    """Per bucket, the count of one field for one segment key."""
+    return np.array([getattr(b, field).get(key, 0) for b in history], np.float64)
 
 
 def _breadth(key: str) -> int:
-    """0 for findings about all traffic or a whole dimension, 1 for a single segment."""
-    return 0 if key in (f"exposure:{OVERALL}",) or key.startswith("allocation:") else 1
+    """0 for findings about all traffic, 1 for a single segment."""
+    return 0 if key == f"exposure:{OVERALL}" else 1
 
 
 def _scope_name(key: str) -> str:
-    """Readable scope of a finding: ``all``, ``district`` or ``district=d2``."""
-    scope = key.split(":", 1)[1] if key.startswith(("exposure:", "allocation:")) else key
+    """Readable scope of a finding: ``all`` or ``district=d2``."""
+    scope = key.split(":", 1)[1] if key.startswith("exposure:") else key
     return "all" if scope == OVERALL else scope.replace(PAIR, "=")
 
 

@@ -255,42 +255,42 @@ class DetectorSettings:
     cost falls with volume. A worker's shards share it (each counts its part)."""
 
     feedback_windows: int = 8
-    """Buckets a feedback-loop trend is measured over (the Mann-Kendall series length). With
-    eight, a steady trend reaches p = 0.0004, enough after the correction across
-    segments."""
+    """Recent buckets whose item counts are kept and pooled for the click reference (the
+    items that take half of the exposure, their share of the model's own clicks against
+    their share of clicks on exploration traffic)."""
 
-    feedback_persistence: int = 3
-    """Bucket closes in a row at which the feedback-loop condition must hold before it is
-    reported: shares wander, and a single significant trend on them is not a loop."""
+    feedback_history_buckets: int = 336
+    """Closed buckets the feedback-loop tests look back over (two weeks of hours), and so
+    the longest time scale they test: every test compares the last L buckets with those
+    before, for L on a ladder from one bucket up (`detectors.onset`), so a loop that moves
+    hourly and a staircase that steps once a day at a retrain are both seen without
+    choosing a bucket size. A bucket keeps counts per segment value and a few indices,
+    not item counts, so weeks of them are small."""
+
+    feedback_alpha: float = 1e-4
+    """False-alarm budget of one model's feedback-loop tests at one bucket close, spread
+    over every segment, exposure scope and time scale tested (Bonferroni). The evidence
+    accumulates in the after window, so a strict budget costs hours, not days; measured
+    on the controls of `benchmarks/feedback_quality.py`."""
 
     feedback_fdr: float = 0.01
-    """False-discovery rate of the feedback-loop tests across segments (Benjamini-Hochberg)
-    at each bucket close."""
-
-    feedback_min_share_change: float = 0.1
-    """Smallest growth of a segment's share of the model's actions over the window (Sen's
-    slope times the window) that counts as a runaway allocation."""
-
-    feedback_min_gap: float = 0.1
-    """Smallest excess of a segment's allocation share over its share of the reference
-    outcomes (what the model cannot influence) that counts as unjustified; also the smallest
-    relative gap between the entropy of clicks on the model's own traffic and on
-    exploration traffic."""
-
-    feedback_min_entropy_drop: float = 0.05
-    """Smallest relative fall of diversity (entropy of the items shown, or of the allocation
-    over a segment's values) from the first half of the window to the second that counts
-    as narrowing."""
+    """Level of the tests that back a concentration finding when no reference is in the
+    data (labels only where the model acted, agreement with the labels rising) and of
+    the check that exposure concentrated beyond what exploration clicks show."""
 
     feedback_min_coverage_gap: float = 0.5
     """Smallest difference in label coverage between acted and not-acted predictions that
     counts as selective labels (outcomes observed only where the model acted)."""
 
     feedback_min_bucket_events: int = 100
-    """Events a bucket needs (per test) for its share or diversity to enter a trend."""
+    """Events each side of a feedback-loop comparison needs (the actions in the before and
+    the after window of an allocation share), and a bucket needs for its exposure
+    concentration to enter the series."""
 
     feedback_min_reference: int = 100
-    """Reference outcomes needed over the window before the reference is used."""
+    """Reference outcomes (independent outcomes, outcomes or clicks of exploration traffic)
+    a model needs before its reference is used, and an after window needs before it is
+    compared with the reference."""
 
     feedback_max_items: int = 10_000
     """Distinct items counted per bucket and scope for exposure diversity (the rest are
@@ -356,7 +356,7 @@ class DetectorSettings:
             "outcome_latency_tau",
             "feedback_bucket_ms",
             "feedback_windows",
-            "feedback_persistence",
+            "feedback_history_buckets",
             "feedback_fdr",
             "feedback_max_items",
             "feedback_max_tags",
@@ -369,8 +369,12 @@ class DetectorSettings:
             raise ConfigError("variance_ratio, category_ratio and error_rate_ratio must be > 1")
         if self.histogram_bins < 2 or self.quantile_knots < 3:
             raise ConfigError("histogram_bins must be >= 2 and quantile_knots >= 3")
-        if self.feedback_windows < 4:
-            raise ConfigError("feedback_windows must be at least 4 for a trend test")
+        if self.feedback_history_buckets < 8:
+            raise ConfigError(
+                "feedback_history_buckets must be at least 8 for a before and an after window"
+            )
+        if not 0 < self.feedback_alpha < 1 or not 0 < self.feedback_fdr < 1:
+            raise ConfigError("feedback_alpha and feedback_fdr must be in (0, 1)")
         if self.concept_detector not in CONCEPT_DETECTORS:
             raise ConfigError(
                 f"concept_detector {self.concept_detector!r} is not known; "
@@ -401,8 +405,23 @@ class DetectorSettings:
         return cls(**values)
 
 
+REMOVED = {
+    name: "the feedback-loop tests accumulate evidence over every time scale now; "
+    "tune feedback_alpha (false alarms) instead"
+    for name in (
+        "feedback_persistence",
+        "feedback_min_share_change",
+        "feedback_min_gap",
+        "feedback_min_entropy_drop",
+    )
+}
+"""Settings that no longer exist, with what replaced them."""
+
+
 def reject_unknown(cls: type, values: Mapping[str, Any], what: str) -> None:
     """Raise ConfigError naming every key of ``values`` that is not a field of ``cls``."""
+    for name in sorted(set(values) & set(REMOVED)):
+        raise ConfigError(f"{what} setting {name} was removed: {REMOVED[name]}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -17,6 +17,8 @@ and returns the events in arrival order:
   for approved applicants. Loop: the lender treats denied applicants as bad (reject
   inference), so the region approved slightly less gets ever fewer approvals. Controls:
   outcomes observed for everyone, and a model that is not retrained.
+* `daily_credit` — the same kind of loop moving once a day at a daily retrain (a new
+  version each day), over days rather than hours. Control: the same model every day.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class _Stream:
         action: object,
         features: dict[str, float],
         exploration: bool = False,
+        version: str = "v1",
     ) -> str:
         self.n += 1
         rid = f"{self.name}-{self.seed}-{self.n}"
@@ -62,7 +65,7 @@ class _Stream:
                     f"p-{rid}",
                     rid,
                     self.name,
-                    "v1",
+                    version,
                     ts,
                     features,
                     prediction,
@@ -239,6 +242,40 @@ def credit(
     return s.events()
 
 
+def daily_credit(
+    seed: int, variant: str = "loop", days: int = 8, per_hour: int = 250
+) -> list[Event]:
+    """A lender retrained once a day (a new ``model_version`` at every midnight), labels
+    only for approved applicants, in three regions. ``loop``: each retrain approves the
+    region with the fewest approvals 3 points less (the staircase of a reject-as-bad
+    model, invisible within a day); ``frozen``: the same model (one version) every day."""
+    rng = np.random.default_rng(seed)
+    approve = np.array([0.55, 0.55, 0.5])
+    regions = ("north", "south", "east")
+    s = _Stream("daily-credit", seed)
+    for day in range(days):
+        version = f"v{day + 1}" if variant == "loop" else "v1"
+        for hour in range(24):
+            for ts in _times(rng, day * 24 + hour, int(rng.poisson(per_hour))):
+                r = int(rng.integers(3))
+                yes = bool(rng.uniform() < approve[r])
+                rid = s.predict(
+                    ts,
+                    round(float(rng.uniform(0.05, 0.15)), 4),
+                    {"region": regions[r]},
+                    "approve" if yes else "deny",
+                    {"income": float(rng.lognormal(10.0, 0.4))},
+                    version=version,
+                )
+                if yes:
+                    s.outcome(
+                        ts + int(rng.integers(HOUR_MS, 30 * HOUR_MS)), rid, int(rng.uniform() < 0.1)
+                    )
+        if variant == "loop":
+            approve[2] = max(0.05, approve[2] - 0.03)
+    return s.events()
+
+
 SIMULATIONS: dict[str, tuple[Callable[..., list[Event]], str]] = {
     "policing_loop": (policing, "loop"),
     "policing_control": (policing, "control"),
@@ -249,6 +286,8 @@ SIMULATIONS: dict[str, tuple[Callable[..., list[Event]], str]] = {
     "credit_loop": (credit, "loop"),
     "credit_all_labels": (credit, "all_labels"),
     "credit_frozen": (credit, "frozen"),
+    "daily_credit_loop": (daily_credit, "loop"),
+    "daily_credit_frozen": (daily_credit, "frozen"),
 }
 """Every simulation by name: (function, variant). Names ending in ``_loop`` have a loop."""
 

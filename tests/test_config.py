@@ -63,6 +63,14 @@ def test_unknown_sections_and_worker_settings_are_refused(tmp_path) -> None:
         load_config(path)
 
 
+def test_a_removed_setting_says_what_replaced_it(tmp_path) -> None:
+    """A setting of the fixed-window feedback tests is refused with what to use instead."""
+    path = tmp_path / "old.toml"
+    path.write_text("[detectors]\nfeedback_persistence = 3\n")
+    with pytest.raises(ConfigError, match="feedback_persistence was removed.*feedback_alpha"):
+        load_config(path)
+
+
 def test_topics_create_makes_every_topic(broker, tmp_path, capsys) -> None:
     """`driftline topics create` creates all topics once; a second run changes nothing."""
     flags = ["--bootstrap-servers", broker, "--partitions", "3"]
