@@ -117,16 +117,24 @@ class MeanComparison:
         self.sums[1] += total
         self.sumsq[1] += total_sq
 
-    def update(self, is_candidate: np.ndarray, values: np.ndarray) -> MeanVerdict | None:
+    def update(
+        self, is_candidate: np.ndarray, values: np.ndarray, check: bool = False
+    ) -> MeanVerdict | None:
         """Feed events (which side, value) in order; the first verdict, if any.
 
         After a verdict the counts are those at the verdict (the caller decides what
-        happens next, usually a decision and no further updates).
+        happens next, usually a decision and no further updates). With no events and
+        ``check``, the counts as they stand are tested.
         """
         if not len(values):
-            return None
-        cand = is_candidate.astype(np.float64)
-        base = 1.0 - cand
+            if not check:
+                return None
+            values = np.zeros(1)
+            cand = np.zeros(1)
+            base = np.zeros(1)
+        else:
+            cand = is_candidate.astype(np.float64)
+            base = 1.0 - cand
         x = values.astype(np.float64)
         n_c = self.n[0] + np.cumsum(cand)
         n_b = self.n[1] + np.cumsum(base)
@@ -165,6 +173,16 @@ class MeanComparison:
             candidate_mean=float(m_c[i]),
             baseline_mean=float(m_b[i]),
         )
+
+    def update_summary(self, n: int, total: float, total_sq: float) -> MeanVerdict | None:
+        """Feed ``n`` candidate events at once by their sum and sum of squares (a cohort
+        released together); the verdict, if the test crosses at the end of them (index 0).
+        Checking only at such points keeps the test's guarantee: it holds at any stopping
+        time."""
+        self.n[0] += n
+        self.sums[0] += total
+        self.sumsq[0] += total_sq
+        return self.update(np.zeros(0, dtype=bool), np.zeros(0), check=True)
 
     def _mean_variance(self, n: np.ndarray, s: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Variance of one side's mean: (sample variance + prior) over the count."""

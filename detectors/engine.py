@@ -413,7 +413,7 @@ class ModelEngine:
     ) -> dict[str, Rows]:
         """Per model, the labelled events of this batch in arrival order with their error,
         Brier score, label-free estimated error and outcome delay (NaN where not known)."""
-        by_model: dict[str, list[tuple[int, str, float, float, float, float, int, str]]] = {}
+        by_model: dict[str, list[tuple[Any, ...]]] = {}
         for (model_id, version), (pairs, seqs, ts, ids, predicted_ts) in labels.items():
             task = self.monitor(model_id, version).concept.task
             threshold = self.settings_for(model_id).classification_threshold
@@ -431,11 +431,20 @@ class ModelEngine:
                         brier(task_here, prediction, label),
                         estimated_error(task_here, prediction, None, threshold),
                         math.log10(max(t - t0, 1) / 1000.0),
+                        float(t0),
+                        _outcome_class(label),
                         t,
                         event_id,
                     )
                 )
-        names = ("error_rate", "brier_score", "estimated_error", "outcome_latency")
+        names = (
+            "error_rate",
+            "brier_score",
+            "estimated_error",
+            "outcome_latency",
+            "prediction_ts",
+            "outcome_class",
+        )
         return {model_id: _rows(found, names) for model_id, found in by_model.items()}
 
     def state(self) -> dict[str, Any]:
@@ -606,6 +615,13 @@ def split_legacy_state(state: dict[str, Any]) -> dict[str, Any]:
     models = {k: v for k, v in state.items() if k not in ("seen", "join")}
     models["counts"] = {k: counts.get(k, 0) for k in ENGINE_COUNTERS}
     return {"intake": intake, "models": models}
+
+
+def _outcome_class(label: object) -> float:
+    """0 or 1 for a binary label (its delays are learnt apart), NaN for any other."""
+    if label is True or label is False or label in (0, 1):
+        return float(label)
+    return _NAN
 
 
 def _position(item: Routed) -> int:

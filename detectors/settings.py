@@ -229,6 +229,16 @@ class DetectorSettings:
     model's own scores reported as ``performance_estimate_gap`` (scores are miscalibrated
     and label-free estimates of this version cannot be trusted)."""
 
+    label_maturity_quantile: float = 0.95
+    """Quantile of each outcome's label delays after which a prediction's label is taken
+    as in: realised error is compared with the label-free estimate only on predictions
+    older than that (labels arriving in an order that depends on the outcome, repayments
+    before defaults, would otherwise bias it). 0 compares at once."""
+
+    label_maturity_min_labels: int = 30
+    """Labels of an outcome value needed before its delays count (for a binary label,
+    nothing is compared until both values have this many)."""
+
     outcome_latency_tau: float = 0.1
     """Difference in mean log10 outcome delay (seconds) a canary comparison of outcome
     latency is tuned to find fastest: 0.1 is about 26 % slower outcomes."""

@@ -32,6 +32,7 @@ import numpy as np
 
 from detectors.comparison import MeanComparison, MeanVerdict, PairedComparison
 from detectors.decision import Decision, decision_id
+from detectors.maturity import COHORT_MS, Cohort, Cohorts, LabelMaturity
 from detectors.settings import DetectorSettings
 
 LN2 = math.log(2.0)
@@ -153,6 +154,10 @@ class ModelVersions:
         """Challenger or shadow version -> (champion it is paired with, comparison)."""
         self.gaps: dict[str, MeanComparison] = {}
         """Version -> realised minus estimated error on its labelled events."""
+        self.maturity = self._maturity()
+        """The model's label delays (when a cohort of predictions has its labels)."""
+        self.cohorts = Cohorts()
+        """Labelled gaps held until their prediction hour matured."""
         self.decided: set[str] = set()
         """``version:comparison`` keys already decided (one decision each)."""
 
@@ -227,6 +232,7 @@ class ModelVersions:
             del self.versions[name]
             for table in (self.canaries, self.promotions, self.challengers, self.gaps):
                 table.pop(name, None)
+            self.cohorts.drop(name)
             self.decided = {key for key in self.decided if not key.startswith(f"{name}:")}
             dropped += 1
         return dropped
@@ -427,26 +433,62 @@ class ModelVersions:
     # -- label-free estimate vs realised -----------------------------------------------
 
     def check_estimates(self, rows: Rows) -> list[Decision]:
-        """Per version, realised minus estimated error on labelled events with scores."""
-        gap = rows.values["error_rate"] - rows.values["estimated_error"]
+        """Per version, realised minus estimated error on labelled events with scores, on
+        matured cohorts only (`detectors.maturity`): labels that arrive in an order that
+        depends on the outcome would otherwise bias the realised side."""
+        values = rows.values
+        gap = values["error_rate"] - values["estimated_error"]
+        self.maturity.observe(values["outcome_class"], values["outcome_latency"])
+        horizon = self.maturity.horizon_ms()
+        ready: list[tuple[str, Cohort]] = []
+        usable = np.isfinite(gap)
+        for version in sorted(set(rows.versions[usable].tolist())):
+            if f"{version}:estimate_gap" in self.decided or version not in self.versions:
+                continue
+            use = np.flatnonzero(usable & (rows.versions == version))
+            ts = values["prediction_ts"][use]
+            starts = (ts - ts % COHORT_MS).astype(np.int64)
+            hours, inverse = np.unique(starts, return_inverse=True)
+            g = gap[use]
+            n = np.bincount(inverse, minlength=len(hours))
+            total = np.bincount(inverse, weights=g, minlength=len(hours))
+            total_sq = np.bincount(inverse, weights=g * g, minlength=len(hours))
+            last = np.zeros(len(hours), np.int64)
+            last[inverse] = use  # the last row of each hour (rows are in arrival order)
+            for j, start in enumerate(hours.tolist()):
+                row = int(last[j])
+                found = self.cohorts.add(
+                    version,
+                    start,
+                    int(n[j]),
+                    float(total[j]),
+                    float(total_sq[j]),
+                    [rows.seqs[row], rows.ts[row], rows.event_ids[row]],
+                    horizon,
+                )
+                if found is not None:
+                    ready.append((version, found))
+        ready += self.cohorts.release(horizon)
         decisions = []
-        for version in sorted(set(rows.versions.tolist())):
+        for version, cohort in ready:
             key = f"{version}:estimate_gap"
             if key in self.decided or version not in self.versions:
-                continue
-            use = np.flatnonzero((rows.versions == version) & np.isfinite(gap))
-            if not len(use):
                 continue
             comparison = self.gaps.get(version)
             if comparison is None:
                 comparison = self.gaps[version] = self._gap_comparison()
-            verdict = comparison.update(np.ones(len(use), dtype=bool), gap[use])
+            verdict = comparison.update_summary(cohort.n, cohort.total, cohort.total_sq)
             if verdict is None:
                 continue
             self.decided.add(key)
-            row = int(use[verdict.index])
-            decisions.append(self._gap_decision(version, verdict, rows, row))
+            self.cohorts.drop(version)
+            decisions.append(self._gap_decision(version, verdict, cohort.last, horizon))
         return decisions
+
+    def _maturity(self) -> LabelMaturity:
+        return LabelMaturity(
+            self.settings.label_maturity_quantile, self.settings.label_maturity_min_labels
+        )
 
     def _gap_comparison(self) -> MeanComparison:
         return MeanComparison(
@@ -458,7 +500,10 @@ class ModelVersions:
             one_sample=True,
         )
 
-    def _gap_decision(self, version: str, verdict: MeanVerdict, rows: Rows, row: int) -> Decision:
+    def _gap_decision(
+        self, version: str, verdict: MeanVerdict, last: list[Any], horizon_ms: float | None
+    ) -> Decision:
+        seq, ts, event_id = last
         direction = "more" if verdict.difference > 0 else "fewer"
         return Decision(
             decision_id=decision_id(
@@ -488,19 +533,26 @@ class ModelVersions:
                 "confidence": 1 - self.settings.rollback_alpha,
                 "window": {
                     "first_ts": self.versions[version].first_ts,
-                    "last_ts": rows.ts[row],
+                    "last_ts": ts,
                     "count": verdict.candidate_n,
                 },
                 "reference": "label-free estimate from the version's own scores",
-                "trigger_event_id": rows.event_ids[row],
+                "label_maturity": {
+                    "horizon_s": None if horizon_ms is None else round(horizon_ms / 1000.0, 3),
+                    "quantile": self.settings.label_maturity_quantile,
+                    "compared": "labels of predictions older than the horizon, by the minute "
+                    "they were made (labels that arrive in an order that depends on the "
+                    "outcome are not a random sample until their cohort is in)",
+                },
+                "trigger_event_id": event_id,
             },
             impact={
                 "traffic_share": 1.0,
                 "effect_size": round(verdict.difference, 6),
                 "effect_unit": "error_rate_difference",
             },
-            ts=rows.ts[row],
-            seq=rows.seqs[row],
+            ts=ts,
+            seq=seq,
             recommendation=f"Version {version} makes {direction} errors than its own scores "
             "predict: its scores are not calibrated, so label-free performance estimates "
             "for it are not reliable. Recalibrate (e.g. isotonic on recent labels) before "
@@ -647,6 +699,8 @@ class ModelVersions:
             "promotions": {k: [old, c.state()] for k, (old, c) in self.promotions.items()},
             "challengers": {k: [c, p.state()] for k, (c, p) in self.challengers.items()},
             "gaps": {k: c.state() for k, c in self.gaps.items()},
+            "maturity": self.maturity.state(),
+            "cohorts": self.cohorts.state(),
             "decided": sorted(self.decided),
         }
 
@@ -679,4 +733,9 @@ class ModelVersions:
         for version, gap_state in state["gaps"].items():
             self.gaps[version] = self._gap_comparison()
             self.gaps[version].restore(gap_state)
+        self.maturity = self._maturity()
+        self.cohorts = Cohorts()
+        if "maturity" in state:  # checkpoints before label maturity start afresh
+            self.maturity.restore(state["maturity"])
+            self.cohorts.restore(state["cohorts"])
         self.decided = set(state["decided"])

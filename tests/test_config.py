@@ -67,7 +67,7 @@ def test_a_removed_setting_says_what_replaced_it(tmp_path) -> None:
     """A setting of the fixed-window feedback tests is refused with what to use instead."""
     path = tmp_path / "old.toml"
     path.write_text("[detectors]\nfeedback_persistence = 3\n")
-    with pytest.raises(ConfigError, match="feedback_persistence was removed.*feedback_alpha"):
+    with pytest.raises(ConfigError, match=r"feedback_persistence was removed.*feedback_alpha"):
         load_config(path)
 
 

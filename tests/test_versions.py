@@ -143,3 +143,36 @@ def test_stable_version_follows_recent_traffic() -> None:
     assert registry.versions["v1"].events > registry.versions["v2"].events
     assert registry.stable() == "v2"
     assert registry.promotions["v2"][0] == "v1"
+
+
+def _outcome_ordered_stream(seed: int, days: int = 3) -> list:
+    """A calibrated scorer (the score is the chance of a positive) whose negative labels
+    arrive 1-6 hours after the prediction and positive ones a day later (repayments
+    before defaults)."""
+    from schemas.records import Outcome, Prediction  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    hour = 3_600_000
+    t0 = 1_767_225_600_000
+    rows = []
+    for i in range(days * 24 * 300):
+        ts = t0 + i * 12_000
+        p = float(rng.uniform(0.05, 0.3))
+        positive = bool(rng.uniform() < p)
+        delay = int((25 if positive else 1) * hour + rng.integers(0, 5 * hour))
+        rows.append(Prediction(f"p{i}", f"r{i}", "lender", "v1", ts, {"x": p}, p))
+        rows.append(Outcome(f"o{i}", f"r{i}", "lender", ts + delay, int(positive)))
+    return sorted(rows, key=lambda e: e.ts)
+
+
+def test_outcome_dependent_label_delays_give_no_false_estimate_gap() -> None:
+    """Positive labels a day after the negatives: compared on matured cohorts, a
+    calibrated model shows no performance_estimate_gap; compared as labels arrive
+    (label_maturity_quantile = 0), the early labels are mostly negatives and the same
+    model is reported as making fewer errors than its scores say."""
+    events = _outcome_ordered_stream(5)
+    matured = run_engine(events, engine=Engine())
+    assert [d for d in matured if d.kind == "performance_estimate_gap"] == []
+    eager = run_engine(events, engine=Engine(DetectorSettings(label_maturity_quantile=0)))
+    gaps = [d for d in eager if d.kind == "performance_estimate_gap"]
+    assert [d.evidence["value"] < 0 for d in gaps] == [True]

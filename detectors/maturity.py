@@ -1,0 +1,170 @@
+"""Label maturity: compare realised with estimated quality only on predictions whose labels
+are in.
+
+Labels often arrive in an order that depends on the outcome: a repayment is known at the
+due date, a default after a day of grace; a click within seconds, a purchase days later.
+The labels seen so far are then not a random sample of the predictions, and realised
+error on them is biased against any label-free estimate. `LabelMaturity` learns the
+label delay per outcome class (a histogram of log delays for each binary outcome, one
+for any other kind of label) and the horizon that a high quantile of every class's delays
+falls within; `Cohorts` holds labelled quantities by the minute their predictions were
+made and releases a minute only once the horizon has passed behind it, so what is
+compared is the labels of whole cohorts, whatever order they came in. Labels that come
+later than the horizon (the tail beyond the quantile) are released at once.
+
+The delays learnt are those of the labels seen, which understates the horizon while the
+late class is still arriving; a class counts only from ``min_labels`` labels on, and for a
+binary task nothing is released until both outcomes have that many.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+LOG_DELAY_BINS = np.arange(0.0, 8.05, 0.05)
+"""Bin edges of log10(delay in seconds): a second to three years, in 12 % steps."""
+
+COHORT_MS = 60_000
+"""Predictions are grouped by the minute they were made in: fine enough for models whose
+labels come within minutes, coarse enough that a two-day horizon holds 2,880 cohorts."""
+
+MAX_PENDING = 20_000
+"""Cohorts held per model at most (two weeks of minutes); beyond it the oldest are
+released before their horizon (counted in `Cohorts.forced`), bounding the state."""
+
+
+class LabelMaturity:
+    """The delay after which a prediction's label is taken as in, per model."""
+
+    def __init__(self, quantile: float, min_labels: int, binary: bool = False) -> None:
+        self.quantile = quantile
+        self.min_labels = min_labels
+        self.binary = binary
+        self.histograms: dict[str, np.ndarray] = {}
+
+    def observe(self, classes: np.ndarray, log_delays: np.ndarray) -> None:
+        """Labels seen: their outcome class (0/1 for binary labels, NaN for any other
+        label) and log10 delay in seconds (NaN: not known)."""
+        known = np.isfinite(log_delays)
+        if not known.any():
+            return
+        classes, log_delays = classes[known], log_delays[known]
+        bins = np.minimum(
+            np.searchsorted(LOG_DELAY_BINS, log_delays, "right"), len(LOG_DELAY_BINS) - 1
+        )
+        binary = np.isfinite(classes)
+        if binary.any():
+            self.binary = True
+        for name, mask in (("0", classes == 0), ("1", classes == 1), ("*", ~binary)):
+            if mask.any():
+                hist = self.histograms.get(name)
+                if hist is None:
+                    hist = self.histograms[name] = np.zeros(len(LOG_DELAY_BINS), np.int64)
+                np.add.at(hist, bins[mask], 1)
+
+    def horizon_ms(self) -> float | None:
+        """The largest per-class quantile of the delays, in milliseconds (None: not known
+        yet)."""
+        if self.quantile <= 0:
+            return 0.0
+        learnt = {c: h for c, h in self.histograms.items() if h.sum() >= self.min_labels}
+        if not learnt or (self.binary and len(learnt) < 2):
+            return None
+        worst = 0.0
+        for hist in learnt.values():
+            cum = np.cumsum(hist)
+            i = int(np.searchsorted(cum, self.quantile * cum[-1]))
+            worst = max(worst, float(LOG_DELAY_BINS[min(i, len(LOG_DELAY_BINS) - 1)]))
+        return 10.0**worst * 1000.0
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "binary": self.binary,
+            "histograms": {k: v.tolist() for k, v in self.histograms.items()},
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.binary = state["binary"]
+        self.histograms = {k: np.asarray(v, np.int64) for k, v in state["histograms"].items()}
+
+
+@dataclass(slots=True)
+class Cohort:
+    """Sums of one quantity over the labelled predictions of one version and hour."""
+
+    n: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    last: list[Any] = field(default_factory=lambda: [0, 0, ""])
+    """[seq, event time, event id] of the last label added (where a verdict is placed)."""
+
+
+class Cohorts:
+    """Labelled quantities held by prediction minute until their cohort has matured."""
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, int], Cohort] = {}
+        self.watermark = -(2**62)
+        """Largest label event time seen."""
+        self.forced = 0
+        """Cohorts released before their horizon because too many were held."""
+
+    def add(
+        self,
+        version: str,
+        start: int,
+        n: int,
+        total: float,
+        total_sq: float,
+        last: list[Any],
+        horizon_ms: float | None,
+    ) -> Cohort | None:
+        """Hold the sums of ``n`` values of one version's predictions made in the minute
+        from ``start``; returned at once when that minute matured already (labels from the
+        tail of the delays)."""
+        self.watermark = max(self.watermark, int(last[1]))
+        cohort = Cohort(n, total, total_sq, last)
+        matured = horizon_ms is not None and start + COHORT_MS + horizon_ms <= self.watermark
+        held = self.pending.get((version, start))
+        if held is None:
+            if matured:
+                return cohort
+            self.pending[(version, start)] = cohort
+        else:
+            held.n += n
+            held.total += total
+            held.total_sq += total_sq
+            held.last = last
+        return None
+
+    def release(self, horizon_ms: float | None) -> list[tuple[str, Cohort]]:
+        """The cohorts that matured, oldest first."""
+        if horizon_ms is None:
+            return []
+        ready = sorted(k for k in self.pending if k[1] + COHORT_MS + horizon_ms <= self.watermark)
+        return [(version, self.pending.pop((version, start))) for version, start in ready]
+
+    def drop(self, version: str) -> None:
+        for key in [k for k in self.pending if k[0] == version]:
+            del self.pending[key]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "watermark": self.watermark,
+            "forced": self.forced,
+            "pending": [
+                [v, start, c.n, c.total, c.total_sq, c.last]
+                for (v, start), c in self.pending.items()
+            ],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.watermark = state["watermark"]
+        self.forced = state["forced"]
+        self.pending = {
+            (v, start): Cohort(n, total, total_sq, list(last))
+            for v, start, n, total, total_sq, last in state["pending"]
+        }
