@@ -7,10 +7,14 @@ the severity, and the decisions of other kinds per stream (a control is never to
 flagged; decisions of other kinds are listed by kind, since some are justified: a loop
 that moves the model's scores is prediction drift too).
 
-The information limit beside the dispatch figure: the hours after the onset at which a
-test that knew the onset, the reference share and the allocation path exactly would reach
-the same threshold, ``z = (a(t) - r) / sqrt(r (1 - r) / (reports per hour * t))``, the
-reference (~19 reports an hour) being the scarce side.
+The information limit beside the dispatch figure: the reference (~19 reports an hour) is
+the scarce side, so the allocation share ``a`` of a district is compared with its share
+``r`` of reports over the same window of ``w`` hours, ``z = (a_w - r) / sqrt(r (1 - r) /
+(R w))``. With ``a`` rising by ``s`` an hour from ``r`` at the onset, the mean gap over the
+last ``w`` of ``t`` hours is ``s (t - w / 2)``; the best window is ``w = 2t/3``, and the
+threshold ``z*`` is reached at ``t = 1.5 (z* sqrt(r (1 - r) / R) / s)^(2/3)`` hours (from
+each seed's realised slope over the first day and reference share before the onset, at
+the model's threshold for five districts, two directions and a dozen scales).
 
     python benchmarks/feedback_quality.py [--seeds 10] [--worlds dispatch,feed,lending]
 """
@@ -34,9 +38,9 @@ from schemas.records import Prediction
 BATCH = 4_096
 
 
-def run(world: World) -> tuple[list, np.ndarray, np.ndarray]:
+def run(world: World, settings: DetectorSettings) -> tuple[list, np.ndarray, np.ndarray]:
     """Decisions, and the event time and predictions served at each position."""
-    engine = Engine(DetectorSettings())
+    engine = Engine(settings)
     out = []
     events = world.events
     for i in range(0, len(events), BATCH):
@@ -47,8 +51,10 @@ def run(world: World) -> tuple[list, np.ndarray, np.ndarray]:
 
 
 def dispatch_limit(world: World, z: float) -> float | None:
-    """Hours after the onset at which an oracle gap test reaches ``z`` (see the module
-    docstring), on this world's realised allocation of its top district."""
+    """Hours after the onset at which the same-window gap test of the district that gains
+    most reaches ``z`` at best (see the module docstring), from this world's realised
+    slope of that district's share over the first day and its reference share before
+    the onset."""
     per_hour: dict[int, Counter[str]] = {}
     reports: Counter[str] = Counter()
     for e in world.events:
@@ -59,23 +65,26 @@ def dispatch_limit(world: World, z: float) -> float | None:
             reports[e.segment["district"]] += 1
     before = sum(reports.values())
     rate = before / max(1, -min(per_hour))
-    last = max(per_hour)
-    top = per_hour[last].most_common(1)[0][0]
+    day = range(0, 24)
+    shares = {d: [per_hour[h][d] / sum(per_hour[h].values()) for h in day] for d in per_hour[0]}
+    slopes = {d: float(np.polyfit(list(day), v, 1)[0]) for d, v in shares.items()}
+    top = max(slopes, key=lambda d: slopes[d])
+    if slopes[top] <= 0:
+        return None
     r = reports[top] / before
-    for t in range(1, last + 1):
-        a = sum(per_hour[h][top] for h in range(0, t)) / sum(
-            sum(per_hour[h].values()) for h in range(0, t)
-        )
-        if (a - r) / math.sqrt(r * (1 - r) / (rate * t)) >= z:
-            return float(t)
-    return None
+    return 1.5 * (z * math.sqrt(r * (1 - r) / rate) / slopes[top]) ** (2 / 3)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--worlds", default=",".join(WORLDS))
+    parser.add_argument(
+        "--alpha", type=float, default=None, help="feedback_alpha (default: the setting's)"
+    )
     args = parser.parse_args()
+    settings = DetectorSettings(**({} if args.alpha is None else {"feedback_alpha": args.alpha}))
+    print(f"feedback_alpha = {settings.feedback_alpha}")
     started = time.perf_counter()
     print(
         f"{'world':<10} {'variant':<12} {'flagged':>8} {'delay h (median, range)':>26} "
@@ -88,7 +97,7 @@ def main() -> None:
             others: Counter[str] = Counter()
             for seed in range(args.seeds):
                 world = generate(seed, variant)
-                decisions, ts, served = run(world)
+                decisions, ts, served = run(world, settings)
                 loops = [d for d in decisions if d.kind == "feedback_loop" and d.type == "alert"]
                 others.update(f"{d.kind}/{d.type}" for d in decisions if d.kind != "feedback_loop")
                 others.update(
@@ -104,7 +113,7 @@ def main() -> None:
                     served_at.append(int(served[first.seq] - onset_served))
                     severities[first.severity] += 1
                 if name == "dispatch" and variant == loop:
-                    z = threshold(DetectorSettings().feedback_alpha, 5 * 12)
+                    z = threshold(settings.feedback_alpha, 2 * 5 * 12)
                     found = dispatch_limit(world, z)
                     if found is not None:
                         limits.append(found)

@@ -277,7 +277,7 @@ class DetectorSettings:
     choosing a bucket size. A bucket keeps counts per segment value and a few indices,
     not item counts, so weeks of them are small."""
 
-    feedback_alpha: float = 1e-4
+    feedback_alpha: float = 1e-3
     """False-alarm budget of one model's feedback-loop tests at one bucket close, spread
     over every segment, exposure scope and time scale tested (Bonferroni). The evidence
     accumulates in the after window, so a strict budget costs hours, not days; measured

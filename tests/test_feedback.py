@@ -84,7 +84,11 @@ def test_loop_without_a_reference_says_so_and_is_a_warning() -> None:
     )
     assert dependence["label_coverage_acted"] > 0.9
     assert dependence["label_coverage_not_acted"] == 0
-    assert found.segment == {"region": "north"}
+    # Two regions: north gaining and south starved are the same loop; either may lead.
+    assert (found.segment, found.evidence["statistic"]) in (
+        ({"region": "north"}, "allocation_share_increase"),
+        ({"region": "south"}, "allocation_share_decrease"),
+    )
 
 
 def test_loop_right_after_a_promotion_rolls_the_new_version_back() -> None:
