@@ -24,7 +24,7 @@ period before the loop's onset and matched controls.
   and in the ``control``, the region rates are estimated from approved loans. ``loop``:
   from the onset, rejected applicants count as bad (reject inference), so a region
   approved less looks worse. ``exploration``: 5 % of applications are approved at random
-  (``exploration: true``) and the rates are estimated there.
+  (``exploration: true``) and the rates are estimated there (pooled over about two weeks).
 
 Every world returns its events in time order and the onset's event time (the loop
 starts there; for a control, where it would have).
@@ -215,6 +215,11 @@ def lending(seed: int, variant: str, days: int = 21, onset_day: int = 4) -> Worl
     mix = np.array([0.4, 0.35, 0.25])
     default_rate = 0.12
     estimate = default_rate * np.array([1.0, 0.98, 1.04]) * rng.uniform(0.99, 1.01, 3)
+    # The exploration lender pools its slice over about two weeks (decayed counts, in
+    # steady state from the start): a hundred random approvals a region a day is too
+    # few to re-estimate from daily.
+    pooled_n = 6_000 * 0.05 * mix * 14.0
+    pooled_bad = pooled_n * default_rate
     out = _Events("lending", seed)
     n = 0
     for day in range(days):
@@ -264,7 +269,9 @@ def lending(seed: int, variant: str, days: int = 21, onset_day: int = 4) -> Worl
             fresh = (tally[:, 2] + rejected) / np.maximum(tally[:, 0], 1)
             fresh = default_rate * (1.0 + 2.0 * (fresh - fresh.mean()) / max(fresh.mean(), 1e-9))
         elif variant == "exploration":
-            fresh = (tally[:, 3] + 1.0) / (explored + 8.0)
+            pooled_n = 0.93 * pooled_n + explored
+            pooled_bad = 0.93 * pooled_bad + tally[:, 3]
+            fresh = pooled_bad / pooled_n
         else:
             fresh = (tally[:, 2] + 1.0) / (tally[:, 1] + 8.0)
         estimate = np.clip(0.7 * estimate + 0.3 * fresh, 0.02, 0.6)

@@ -157,7 +157,9 @@ class ModelVersions:
         self.maturity = self._maturity()
         """The model's label delays (when a cohort of predictions has its labels)."""
         self.cohorts = Cohorts()
-        """Labelled gaps held until their prediction hour matured."""
+        """Labelled gaps held until their prediction minute matured."""
+        self.gap_alerted: dict[str, str] = {}
+        """Direction of a reported estimate gap (``more``/``fewer`` errors) -> version."""
         self.decided: set[str] = set()
         """``version:comparison`` keys already decided (one decision each)."""
 
@@ -482,6 +484,18 @@ class ModelVersions:
                 continue
             self.decided.add(key)
             self.cohorts.drop(version)
+            direction = "more" if verdict.difference > 0 else "fewer"
+            earlier = self.gap_alerted.get(direction)
+            if (
+                earlier is not None
+                and earlier in self.versions
+                and self.versions[earlier].role == "champion"
+                and self.versions[version].role == "champion"
+            ):
+                # A successor champion (a retrain) with the same gap as one already
+                # reported: the same finding, not a new one.
+                continue
+            self.gap_alerted[direction] = version
             decisions.append(self._gap_decision(version, verdict, cohort.last, horizon))
         return decisions
 
@@ -701,6 +715,7 @@ class ModelVersions:
             "gaps": {k: c.state() for k, c in self.gaps.items()},
             "maturity": self.maturity.state(),
             "cohorts": self.cohorts.state(),
+            "gap_alerted": self.gap_alerted,
             "decided": sorted(self.decided),
         }
 
@@ -738,4 +753,5 @@ class ModelVersions:
         if "maturity" in state:  # checkpoints before label maturity start afresh
             self.maturity.restore(state["maturity"])
             self.cohorts.restore(state["cohorts"])
+        self.gap_alerted = dict(state.get("gap_alerted", {}))
         self.decided = set(state["decided"])

@@ -176,3 +176,19 @@ def test_outcome_dependent_label_delays_give_no_false_estimate_gap() -> None:
     eager = run_engine(events, engine=Engine(DetectorSettings(label_maturity_quantile=0)))
     gaps = [d for d in eager if d.kind == "performance_estimate_gap"]
     assert [d.evidence["value"] < 0 for d in gaps] == [True]
+
+
+def test_a_retrained_model_with_the_same_miscalibration_gets_one_gap_alert() -> None:
+    """Eight daily versions whose scores all say 30 % where 10 % of loans default: the
+    first version's gap is reported, its successors' identical gaps are not."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from schemas.records import Prediction  # noqa: PLC0415
+    from streams.loops import simulate  # noqa: PLC0415
+
+    events = [
+        replace(e, prediction=0.3) if type(e) is Prediction else e
+        for e in simulate("daily_credit_loop", 1)
+    ]
+    gaps = [d for d in run_engine(events) if d.kind == "performance_estimate_gap"]
+    assert [(d.model_version, d.evidence["value"] < 0) for d in gaps] == [("v1", True)]
