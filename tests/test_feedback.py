@@ -66,7 +66,7 @@ def test_loop_with_a_reference_is_critical_and_names_the_segment() -> None:
     assert found.evidence["reference_available"] is True
     assert found.segment is not None and set(found.segment) == {"district"}
     tests = {s["test"] for s in found.evidence["signals"]}
-    assert tests & {"allocation_above_reference", "allocation_differs_from_reference"}
+    assert tests & {"allocation_above_reference", "allocation_below_reference"}
     assert "exploration" in found.recommendation
     assert "Do not retrain" in found.recommendation
     assert found.model_version == "v1"
