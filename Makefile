@@ -34,6 +34,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/detection_quality.py
 	$(BIN)/python benchmarks/moa_quality.py
+	$(BIN)/python benchmarks/feedback_quality.py
 	$(BIN)/python benchmarks/replay_throughput.py
 
 clean:

@@ -87,6 +87,12 @@ class Metrics:
             "Time to flush outputs, write state and commit offsets.",
             registry=r,
         )
+        self.checkpoint_time = Gauge(
+            "driftline_last_checkpoint_timestamp_seconds",
+            "Unix time of the last checkpoint that completed (flush, state, commit); an "
+            "alert on its age catches a worker that processes but no longer checkpoints.",
+            registry=r,
+        )
         self.checkpoint_bytes = Gauge(
             "driftline_checkpoint_bytes",
             "Compressed size of the last checkpoint, by shard (3: input partition 3, m0: "

@@ -974,6 +974,7 @@ class Worker:
             raise
         self.last_checkpoint = time.monotonic()
         self.metrics.checkpoint_seconds.observe(self.last_checkpoint - started)
+        self.metrics.checkpoint_time.set_to_current_time()
 
     async def _still_member(self, names: list[str]) -> bool:
         """Whether the group still counts this worker as the owner of these shards.

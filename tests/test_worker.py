@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import time
 import urllib.request
 
 import orjson
@@ -119,6 +120,7 @@ async def test_worker_decides_dead_letters_and_accounts_for_everything(broker, m
     )
     assert metrics['driftline_decisions_total{kind="data_drift",type="alert"}'] == 1
     assert metrics["driftline_processing_latency_seconds_count"] > 0
+    assert metrics["driftline_last_checkpoint_timestamp_seconds"] > time.time() - 60
     assert metrics["driftline_records_duplicate_total"] == 1
     assert 'driftline_drift_score{kind="data_drift",model_id="credit-risk"}' in metrics
     assert not any("request_id" in k or "event_id" in k for k in metrics)
