@@ -71,6 +71,7 @@ from schemas.deadletter import DeadLetter
 from schemas.decode import DEFAULT_MAX_MESSAGE_BYTES, FUTURE_TIMESTAMP, decode
 from schemas.exceptions import ConfigError, DecodeError
 from schemas.records import Event
+from streams.cloudevents import decision_headers, source_of
 from streams.config import Config
 from streams.faults import ConnectionLog
 from streams.kafka import KafkaSettings
@@ -863,6 +864,7 @@ class Worker:
                 self.topics.for_decision(d.type),
                 orjson.dumps(d.to_dict(now_ms)),
                 d.model_id.encode(),
+                headers=decision_headers(d, source_of(self.settings.group_id)),
             )
 
     def _observe_latency(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:

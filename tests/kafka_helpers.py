@@ -74,6 +74,13 @@ async def produce(
 
 async def read_all(bootstrap: str, topic: str, timeout_s: float = 2.0) -> list[bytes]:
     """Every record value of a topic, reading to the fetch high watermark (no group)."""
+    return [value for value, _ in await read_records(bootstrap, topic, timeout_s)]
+
+
+async def read_records(
+    bootstrap: str, topic: str, timeout_s: float = 2.0
+) -> list[tuple[bytes, dict[str, bytes]]]:
+    """Every record of a topic as (value, headers), reading to the fetch high watermark."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -85,12 +92,12 @@ async def read_all(bootstrap: str, topic: str, timeout_s: float = 2.0) -> list[b
         consumer.assign(tps)
         for tp in tps:
             await consumer.seek_to_beginning(tp)
-        values: list[bytes] = []
+        values: list[tuple[bytes, dict[str, bytes]]] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
-                values += [r.value for r in records]
+                values += [(r.value, dict(r.headers or ())) for r in records]
             done = True
             for tp in tps:
                 highwater = consumer.highwater(tp)

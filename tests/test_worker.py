@@ -7,6 +7,7 @@ import base64
 import itertools
 import time
 import urllib.request
+from datetime import datetime
 
 import orjson
 
@@ -21,6 +22,7 @@ from .kafka_helpers import (
     kafka,
     produce,
     read_all,
+    read_records,
     setup_topics,
     topics_for,
     wait_committed,
@@ -128,6 +130,17 @@ async def test_worker_decides_dead_letters_and_accounts_for_everything(broker, m
     found = await decisions(broker, topics)
     drift = [d for d in found if d["kind"] == "data_drift" and d["type"] == "alert"]
     assert drift and drift[0]["features"][0] == "x0"
+    # Each decision is also a binary-mode CloudEvent: attributes in ce_* headers.
+    for value, headers in await read_records(broker, topics.alerts):
+        decision = orjson.loads(value)
+        assert headers["ce_specversion"] == b"1.0"
+        assert headers["ce_id"].decode() == decision["decision_id"]
+        assert headers["ce_type"].decode() == f"io.driftline.alert.{decision['kind']}"
+        assert headers["ce_source"] == b"/driftline/g-e2e"
+        assert headers["ce_subject"].decode() == decision["model_id"]
+        assert headers["content-type"] == b"application/json"
+        when = datetime.fromisoformat(headers["ce_time"].decode().replace("Z", "+00:00"))
+        assert round(when.timestamp() * 1000) == decision["ts"]
     letters = [orjson.loads(v) for v in await read_all(broker, topics.deadletter)]
     assert sorted(letter["reason"] for letter in letters) == sorted(r for _, r in BAD)
     assert {base64.b64decode(letter["original_b64"]) for letter in letters} == {
