@@ -126,7 +126,10 @@ def build_app(
 def run_app(config: Config, kafka: KafkaSettings, settings: WorkerSettings) -> int:
     """Run the hosted worker until SIGTERM/SIGINT; returns the process exit code."""
     app, _ = build_app(config, kafka, settings)
-    runner = faust.Worker(app, loglevel="INFO", quiet=True, redirect_stdouts=False)
+    # Logging is set up by the command (`streams.logs`): mode must not replace it.
+    runner = faust.Worker(app, quiet=True, redirect_stdouts=False, override_logging=False)
+    # Its start-up spinner writes terminal escapes even into a pipe or a log file.
+    runner.spinner = None
     try:
         runner.execute_from_commandline()
     except SystemExit as exc:

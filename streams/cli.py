@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
-import logging
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -28,6 +28,7 @@ from streams.config import (
     profile_key,
 )
 from streams.kafka import KafkaSettings, create_topics, publish_profile, wait_for_broker
+from streams.logs import FORMATS, LEVELS, configure
 from streams.loops import SIMULATIONS
 from streams.loops import simulate as simulate_loop
 from streams.reference_build import DEFAULT_MAX_ROWS, build_profile
@@ -154,7 +155,6 @@ def _worker_parts(args: argparse.Namespace) -> tuple[Config, KafkaSettings, Work
 
 def _worker(args: argparse.Namespace) -> int:
     config, kafka, settings = _worker_parts(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     tune_gc()
     asyncio.run(wait_for_broker(kafka, settings.startup_timeout_s))
     return run_app(config, kafka, settings)
@@ -223,6 +223,32 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def _logging_flags() -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="info",
+        help="driftline's log level; faust and aiokafka chatter shows only at debug (default info)",
+    )
+    flags.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text, or json: one object per line for log pipelines (default text)",
+    )
+    return flags
+
+
+LOGGING_FLAGS = _logging_flags()
+"""``--log-level`` and ``--log-format``, on every command."""
+
+
+def _command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand with the logging flags."""
+    return sub.add_parser(name, parents=[LOGGING_FLAGS], **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftline",
@@ -231,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"driftline {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    rp = sub.add_parser("replay", help="run the detectors over a recorded JSONL stream")
+    rp = _command(sub, "replay", help="run the detectors over a recorded JSONL stream")
     rp.add_argument("file", help="JSONL file of prediction and outcome events")
     rp.add_argument("--out", help="write decisions here as JSONL (default: stdout)")
     _config_flags(rp)
@@ -247,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ref = sub.add_parser("reference", help="reference profiles")
     ref_sub = ref.add_subparsers(dest="reference_command", required=True)
-    rb = ref_sub.add_parser("build", help="build a profile from training/validation data")
+    rb = _command(ref_sub, "build", help="build a profile from training/validation data")
     rb.add_argument("input", help="JSONL (events or {features, prediction, label}) or CSV")
     rb.add_argument("--out", required=True, help="profile file to write")
     rb.add_argument("--model-id", required=True)
@@ -259,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--prediction-column", default="prediction")
     rb.set_defaults(func=_reference_build)
 
-    wk = sub.add_parser("worker", help="the long-running stream worker")
+    wk = _command(sub, "worker", help="the long-running stream worker")
     _kafka_flags(wk)
     wk.add_argument("--group-id", help="consumer group (env DRIFTLINE_GROUP_ID, default driftline)")
     wk.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
@@ -271,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wk.set_defaults(func=_worker)
 
-    dm = sub.add_parser("demo", help="embedded broker, simulated fleet, worker, live decisions")
+    dm = _command(sub, "demo", help="embedded broker, simulated fleet, worker, live decisions")
     dm.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
     dm.add_argument("--rate", type=int, default=3_000, help="events per second (default 3000)")
     dm.add_argument("--seed", type=int, default=0)
@@ -279,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tp = sub.add_parser("topics", help="topic administration")
     tp_sub = tp.add_subparsers(dest="topics_command", required=True)
-    tc = tp_sub.add_parser("create", help="create every topic driftline uses")
+    tc = _command(tp_sub, "create", help="create every topic driftline uses")
     _kafka_flags(tc)
     tc.add_argument(
         "--partitions",
@@ -290,12 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--replication-factor", type=int, default=1)
     tc.set_defaults(func=_topics_create)
 
-    rpub = ref_sub.add_parser("publish", help="send a profile to running workers")
+    rpub = _command(ref_sub, "publish", help="send a profile to running workers")
     rpub.add_argument("profile", help="profile file written by 'reference build'")
     _kafka_flags(rpub)
     rpub.set_defaults(func=_reference_publish)
 
-    sim = sub.add_parser("simulate", help="write a seeded synthetic stream as JSONL")
+    sim = _command(sub, "simulate", help="write a seeded synthetic stream as JSONL")
     sim.add_argument("--scenario", choices=SCENARIOS, default="mean_shift")
     sim.add_argument("--predictions", type=int, default=100_000)
     sim.add_argument("--change-at", type=int)
@@ -328,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        configure(getattr(args, "log_level", "info"), getattr(args, "log_format", "text"))
         return int(args.func(args))
     except DriftlineError as exc:
         print(f"driftline: error: {exc}", file=sys.stderr)

@@ -62,3 +62,39 @@ async def test_the_wait_gives_up_after_the_timeout() -> None:
     with pytest.raises(BrokerUnavailable, match=f"127.0.0.1:{port} within 1 s"):
         await wait_for_broker(KafkaSettings(f"127.0.0.1:{port}"), timeout_s=1)
     assert time.monotonic() - started < 5
+
+
+async def test_worker_logs_json_lines_without_library_chatter(broker, tmp_path) -> None:
+    """`driftline worker --log-format json`: every line it writes is one JSON object with
+    time, level, logger and message; faust, mode and aiokafka say nothing at the default
+    level; SIGTERM ends it with exit 0."""
+    import asyncio  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from .kafka_helpers import setup_topics, topics_for, write_config  # noqa: PLC0415
+
+    topics = topics_for("logjson")
+    await setup_topics(broker, topics, 1)
+    config = write_config(tmp_path / "c.toml", topics, "g-logjson")
+    exe = Path(sys.executable).parent / "driftline"
+    env = {**os.environ, "DRIFTLINE_BOOTSTRAP_SERVERS": broker}
+    child = subprocess.Popen(  # noqa: ASYNC220 (a child to signal; waited for in a thread)
+        [str(exe), "worker", "--config", str(config), "--log-format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
+    await asyncio.sleep(8)  # joins the group and takes its partitions
+    child.send_signal(signal.SIGTERM)
+    out, err = await asyncio.to_thread(child.communicate, timeout=60)
+    lines = [line for line in (out + err).decode().splitlines() if line.strip()]
+    assert child.returncode == 0, lines
+    assert all(line.startswith("{") for line in lines), lines
+    records = [json.loads(line) for line in lines]
+    assert records and all(set(r) >= {"ts", "level", "logger", "message"} for r in records)
+    assert any(r["logger"].startswith("driftline") for r in records)
+    chatter = [r for r in records if r["logger"].split(".")[0] in {"faust", "mode", "aiokafka"}]
+    assert all(r["level"] in {"warning", "error"} for r in chatter), chatter
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
