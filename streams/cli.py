@@ -27,7 +27,13 @@ from streams.config import (
     load_profile,
     profile_key,
 )
-from streams.kafka import KafkaSettings, create_topics, publish_profile, wait_for_broker
+from streams.kafka import (
+    KafkaSettings,
+    create_topics,
+    preflight,
+    publish_profile,
+    wait_for_broker,
+)
 from streams.logs import FORMATS, LEVELS, configure
 from streams.loops import SIMULATIONS
 from streams.loops import simulate as simulate_loop
@@ -157,6 +163,7 @@ def _worker(args: argparse.Namespace) -> int:
     config, kafka, settings = _worker_parts(args)
     tune_gc()
     asyncio.run(wait_for_broker(kafka, settings.startup_timeout_s))
+    asyncio.run(preflight(kafka, config.topics))
     return run_app(config, kafka, settings)
 
 

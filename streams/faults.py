@@ -129,11 +129,13 @@ class ConnectionLog(logging.Filter):
 
 
 class Silenced(logging.Filter):
-    """Drops aiokafka's connection-fault records while a caller reports them itself (the
-    start-up wait for a broker)."""
+    """Drops aiokafka's connection-fault records (with ``everything``, all its warnings
+    and errors) while a caller reports them itself (the start-up wait for a broker, the
+    pre-flight checks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, everything: bool = False) -> None:
         super().__init__()
+        self.everything = everything
         self.loggers: list[logging.Logger] = []
 
     def __enter__(self) -> Silenced:
@@ -147,7 +149,9 @@ class Silenced(logging.Filter):
             logger.removeFilter(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.WARNING or not is_connection_fault(record)
+        if record.levelno < logging.WARNING:
+            return True
+        return not self.everything and not is_connection_fault(record)
 
 
 def aiokafka_loggers() -> list[logging.Logger]:

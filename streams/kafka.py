@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
@@ -173,6 +173,39 @@ async def _wait_for_broker(kafka: KafkaSettings, timeout_s: float) -> float:
             return time.monotonic() - started
         finally:
             await admin.close()
+
+
+async def preflight(kafka: KafkaSettings, topics: Topics) -> None:
+    """What a worker needs of the broker, checked before anything starts, so that a
+    mistake ends with one line saying what to do: every topic the worker reads or writes
+    exists, and an idempotent producer is accepted when ``enable_idempotence`` is on."""
+    admin = AIOKafkaAdminClient(**kafka.client_options())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    missing = sorted(set(topics.all()) - existing)
+    if missing:
+        raise ConfigError(
+            f"topic(s) {', '.join(missing)} do not exist on {kafka.bootstrap_servers}; "
+            "create them with 'driftline topics create' (same flags or --config)"
+        )
+    if not kafka.enable_idempotence:
+        return
+    producer = AIOKafkaProducer(**kafka.producer_options())
+    try:
+        with Silenced(everything=True):
+            await producer.start()
+    except KafkaError as exc:
+        raise ConfigError(
+            f"the broker at {kafka.bootstrap_servers} refused an idempotent producer "
+            f"({type(exc).__name__}: {exc}); use a broker that supports idempotent "
+            "producers, or set enable_idempotence = false (--no-idempotence; a retried "
+            "send may then publish a decision twice, which consumers dedupe by decision_id)"
+        ) from None
+    finally:
+        await producer.stop()
 
 
 async def create_topics(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -68,7 +69,6 @@ async def test_worker_logs_json_lines_without_library_chatter(broker, tmp_path) 
     """`driftline worker --log-format json`: every line it writes is one JSON object with
     time, level, logger and message; faust, mode and aiokafka say nothing at the default
     level; SIGTERM ends it with exit 0."""
-    import asyncio  # noqa: PLC0415
     import json  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
@@ -98,3 +98,47 @@ async def test_worker_logs_json_lines_without_library_chatter(broker, tmp_path) 
     chatter = [r for r in records if r["logger"].split(".")[0] in {"faust", "mode", "aiokafka"}]
     assert all(r["level"] in {"warning", "error"} for r in chatter), chatter
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
+
+
+def _worker_once(broker: str, tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "driftline"
+    return subprocess.run(
+        [str(exe), "worker", "--bootstrap-servers", broker, *flags],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+
+
+def _topic_flags(prefix: str) -> list[str]:
+    from streams.config import Topics  # noqa: PLC0415
+
+    topics = Topics.prefixed(prefix)
+    return [x for name in Topics.names() for x in (f"--{name}-topic", getattr(topics, name))]
+
+
+def test_missing_topics_are_one_line_naming_them_and_the_fix(broker, tmp_path) -> None:
+    """Topics that do not exist: exit 2 and one line naming them and `topics create`."""
+    result = _worker_once(broker, tmp_path, "--no-idempotence", *_topic_flags("nosuch"))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, lines
+    assert "nosuch.predictions" in lines[0] and "driftline topics create" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_broker_without_idempotent_producers_is_one_line(broker, tmp_path) -> None:
+    """The embedded broker has no idempotent producer: with enable_idempotence on (the
+    default), exit 2 and one line that says how to go on."""
+    from streams.config import Topics  # noqa: PLC0415
+
+    from .kafka_helpers import setup_topics  # noqa: PLC0415
+
+    await setup_topics(broker, Topics.prefixed("idem"), 1)
+    result = await asyncio.to_thread(_worker_once, broker, tmp_path, *_topic_flags("idem"))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, lines
+    assert "refused an idempotent producer" in lines[0] and "--no-idempotence" in lines[0]
