@@ -46,6 +46,7 @@ from streams.replay import (
     replay,
     summary_table,
 )
+from streams.report import read_decisions, render
 from streams.runtime import tune_gc
 from streams.simulate import SCENARIOS, StreamSpec, generate, with_canary
 from streams.worker import WorkerSettings
@@ -61,12 +62,15 @@ def _replay(args: argparse.Namespace) -> int:
     engine = Staged(
         StagedPipeline(args.partitions, config.detectors, config.references, config.model_detectors)
     )
+    reported: list[dict] = []
     with ExitStack() as stack:
         out = stack.enter_context(Path(args.out).open("wb")) if args.out else None
 
         def emit(decisions: list[Decision]) -> None:
             for d in decisions:
                 line = decision_line(d)
+                if args.report:
+                    reported.append(orjson.loads(line))
                 if out is not None:
                     out.write(line)
                 elif not args.quiet:
@@ -81,7 +85,22 @@ def _replay(args: argparse.Namespace) -> int:
         with Path(args.dead_letters).open("wb") as dead:
             for letter in result.dead_letters:
                 dead.write(letter.to_json() + b"\n")
+    if args.report:
+        Path(args.report).write_text(
+            render(reported, f"driftline replay of {path.name}", str(path))
+        )
     print(summary_table(result, engine), file=sys.stderr)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    path = Path(args.decisions)
+    if not path.exists():
+        raise DriftlineError(f"decisions file {path} does not exist")
+    with path.open("rb") as lines:
+        decisions = read_decisions(lines, str(path))
+    Path(args.out).write_text(render(decisions, args.title or f"driftline: {path.name}", str(path)))
+    print(f"{len(decisions)} decision(s) -> {args.out}", file=sys.stderr)
     return 0
 
 
@@ -269,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="write decisions here as JSONL (default: stdout)")
     _config_flags(rp)
     rp.add_argument("--dead-letters", help="write dead letters here as JSONL")
+    rp.add_argument("--report", help="also write the decisions as a self-contained HTML report")
     rp.add_argument("--quiet", action="store_true", help="do not print decisions to stdout")
     rp.add_argument(
         "--partitions",
@@ -277,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="shard like a worker reading topics with this many partitions",
     )
     rp.set_defaults(func=_replay)
+
+    rep = _command(sub, "report", help="decisions as one self-contained HTML file")
+    rep.add_argument("decisions", help="JSONL of decisions (replay --out, or a decision topic)")
+    rep.add_argument("--out", required=True, help="HTML file to write")
+    rep.add_argument("--title", help="page title (default: the file's name)")
+    rep.set_defaults(func=_report)
 
     ref = sub.add_parser("reference", help="reference profiles")
     ref_sub = ref.add_subparsers(dest="reference_command", required=True)
