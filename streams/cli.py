@@ -172,6 +172,7 @@ def _worker_parts(args: argparse.Namespace) -> tuple[Config, KafkaSettings, Work
         {
             "group_id": getattr(args, "group_id", None),
             "metrics_port": getattr(args, "metrics_port", None),
+            "ui_port": getattr(args, "ui_port", None),
             "checkpoint_interval_s": getattr(args, "checkpoint_interval", None),
         },
     )
@@ -211,7 +212,7 @@ def _demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo  # noqa: PLC0415 (imports the simulator only when needed)
 
     tune_gc()
-    asyncio.run(run_demo(args.duration, args.rate, args.seed))
+    asyncio.run(run_demo(args.duration, args.rate, args.seed, ui_port=args.ui_port))
     return 0
 
 
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_flags(wk)
     wk.add_argument("--group-id", help="consumer group (env DRIFTLINE_GROUP_ID, default driftline)")
     wk.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    wk.add_argument("--ui-port", type=int, help="serve the live view on this port")
     wk.add_argument(
         "--checkpoint-interval",
         type=float,
@@ -334,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
     dm.add_argument("--rate", type=int, default=3_000, help="events per second (default 3000)")
     dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--ui-port", type=int, help="port of the live view (default: a free one)")
     dm.set_defaults(func=_demo)
 
     tp = sub.add_parser("topics", help="topic administration")

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from detectors.settings import DetectorSettings
 from schemas.decode import encode
 from schemas.records import Event, Prediction
-from streams.broker import EmbeddedBroker
+from streams.broker import EmbeddedBroker, free_port
 from streams.config import Config
 from streams.kafka import KafkaSettings, create_topics
 from streams.loops import policing
@@ -203,8 +203,15 @@ async def _show(
         await consumer.stop()
 
 
-async def run_demo(duration_s: float, rate: int, seed: int = 0, out: TextIO = sys.stdout) -> int:
-    """Run the whole demo; returns the number of decisions shown."""
+async def run_demo(
+    duration_s: float,
+    rate: int,
+    seed: int = 0,
+    out: TextIO = sys.stdout,
+    ui_port: int | None = None,
+) -> int:
+    """Run the whole demo; returns the number of decisions shown. The live view is served
+    on ``ui_port`` (a free port when None)."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -228,7 +235,9 @@ async def run_demo(duration_s: float, rate: int, seed: int = 0, out: TextIO = sy
             flush=True,
         )
         events = fleet(rate, duration_s, seed)
-        worker = Worker(config, kafka, DEMO_WORKER)
+        port = ui_port if ui_port is not None else free_port()
+        worker = Worker(config, kafka, replace(DEMO_WORKER, ui_port=port))
+        print(f"live view: http://127.0.0.1:{port}/  (open it now)\n", file=out, flush=True)
         sent, shown = [0], [0]
         tasks = [
             asyncio.create_task(worker.run()),

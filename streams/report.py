@@ -33,7 +33,8 @@ WIDTH, LANE, MARGIN = 860, 28, 230
 """Timeline geometry (SVG user units): plot width, lane height, left margin for labels."""
 
 
-def _esc(value: object) -> str:
+def esc(value: object) -> str:
+    """Text or attribute value, escaped for HTML."""
     return html.escape(str(value), quote=True)
 
 
@@ -43,7 +44,7 @@ def _when(ts: int) -> str:
 
 def _label(x: float, y: float, text: str) -> str:
     """A lane label, right-aligned before the plot."""
-    return f'<text x="{x}" y="{y}" text-anchor="end" class="lane">{_esc(text)}</text>'
+    return f'<text x="{x}" y="{y}" text-anchor="end" class="lane">{esc(text)}</text>'
 
 
 def _timeline(decisions: list[dict[str, Any]]) -> str:
@@ -68,15 +69,15 @@ def _timeline(decisions: list[dict[str, Any]]) -> str:
         colour = TYPE_COLOURS.get(d["type"], "#6b7280")
         label = f"{d['type']} {d['kind']} {d.get('model_version', '')} at {_when(d['ts'])}"
         parts.append(
-            f'<a href="#d-{_esc(d["decision_id"])}"><circle cx="{x:.1f}" cy="{y:.1f}" r="7" '
-            f'fill="{colour}" data-decision-id="{_esc(d["decision_id"])}" '
-            f'data-kind="{_esc(d["kind"])}" data-type="{_esc(d["type"])}" '
-            f'data-ts="{d["ts"]}"><title>{_esc(label)}</title></circle></a>'
+            f'<a href="#d-{esc(d["decision_id"])}"><circle cx="{x:.1f}" cy="{y:.1f}" r="7" '
+            f'fill="{colour}" data-decision-id="{esc(d["decision_id"])}" '
+            f'data-kind="{esc(d["kind"])}" data-type="{esc(d["type"])}" '
+            f'data-ts="{d["ts"]}"><title>{esc(label)}</title></circle></a>'
         )
     parts.append(
-        f'<text x="{MARGIN}" y="{height - 4}" class="axis">{_esc(_when(lo))}</text>'
+        f'<text x="{MARGIN}" y="{height - 4}" class="axis">{esc(_when(lo))}</text>'
         f'<text x="{MARGIN + WIDTH}" y="{height - 4}" text-anchor="end" class="axis">'
-        f"{_esc(_when(hi))}</text></svg>"
+        f"{esc(_when(hi))}</text></svg>"
     )
     return "".join(parts)
 
@@ -110,7 +111,7 @@ def _intervals(decisions: list[dict[str, Any]]) -> str:
         name = f"{d.get('model_version', '')} {d['kind']}"
         parts.append(
             _label(MARGIN - 8, y + 4, name)
-            + f'<g class="interval" data-decision-id="{_esc(d["decision_id"])}" '
+            + f'<g class="interval" data-decision-id="{esc(d["decision_id"])}" '
             f'data-low="{low}" data-high="{high}" data-value="{value}" data-margin="{margin}">'
             f'<line x1="{x(low):.1f}" x2="{x(high):.1f}" y1="{y}" y2="{y}" class="ci"/>'
             f'<circle cx="{x(value):.1f}" cy="{y}" r="4" class="estimate"/>'
@@ -147,8 +148,8 @@ def _effects(decisions: list[dict[str, Any]]) -> str:
         parts.append(
             _label(MARGIN - 8, y + 16, label)
             + f'<rect x="{MARGIN}" y="{y + 4}" width="{width:.1f}" height="16" class="effect" '
-            f'data-decision-id="{_esc(d["decision_id"])}" data-feature="{_esc(s["feature"])}" '
-            f'data-effect="{effect}"><title>{_esc(s.get("effect_unit", ""))} {effect:.4g}'
+            f'data-decision-id="{esc(d["decision_id"])}" data-feature="{esc(s["feature"])}" '
+            f'data-effect="{effect}"><title>{esc(s.get("effect_unit", ""))} {effect:.4g}'
             "</title></rect>"
         )
     parts.append("</svg>")
@@ -163,12 +164,12 @@ def _table(decisions: list[dict[str, Any]]) -> str:
         )
         evidence = orjson.dumps(d.get("evidence", {}), option=orjson.OPT_INDENT_2).decode()
         rows.append(
-            f'<tr><td>{_esc(_when(d["ts"]))}</td><td class="t-{_esc(d["type"])}">'
-            f"{_esc(d['type'])}</td><td>{_esc(d['kind'])}</td>"
-            f"<td>{_esc(d.get('model_version', ''))}</td><td>{_esc(d.get('severity', ''))}</td>"
-            f"<td>{_esc(where)}</td><td>{_esc(d.get('recommendation', ''))}"
-            f'<details id="d-{_esc(d["decision_id"])}"><summary>evidence</summary>'
-            f"<pre>{_esc(evidence)}</pre></details></td></tr>"
+            f'<tr><td>{esc(_when(d["ts"]))}</td><td class="t-{esc(d["type"])}">'
+            f"{esc(d['type'])}</td><td>{esc(d['kind'])}</td>"
+            f"<td>{esc(d.get('model_version', ''))}</td><td>{esc(d.get('severity', ''))}</td>"
+            f"<td>{esc(where)}</td><td>{esc(d.get('recommendation', ''))}"
+            f'<details id="d-{esc(d["decision_id"])}"><summary>evidence</summary>'
+            f"<pre>{esc(evidence)}</pre></details></td></tr>"
         )
     return (
         "<table><thead><tr><th>event time (UTC)</th><th>type</th><th>kind</th>"
@@ -200,6 +201,23 @@ window.addEventListener('hashchange',openTarget);window.addEventListener('load',
 """
 
 
+def model_sections(decisions: list[dict[str, Any]]) -> str:
+    """Per model: timeline, intervals, effects and the decisions table (the live view
+    draws the same)."""
+    found = sorted(decisions, key=lambda d: (d["model_id"], d["ts"], d["decision_id"]))
+    if not found:
+        return "<p>No decisions: nothing drifted, regressed or looped.</p>"
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for d in found:
+        by_model.setdefault(d["model_id"], []).append(d)
+    return "".join(
+        f'<section class="model" data-model-id="{esc(model_id)}">'
+        f"<h2>{esc(model_id)}</h2>{_timeline(rows)}{_intervals(rows)}{_effects(rows)}"
+        f"{_table(rows)}</section>"
+        for model_id, rows in by_model.items()
+    )
+
+
 def render(decisions: Iterable[dict[str, Any]], title: str, source: str) -> str:
     """The report page for ``decisions`` (decision JSON objects, any order)."""
     found = sorted(decisions, key=lambda d: (d["model_id"], d["ts"], d["decision_id"]))
@@ -208,31 +226,24 @@ def render(decisions: Iterable[dict[str, Any]], title: str, source: str) -> str:
     for d in found:
         by_model.setdefault(d["model_id"], []).append(d)
     body = [
-        f"<h1>{_esc(title)}</h1>",
-        f"<p>{len(found)} decision(s) from {_esc(source)}, "
+        f"<h1>{esc(title)}</h1>",
+        f"<p>{len(found)} decision(s) from {esc(source)}, "
         f"{len(by_model)} model(s). Marks link to their evidence.</p>",
     ]
     if counts:
         body.append(
             '<table class="counts">'
             + "".join(
-                f"<tr><td>{_esc(t)}</td><td>{_esc(k)}</td><td>{n}</td></tr>"
+                f"<tr><td>{esc(t)}</td><td>{esc(k)}</td><td>{n}</td></tr>"
                 for (t, k), n in sorted(counts.items())
             )
             + "</table>"
         )
-    for model_id, rows in by_model.items():
-        body.append(
-            f'<section class="model" data-model-id="{_esc(model_id)}">'
-            f"<h2>{_esc(model_id)}</h2>{_timeline(rows)}{_intervals(rows)}{_effects(rows)}"
-            f"{_table(rows)}</section>"
-        )
-    if not found:
-        body.append("<p>No decisions: nothing drifted, regressed or looped.</p>")
+    body.append(model_sections(found))
     data = orjson.dumps(found).decode().replace("</", "<\\/")
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>"
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
         + "".join(body)
         + f'<script id="driftline-decisions" type="application/json">{data}</script>'
         + f"<script>{SCRIPT}</script></body></html>"

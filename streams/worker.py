@@ -75,6 +75,7 @@ from streams.cloudevents import decision_headers, source_of
 from streams.config import Config
 from streams.faults import ConnectionLog
 from streams.kafka import KafkaSettings
+from streams.live import LiveView
 from streams.metrics import DRIFT_SCORE_MODELS, Metrics
 from streams.publishing import Publisher
 from streams.state_store import Checkpoint, read_checkpoints, write_checkpoint
@@ -147,6 +148,8 @@ class WorkerSettings:
     heartbeat_interval_ms: int = 3_000
     metrics_port: int | None = None
     """Port of the Prometheus endpoint; None disables it."""
+    ui_port: int | None = None
+    """Port of the live view (`streams.live`); None disables it."""
     shutdown_timeout_s: float = 30.0
     """Upper bound on the final checkpoint and client shutdown after SIGTERM/SIGINT."""
     published_memory: int = 10_000
@@ -362,6 +365,8 @@ class Worker:
         self.failure: BaseException | None = None
         """Why the worker stopped processing, if it failed: no checkpoint is written after."""
         self.metrics_server: Any = None
+        self.live = LiveView()
+        """What the live view shows (fed whether or not it is served: it is small)."""
         self.connection_log = ConnectionLog(
             self.metrics.broker_errors.inc, self.metrics.broker_outages.inc
         )
@@ -426,6 +431,9 @@ class Worker:
         )
         await self.consumer.start()
         self.partitions = await self._check_topics()
+        if self.settings.ui_port is not None:
+            await self.live.start(self.settings.ui_port)
+            log.info("live view on http://127.0.0.1:%d/", self.settings.ui_port)
         if self.settings.metrics_port is not None:
             self.metrics_server = self.metrics.serve(self.settings.metrics_port)
         self.consumer.subscribe(
@@ -473,6 +481,7 @@ class Worker:
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
+        await self.live.stop()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()
@@ -860,6 +869,7 @@ class Worker:
                 continue
             shard.published.add(d.decision_id)
             self.metrics.decisions.labels(d.type, d.kind).inc()
+            self.live.add_decision(d.to_dict(now_ms))
             await self.publisher.send(
                 self.topics.for_decision(d.type),
                 orjson.dumps(d.to_dict(now_ms)),
@@ -897,6 +907,21 @@ class Worker:
                     for kind, score in monitor.drift_scores().items():
                         key = (model_id, kind)
                         scores[key] = max(scores.get(key, 0.0), score)
+        self.live.sample(
+            scores,
+            {
+                "processed": sum(s.consumed for s in self.shards.values()),
+                "lag": sum(
+                    max(
+                        0,
+                        (self.consumer.highwater(TopicPartition(t, p)) or 0) - s.offsets.get(t, 0),
+                    )
+                    for p, s in self.shards.items()
+                    for t in (self.topics.predictions, self.topics.outcomes)
+                ),
+                "join_buffer": sum(s.intake.join.size for s in self.shards.values()),
+            },
+        )
         models = sorted({m for m, _ in scores})[:DRIFT_SCORE_MODELS]
         for (model_id, kind), score in scores.items():
             if model_id in models:

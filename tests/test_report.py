@@ -163,3 +163,77 @@ def test_the_report_renders_in_chromium_and_a_mark_opens_its_evidence(report, tm
             assert errors == []
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed (Debian: apt-get install chromium)",
+)
+async def test_the_live_view_shows_the_worker_as_it_runs(broker, make_stream, tmp_path) -> None:
+    """A worker with --ui-port on the embedded broker, fed a mean shift: in headless
+    Chromium the live page shows records processed, a drift series per kind with its
+    samples and the alarm line, one mark per published decision, and a mark's evidence
+    opens on click; the page keeps refreshing (the processed count it shows is the
+    worker's); a screenshot is saved."""
+    import asyncio  # noqa: PLC0415
+
+    async_api = pytest.importorskip("playwright.async_api")
+    from streams.broker import free_port  # noqa: PLC0415
+    from streams.worker import Worker, WorkerSettings  # noqa: PLC0415
+
+    from .kafka_helpers import (  # noqa: PLC0415
+        TEST_WORKER,
+        config_for,
+        decisions,
+        kafka,
+        produce,
+        setup_topics,
+        topics_for,
+        wait_committed,
+    )
+    from .test_worker import SMALL  # noqa: PLC0415
+
+    topics = topics_for("live")
+    await setup_topics(broker, topics, 1)
+    events = make_stream(scenario="mean_shift", n_predictions=20_000, change_at=8_000, seed=31)
+    total = sum((await produce(broker, topics, events)).values())
+    port = free_port()
+    settings = WorkerSettings(group_id="g-live", ui_port=port, **TEST_WORKER)
+    worker = Worker(config_for(topics, SMALL), kafka(broker), settings)
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_committed(broker, "g-live", topics, 1, total, tasks=[task], workers=[worker])
+        await asyncio.sleep(2.5)  # a gauge refresh and a page poll after the last batch
+        published = await decisions(broker, topics)
+        assert published
+        async with async_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+                await page.goto(f"http://127.0.0.1:{port}/")
+                status = page.locator("p.status")
+                assert int(await status.get_attribute("data-processed")) == total
+                series = page.locator("polyline.series")
+                assert await series.count() >= 2
+                for i in range(await series.count()):
+                    assert int(await series.nth(i).get_attribute("data-samples")) >= 2
+                assert await page.locator("line.threshold").count() >= 1
+                marks = page.locator("circle[data-decision-id]")
+                assert sorted(
+                    [
+                        await marks.nth(i).get_attribute("data-decision-id")
+                        for i in range(await marks.count())
+                    ]
+                ) == sorted(d["decision_id"] for d in published)
+                first = published[0]["decision_id"]
+                await page.locator(f"circle[data-decision-id='{first}']").click()
+                await page.wait_for_function(f"document.getElementById('d-{first}').open")
+                await page.wait_for_timeout(2_500)  # one refresh: the evidence stays open
+                assert await page.evaluate(f"document.getElementById('d-{first}').open")
+                await page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+                assert (tmp_path / "live.png").stat().st_size > 10_000
+            finally:
+                await browser.close()
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)

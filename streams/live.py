@@ -1,0 +1,183 @@
+"""The worker's live view: a small web page of what it sees and decides, as it happens.
+
+Served by the worker itself (``--ui-port``, aiohttp, which faust already brings), with
+everything inline (no CDN: the page works on a closed network). It shows the drift
+statistics of every model and kind over the last minutes against their alarm threshold
+(1 = alarm), the worker's status (records processed, consumer lag, join buffer), and the
+decisions so far drawn as the report draws them (`streams.report`: timeline, intervals,
+effects, evidence on click). The page polls ``/fragment`` every two seconds and keeps
+open evidence open; ``/state.json`` has the same data for scripts.
+
+The view holds bounded state: the last `MAX_DECISIONS` decisions and `MAX_SAMPLES`
+samples per series, for at most `MAX_SERIES` series.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from streams.report import MARGIN, STYLE, WIDTH, esc, model_sections
+
+MAX_DECISIONS = 1_000
+MAX_SAMPLES = 300
+"""Samples kept per drift series (one per gauge refresh, about a second apart: five
+minutes)."""
+MAX_SERIES = 200
+POLL_MS = 2_000
+"""How often the page asks for fresh content."""
+
+
+class LiveView:
+    """What the page shows, fed by the worker."""
+
+    def __init__(self) -> None:
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=MAX_DECISIONS)
+        self.series: dict[tuple[str, str], deque[tuple[float, float]]] = {}
+        self.status: dict[str, Any] = {}
+        self.runner: web.AppRunner | None = None
+
+    def add_decision(self, decision: dict[str, Any]) -> None:
+        self.decisions.append(decision)
+
+    def sample(self, scores: dict[tuple[str, str], float], status: dict[str, Any]) -> None:
+        """Drift scores by (model, kind) and the worker's status, now."""
+        now = time.time()
+        for key, score in scores.items():
+            series = self.series.get(key)
+            if series is None:
+                if len(self.series) >= MAX_SERIES:
+                    continue
+                series = self.series[key] = deque(maxlen=MAX_SAMPLES)
+            series.append((now, float(score)))
+        self.status = {**status, "updated": now}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "series": [
+                {"model_id": m, "kind": k, "samples": list(s)}
+                for (m, k), s in sorted(self.series.items())
+            ],
+            "decisions": list(self.decisions),
+        }
+
+    # -- rendering ---------------------------------------------------------------------
+
+    def fragment(self) -> str:
+        s = self.status
+        head = (
+            f'<p class="status" data-processed="{s.get("processed", 0)}" '
+            f'data-decisions="{len(self.decisions)}">'
+            f"records processed <b>{s.get('processed', 0):,}</b> · consumer lag "
+            f"<b>{s.get('lag', 0):,}</b> · join buffer <b>{s.get('join_buffer', 0):,}</b> · "
+            f"decisions <b>{len(self.decisions)}</b></p>"
+        )
+        return head + self._scores() + model_sections(list(self.decisions))
+
+    def _scores(self) -> str:
+        models = sorted({m for m, _ in self.series})
+        if not models:
+            return "<p>Waiting for the first events.</p>"
+        out = ["<h2>Drift statistics (1 = alarm threshold)</h2>"]
+        t_hi = max(s[-1][0] for s in self.series.values() if s)
+        t_lo = min(s[0][0] for s in self.series.values() if s)
+        span = max(t_hi - t_lo, 1.0)
+        for model in models:
+            kinds = sorted(k for m, k in self.series if m == model)
+            top = max([1.2] + [v for k in kinds for _, v in self.series[(model, k)]])
+            height = 90
+
+            def y(v: float, top: float = top, height: int = height) -> float:
+                return 10 + (1 - min(v, top) / top) * (height - 20)
+
+            parts = [
+                f'<svg class="scores" data-model-id="{esc(model)}" viewBox="0 0 '
+                f'{MARGIN + WIDTH + 20} {height}" width="100%" role="img">'
+                f'<text x="{MARGIN - 8}" y="{height / 2}" text-anchor="end" class="lane">'
+                f"{esc(model)}</text>"
+                f'<line x1="{MARGIN}" x2="{MARGIN + WIDTH}" y1="{y(1.0):.1f}" '
+                f'y2="{y(1.0):.1f}" class="threshold"/>'
+            ]
+            for i, kind in enumerate(kinds):
+                samples = self.series[(model, kind)]
+                points = " ".join(
+                    f"{MARGIN + (t - t_lo) / span * WIDTH:.1f},{y(v):.1f}" for t, v in samples
+                )
+                last = samples[-1][1]
+                parts.append(
+                    f'<polyline points="{points}" class="series s{i % 6}" '
+                    f'data-kind="{esc(kind)}" data-last="{last:.4f}" '
+                    f'data-samples="{len(samples)}"><title>{esc(kind)}: {last:.3f}</title>'
+                    "</polyline>"
+                )
+            legend = " ".join(
+                f'<span class="key s{i % 6}">{esc(k)}</span>' for i, k in enumerate(kinds)
+            )
+            out.append("".join(parts) + f"</svg><p class='legend'>{legend}</p>")
+        return "".join(out)
+
+    def page(self) -> str:
+        return (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>driftline live</title><style>{STYLE}{LIVE_STYLE}</style></head><body>"
+            '<h1>driftline <span class="live">live</span></h1>'
+            f'<main id="live">{self.fragment()}</main>'
+            f"<script>{LIVE_SCRIPT}</script></body></html>"
+        )
+
+    # -- serving -----------------------------------------------------------------------
+
+    async def start(self, port: int, host: str = "0.0.0.0") -> None:
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        app.router.add_get("/fragment", self._fragment)
+        app.router.add_get("/state.json", self._state)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, host, port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def _page(self, _: web.Request) -> web.Response:
+        return web.Response(text=self.page(), content_type="text/html")
+
+    async def _fragment(self, _: web.Request) -> web.Response:
+        return web.Response(text=self.fragment(), content_type="text/html")
+
+    async def _state(self, _: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.state()), content_type="application/json")
+
+
+LIVE_STYLE = """
+.threshold{stroke:#dc2626;stroke-dasharray:4 3}.series{fill:none;stroke-width:2}
+.s0{stroke:#2563eb;color:#2563eb}.s1{stroke:#d97706;color:#d97706}
+.s2{stroke:#059669;color:#059669}.s3{stroke:#7c3aed;color:#7c3aed}
+.s4{stroke:#db2777;color:#db2777}.s5{stroke:#0891b2;color:#0891b2}
+.legend{margin:0 0 8px 230px;font-size:12px}.key{margin-right:12px;font-weight:600}
+.live{background:#dc2626;color:white;font-size:12px;padding:2px 6px;border-radius:4px}
+"""
+
+LIVE_SCRIPT = f"""
+async function refresh(){{
+  try {{
+    const r = await fetch('/fragment', {{cache: 'no-store'}});
+    if (!r.ok) return;
+    const open = [...document.querySelectorAll('details[open]')].map(d => d.id);
+    document.getElementById('live').innerHTML = await r.text();
+    for (const id of open) {{ const d = document.getElementById(id); if (d) d.open = true; }}
+    openTarget();
+  }} catch (e) {{}}
+}}
+function openTarget(){{var id=location.hash.slice(1);var el=id&&document.getElementById(id);
+if(el&&el.tagName==='DETAILS'){{el.open=true;}}}}
+window.addEventListener('hashchange', openTarget);
+setInterval(refresh, {POLL_MS});
+"""
