@@ -3,8 +3,9 @@
 Served by the worker itself (``--ui-port``, aiohttp, which faust already brings), with
 everything inline (no CDN: the page works on a closed network). It shows the drift
 statistics of every model and kind over the last minutes against their alarm threshold
-(1 = alarm), the worker's status (records processed, consumer lag, join buffer), and the
-decisions so far drawn as the report draws them (`streams.report`: timeline, intervals,
+(1 = alarm), the worker's status (records processed, consumer lag, join buffer, labels
+joined), each feedback-monitored model's allocation shares per bucket, and the decisions
+so far drawn as the report draws them (`streams.report`: timeline, intervals,
 effects, evidence on click). The page polls ``/fragment`` every two seconds and keeps
 open evidence open; ``/state.json`` has the same data for scripts.
 
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from detectors.feedback import PAIR, Bucket
 from streams.report import MARGIN, STYLE, WIDTH, esc, model_sections
 
 MAX_DECISIONS = 1_000
@@ -32,6 +35,22 @@ POLL_MS = 2_000
 """How often the page asks for fresh content."""
 
 
+def _shares(history: Sequence[Bucket]) -> dict[str, list[tuple[int, float]]]:
+    """Each segment value's share of the model's actions (within its dimension) per
+    bucket, over the last `MAX_SAMPLES` buckets."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for b in list(history)[-MAX_SAMPLES:]:
+        totals: dict[str, int] = {}
+        for k, n in b.acted.items():
+            dim = k.split(PAIR, 1)[0]
+            totals[dim] = totals.get(dim, 0) + n
+        for k, n in b.acted.items():
+            total = totals[k.split(PAIR, 1)[0]]
+            if total:
+                out.setdefault(k.replace(PAIR, "="), []).append((b.start_ts, n / total))
+    return out
+
+
 class LiveView:
     """What the page shows, fed by the worker."""
 
@@ -39,13 +58,23 @@ class LiveView:
         self.decisions: deque[dict[str, Any]] = deque(maxlen=MAX_DECISIONS)
         self.series: dict[tuple[str, str], deque[tuple[float, float]]] = {}
         self.status: dict[str, Any] = {}
+        self.shares: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        """Per model with feedback buckets: per segment value, its share of the model's
+        actions in each closed bucket."""
         self.runner: web.AppRunner | None = None
 
     def add_decision(self, decision: dict[str, Any]) -> None:
         self.decisions.append(decision)
 
-    def sample(self, scores: dict[tuple[str, str], float], status: dict[str, Any]) -> None:
-        """Drift scores by (model, kind) and the worker's status, now."""
+    def sample(
+        self,
+        scores: dict[tuple[str, str], float],
+        status: dict[str, Any],
+        loops: Mapping[str, Sequence[Bucket]] | None = None,
+    ) -> None:
+        """Drift scores by (model, kind), the worker's status, and the closed feedback
+        buckets of the models that have them, now."""
+        self.shares = {m: _shares(h) for m, h in (loops or {}).items()}
         now = time.time()
         for key, score in scores.items():
             series = self.series.get(key)
@@ -64,20 +93,57 @@ class LiveView:
                 for (m, k), s in sorted(self.series.items())
             ],
             "decisions": list(self.decisions),
+            "allocation_shares": self.shares,
         }
 
     # -- rendering ---------------------------------------------------------------------
 
     def fragment(self) -> str:
         s = self.status
+        joined, expired = s.get("joined", 0), s.get("expired_unlabelled", 0)
+        coverage = f"{joined / (joined + expired):.1%}" if joined + expired else "-"
         head = (
             f'<p class="status" data-processed="{s.get("processed", 0)}" '
-            f'data-decisions="{len(self.decisions)}">'
+            f'data-decisions="{len(self.decisions)}" data-joined="{joined}">'
             f"records processed <b>{s.get('processed', 0):,}</b> · consumer lag "
             f"<b>{s.get('lag', 0):,}</b> · join buffer <b>{s.get('join_buffer', 0):,}</b> · "
-            f"decisions <b>{len(self.decisions)}</b></p>"
+            f"labels joined <b>{joined:,}</b> (label coverage of expired predictions "
+            f"<b>{coverage}</b>) · decisions <b>{len(self.decisions)}</b></p>"
         )
-        return head + self._scores() + model_sections(list(self.decisions))
+        return head + self._scores() + self._allocations() + model_sections(list(self.decisions))
+
+    def _allocations(self) -> str:
+        """Per model with feedback buckets: each segment value's share of its actions."""
+        if not self.shares:
+            return ""
+        out = ["<h2>Allocation shares per feedback bucket</h2>"]
+        for model, by_key in sorted(self.shares.items()):
+            starts = sorted({t for series in by_key.values() for t, _ in series})
+            if len(starts) < 2:
+                continue
+            lo, span = starts[0], max(starts[-1] - starts[0], 1)
+            height = 90
+            parts = [
+                f'<svg class="shares" data-model-id="{esc(model)}" viewBox="0 0 '
+                f'{MARGIN + WIDTH + 20} {height}" width="100%" role="img">'
+                f'<text x="{MARGIN - 8}" y="{height / 2}" text-anchor="end" class="lane">'
+                f"{esc(model)}</text>"
+            ]
+            for i, (key, series) in enumerate(sorted(by_key.items())):
+                points = " ".join(
+                    f"{MARGIN + (t - lo) / span * WIDTH:.1f},{10 + (1 - v) * (height - 20):.1f}"
+                    for t, v in series
+                )
+                parts.append(
+                    f'<polyline points="{points}" class="series s{i % 6}" '
+                    f'data-segment="{esc(key)}" data-last="{series[-1][1]:.4f}">'
+                    f"<title>{esc(key)}: {series[-1][1]:.3f}</title></polyline>"
+                )
+            legend = " ".join(
+                f'<span class="key s{i % 6}">{esc(k)}</span>' for i, k in enumerate(sorted(by_key))
+            )
+            out.append("".join(parts) + f"</svg><p class='legend'>{legend}</p>")
+        return "".join(out)
 
     def _scores(self) -> str:
         models = sorted({m for m, _ in self.series})

@@ -920,6 +920,16 @@ class Worker:
                     for t in (self.topics.predictions, self.topics.outcomes)
                 ),
                 "join_buffer": sum(s.intake.join.size for s in self.shards.values()),
+                "joined": sum(s.intake.join.counts["joined"] for s in self.shards.values()),
+                "expired_unlabelled": sum(
+                    s.intake.join.counts["expired_unlabelled"] for s in self.shards.values()
+                ),
+            },
+            {
+                model_id: monitor.history
+                for model_shard in self.model_shards.values()
+                for model_id, monitor in model_shard.engine.loops.items()
+                if monitor.history
             },
         )
         models = sorted({m for m, _ in scores})[:DRIFT_SCORE_MODELS]

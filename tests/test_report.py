@@ -237,3 +237,25 @@ async def test_the_live_view_shows_the_worker_as_it_runs(broker, make_stream, tm
     finally:
         worker.stop()
         await asyncio.wait_for(task, 30)
+
+
+def test_the_live_view_draws_allocation_shares_of_a_feedback_loop() -> None:
+    """After the policing loop, the live fragment has one share series per district, and
+    the last point of each is that district's share of the last closed bucket."""
+    from detectors.engine import Engine  # noqa: PLC0415
+    from streams.live import LiveView  # noqa: PLC0415
+    from streams.loops import simulate  # noqa: PLC0415
+
+    from .conftest import run_engine  # noqa: PLC0415
+
+    engine = Engine()
+    run_engine(simulate("policing_loop", 0), engine=engine)
+    monitor = engine.loops["patrol-allocation"]
+    view = LiveView()
+    view.sample({}, {"processed": 1}, {"patrol-allocation": monitor.history})
+    html = view.fragment()
+    last = monitor.history[-1].acted
+    total = sum(last.values())
+    for key, n in last.items():
+        name = key.replace("\x1e", "=")
+        assert f'data-segment="{name}" data-last="{n / total:.4f}"' in html
