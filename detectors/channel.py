@@ -69,6 +69,8 @@ class Channel(ABC):
         self.window_count = 0
         self.window_first_ts: int | None = None
         self.window_counts = self._empty_counts()
+        self.last_window_counts: Any = None
+        """Histogram counts of the last closed window (for display; not checkpointed)."""
         self.window_bad = np.zeros(len(self.feature_names))
 
     # -- what subclasses provide -------------------------------------------------------
@@ -233,11 +235,26 @@ class Channel(ABC):
                     )
                 )
         report = WindowReport(int(meta.seq[last]), self.kind, drifted, int(meta.ts[last]))
+        self.last_window_counts = self.window_counts
         self.window_count = 0
         self.window_first_ts = None
         self.window_counts = self._empty_counts()
         self.window_bad = np.zeros(len(self.feature_names))
         return signals, report
+
+    def distribution(self, feature: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A feature's reference bin shares and its current histogram counts (the open
+        window once it holds half a window, else the last closed one); None when the
+        channel does not monitor it."""
+        if feature not in self.feature_names:
+            return None
+        f = self.feature_names.index(feature)
+        counts = self.window_counts[f]
+        if self.window_count < self.settings.window_events // 2 and (
+            self.last_window_counts is not None
+        ):
+            counts = self.last_window_counts[f]
+        return self._ref_probs(f), np.asarray(counts, np.float64)
 
     def state(self) -> dict[str, Any]:
         return {

@@ -184,6 +184,21 @@ class MeanComparison:
         self.sumsq[0] += total_sq
         return self.update(np.zeros(0, dtype=bool), np.zeros(0), check=True)
 
+    def interval(self) -> tuple[float, float, float, int, int] | None:
+        """The current difference (candidate minus baseline, or the candidate mean when
+        one-sample) with its anytime-valid interval and the counts: (difference, lower,
+        upper, candidate n, baseline n); None before any event on a needed side."""
+        n = self.n.astype(np.float64)
+        if n[0] == 0 or (not self.one_sample and n[1] == 0):
+            return None
+        v = self._mean_variance(n[:1], self.sums[:1], self.sumsq[:1])
+        diff = self.sums[0] / n[0]
+        if not self.one_sample:
+            v = v + self._mean_variance(n[1:], self.sums[1:], self.sumsq[1:])
+            diff -= self.sums[1] / n[1]
+        half = float(mixture_half_width(v, self.tau, self.alpha)[0])
+        return float(diff), float(diff) - half, float(diff) + half, int(n[0]), int(n[1])
+
     def _mean_variance(self, n: np.ndarray, s: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Variance of one side's mean: (sample variance + prior) over the count."""
         safe = np.maximum(n, 1)

@@ -229,6 +229,21 @@ class VersionMonitor:
             codes = self.pred_categorical.prepare([column])
             _collect(self.pred_categorical.update(codes, meta), signals, reports)
 
+    def distributions(self, features: set[str]) -> dict[tuple[str, str], list[list[float]]]:
+        """(kind, feature) -> [reference bin shares, current bin shares] of the features
+        asked for that this version monitors (`Channel.distribution`)."""
+        out = {}
+        for channel in self.channels:
+            for feature in features:
+                found = channel.distribution(feature)
+                if found is None:
+                    continue
+                ref, counts = found
+                total = counts.sum()
+                if total > 0:
+                    out[(channel.kind, feature)] = [ref.tolist(), (counts / total).tolist()]
+        return out
+
     def drift_scores(self) -> dict[str, float]:
         """Per kind, the largest sequential statistic over its threshold (1 = alarm)."""
         scores: dict[str, float] = {}

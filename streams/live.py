@@ -59,6 +59,8 @@ class LiveView:
         self.series: dict[tuple[str, str], deque[tuple[float, float]]] = {}
         self.status: dict[str, Any] = {}
         self.shares: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        self.distributions: dict[tuple[str, str, str, str], list[list[float]]] = {}
+        self.canaries: dict[tuple[str, str, str, str], list[float]] = {}
         """Per model with feedback buckets: per segment value, its share of the model's
         actions in each closed bucket."""
         self.runner: web.AppRunner | None = None
@@ -71,10 +73,15 @@ class LiveView:
         scores: dict[tuple[str, str], float],
         status: dict[str, Any],
         loops: Mapping[str, Sequence[Bucket]] | None = None,
+        distributions: Mapping[tuple[str, str, str, str], list[list[float]]] | None = None,
+        canaries: Mapping[tuple[str, str, str, str], list[float]] | None = None,
     ) -> None:
-        """Drift scores by (model, kind), the worker's status, and the closed feedback
-        buckets of the models that have them, now."""
+        """Drift scores by (model, kind), the worker's status, the closed feedback buckets
+        of the models that have them, and reference vs current histograms of the
+        features drift decisions named (by model, version, kind, feature), now."""
         self.shares = {m: _shares(h) for m, h in (loops or {}).items()}
+        self.distributions = dict(distributions or {})
+        self.canaries = dict(canaries or {})
         now = time.time()
         for key, score in scores.items():
             series = self.series.get(key)
@@ -94,6 +101,21 @@ class LiveView:
             ],
             "decisions": list(self.decisions),
             "allocation_shares": self.shares,
+            "canaries": [
+                {"model_id": m, "canary": c, "stable": st, "metric": k, "interval": row}
+                for (m, c, st, k), row in sorted(self.canaries.items())
+            ],
+            "distributions": [
+                {
+                    "model_id": m,
+                    "model_version": v,
+                    "kind": k,
+                    "feature": f,
+                    "reference": r,
+                    "current": c,
+                }
+                for (m, v, k, f), (r, c) in sorted(self.distributions.items())
+            ],
         }
 
     # -- rendering ---------------------------------------------------------------------
@@ -110,7 +132,82 @@ class LiveView:
             f"labels joined <b>{joined:,}</b> (label coverage of expired predictions "
             f"<b>{coverage}</b>) · decisions <b>{len(self.decisions)}</b></p>"
         )
-        return head + self._scores() + self._allocations() + model_sections(list(self.decisions))
+        return (
+            head
+            + self._scores()
+            + self._allocations()
+            + self._distributions()
+            + self._canaries()
+            + model_sections(list(self.decisions))
+        )
+
+    def _canaries(self) -> str:
+        """Every running canary comparison: its difference from the stable version and
+        the anytime-valid interval, against the margin a verdict has to clear."""
+        if not self.canaries:
+            return ""
+        values = [v for row in self.canaries.values() for v in (row[1], row[2], row[5], 0.0)]
+        lo, hi = min(values), max(values)
+        pad = (hi - lo) * 0.1 or 0.01
+        lo, hi = lo - pad, hi + pad
+
+        def x(v: float) -> float:
+            return MARGIN + (v - lo) / (hi - lo) * WIDTH
+
+        rows = sorted(self.canaries.items())
+        height = 28 * len(rows) + 30
+        parts = [
+            "<h2>Canaries vs stable (running comparisons)</h2>"
+            f'<svg class="canaries" viewBox="0 0 {MARGIN + WIDTH + 20} {height}" width="100%" '
+            f'role="img"><line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="5" y2="{height - 20}" '
+            'class="zero"/>'
+        ]
+        for i, ((model, canary, stable, metric), row) in enumerate(rows):
+            diff, low, high, n_c, n_b, margin = row
+            y = 15 + i * 28 + 14
+            label = f"{model} {canary} vs {stable} {metric}"
+            parts.append(
+                f'<text x="{MARGIN - 8}" y="{y + 4}" text-anchor="end" class="lane">'
+                f"{esc(label)}</text>"
+                f'<g class="canary" data-model-id="{esc(model)}" data-canary="{esc(canary)}" '
+                f'data-metric="{esc(metric)}" data-low="{low:.6f}" data-high="{high:.6f}" '
+                f'data-difference="{diff:.6f}" data-n="{int(n_c)}">'
+                f'<line x1="{x(low):.1f}" x2="{x(high):.1f}" y1="{y}" y2="{y}" class="ci"/>'
+                f'<circle cx="{x(diff):.1f}" cy="{y}" r="4" class="estimate"/>'
+                f'<line x1="{x(margin):.1f}" x2="{x(margin):.1f}" y1="{y - 9}" y2="{y + 9}" '
+                f'class="margin"/><title>{int(n_c):,} canary and {int(n_b):,} stable events'
+                "</title></g>"
+            )
+        return "".join(parts) + "</svg>"
+
+    def _distributions(self) -> str:
+        """Reference vs current histogram of each implicated feature (equal-probability
+        reference bins for numbers, categories for categories)."""
+        if not self.distributions:
+            return ""
+        out = ["<h2>Implicated features: reference (grey) vs current (colour)</h2>"]
+        for (model, version, kind, feature), (ref, cur) in sorted(self.distributions.items()):
+            bins = len(ref)
+            top = max(*ref, *cur, 1e-9)
+            height, step = 90, WIDTH / max(bins, 1)
+            parts = [
+                f'<svg class="distribution" data-model-id="{esc(model)}" '
+                f'data-feature="{esc(feature)}" data-kind="{esc(kind)}" viewBox="0 0 '
+                f'{MARGIN + WIDTH + 20} {height}" width="100%" role="img">'
+                f'<text x="{MARGIN - 8}" y="{height / 2}" text-anchor="end" class="lane">'
+                f"{esc(f'{model} {version} {feature}')}</text>"
+            ]
+            for i, (r, c) in enumerate(zip(ref, cur, strict=True)):
+                x = MARGIN + i * step
+                for j, (share, cls) in enumerate(((r, "ref-bar"), (c, "cur-bar"))):
+                    h = share / top * (height - 20)
+                    parts.append(
+                        f'<rect x="{x + j * step * 0.45:.1f}" y="{height - 10 - h:.1f}" '
+                        f'width="{step * 0.42:.1f}" height="{h:.1f}" class="{cls}" '
+                        f'data-bin="{i}" data-share="{share:.4f}"/>'
+                    )
+            out.append("".join(parts) + "</svg>")
+        return "".join(out)
 
     def _allocations(self) -> str:
         """Per model with feedback buckets: each segment value's share of its actions."""
@@ -227,6 +324,7 @@ LIVE_STYLE = """
 .s0{stroke:#2563eb;color:#2563eb}.s1{stroke:#d97706;color:#d97706}
 .s2{stroke:#059669;color:#059669}.s3{stroke:#7c3aed;color:#7c3aed}
 .s4{stroke:#db2777;color:#db2777}.s5{stroke:#0891b2;color:#0891b2}
+.ref-bar{fill:#d1d5db}.cur-bar{fill:#d97706}
 .legend{margin:0 0 8px 230px;font-size:12px}.key{margin-right:12px;font-weight:600}
 .live{background:#dc2626;color:white;font-size:12px;padding:2px 6px;border-radius:4px}
 """

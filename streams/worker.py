@@ -884,6 +884,41 @@ class Worker:
             for record in records[::step]:
                 self.metrics.latency.observe(max(0.0, (now_ms - record.timestamp) / 1000))
 
+    def _canary_intervals(self) -> dict[tuple[str, str, str, str], list[float]]:
+        """(model, canary, stable, metric) -> [difference, lower, upper, canary n, stable
+        n, margin] of every canary comparison still running."""
+        out = {}
+        for model_shard in self.model_shards.values():
+            for model_id, registry in model_shard.engine.versions.items():
+                for canary, (stable, comparisons) in registry.canaries.items():
+                    for metric, comparison in comparisons.items():
+                        found = comparison.interval()
+                        if found is not None:
+                            out[(model_id, canary, stable, metric)] = [
+                                *found,
+                                comparison.margin,
+                            ]
+        return out
+
+    def _implicated_distributions(self) -> dict[tuple[str, str, str, str], list[list[float]]]:
+        """Reference vs current histograms of the features named in the drift decisions
+        shown by the live view, per (model, version, kind, feature)."""
+        implicated: dict[tuple[str, str], set[str]] = {}
+        for d in self.live.decisions:
+            if d["kind"] in ("data_drift", "prediction_drift") and d.get("features"):
+                implicated.setdefault((d["model_id"], d["model_version"]), set()).update(
+                    d["features"]
+                )
+        out = {}
+        for (model_id, version), features in implicated.items():
+            for model_shard in self.model_shards.values():
+                versions = model_shard.engine.monitors.get(model_id)
+                monitor = versions.get(version) if versions is not None else None
+                if monitor is not None:
+                    for (kind, feature), shares in monitor.distributions(features).items():
+                        out[(model_id, version, kind, feature)] = shares
+        return out
+
     def _refresh_gauges(self) -> None:
         assert self.consumer is not None
         for p in self.shards:
@@ -931,6 +966,8 @@ class Worker:
                 for model_id, monitor in model_shard.engine.loops.items()
                 if monitor.history
             },
+            self._implicated_distributions(),
+            self._canary_intervals(),
         )
         models = sorted({m for m, _ in scores})[:DRIFT_SCORE_MODELS]
         for (model_id, kind), score in scores.items():

@@ -170,11 +170,12 @@ def test_the_report_renders_in_chromium_and_a_mark_opens_its_evidence(report, tm
     reason="Chromium is not installed (Debian: apt-get install chromium)",
 )
 async def test_the_live_view_shows_the_worker_as_it_runs(broker, make_stream, tmp_path) -> None:
-    """A worker with --ui-port on the embedded broker, fed a mean shift: in headless
-    Chromium the live page shows records processed, a drift series per kind with its
-    samples and the alarm line, one mark per published decision, and a mark's evidence
-    opens on click; the page keeps refreshing (the processed count it shows is the
-    worker's); a screenshot is saved."""
+    """A worker with --ui-port on the embedded broker, fed a mean shift and an equal
+    canary: in headless Chromium the live page shows records processed, a drift series
+    per kind with its samples and the alarm line, the drifted feature's reference vs
+    current histogram, the running canary comparison with its interval, one mark per
+    published decision, and a mark's evidence opens on click and stays open across a
+    refresh; a screenshot is saved."""
     import asyncio  # noqa: PLC0415
 
     async_api = pytest.importorskip("playwright.async_api")
@@ -195,7 +196,10 @@ async def test_the_live_view_shows_the_worker_as_it_runs(broker, make_stream, tm
 
     topics = topics_for("live")
     await setup_topics(broker, topics, 1)
-    events = make_stream(scenario="mean_shift", n_predictions=20_000, change_at=8_000, seed=31)
+    from streams.simulate import with_canary  # noqa: PLC0415
+
+    base = make_stream(scenario="mean_shift", n_predictions=20_000, change_at=8_000, seed=31)
+    events = with_canary(list(base), 0.10, 0.0, seed=31)  # an equal canary: still running
     total = sum((await produce(broker, topics, events)).values())
     port = free_port()
     settings = WorkerSettings(group_id="g-live", ui_port=port, **TEST_WORKER)
@@ -218,6 +222,33 @@ async def test_the_live_view_shows_the_worker_as_it_runs(broker, make_stream, tm
                 for i in range(await series.count()):
                     assert int(await series.nth(i).get_attribute("data-samples")) >= 2
                 assert await page.locator("line.threshold").count() >= 1
+                # The drifted feature's reference vs current histogram (the mean shift
+                # is on x0: its current shares are not the reference's).
+                drifted = page.locator("svg.distribution[data-feature='x0']")
+                assert await drifted.count() >= 1
+                ref = drifted.first.locator("rect.ref-bar")
+                cur = drifted.first.locator("rect.cur-bar")
+                assert await ref.count() == await cur.count() > 1
+                ref_shares = [
+                    float(await ref.nth(i).get_attribute("data-share"))
+                    for i in range(await ref.count())
+                ]
+                cur_shares = [
+                    float(await cur.nth(i).get_attribute("data-share"))
+                    for i in range(await cur.count())
+                ]
+                assert abs(sum(cur_shares) - 1) < 0.01
+                # The running canary comparison, its interval around its difference.
+                canary = page.locator("g.canary[data-canary='v2']")
+                assert await canary.count() >= 1
+                for i in range(await canary.count()):
+                    g = canary.nth(i)
+                    low, diff, high = [
+                        float(await g.get_attribute(f"data-{name}"))
+                        for name in ("low", "difference", "high")
+                    ]
+                    assert low <= diff <= high and int(await g.get_attribute("data-n")) > 0
+                assert sum(abs(a - b) for a, b in zip(ref_shares, cur_shares, strict=True)) > 0.1
                 marks = page.locator("circle[data-decision-id]")
                 assert sorted(
                     [
