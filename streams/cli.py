@@ -34,6 +34,7 @@ from streams.kafka import (
     publish_profile,
     wait_for_broker,
 )
+from streams.live import LiveView, drift_scores, observe
 from streams.logs import FORMATS, LEVELS, configure
 from streams.loops import SIMULATIONS
 from streams.loops import simulate as simulate_loop
@@ -63,34 +64,69 @@ def _replay(args: argparse.Namespace) -> int:
         StagedPipeline(args.partitions, config.detectors, config.references, config.model_detectors)
     )
     reported: list[dict] = []
+    view = LiveView(max_samples=REPORT_SAMPLES) if args.report else None
     with ExitStack() as stack:
         out = stack.enter_context(Path(args.out).open("wb")) if args.out else None
 
         def emit(decisions: list[Decision]) -> None:
             for d in decisions:
                 line = decision_line(d)
-                if args.report:
+                if view is not None:
                     reported.append(orjson.loads(line))
+                    view.add_decision(reported[-1])
                 if out is not None:
                     out.write(line)
                 elif not args.quiet:
                     sys.stdout.buffer.write(line)
 
         progress = Progress(path.stat().st_size)
+
+        def on_batch(lines: int) -> None:
+            progress(lines)
+            if view is not None:
+                _sample_replay(view, engine)
+
         try:
-            result = replay(iter_lines(path), engine, str(path), emit, progress)
+            result = replay(iter_lines(path), engine, str(path), emit, on_batch)
         finally:
             progress.done()
     if args.dead_letters:
         with Path(args.dead_letters).open("wb") as dead:
             for letter in result.dead_letters:
                 dead.write(letter.to_json() + b"\n")
-    if args.report:
-        Path(args.report).write_text(
-            render(reported, f"driftline replay of {path.name}", str(path))
-        )
+    if view is not None:
+        _sample_replay(view, engine)
+        page = render(reported, f"driftline replay of {path.name}", str(path), view.charts())
+        Path(args.report).write_text(page)
     print(summary_table(result, engine), file=sys.stderr)
     return 0
+
+
+REPORT_SAMPLES = 5_000
+"""Drift-statistic samples kept per series for a replay's report (one per batch of 4,096
+lines: the first of 20 million lines are dropped from the chart, not from the decisions)."""
+
+
+def _sample_replay(view: LiveView, engine: Staged) -> None:
+    """One sample of a replay for its report, at the latest prediction's event time."""
+    model = engine.pipeline.engine
+    latest = max(
+        (
+            info.last_ts
+            for registry in model.versions.values()
+            for info in registry.versions.values()
+        ),
+        default=None,
+    )
+    if latest is None:
+        return
+    joins = engine.join_counts
+    status = {
+        "processed": engine.counts.get("events", 0),
+        "joined": joins.get("joined", 0),
+        "expired_unlabelled": joins.get("expired_unlabelled", 0),
+    }
+    observe(view, [model], drift_scores([model]), status, latest / 1000.0)
 
 
 def _report(args: argparse.Namespace) -> int:

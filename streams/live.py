@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from detectors.engine import ModelEngine
 from detectors.feedback import PAIR, Bucket
 from streams.report import MARGIN, STYLE, WIDTH, esc, model_sections
 
@@ -33,6 +34,51 @@ minutes)."""
 MAX_SERIES = 200
 POLL_MS = 2_000
 """How often the page asks for fresh content."""
+
+
+def drift_scores(engines: Sequence[ModelEngine]) -> dict[tuple[str, str], float]:
+    """Per (model, kind), the largest drift statistic over its threshold of any version
+    (1 = alarm)."""
+    scores: dict[tuple[str, str], float] = {}
+    for engine in engines:
+        for model_id, versions in engine.monitors.items():
+            for monitor in versions.values():
+                for kind, score in monitor.drift_scores().items():
+                    key = (model_id, kind)
+                    scores[key] = max(scores.get(key, 0.0), score)
+    return scores
+
+
+def observe(
+    view: LiveView,
+    engines: Sequence[ModelEngine],
+    scores: dict[tuple[str, str], float],
+    status: dict[str, Any],
+    now: float | None = None,
+) -> None:
+    """Sample everything the view shows from the model stage's engines."""
+    implicated: dict[tuple[str, str], set[str]] = {}
+    for d in view.decisions:
+        if d["kind"] in ("data_drift", "prediction_drift") and d.get("features"):
+            implicated.setdefault((d["model_id"], d["model_version"]), set()).update(d["features"])
+    distributions = {}
+    canaries = {}
+    loops = {}
+    for engine in engines:
+        for (model_id, version), features in implicated.items():
+            versions = engine.monitors.get(model_id)
+            monitor = versions.get(version) if versions is not None else None
+            if monitor is not None:
+                for (kind, feature), shares in monitor.distributions(features).items():
+                    distributions[(model_id, version, kind, feature)] = shares
+        for model_id, registry in engine.versions.items():
+            for canary, (stable, comparisons) in registry.canaries.items():
+                for metric, comparison in comparisons.items():
+                    found = comparison.interval()
+                    if found is not None:
+                        canaries[(model_id, canary, stable, metric)] = [*found, comparison.margin]
+        loops.update({m: f.history for m, f in engine.loops.items() if f.history})
+    view.sample(scores, status, loops, distributions, canaries, now)
 
 
 def _shares(history: Sequence[Bucket]) -> dict[str, list[tuple[int, float]]]:
@@ -54,7 +100,8 @@ def _shares(history: Sequence[Bucket]) -> dict[str, list[tuple[int, float]]]:
 class LiveView:
     """What the page shows, fed by the worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_samples: int = MAX_SAMPLES) -> None:
+        self.max_samples = max_samples
         self.decisions: deque[dict[str, Any]] = deque(maxlen=MAX_DECISIONS)
         self.series: dict[tuple[str, str], deque[tuple[float, float]]] = {}
         self.status: dict[str, Any] = {}
@@ -75,20 +122,23 @@ class LiveView:
         loops: Mapping[str, Sequence[Bucket]] | None = None,
         distributions: Mapping[tuple[str, str, str, str], list[list[float]]] | None = None,
         canaries: Mapping[tuple[str, str, str, str], list[float]] | None = None,
+        now: float | None = None,
     ) -> None:
         """Drift scores by (model, kind), the worker's status, the closed feedback buckets
-        of the models that have them, and reference vs current histograms of the
-        features drift decisions named (by model, version, kind, feature), now."""
+        of the models that have them, reference vs current histograms of the features
+        drift decisions named (by model, version, kind, feature) and the running canary
+        comparisons, at ``now`` (Unix seconds; wall time by default, event time in a
+        replay)."""
         self.shares = {m: _shares(h) for m, h in (loops or {}).items()}
         self.distributions = dict(distributions or {})
         self.canaries = dict(canaries or {})
-        now = time.time()
+        now = time.time() if now is None else now
         for key, score in scores.items():
             series = self.series.get(key)
             if series is None:
                 if len(self.series) >= MAX_SERIES:
                     continue
-                series = self.series[key] = deque(maxlen=MAX_SAMPLES)
+                series = self.series[key] = deque(maxlen=self.max_samples)
             series.append((now, float(score)))
         self.status = {**status, "updated": now}
 
@@ -132,14 +182,12 @@ class LiveView:
             f"labels joined <b>{joined:,}</b> (label coverage of expired predictions "
             f"<b>{coverage}</b>) · decisions <b>{len(self.decisions)}</b></p>"
         )
-        return (
-            head
-            + self._scores()
-            + self._allocations()
-            + self._distributions()
-            + self._canaries()
-            + model_sections(list(self.decisions))
-        )
+        return head + self.charts() + model_sections(list(self.decisions))
+
+    def charts(self) -> str:
+        """The drift, allocation, distribution and canary charts (the report draws them
+        too, for a replay)."""
+        return self._scores() + self._allocations() + self._distributions() + self._canaries()
 
     def _canaries(self) -> str:
         """Every running canary comparison: its difference from the stable version and
@@ -157,7 +205,7 @@ class LiveView:
         rows = sorted(self.canaries.items())
         height = 28 * len(rows) + 30
         parts = [
-            "<h2>Canaries vs stable (running comparisons)</h2>"
+            "<h2>Canaries vs stable (comparisons as they stand)</h2>"
             f'<svg class="canaries" viewBox="0 0 {MARGIN + WIDTH + 20} {height}" width="100%" '
             f'role="img"><line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="5" y2="{height - 20}" '
             'class="zero"/>'
@@ -287,7 +335,7 @@ class LiveView:
     def page(self) -> str:
         return (
             '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>driftline live</title><style>{STYLE}{LIVE_STYLE}</style></head><body>"
+            f"<title>driftline live</title><style>{STYLE}</style></head><body>"
             '<h1>driftline <span class="live">live</span></h1>'
             f'<main id="live">{self.fragment()}</main>'
             f"<script>{LIVE_SCRIPT}</script></body></html>"
@@ -318,16 +366,6 @@ class LiveView:
     async def _state(self, _: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.state()), content_type="application/json")
 
-
-LIVE_STYLE = """
-.threshold{stroke:#dc2626;stroke-dasharray:4 3}.series{fill:none;stroke-width:2}
-.s0{stroke:#2563eb;color:#2563eb}.s1{stroke:#d97706;color:#d97706}
-.s2{stroke:#059669;color:#059669}.s3{stroke:#7c3aed;color:#7c3aed}
-.s4{stroke:#db2777;color:#db2777}.s5{stroke:#0891b2;color:#0891b2}
-.ref-bar{fill:#d1d5db}.cur-bar{fill:#d97706}
-.legend{margin:0 0 8px 230px;font-size:12px}.key{margin-right:12px;font-weight:600}
-.live{background:#dc2626;color:white;font-size:12px;padding:2px 6px;border-radius:4px}
-"""
 
 LIVE_SCRIPT = f"""
 async function refresh(){{

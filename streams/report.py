@@ -192,6 +192,13 @@ td,th{border-bottom:1px solid #e5e7eb;padding:4px 6px;text-align:left;vertical-a
 .effect{fill:#d97706}.t-rollback{color:#dc2626;font-weight:600}.t-retrain{color:#2563eb}
 details[open]{background:#f9fafb} pre{white-space:pre-wrap;font-size:12px;margin:4px 0}
 .counts{width:auto}.counts td{border:none;padding:2px 8px}
+.threshold{stroke:#dc2626;stroke-dasharray:4 3}.series{fill:none;stroke-width:2}
+.s0{stroke:#2563eb;color:#2563eb}.s1{stroke:#d97706;color:#d97706}
+.s2{stroke:#059669;color:#059669}.s3{stroke:#7c3aed;color:#7c3aed}
+.s4{stroke:#db2777;color:#db2777}.s5{stroke:#0891b2;color:#0891b2}
+.ref-bar{fill:#d1d5db}.cur-bar{fill:#d97706}
+.legend{margin:0 0 8px 230px;font-size:12px}.key{margin-right:12px;font-weight:600}
+.live{background:#dc2626;color:white;font-size:12px;padding:2px 6px;border-radius:4px}
 """
 
 SCRIPT = """
@@ -218,8 +225,10 @@ def model_sections(decisions: list[dict[str, Any]]) -> str:
     )
 
 
-def render(decisions: Iterable[dict[str, Any]], title: str, source: str) -> str:
-    """The report page for ``decisions`` (decision JSON objects, any order)."""
+def render(decisions: Iterable[dict[str, Any]], title: str, source: str, charts: str = "") -> str:
+    """The report page for ``decisions`` (decision JSON objects, any order), with
+    ``charts`` (a replay's drift statistics over event time and the rest of the live
+    view's charts, `streams.live.LiveView.charts`) before the per-model sections."""
     found = sorted(decisions, key=lambda d: (d["model_id"], d["ts"], d["decision_id"]))
     counts = Counter((d["type"], d["kind"]) for d in found)
     by_model: dict[str, list[dict[str, Any]]] = {}
@@ -239,6 +248,7 @@ def render(decisions: Iterable[dict[str, Any]], title: str, source: str) -> str:
             )
             + "</table>"
         )
+    body.append(charts)
     body.append(model_sections(found))
     data = orjson.dumps(found).decode().replace("</", "<\\/")
     return (

@@ -75,7 +75,7 @@ from streams.cloudevents import decision_headers, source_of
 from streams.config import Config
 from streams.faults import ConnectionLog
 from streams.kafka import KafkaSettings
-from streams.live import LiveView
+from streams.live import LiveView, drift_scores, observe
 from streams.metrics import DRIFT_SCORE_MODELS, Metrics
 from streams.publishing import Publisher
 from streams.state_store import Checkpoint, read_checkpoints, write_checkpoint
@@ -884,41 +884,6 @@ class Worker:
             for record in records[::step]:
                 self.metrics.latency.observe(max(0.0, (now_ms - record.timestamp) / 1000))
 
-    def _canary_intervals(self) -> dict[tuple[str, str, str, str], list[float]]:
-        """(model, canary, stable, metric) -> [difference, lower, upper, canary n, stable
-        n, margin] of every canary comparison still running."""
-        out = {}
-        for model_shard in self.model_shards.values():
-            for model_id, registry in model_shard.engine.versions.items():
-                for canary, (stable, comparisons) in registry.canaries.items():
-                    for metric, comparison in comparisons.items():
-                        found = comparison.interval()
-                        if found is not None:
-                            out[(model_id, canary, stable, metric)] = [
-                                *found,
-                                comparison.margin,
-                            ]
-        return out
-
-    def _implicated_distributions(self) -> dict[tuple[str, str, str, str], list[list[float]]]:
-        """Reference vs current histograms of the features named in the drift decisions
-        shown by the live view, per (model, version, kind, feature)."""
-        implicated: dict[tuple[str, str], set[str]] = {}
-        for d in self.live.decisions:
-            if d["kind"] in ("data_drift", "prediction_drift") and d.get("features"):
-                implicated.setdefault((d["model_id"], d["model_version"]), set()).update(
-                    d["features"]
-                )
-        out = {}
-        for (model_id, version), features in implicated.items():
-            for model_shard in self.model_shards.values():
-                versions = model_shard.engine.monitors.get(model_id)
-                monitor = versions.get(version) if versions is not None else None
-                if monitor is not None:
-                    for (kind, feature), shares in monitor.distributions(features).items():
-                        out[(model_id, version, kind, feature)] = shares
-        return out
-
     def _refresh_gauges(self) -> None:
         assert self.consumer is not None
         for p in self.shards:
@@ -935,14 +900,11 @@ class Worker:
                 if value > seen[status]:
                     self.metrics.outcomes.labels(status).inc(value - seen[status])
                     seen[status] = value
-        scores: dict[tuple[str, str], float] = {}
-        for model_shard in self.model_shards.values():
-            for model_id, versions in model_shard.engine.monitors.items():
-                for monitor in versions.values():
-                    for kind, score in monitor.drift_scores().items():
-                        key = (model_id, kind)
-                        scores[key] = max(scores.get(key, 0.0), score)
-        self.live.sample(
+        engines = [s.engine for s in self.model_shards.values()]
+        scores = drift_scores(engines)
+        observe(
+            self.live,
+            engines,
             scores,
             {
                 "processed": sum(s.consumed for s in self.shards.values()),
@@ -960,14 +922,6 @@ class Worker:
                     s.intake.join.counts["expired_unlabelled"] for s in self.shards.values()
                 ),
             },
-            {
-                model_id: monitor.history
-                for model_shard in self.model_shards.values()
-                for model_id, monitor in model_shard.engine.loops.items()
-                if monitor.history
-            },
-            self._implicated_distributions(),
-            self._canary_intervals(),
         )
         models = sorted({m for m, _ in scores})[:DRIFT_SCORE_MODELS]
         for (model_id, kind), score in scores.items():

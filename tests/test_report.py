@@ -33,6 +33,8 @@ class Marks(HTMLParser):
         super().__init__()
         self.marks: list[dict[str, str | None]] = []
         self.intervals: list[dict[str, str | None]] = []
+        self.series: list[dict[str, str | None]] = []
+        self.distributions: list[dict[str, str | None]] = []
         self.external: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -41,6 +43,10 @@ class Marks(HTMLParser):
             self.marks.append(a)
         if tag == "g" and a.get("class") == "interval":
             self.intervals.append(a)
+        if tag == "polyline" and "data-samples" in a:
+            self.series.append(a)
+        if tag == "svg" and a.get("class") == "distribution":
+            self.distributions.append(a)
         for name in ("src", "href"):
             value = a.get(name) or ""
             if value.startswith(("http:", "https:", "//")):
@@ -78,7 +84,9 @@ def report(tmp_path_factory) -> tuple[Path, list[dict]]:
 
 def test_the_report_holds_one_mark_per_decision_and_nothing_external(report) -> None:
     """Every decision has a timeline mark with its id, kind and time; the canary's
-    rollback has its interval drawn; the page references nothing outside itself."""
+    rollback has its interval drawn; the drift statistics are drawn over the replay and
+    the drifted feature's histogram against its reference; the page references nothing
+    outside itself."""
     page, decisions = report
     parsed = Marks()
     parsed.feed(page.read_text())
@@ -98,11 +106,17 @@ def test_the_report_holds_one_mark_per_decision_and_nothing_external(report) -> 
     low, high = rollback["evidence"]["confidence_interval"]
     assert float(drawn[rollback["decision_id"]]["data-low"]) == low
     assert float(drawn[rollback["decision_id"]]["data-high"]) == high
+    # The replay's drift statistics over event time, one series per kind, and the
+    # drifted feature's reference vs current histogram.
+    assert {s["data-kind"] for s in parsed.series} >= {"data_drift", "concept_drift"}
+    assert all(int(s["data-samples"]) > 10 for s in parsed.series)
+    assert "x0" in {d["data-feature"] for d in parsed.distributions}
     assert parsed.external == []
 
 
 def test_report_from_a_decisions_file_equals_the_replay_report(report, tmp_path) -> None:
-    """`driftline report` on the decisions file draws the same marks."""
+    """`driftline report` on the decisions file draws the same marks (a decisions file
+    has no drift statistics over time: those come with `replay --report`)."""
     page, _ = report
     again = tmp_path / "again.html"
     source = page.parent / "d.jsonl"
