@@ -154,10 +154,16 @@ async def _wait_for_broker(kafka: KafkaSettings, timeout_s: float) -> float:
         except KafkaConnectionError as exc:
             waited = time.monotonic() - started
             if waited + backoff > timeout_s:
+                tls = (
+                    f"; security_protocol is {kafka.security_protocol}: check that this "
+                    "listener speaks it and that the TLS/SASL settings match the broker's"
+                    if kafka.security_protocol != "PLAINTEXT"
+                    else ""
+                )
                 raise BrokerUnavailable(
                     f"no Kafka broker answered at {kafka.bootstrap_servers} within "
                     f"{timeout_s:g} s ({exc}); check bootstrap_servers and that the broker "
-                    "is up, or raise startup_timeout_s"
+                    f"is up, or raise startup_timeout_s{tls}"
                 ) from None
             if not warned:
                 log.warning(

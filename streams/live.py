@@ -52,11 +52,17 @@ def drift_scores(engines: Sequence[ModelEngine]) -> dict[tuple[str, str], float]
 def observe(
     view: LiveView,
     engines: Sequence[ModelEngine],
-    scores: dict[tuple[str, str], float],
     status: dict[str, Any],
     now: float | None = None,
 ) -> None:
     """Sample everything the view shows from the model stage's engines."""
+    scores: dict[tuple[str, str, str], float] = {}
+    for engine in engines:
+        for model_id, versions in engine.monitors.items():
+            for version, monitor in versions.items():
+                for kind, score in monitor.drift_scores().items():
+                    scores[(model_id, version, kind)] = score
+                view.coverage[(model_id, version)] = (monitor.events, monitor.concept.judged)
     implicated: dict[tuple[str, str], set[str]] = {}
     for d in view.decisions:
         if d["kind"] in ("data_drift", "prediction_drift") and d.get("features"):
@@ -66,17 +72,20 @@ def observe(
     loops = {}
     for engine in engines:
         for (model_id, version), features in implicated.items():
-            versions = engine.monitors.get(model_id)
-            monitor = versions.get(version) if versions is not None else None
-            if monitor is not None:
-                for (kind, feature), shares in monitor.distributions(features).items():
+            of_model = engine.monitors.get(model_id)
+            found = of_model.get(version) if of_model is not None else None
+            if found is not None:
+                for (kind, feature), shares in found.distributions(features).items():
                     distributions[(model_id, version, kind, feature)] = shares
         for model_id, registry in engine.versions.items():
             for canary, (stable, comparisons) in registry.canaries.items():
                 for metric, comparison in comparisons.items():
-                    found = comparison.interval()
-                    if found is not None:
-                        canaries[(model_id, canary, stable, metric)] = [*found, comparison.margin]
+                    interval = comparison.interval()
+                    if interval is not None:
+                        canaries[(model_id, canary, stable, metric)] = [
+                            *interval,
+                            comparison.margin,
+                        ]
         loops.update({m: f.history for m, f in engine.loops.items() if f.history})
     view.sample(scores, status, loops, distributions, canaries, now)
 
@@ -103,7 +112,10 @@ class LiveView:
     def __init__(self, max_samples: int = MAX_SAMPLES) -> None:
         self.max_samples = max_samples
         self.decisions: deque[dict[str, Any]] = deque(maxlen=MAX_DECISIONS)
-        self.series: dict[tuple[str, str], deque[tuple[float, float]]] = {}
+        self.series: dict[tuple[str, str, str], deque[tuple[float, float]]] = {}
+        """Drift statistic samples by (model, version, kind)."""
+        self.coverage: dict[tuple[str, str], tuple[int, int]] = {}
+        """(model, version) -> (predictions, labelled predictions judged)."""
         self.status: dict[str, Any] = {}
         self.shares: dict[str, dict[str, list[tuple[int, float]]]] = {}
         self.distributions: dict[tuple[str, str, str, str], list[list[float]]] = {}
@@ -117,14 +129,14 @@ class LiveView:
 
     def sample(
         self,
-        scores: dict[tuple[str, str], float],
+        scores: dict[tuple[str, str, str], float],
         status: dict[str, Any],
         loops: Mapping[str, Sequence[Bucket]] | None = None,
         distributions: Mapping[tuple[str, str, str, str], list[list[float]]] | None = None,
         canaries: Mapping[tuple[str, str, str, str], list[float]] | None = None,
         now: float | None = None,
     ) -> None:
-        """Drift scores by (model, kind), the worker's status, the closed feedback buckets
+        """Drift scores by (model, version, kind), the worker's status, the closed feedback buckets
         of the models that have them, reference vs current histograms of the features
         drift decisions named (by model, version, kind, feature) and the running canary
         comparisons, at ``now`` (Unix seconds; wall time by default, event time in a
@@ -146,8 +158,8 @@ class LiveView:
         return {
             "status": self.status,
             "series": [
-                {"model_id": m, "kind": k, "samples": list(s)}
-                for (m, k), s in sorted(self.series.items())
+                {"model_id": m, "model_version": v, "kind": k, "samples": list(s)}
+                for (m, v, k), s in sorted(self.series.items())
             ],
             "decisions": list(self.decisions),
             "allocation_shares": self.shares,
@@ -184,10 +196,33 @@ class LiveView:
         )
         return head + self.charts() + model_sections(list(self.decisions))
 
+    def _coverage(self) -> str:
+        """Per model and version: predictions, labelled predictions judged (from the end of
+        the version's warm-up on), label coverage."""
+        if not self.coverage:
+            return ""
+        rows = "".join(
+            f'<tr data-model-id="{esc(m)}" data-model-version="{esc(v)}" '
+            f'data-predictions="{n}" data-labelled="{k}"><td>{esc(m)}</td><td>{esc(v)}</td>'
+            f"<td>{n:,}</td><td>{k:,}</td><td>{(k / n if n else 0):.1%}</td></tr>"
+            for (m, v), (n, k) in sorted(self.coverage.items())
+        )
+        return (
+            "<h2>Label coverage</h2><table class='coverage'><thead><tr><th>model</th>"
+            "<th>version</th><th>predictions</th><th>labelled</th><th>coverage</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table>"
+        )
+
     def charts(self) -> str:
         """The drift, allocation, distribution and canary charts (the report draws them
         too, for a replay)."""
-        return self._scores() + self._allocations() + self._distributions() + self._canaries()
+        return (
+            self._scores()
+            + self._coverage()
+            + self._allocations()
+            + self._distributions()
+            + self._canaries()
+        )
 
     def _canaries(self) -> str:
         """Every running canary comparison: its difference from the stable version and
@@ -291,31 +326,32 @@ class LiveView:
         return "".join(out)
 
     def _scores(self) -> str:
-        models = sorted({m for m, _ in self.series})
+        models = sorted({(m, v) for m, v, _ in self.series})
         if not models:
             return "<p>Waiting for the first events.</p>"
         out = ["<h2>Drift statistics (1 = alarm threshold)</h2>"]
         t_hi = max(s[-1][0] for s in self.series.values() if s)
         t_lo = min(s[0][0] for s in self.series.values() if s)
         span = max(t_hi - t_lo, 1.0)
-        for model in models:
-            kinds = sorted(k for m, k in self.series if m == model)
-            top = max([1.2] + [v for k in kinds for _, v in self.series[(model, k)]])
+        for model, version in models:
+            kinds = sorted(k for m, v, k in self.series if (m, v) == (model, version))
+            top = max([1.2] + [x for k in kinds for _, x in self.series[(model, version, k)]])
             height = 90
 
             def y(v: float, top: float = top, height: int = height) -> float:
                 return 10 + (1 - min(v, top) / top) * (height - 20)
 
             parts = [
-                f'<svg class="scores" data-model-id="{esc(model)}" viewBox="0 0 '
+                f'<svg class="scores" data-model-id="{esc(model)}" '
+                f'data-model-version="{esc(version)}" viewBox="0 0 '
                 f'{MARGIN + WIDTH + 20} {height}" width="100%" role="img">'
                 f'<text x="{MARGIN - 8}" y="{height / 2}" text-anchor="end" class="lane">'
-                f"{esc(model)}</text>"
+                f"{esc(f'{model} {version}')}</text>"
                 f'<line x1="{MARGIN}" x2="{MARGIN + WIDTH}" y1="{y(1.0):.1f}" '
                 f'y2="{y(1.0):.1f}" class="threshold"/>'
             ]
             for i, kind in enumerate(kinds):
-                samples = self.series[(model, kind)]
+                samples = self.series[(model, version, kind)]
                 points = " ".join(
                     f"{MARGIN + (t - t_lo) / span * WIDTH:.1f},{y(v):.1f}" for t, v in samples
                 )

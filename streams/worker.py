@@ -905,7 +905,6 @@ class Worker:
         observe(
             self.live,
             engines,
-            scores,
             {
                 "processed": sum(s.consumed for s in self.shards.values()),
                 "lag": sum(

@@ -236,6 +236,18 @@ async def test_the_live_view_shows_the_worker_as_it_runs(broker, make_stream, tm
                 for i in range(await series.count()):
                     assert int(await series.nth(i).get_attribute("data-samples")) >= 2
                 assert await page.locator("line.threshold").count() >= 1
+                # Per version: the stable version has its series and labels (the canary,
+                # 2,000 predictions, is still in its warm-up: counted, not yet judged).
+                versions = page.locator("svg.scores")
+                shown_versions = {
+                    await versions.nth(i).get_attribute("data-model-version")
+                    for i in range(await versions.count())
+                }
+                assert shown_versions == {"v1"}
+                stable = page.locator("tr[data-model-version='v1']")
+                assert int(await stable.get_attribute("data-labelled")) > 0
+                canary_row = page.locator("tr[data-model-version='v2']")
+                assert int(await canary_row.get_attribute("data-predictions")) > 1_000
                 # The drifted feature's reference vs current histogram (the mean shift
                 # is on x0: its current shares are not the reference's).
                 drifted = page.locator("svg.distribution[data-feature='x0']")
