@@ -63,6 +63,7 @@ def test_commands_parse_and_metrics_port_is_scraped() -> None:
     args = parser.parse_args(services["worker"]["command"])
     parser.parse_args(services["topics"]["command"])
     assert f"{args.metrics_port}:{args.metrics_port}" in services["worker"]["ports"]
+    assert f"{args.ui_port}:{args.ui_port}" in services["worker"]["ports"]
     prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == [f"worker:{args.metrics_port}"]
