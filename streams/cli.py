@@ -34,7 +34,7 @@ from streams.kafka import (
     publish_profile,
     wait_for_broker,
 )
-from streams.live import LiveView, observe
+from streams.live import LiveView, observe, version_scores
 from streams.logs import FORMATS, LEVELS, configure
 from streams.loops import SIMULATIONS
 from streams.loops import simulate as simulate_loop
@@ -126,7 +126,7 @@ def _sample_replay(view: LiveView, engine: Staged) -> None:
         "joined": joins.get("joined", 0),
         "expired_unlabelled": joins.get("expired_unlabelled", 0),
     }
-    observe(view, [model], status, latest / 1000.0)
+    observe(view, [model], version_scores([model]), status, latest / 1000.0)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -25,7 +25,15 @@ from aiohttp import web
 
 from detectors.engine import ModelEngine
 from detectors.feedback import PAIR, Bucket
-from streams.report import MARGIN, STYLE, WIDTH, esc, model_sections
+from streams.report import (
+    MARGIN,
+    STYLE,
+    WIDTH,
+    IntervalRow,
+    esc,
+    interval_chart,
+    model_sections,
+)
 
 MAX_DECISIONS = 1_000
 MAX_SAMPLES = 300
@@ -36,32 +44,38 @@ POLL_MS = 2_000
 """How often the page asks for fresh content."""
 
 
-def drift_scores(engines: Sequence[ModelEngine]) -> dict[tuple[str, str], float]:
-    """Per (model, kind), the largest drift statistic over its threshold of any version
+def version_scores(engines: Sequence[ModelEngine]) -> dict[tuple[str, str, str], float]:
+    """Per (model, version, kind), the largest drift statistic over its threshold
     (1 = alarm)."""
-    scores: dict[tuple[str, str], float] = {}
-    for engine in engines:
-        for model_id, versions in engine.monitors.items():
-            for monitor in versions.values():
-                for kind, score in monitor.drift_scores().items():
-                    key = (model_id, kind)
-                    scores[key] = max(scores.get(key, 0.0), score)
-    return scores
+    return {
+        (model_id, version, kind): score
+        for engine in engines
+        for model_id, versions in engine.monitors.items()
+        for version, monitor in versions.items()
+        for kind, score in monitor.drift_scores().items()
+    }
+
+
+def model_scores(scores: Mapping[tuple[str, str, str], float]) -> dict[tuple[str, str], float]:
+    """Per (model, kind), the largest over the model's versions."""
+    out: dict[tuple[str, str], float] = {}
+    for (model_id, _, kind), score in scores.items():
+        out[(model_id, kind)] = max(out.get((model_id, kind), 0.0), score)
+    return out
 
 
 def observe(
     view: LiveView,
     engines: Sequence[ModelEngine],
+    scores: dict[tuple[str, str, str], float],
     status: dict[str, Any],
     now: float | None = None,
 ) -> None:
-    """Sample everything the view shows from the model stage's engines."""
-    scores: dict[tuple[str, str, str], float] = {}
+    """Sample everything the view shows from the model stage's engines (``scores``:
+    `version_scores` of them, computed once by the caller)."""
     for engine in engines:
         for model_id, versions in engine.monitors.items():
             for version, monitor in versions.items():
-                for kind, score in monitor.drift_scores().items():
-                    scores[(model_id, version, kind)] = score
                 view.coverage[(model_id, version)] = (monitor.events, monitor.concept.judged)
     implicated: dict[tuple[str, str], set[str]] = {}
     for d in view.decisions:
@@ -229,39 +243,25 @@ class LiveView:
         the anytime-valid interval, against the margin a verdict has to clear."""
         if not self.canaries:
             return ""
-        values = [v for row in self.canaries.values() for v in (row[1], row[2], row[5], 0.0)]
-        lo, hi = min(values), max(values)
-        pad = (hi - lo) * 0.1 or 0.01
-        lo, hi = lo - pad, hi + pad
-
-        def x(v: float) -> float:
-            return MARGIN + (v - lo) / (hi - lo) * WIDTH
-
-        rows = sorted(self.canaries.items())
-        height = 28 * len(rows) + 30
-        parts = [
-            "<h2>Canaries vs stable (comparisons as they stand)</h2>"
-            f'<svg class="canaries" viewBox="0 0 {MARGIN + WIDTH + 20} {height}" width="100%" '
-            f'role="img"><line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="5" y2="{height - 20}" '
-            'class="zero"/>'
-        ]
-        for i, ((model, canary, stable, metric), row) in enumerate(rows):
-            diff, low, high, n_c, n_b, margin = row
-            y = 15 + i * 28 + 14
-            label = f"{model} {canary} vs {stable} {metric}"
-            parts.append(
-                f'<text x="{MARGIN - 8}" y="{y + 4}" text-anchor="end" class="lane">'
-                f"{esc(label)}</text>"
-                f'<g class="canary" data-model-id="{esc(model)}" data-canary="{esc(canary)}" '
+        rows = [
+            IntervalRow(
+                f"{model} {canary} vs {stable} {metric}",
+                f'data-model-id="{esc(model)}" data-canary="{esc(canary)}" '
                 f'data-metric="{esc(metric)}" data-low="{low:.6f}" data-high="{high:.6f}" '
-                f'data-difference="{diff:.6f}" data-n="{int(n_c)}">'
-                f'<line x1="{x(low):.1f}" x2="{x(high):.1f}" y1="{y}" y2="{y}" class="ci"/>'
-                f'<circle cx="{x(diff):.1f}" cy="{y}" r="4" class="estimate"/>'
-                f'<line x1="{x(margin):.1f}" x2="{x(margin):.1f}" y1="{y - 9}" y2="{y + 9}" '
-                f'class="margin"/><title>{int(n_c):,} canary and {int(n_b):,} stable events'
-                "</title></g>"
+                f'data-difference="{diff:.6f}" data-n="{int(n_c)}"',
+                low,
+                high,
+                diff,
+                margin,
+                f"{int(n_c):,} canary and {int(n_b):,} stable events",
             )
-        return "".join(parts) + "</svg>"
+            for (model, canary, stable, metric), (diff, low, high, n_c, n_b, margin) in sorted(
+                self.canaries.items()
+            )
+        ]
+        return "<h2>Canaries vs stable (comparisons as they stand)</h2>" + interval_chart(
+            "canaries", "canary", rows
+        )
 
     def _distributions(self) -> str:
         """Reference vs current histogram of each implicated feature (equal-probability

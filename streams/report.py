@@ -23,6 +23,7 @@ from __future__ import annotations
 import html
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,13 +83,24 @@ def _timeline(decisions: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def _intervals(decisions: list[dict[str, Any]]) -> str:
-    rows = [d for d in decisions if d.get("evidence", {}).get("confidence_interval")]
-    if not rows:
-        return ""
-    values = [v for d in rows for v in d["evidence"]["confidence_interval"]]
-    values += [float(d["evidence"].get("value") or 0.0) for d in rows]
-    values += [float(d["evidence"].get("threshold") or 0.0) for d in rows] + [0.0]
+@dataclass(frozen=True, slots=True)
+class IntervalRow:
+    """One interval of an `interval_chart`."""
+
+    label: str
+    attrs: str
+    """The group's ``data-*`` attributes, ready to insert (escaped)."""
+    low: float
+    high: float
+    value: float
+    margin: float
+    title: str = ""
+
+
+def interval_chart(css_class: str, group_class: str, rows: list[IntervalRow]) -> str:
+    """Intervals on one axis: each its line, its estimate and the margin it must clear,
+    with zero marked (the report's decided comparisons, the live view's running ones)."""
+    values = [v for r in rows for v in (r.low, r.high, r.value, r.margin)] + [0.0]
     lo, hi = min(values), max(values)
     pad = (hi - lo) * 0.1 or 0.01
     lo, hi = lo - pad, hi + pad
@@ -98,32 +110,52 @@ def _intervals(decisions: list[dict[str, Any]]) -> str:
 
     height = LANE * len(rows) + 30
     parts = [
-        f'<svg class="intervals" viewBox="0 0 {MARGIN + WIDTH + 20} {height}" width="100%" '
+        f'<svg class="{css_class}" viewBox="0 0 {MARGIN + WIDTH + 20} {height}" width="100%" '
         'role="img" aria-label="confidence intervals">',
         f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="5" y2="{height - 20}" class="zero"/>',
     ]
-    for i, d in enumerate(rows):
-        ev = d["evidence"]
-        low, high = ev["confidence_interval"]
-        value = float(ev.get("value") or 0.0)
-        margin = float(ev.get("threshold") or 0.0)
+    for i, r in enumerate(rows):
         y = 15 + i * LANE + LANE / 2
-        name = f"{d.get('model_version', '')} {d['kind']}"
+        title = f"<title>{esc(r.title)}</title>" if r.title else ""
         parts.append(
-            _label(MARGIN - 8, y + 4, name)
-            + f'<g class="interval" data-decision-id="{esc(d["decision_id"])}" '
-            f'data-low="{low}" data-high="{high}" data-value="{value}" data-margin="{margin}">'
-            f'<line x1="{x(low):.1f}" x2="{x(high):.1f}" y1="{y}" y2="{y}" class="ci"/>'
-            f'<circle cx="{x(value):.1f}" cy="{y}" r="4" class="estimate"/>'
-            f'<line x1="{x(margin):.1f}" x2="{x(margin):.1f}" y1="{y - 9}" y2="{y + 9}" '
-            'class="margin"/></g>'
+            _label(MARGIN - 8, y + 4, r.label) + f'<g class="{group_class}" {r.attrs}>'
+            f'<line x1="{x(r.low):.1f}" x2="{x(r.high):.1f}" y1="{y}" y2="{y}" class="ci"/>'
+            f'<circle cx="{x(r.value):.1f}" cy="{y}" r="4" class="estimate"/>'
+            f'<line x1="{x(r.margin):.1f}" x2="{x(r.margin):.1f}" y1="{y - 9}" y2="{y + 9}" '
+            f'class="margin"/>{title}</g>'
         )
     parts.append(
         f'<text x="{MARGIN}" y="{height - 4}" class="axis">{lo:.4g}</text>'
         f'<text x="{MARGIN + WIDTH}" y="{height - 4}" text-anchor="end" class="axis">{hi:.4g}'
         "</text></svg>"
     )
-    return "<h3>Intervals (estimate, interval, margin to clear)</h3>" + "".join(parts)
+    return "".join(parts)
+
+
+def _intervals(decisions: list[dict[str, Any]]) -> str:
+    rows = [d for d in decisions if d.get("evidence", {}).get("confidence_interval")]
+    if not rows:
+        return ""
+    drawn = []
+    for d in rows:
+        ev = d["evidence"]
+        low, high = ev["confidence_interval"]
+        value = float(ev.get("value") or 0.0)
+        margin = float(ev.get("threshold") or 0.0)
+        drawn.append(
+            IntervalRow(
+                f"{d.get('model_version', '')} {d['kind']}",
+                f'data-decision-id="{esc(d["decision_id"])}" data-low="{low}" '
+                f'data-high="{high}" data-value="{value}" data-margin="{margin}"',
+                low,
+                high,
+                value,
+                margin,
+            )
+        )
+    return "<h3>Intervals (estimate, interval, margin to clear)</h3>" + interval_chart(
+        "intervals", "interval", drawn
+    )
 
 
 def _effects(decisions: list[dict[str, Any]]) -> str:

@@ -75,7 +75,7 @@ from streams.cloudevents import decision_headers, source_of
 from streams.config import Config
 from streams.faults import ConnectionLog
 from streams.kafka import KafkaSettings
-from streams.live import LiveView, drift_scores, observe
+from streams.live import LiveView, model_scores, observe, version_scores
 from streams.metrics import DRIFT_SCORE_MODELS, Metrics
 from streams.publishing import Publisher
 from streams.state_store import Checkpoint, read_checkpoints, write_checkpoint
@@ -884,27 +884,15 @@ class Worker:
             for record in records[::step]:
                 self.metrics.latency.observe(max(0.0, (now_ms - record.timestamp) / 1000))
 
-    def _refresh_gauges(self) -> None:
+    def _observe_live(
+        self, engines: list[ModelEngine], scores: dict[tuple[str, str, str], float]
+    ) -> None:
+        """One sample of the live view."""
         assert self.consumer is not None
-        for p in self.shards:
-            for topic in (self.topics.predictions, self.topics.outcomes):
-                tp = TopicPartition(topic, p)
-                highwater = self.consumer.highwater(tp)
-                if highwater is not None:
-                    position = self.shards[p].offsets.get(topic, 0)
-                    self.metrics.lag.labels(topic, str(p)).set(max(0, highwater - position))
-        self.metrics.join_buffer.set(sum(s.intake.join.size for s in self.shards.values()))
-        for p, shard in self.shards.items():
-            seen = self._join_seen.setdefault(p, dict.fromkeys(JOIN_COUNTERS, 0))
-            for status, value in shard.intake.join.counts.items():
-                if value > seen[status]:
-                    self.metrics.outcomes.labels(status).inc(value - seen[status])
-                    seen[status] = value
-        engines = [s.engine for s in self.model_shards.values()]
-        scores = drift_scores(engines)
         observe(
             self.live,
             engines,
+            scores,
             {
                 "processed": sum(s.consumed for s in self.shards.values()),
                 "lag": sum(
@@ -922,6 +910,28 @@ class Worker:
                 ),
             },
         )
+
+    def _refresh_gauges(self) -> None:
+        assert self.consumer is not None
+        for p in self.shards:
+            for topic in (self.topics.predictions, self.topics.outcomes):
+                tp = TopicPartition(topic, p)
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None:
+                    position = self.shards[p].offsets.get(topic, 0)
+                    self.metrics.lag.labels(topic, str(p)).set(max(0, highwater - position))
+        self.metrics.join_buffer.set(sum(s.intake.join.size for s in self.shards.values()))
+        for p, shard in self.shards.items():
+            seen = self._join_seen.setdefault(p, dict.fromkeys(JOIN_COUNTERS, 0))
+            for status, value in shard.intake.join.counts.items():
+                if value > seen[status]:
+                    self.metrics.outcomes.labels(status).inc(value - seen[status])
+                    seen[status] = value
+        engines = [s.engine for s in self.model_shards.values()]
+        by_version = version_scores(engines)
+        scores = model_scores(by_version)
+        if self.settings.ui_port is not None:  # nobody looks otherwise
+            self._observe_live(engines, by_version)
         models = sorted({m for m, _ in scores})[:DRIFT_SCORE_MODELS]
         for (model_id, kind), score in scores.items():
             if model_id in models:
