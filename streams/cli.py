@@ -18,6 +18,7 @@ from detectors.decision import Decision
 from detectors.pipeline import StagedPipeline
 from schemas.decode import encode
 from schemas.exceptions import ConfigError, DriftlineError
+from schemas.formats import FORMATS as INPUT_FORMATS
 from streams.app import run_app
 from streams.config import (
     Config,
@@ -26,6 +27,7 @@ from streams.config import (
     load_config,
     load_profile,
     profile_key,
+    required_topics,
 )
 from streams.kafka import (
     KafkaSettings,
@@ -45,6 +47,7 @@ from streams.replay import (
     decision_line,
     iter_lines,
     replay,
+    replay_records,
     summary_table,
 )
 from streams.report import read_decisions, render
@@ -57,7 +60,7 @@ def _replay(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.exists():
         raise DriftlineError(f"input file {path} does not exist")
-    config = load_config(args.config, args.reference)
+    config = _with_input_format(load_config(args.config, args.reference), args)
     tune_gc()
     # The worker's two stages, at any partition count: the same decisions as a worker.
     engine = Staged(
@@ -87,7 +90,12 @@ def _replay(args: argparse.Namespace) -> int:
                 _sample_replay(view, engine)
 
         try:
-            result = replay(iter_lines(path), engine, str(path), emit, on_batch)
+            if config.input.foreign:
+                result = replay_records(
+                    iter_lines(path), engine, config.input, config.topics.outcomes, emit, on_batch
+                )
+            else:
+                result = replay(iter_lines(path), engine, str(path), emit, on_batch)
         finally:
             progress.done()
     if args.dead_letters:
@@ -185,8 +193,16 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_input_format(config: Config, args: argparse.Namespace) -> Config:
+    """``--input-format`` over ``[input] format``."""
+    chosen = getattr(args, "input_format", None)
+    if chosen is None:
+        return config
+    return dataclass_replace(config, input=dataclass_replace(config.input, format=chosen))
+
+
 def _worker_parts(args: argparse.Namespace) -> tuple[Config, KafkaSettings, WorkerSettings]:
-    config = load_config(args.config, args.reference)
+    config = _with_input_format(load_config(args.config, args.reference), args)
     topic_flags = {
         name: getattr(args, f"{name}_topic")
         for name in Topics.names()
@@ -219,7 +235,7 @@ def _worker(args: argparse.Namespace) -> int:
     config, kafka, settings = _worker_parts(args)
     tune_gc()
     asyncio.run(wait_for_broker(kafka, settings.startup_timeout_s))
-    asyncio.run(preflight(kafka, config.topics))
+    asyncio.run(preflight(kafka, required_topics(config)))
     return run_app(config, kafka, settings)
 
 
@@ -328,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--report", help="also write the decisions as a self-contained HTML report")
     rp.add_argument("--quiet", action="store_true", help="do not print decisions to stdout")
     rp.add_argument(
+        "--input-format",
+        choices=INPUT_FORMATS,
+        help="what FILE holds: driftline events (default), or recorded Kafka records of a "
+        "KServe, Seldon or mapped log (see README 'Input formats')",
+    )
+    rp.add_argument(
         "--partitions",
         type=int,
         default=1,
@@ -360,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--group-id", help="consumer group (env DRIFTLINE_GROUP_ID, default driftline)")
     wk.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     wk.add_argument("--ui-port", type=int, help="serve the live view on this port")
+    wk.add_argument(
+        "--input-format",
+        choices=INPUT_FORMATS,
+        help="format of the input topics (default driftline; [input] format in TOML)",
+    )
     wk.add_argument(
         "--checkpoint-interval",
         type=float,

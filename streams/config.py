@@ -17,6 +17,7 @@ import orjson
 from detectors.reference import ReferenceProfile
 from detectors.settings import DetectorSettings
 from schemas.exceptions import ConfigError
+from schemas.formats import InputSettings
 
 T = TypeVar("T")
 
@@ -37,6 +38,9 @@ class Topics:
     """Reference profiles published to running workers (compacted, low volume)."""
     summaries: str = "driftline.summaries"
     """Each input partition's routed items, keyed by model: the model stage's input."""
+    rekeyed: str = "driftline.rekeyed"
+    """Foreign input formats only: their records and the outcomes, keyed by correlation id
+    (a repartition topic; see `streams.rekey`). Unused with the driftline format."""
 
     def for_decision(self, decision_type: str) -> str:
         return {"alert": self.alerts, "retrain": self.retrain, "rollback": self.rollback}[
@@ -69,6 +73,8 @@ class Config:
     """``[worker]`` as given (validated by `streams.worker.WorkerSettings`)."""
     kafka: Mapping[str, Any] = field(default_factory=dict)
     """``[kafka]`` as given (validated by `streams.kafka.KafkaSettings`)."""
+    input: InputSettings = field(default_factory=InputSettings)
+    """``[input]``: the input topics' format and how to read it."""
 
 
 def load_profile(path: str | Path) -> ReferenceProfile:
@@ -140,11 +146,12 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = set(data) - {"detectors", "models", "topics", "worker", "kafka", "references"}
+    sections = {"detectors", "models", "topics", "worker", "kafka", "references", "input"}
+    unknown = set(data) - sections
     if unknown:
         raise ConfigError(
             f"config file {path}: unknown section(s) {', '.join(sorted(unknown))}; "
-            "known: detectors, models, topics, worker, kafka, references"
+            f"known: {', '.join(sorted(sections))}"
         )
     base_values = {**data.get("detectors", {}), **_coerce(_env_overrides()), **(overrides or {})}
     detectors = DetectorSettings.from_dict(_coerce(base_values))
@@ -160,8 +167,22 @@ def load_config(
     for ref in [*data.get("references", []), *(references or [])]:
         profile = load_profile(ref)
         profiles[profile_key(profile, ref)] = profile
+    input_values = dict(data.get("input", {}))
+    env_format = os.environ.get("DRIFTLINE_INPUT_FORMAT")
+    if env_format:
+        input_values["format"] = env_format
+    try:
+        input_settings = InputSettings.from_mapping(input_values)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}" if path else str(exc)) from None
     return Config(
-        detectors, model_detectors, profiles, topics, data.get("worker", {}), data.get("kafka", {})
+        detectors,
+        model_detectors,
+        profiles,
+        topics,
+        data.get("worker", {}),
+        data.get("kafka", {}),
+        input_settings,
     )
 
 
@@ -193,3 +214,17 @@ def _convert(name: str, kind: str, text: str) -> Any:
             f"environment variable DRIFTLINE_{name.upper()}={text!r} is not a valid {kind}"
         ) from None
     return text
+
+
+def required_topics(config: Config) -> list[str]:
+    """Every topic a worker with this configuration reads or writes (what must exist
+    before it starts): the re-keyed topic only for foreign formats, their input topics
+    instead of the predictions topic (Seldon's model topics are found by pattern)."""
+    t = config.topics
+    names = [n for n in t.all() if n not in (t.predictions, t.rekeyed)]
+    if not config.input.foreign:
+        return [t.predictions, *names]
+    names.append(t.rekeyed)
+    if config.input.format != "seldon":
+        names += list(config.input.topics) or [t.predictions]
+    return names

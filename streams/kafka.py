@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,7 +182,7 @@ async def _wait_for_broker(kafka: KafkaSettings, timeout_s: float) -> float:
             await admin.close()
 
 
-async def preflight(kafka: KafkaSettings, topics: Topics) -> None:
+async def preflight(kafka: KafkaSettings, topics: Sequence[str]) -> None:
     """What a worker needs of the broker, checked before anything starts, so that a
     mistake ends with one line saying what to do: every topic the worker reads or writes
     exists, and an idempotent producer is accepted when ``enable_idempotence`` is on."""
@@ -191,7 +192,7 @@ async def preflight(kafka: KafkaSettings, topics: Topics) -> None:
         existing = set(await admin.list_topics())
     finally:
         await admin.close()
-    missing = sorted(set(topics.all()) - existing)
+    missing = sorted(set(topics) - existing)
     if missing:
         raise ConfigError(
             f"topic(s) {', '.join(missing)} do not exist on {kafka.bootstrap_servers}; "
@@ -222,8 +223,9 @@ async def create_topics(
 ) -> list[str]:
     """Create every topic driftline uses; existing ones are left alone. Returns the new ones.
 
-    Input, summaries, dead-letter and decision topics get ``partitions`` partitions; the
-    state topic
+    Input, summaries, re-keyed, dead-letter and decision topics get ``partitions``
+    partitions (the re-keyed topic is used only by foreign input formats, and its
+    partition count is stage 1's parallelism there); the state and references topics get
     one partition with ``cleanup.policy=compact`` (only the latest checkpoint per key
     matters).
     """
@@ -243,6 +245,7 @@ async def create_topics(
                 topics.retrain,
                 topics.rollback,
                 topics.summaries,
+                topics.rekeyed,
             )
         ]
         wanted += [

@@ -119,6 +119,21 @@ class Metrics:
             ["what"],
             registry=r,
         )
+        self.pairs = Counter(
+            "driftline_pairs",
+            "Logged requests and responses of foreign formats (KServe, Seldon), by status: "
+            "paired, unanswered (request expired without a response: KServe logs responses "
+            "for HTTP 200 only), unmatched_responses (dead-lettered), duplicate_parts "
+            "(re-sent records recognised).",
+            ["status"],
+            registry=r,
+        )
+        self.rekeyed = Counter(
+            "driftline_rekeyed_records",
+            "Records of foreign input topics re-keyed by correlation id onto the re-keyed "
+            "topic (the join's input when the input format is not driftline's).",
+            registry=r,
+        )
         self.publish_retries = Counter(
             "driftline_publish_retries",
             "Outputs (decisions, dead letters) re-sent after a refusal that could pass.",

@@ -44,6 +44,7 @@ class _Queued:
     future: asyncio.Future[Any]
     partition: int | None = None
     headers: list[tuple[str, bytes]] | None = None
+    timestamp_ms: int | None = None
 
 
 class Publisher:
@@ -72,11 +73,13 @@ class Publisher:
         key: bytes | None,
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
     ) -> None:
-        """Queue one output (to the key's partition, or to ``partition``); its delivery is
+        """Queue one output (to the key's partition, or to ``partition``; with the record
+        timestamp ``timestamp_ms`` when given, else the producer's clock); its delivery is
         awaited by `confirm`."""
-        future = await self._send(topic, value, key, partition, headers)
-        self.queued.append(_Queued(topic, value, key, future, partition, headers))
+        future = await self._send(topic, value, key, partition, headers, timestamp_ms)
+        self.queued.append(_Queued(topic, value, key, future, partition, headers, timestamp_ms))
 
     async def confirm(self) -> None:
         """Wait until every queued output is acknowledged, re-sending retryable failures.
@@ -96,7 +99,14 @@ class Publisher:
                     self._give_up_unless_retryable(exc, item.topic, item.value, deadline)
                     await self._wait(backoff)
                     backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
-                    item.future = await self._send(item.topic, item.value, item.key, item.partition)
+                    item.future = await self._send(
+                        item.topic,
+                        item.value,
+                        item.key,
+                        item.partition,
+                        item.headers,
+                        item.timestamp_ms,
+                    )
 
     async def _send(
         self,
@@ -105,13 +115,19 @@ class Publisher:
         key: bytes | None,
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
     ) -> asyncio.Future[Any]:
         deadline = time.monotonic() + self.timeout_s
         backoff = RETRY_BACKOFF_S
         while True:
             try:
                 return await self.producer.send(
-                    topic, value, key=key, partition=partition, headers=headers
+                    topic,
+                    value,
+                    key=key,
+                    partition=partition,
+                    headers=headers,
+                    timestamp_ms=timestamp_ms,
                 )
             except KafkaError as exc:
                 self._give_up_unless_retryable(exc, topic, value, deadline)

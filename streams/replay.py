@@ -19,9 +19,13 @@ from detectors.engine import Engine
 from detectors.pipeline import StagedPipeline
 from detectors.settings import DetectorSettings
 from schemas.deadletter import DeadLetter
-from schemas.decode import FUTURE_TIMESTAMP, decode
+from schemas.decode import DEFAULT_MAX_MESSAGE_BYTES, FUTURE_TIMESTAMP, decode
 from schemas.exceptions import DecodeError
+from schemas.formats import InputSettings, SourceRecord
+from schemas.formats.recorded import record_from_line
 from schemas.records import Event
+from streams.ingest import ForeignIntake
+from streams.ingest import letter as foreign_letter
 from streams.kafka import partition_for
 
 REPLAY_BATCH_EVENTS = 4_096
@@ -41,6 +45,8 @@ class ReplayResult:
     lines: int = 0
     seconds: float = 0.0
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+    pairs: dict[str, int] = field(default_factory=dict)
+    """Pairing counts of a foreign format's requests and responses (empty otherwise)."""
 
 
 def iter_lines(path: Path) -> Iterator[bytes]:
@@ -254,6 +260,7 @@ def summary_table(result: ReplayResult, engine: Engine | Staged) -> str:
     rows += [(f"  {reason}", f"{n:,}") for reason, n in sorted(result.dead_letter_reasons.items())]
     join_counts = engine.join_counts if isinstance(engine, Staged) else engine.join.counts
     rows += [(f"join {k}", f"{v:,}") for k, v in join_counts.items()]
+    rows += [(f"pairs {k}", f"{v:,}") for k, v in result.pairs.items()]
     rows.append(("decisions", f"{len(result.decisions):,}"))
     by_kind = Counter(f"{d.type}:{d.kind}" for d in result.decisions)
     rows += [(f"  {k}", f"{v:,}") for k, v in sorted(by_kind.items())]
@@ -265,3 +272,58 @@ def summary_table(result: ReplayResult, engine: Engine | Staged) -> str:
 def decision_line(decision: Decision) -> bytes:
     """A decision as one JSONL line (``emitted_at`` is wall time)."""
     return orjson.dumps(decision.to_dict(int(time.time() * 1000))) + b"\n"
+
+
+def replay_records(
+    lines: Iterable[bytes],
+    engine: Engine | Staged,
+    settings: InputSettings,
+    outcomes_topic: str,
+    on_decisions: object = None,
+    progress: object = None,
+) -> ReplayResult:
+    """`replay` for a foreign input format: recorded Kafka records (see
+    `schemas.formats.recorded`), read and paired as the worker's stage 1 reads them after
+    re-keying (pairing is by correlation id, so one pairing serves every partition)."""
+    result = ReplayResult()
+    reader = ForeignIntake(settings, outcomes_topic, DEFAULT_MAX_MESSAGE_BYTES)
+    partitions = engine.partitions if isinstance(engine, Staged) else 1
+    clocks = PartitionClocks(
+        partitions, engine.settings.max_future_skew_ms, int(time.time() * 1000)
+    )
+    started = time.perf_counter()
+    records: list[SourceRecord] = []
+    offset = -1
+
+    def run_batch() -> None:
+        events, sources, letters = reader.read(records)
+        for dead in letters:
+            _dead_letter(result, dead)
+        if not events:
+            return
+        admitted = clocks.admit(events)
+        if not admitted.all():
+            for i in np.flatnonzero(~admitted).tolist():
+                message = clocks.message(events[i])
+                _dead_letter(result, foreign_letter(FUTURE_TIMESTAMP, message, sources[i]))
+            events = [e for e, ok in zip(events, admitted.tolist(), strict=True) if ok]
+        _run(engine, events, result, on_decisions)
+
+    for offset, raw in enumerate(lines):
+        try:
+            records.append(record_from_line(raw, offset))
+        except DecodeError as exc:
+            _dead_letter(result, DeadLetter(exc.reason, exc.message, "-", 0, offset, raw))
+        if len(records) >= REPLAY_BATCH_EVENTS:
+            run_batch()
+            records = []
+            if callable(progress):
+                progress(offset + 1)
+    if records:
+        run_batch()
+    if isinstance(engine, Staged):
+        _deliver(engine.flush(), result, on_decisions)
+    result.lines = offset + 1
+    result.seconds = time.perf_counter() - started
+    result.pairs = dict(reader.pairing.counts)
+    return result

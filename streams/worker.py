@@ -70,14 +70,18 @@ from detectors.settings import reject_unknown
 from schemas.deadletter import DeadLetter
 from schemas.decode import DEFAULT_MAX_MESSAGE_BYTES, FUTURE_TIMESTAMP, decode
 from schemas.exceptions import ConfigError, DecodeError
+from schemas.formats import SourceRecord
 from schemas.records import Event
 from streams.cloudevents import decision_headers, source_of
 from streams.config import Config
 from streams.faults import ConnectionLog
+from streams.ingest import ForeignIntake, original
+from streams.ingest import letter as foreign_letter
 from streams.kafka import KafkaSettings
 from streams.live import LiveView, model_scores, observe, version_scores
 from streams.metrics import DRIFT_SCORE_MODELS, Metrics
 from streams.publishing import Publisher
+from streams.rekey import Rekeyer, input_topics
 from streams.state_store import Checkpoint, read_checkpoints, write_checkpoint
 
 log = logging.getLogger("driftline.worker")
@@ -195,10 +199,14 @@ class Shard:
     """Stage 1 of one input partition (dedupe, join, bounded event time), with the offsets
     and counts it covers. Its items go to the model stage through the summaries topic."""
 
-    def __init__(self, partition: int, intake: Intake) -> None:
+    def __init__(
+        self, partition: int, intake: Intake, foreign: ForeignIntake | None = None
+    ) -> None:
         self.partition = partition
         self.name = str(partition)
         self.intake = intake
+        self.foreign = foreign
+        """Reads and pairs re-keyed records of a foreign input format (None: driftline's)."""
         self.clock = PartitionClock(intake.settings.max_future_skew_ms)
         self.offsets: dict[str, int] = {}
         self.consumed = 0
@@ -222,6 +230,7 @@ class Shard:
             "consumed": self.consumed,
             "dead_letters": dict(self.dead_letters),
             "clock": self.clock.state(),
+            **({"pairing": self.foreign.state()} if self.foreign is not None else {}),
         }
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -240,6 +249,8 @@ class Shard:
         self.dead_letters = CounterDict(state["dead_letters"])
         if "clock" in state:  # checkpoints from before bounded event time have none
             self.clock.restore(state["clock"])
+        if self.foreign is not None and "pairing" in state:
+            self.foreign.restore(state["pairing"])
         self.offsets = dict(checkpoint.offsets)
         self.generation = checkpoint.generation
 
@@ -370,6 +381,16 @@ class Worker:
         self.connection_log = ConnectionLog(
             self.metrics.broker_errors.inc, self.metrics.broker_outages.inc
         )
+        self.inputs: tuple[str, ...] = (
+            (self.topics.rekeyed,)
+            if config.input.foreign
+            else (self.topics.predictions, self.topics.outcomes)
+        )
+        """Stage 1's input topics: predictions and outcomes, or the re-keyed topic that a
+        foreign format's records reach through the re-key stage (`streams.rekey`)."""
+        self.rekeyer: Rekeyer | None = None
+        self.rekey_task: asyncio.Task[None] | None = None
+        self._pairs_seen: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -377,7 +398,18 @@ class Worker:
         """Run until `stop` is called (or SIGTERM/SIGINT when installed)."""
         await self._start()
         try:
+            if self.rekeyer is not None:
+                self.rekey_task = asyncio.create_task(
+                    self.rekeyer.run(
+                        self.stopping,
+                        self.settings.fetch_timeout_ms,
+                        self.settings.max_batch_records,
+                    )
+                )
             while not self.stopping.is_set() and self.failure is None:
+                if self.rekey_task is not None and self.rekey_task.done():
+                    self.rekey_task.result()  # its failure is the worker's
+                    raise ConfigError("the re-key stage stopped unexpectedly")
                 assert self.consumer is not None
                 batch = await self.consumer.getmany(
                     timeout_ms=self.settings.fetch_timeout_ms,
@@ -436,20 +468,36 @@ class Worker:
             log.info("live view on http://127.0.0.1:%d/", self.settings.ui_port)
         if self.settings.metrics_port is not None:
             self.metrics_server = self.metrics.serve(self.settings.metrics_port)
-        self.consumer.subscribe(
-            [self.topics.predictions, self.topics.outcomes, self.topics.summaries],
-            listener=_Listener(self),
-        )
+        self.consumer.subscribe([*self.inputs, self.topics.summaries], listener=_Listener(self))
+        if self.config.input.foreign:
+            self.rekeyer = Rekeyer(
+                self.config.input,
+                self.topics,
+                self.kafka,
+                self.settings.group_id,
+                # Its own publisher: its commits wait for its own outputs only.
+                Publisher(
+                    self.producer, self.settings.publish_timeout_s, self.metrics.publish_retries.inc
+                ),
+                self.metrics,
+                {
+                    "session_timeout_ms": self.settings.session_timeout_ms,
+                    "heartbeat_interval_ms": self.settings.heartbeat_interval_ms,
+                    "max_partition_fetch_bytes": 4 * 1024 * 1024,
+                },
+                self.max_event_bytes,
+            )
+            await self.rekeyer.start()
 
     async def _check_topics(self) -> int:
         assert self.consumer is not None
         counts = {}
-        for topic in (
-            self.topics.predictions,
-            self.topics.outcomes,
-            self.topics.summaries,
-            self.topics.state,
-        ):
+        needed = [*self.inputs, self.topics.summaries, self.topics.state]
+        if self.config.input.foreign:
+            needed.append(self.topics.outcomes)
+            if self.config.input.format != "seldon":  # Seldon's topics are found by pattern
+                needed += input_topics(self.config.input, self.topics)
+        for topic in needed:
             parts = self.consumer.partitions_for_topic(topic)
             if parts is None:
                 await self.consumer._client.force_metadata_update()
@@ -460,6 +508,8 @@ class Worker:
                     "create the topics first with 'driftline topics create'"
                 )
             counts[topic] = len(parts)
+        if self.config.input.foreign:
+            return counts[self.topics.rekeyed]
         if counts[self.topics.predictions] != counts[self.topics.outcomes]:
             raise ConfigError(
                 f"{self.topics.predictions!r} has {counts[self.topics.predictions]} partitions "
@@ -469,6 +519,13 @@ class Worker:
         return counts[self.topics.predictions]
 
     async def _shutdown(self) -> None:
+        self.stopping.set()
+        if self.rekey_task is not None:
+            # Its last commit covers only what it re-keyed and confirmed; a failure is
+            # already the worker's (raised from `run`).
+            await asyncio.gather(self.rekey_task, return_exceptions=True)
+        if self.rekeyer is not None:
+            await self.rekeyer.stop()
         if self.consumer is not None and self.by_name() and self.failure is None:
             await self.checkpoint(set(self.by_name()))
         elif self.failure is not None:
@@ -510,6 +567,12 @@ class Worker:
     def _intake(self) -> Intake:
         return Intake(self.config.detectors, self.config.model_detectors)
 
+    def _shard(self, partition: int) -> Shard:
+        foreign = None
+        if self.config.input.foreign:
+            foreign = ForeignIntake(self.config.input, self.topics.outcomes, self.max_event_bytes)
+        return Shard(partition, self._intake(), foreign)
+
     def _model_engine(self) -> ModelEngine:
         """The model stage sees all of a model's traffic: its settings are not split."""
         c = self.config
@@ -525,7 +588,7 @@ class Worker:
         """
         assert self.consumer is not None
         summaries = summaries or []
-        inputs = (self.topics.predictions, self.topics.outcomes)
+        inputs = self.inputs
         tps = [TopicPartition(topic, p) for p in partitions for topic in inputs]
         tps += [TopicPartition(self.topics.summaries, q) for q in summaries]
         self.consumer.pause(*tps)
@@ -537,7 +600,7 @@ class Worker:
             await reader.stop()
         shards = {}
         for p in partitions:
-            shard = Shard(p, self._intake())
+            shard = self._shard(p)
             checkpoint = checkpoints.get(str(p))
             if checkpoint is not None:
                 shard.restore(checkpoint)
@@ -634,7 +697,11 @@ class Worker:
         by produce time, predictions first on ties.
         """
         assert self.consumer is not None
-        topics = (self.topics.predictions, self.topics.outcomes)
+        topics = self.inputs
+        if len(topics) == 1:  # one topic: its log order is the order
+            taken = shard.pending.get(topics[0], [])
+            shard.pending[topics[0]] = []
+            return taken
         horizon = math.inf
         unanswered = False
         for topic in topics:
@@ -673,7 +740,7 @@ class Worker:
         ``records``. An exception anywhere leaves the offsets where they were (and the
         worker failed: see `run`)."""
         assert self.publisher is not None
-        events, sources, letters = self._decode(records)
+        events, sources, letters = self._decode(shard, records)
         if events:
             admitted = shard.clock.admit(
                 [e.model_id for e in events],
@@ -695,10 +762,12 @@ class Worker:
             offset = record.offset + 1
             if offset > shard.offsets.get(record.topic, 0):
                 shard.offsets[record.topic] = offset
-        for letter in letters:
-            shard.dead_letters[letter.reason] += 1
-            processed[letter.topic] -= 1
-            self.metrics.dead_lettered.labels(letter.topic, letter.reason).inc()
+        for dead in letters:
+            shard.dead_letters[dead.reason] += 1
+            # A foreign record's letter names its original topic; it was read here from
+            # the re-keyed one.
+            processed[dead.topic if dead.topic in processed else self.inputs[0]] -= 1
+            self.metrics.dead_lettered.labels(dead.topic, dead.reason).inc()
         shard.consumed += len(records)
         for topic, n in processed.items():
             self.metrics.processed.labels(topic).inc(n)
@@ -717,7 +786,7 @@ class Worker:
         assert self.consumer is not None
         if any(shard.pending.values()):
             return False
-        for topic in (self.topics.predictions, self.topics.outcomes):
+        for topic in self.inputs:
             highwater = self.consumer.highwater(TopicPartition(topic, p))
             if highwater is None or shard.offsets.get(topic, 0) < highwater:
                 return False
@@ -824,9 +893,24 @@ class Worker:
         shard.dirty = True
 
     def _decode(
-        self, records: list[ConsumerRecord]
-    ) -> tuple[list[Event], list[ConsumerRecord], list[DeadLetter]]:
+        self, shard: Shard, records: list[ConsumerRecord]
+    ) -> tuple[list[Event], list[ConsumerRecord] | list[SourceRecord], list[DeadLetter]]:
         """Events with the record each came from, and dead letters for the rest."""
+        if shard.foreign is not None:
+            return shard.foreign.read(
+                [
+                    original(
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        r.timestamp,
+                        r.value,
+                        r.key,
+                        tuple(r.headers or ()),
+                    )
+                    for r in records
+                ]
+            )
         predictions = self.topics.predictions
         events: list[Event] = []
         sources: list[ConsumerRecord] = []
@@ -842,7 +926,9 @@ class Worker:
                 letters.append(_letter(exc.reason, exc.message, record))
         return events, sources, letters
 
-    def _future_letter(self, shard: Shard, event: Event, record: ConsumerRecord) -> DeadLetter:
+    def _future_letter(
+        self, shard: Shard, event: Event, record: ConsumerRecord | SourceRecord
+    ) -> DeadLetter:
         skew = shard.clock.max_future_skew_ms
         recent = shard.clock.now(event.model_id)
         where = f"recent event time {recent}" if recent is not None else "produce time"
@@ -852,6 +938,8 @@ class Worker:
             f"timestamp {record.timestamp}); fix the producer's clock or timestamp units "
             "and re-publish"
         )
+        if isinstance(record, SourceRecord):
+            return foreign_letter(FUTURE_TIMESTAMP, message, record)
         return _letter(FUTURE_TIMESTAMP, message, record)
 
     @property
@@ -901,7 +989,7 @@ class Worker:
                         (self.consumer.highwater(TopicPartition(t, p)) or 0) - s.offsets.get(t, 0),
                     )
                     for p, s in self.shards.items()
-                    for t in (self.topics.predictions, self.topics.outcomes)
+                    for t in self.inputs
                 ),
                 "join_buffer": sum(s.intake.join.size for s in self.shards.values()),
                 "joined": sum(s.intake.join.counts["joined"] for s in self.shards.values()),
@@ -914,7 +1002,7 @@ class Worker:
     def _refresh_gauges(self) -> None:
         assert self.consumer is not None
         for p in self.shards:
-            for topic in (self.topics.predictions, self.topics.outcomes):
+            for topic in self.inputs:
                 tp = TopicPartition(topic, p)
                 highwater = self.consumer.highwater(tp)
                 if highwater is not None:
@@ -936,6 +1024,14 @@ class Worker:
         for (model_id, kind), score in scores.items():
             if model_id in models:
                 self.metrics.drift_score.labels(model_id, kind).set(score)
+        for shard in self.shards.values():
+            if shard.foreign is not None:
+                for status, value in shard.foreign.pairing.counts.items():
+                    seen_key = f"{shard.partition}:{status}"
+                    before = self._pairs_seen.get(seen_key, 0)
+                    if value > before:
+                        self.metrics.pairs.labels(status).inc(value - before)
+                    self._pairs_seen[seen_key] = value
         duplicates = sum(s.intake.counts["duplicates"] for s in self.shards.values())
         if duplicates > self._duplicates_seen:
             self.metrics.duplicates.inc(duplicates - self._duplicates_seen)

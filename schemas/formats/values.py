@@ -1,0 +1,34 @@
+"""Checks shared by the foreign formats: JSON bodies and feature rows."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from schemas.decode import MAX_FEATURES
+from schemas.exceptions import DecodeError
+
+
+def json_body(raw: bytes, what: str) -> Any:
+    """Parse JSON, naming ``what`` was not JSON (truncated messages land here)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = "non_finite_number" if "infinity" in str(exc).lower() else "invalid_json"
+        raise DecodeError(reason, f"{what} is not valid JSON: {exc}") from None
+
+
+def feature_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of inputs, checked as the contract's ``features`` are."""
+    if len(row) > MAX_FEATURES:
+        raise DecodeError("too_large", f"a row has {len(row)} inputs, more than {MAX_FEATURES}")
+    for name, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DecodeError("non_finite_number", f"input {name} is {value}")
+        if value is not None and not isinstance(value, int | float | str | bool):
+            raise DecodeError(
+                "schema_violation", f"input {name} must be a number, string, bool or null"
+            )
+    return row
