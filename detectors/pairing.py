@@ -2,7 +2,13 @@
 
 Platforms that log inference as two records (KServe's logger, Seldon Core 2) write the
 inputs and the outputs apart; a prediction needs both. Each half waits here, by its
-correlation id, for the other, for ``ttl_ms`` of event time. A request whose response
+correlation id, for the other, for ``ttl_ms`` of event time. Halves come from several
+source partitions, which a backlog reads at different speeds, so the clock that expires
+them is the *slowest* source's event time (each source's latest), as a merge watermark
+is, and it does not move until every partition of a source topic has been heard from
+(when the record says how many there are); a source more than ``lateness_ms`` behind the
+fastest stops holding the others back. A partition that never carries anything leaves
+expiry to the ``max_pending`` bound. A request whose response
 never comes expires and is counted (KServe logs responses for HTTP 200 only: not an
 error); a response whose request never comes is handed back to be dead-lettered. A
 record read twice (a re-send after a crash) is recognised by its source id and counted,
@@ -63,8 +69,14 @@ class Pairing:
         max_pending: int,
         default_version: str = "unknown",
         memory: int = 200_000,
+        lateness_ms: int = 3_600_000,
     ) -> None:
         self.ttl_ms = ttl_ms
+        self.lateness_ms = lateness_ms
+        self.sources: dict[str, int] = {}
+        """Latest event time per source partition (``topic/partition``)."""
+        self.topics: dict[str, int] = {}
+        """Partition count per source topic, where records told it."""
         self.max_pending = max_pending
         self.default_version = default_version
         self.memory = memory
@@ -91,9 +103,17 @@ class Pairing:
         while len(self.seen) > self.memory:
             self.seen.popitem(last=False)
         unpaired: list[Unpaired] = []
-        if part.ts > self.watermark:
-            self.watermark = part.ts
-            unpaired += self._expire(self.watermark - self.ttl_ms)
+        where = f"{source.topic}/{source.partition}"
+        if source.partitions:
+            self.topics[source.topic] = source.partitions
+        if part.ts > self.sources.get(where, -1):
+            self.sources[where] = part.ts
+        if part.ts >= self.sources[where] and len(self.sources) >= sum(self.topics.values()):
+            lead = max(self.sources.values())
+            watermark = min(t for t in self.sources.values() if t >= lead - self.lateness_ms)
+            if watermark > self.watermark:
+                self.watermark = watermark
+                unpaired += self._expire(watermark - self.ttl_ms)
         key = part.correlation_id
         predictions: list[Prediction] = []
         if isinstance(part, RequestPart):
@@ -196,6 +216,8 @@ class Pairing:
             ],
             "seen": list(self.seen),
             "watermark": self.watermark,
+            "sources": dict(self.sources),
+            "topics": dict(self.topics),
             "counts": dict(self.counts),
         }
 
@@ -209,6 +231,8 @@ class Pairing:
         )
         self.seen = OrderedDict.fromkeys(state["seen"])
         self.watermark = state["watermark"]
+        self.sources = dict(state.get("sources", {}))
+        self.topics = dict(state.get("topics", {}))
         self.counts = {**dict.fromkeys(PAIR_COUNTERS, 0), **state["counts"]}
 
 

@@ -57,6 +57,7 @@ def to_foreign(
     batch_rows: int = 3,
     unanswered_every: int = 53,
     namespace: str = "seldon-mesh",
+    seldon_prefix: str = "seldon",
 ) -> ForeignTraffic:
     """Rewrite ``events`` as ``fmt`` (``kserve``, ``seldon`` or ``mapped``) records.
 
@@ -91,7 +92,8 @@ def to_foreign(
                 native.append(replace(p, event_id=new_id, request_id=new_id, ts=rows[0].ts))
             else:
                 dropped.add(p.request_id)
-        records.extend(_records(fmt, rows, ce_id, numeric, answered, topic, namespace))
+        where = f"{seldon_prefix}.{namespace}" if fmt == "seldon" else topic
+        records.extend(_records(fmt, rows, ce_id, numeric, answered, where))
 
     for event in events:
         if isinstance(event, Outcome):
@@ -190,8 +192,9 @@ def _records(
     numeric: tuple[str, ...],
     answered: bool,
     topic: str,
-    namespace: str,
 ) -> list[SourceRecord]:
+    """The records of one request; ``topic`` is the log topic, or for Seldon the
+    ``<prefix>.<namespace>`` its model topics start with."""
     first = rows[0]
     tensor_ready = _tensor_ready(first, numeric)
     outputs = [
@@ -223,7 +226,7 @@ def _records(
             )
         return out
     if fmt == "seldon":
-        base = f"seldon.{namespace}.model.{first.model_id}"
+        base = f"{topic}.model.{first.model_id}"
         as_json = len(ce_id) % 3 == 0
         request_headers = {"x-request-id": ce_id.encode()}
         if as_json:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -38,9 +38,10 @@ _READERS: Final[dict[str, Callable[[SourceRecord, InputSettings], Any]]] = {
 }
 
 
-def source_header(record: SourceRecord) -> bytes:
-    """The `SOURCE_HEADER` value naming where a re-keyed record came from."""
-    return orjson.dumps([record.topic, record.partition, record.offset])
+def source_header(record: SourceRecord, partitions: int) -> bytes:
+    """The `SOURCE_HEADER` value naming where a re-keyed record came from (and how many
+    partitions its topic has)."""
+    return orjson.dumps([record.topic, record.partition, record.offset, partitions])
 
 
 def original(
@@ -56,11 +57,25 @@ def original(
     letters and re-send detection name the original topic, partition and offset."""
     named = {name.lower(): v for name, v in headers}
     source = named.pop(SOURCE_HEADER, None)
+    partitions = 0
     if source is not None:
         # An unreadable header keeps the re-keyed coordinates.
         with contextlib.suppress(orjson.JSONDecodeError, ValueError, TypeError):
-            topic, partition, offset = orjson.loads(source)
-    return SourceRecord(topic, partition, offset, timestamp, value or b"", key, named)
+            topic, partition, offset, partitions = orjson.loads(source)
+    return SourceRecord(topic, partition, offset, timestamp, value or b"", key, named, partitions)
+
+
+class Read(NamedTuple):
+    """What one batch of re-keyed records gave."""
+
+    events: list[Event]
+    sources: list[SourceRecord]
+    """The record that completed each event (the response, for a paired prediction)."""
+    letters: list[DeadLetter]
+    """Dead letters of records of this batch."""
+    expired: list[DeadLetter]
+    """Dead letters of records read earlier: responses that waited for their request in
+    vain (counted as processed when they were read)."""
 
 
 class ForeignIntake:
@@ -71,16 +86,18 @@ class ForeignIntake:
         self.outcomes_topic = outcomes_topic
         self.max_bytes = max_bytes
         self.pairing = Pairing(
-            settings.pair_ttl_ms, settings.max_pending_pairs, settings.model_version
+            settings.pair_ttl_ms,
+            settings.max_pending_pairs,
+            settings.model_version,
+            lateness_ms=settings.pair_lateness_ms,
         )
 
-    def read(
-        self, records: Sequence[SourceRecord]
-    ) -> tuple[list[Event], list[SourceRecord], list[DeadLetter]]:
+    def read(self, records: Sequence[SourceRecord]) -> Read:
         """Events with the record that completed each, and dead letters for the rest."""
         events: list[Event] = []
         sources: list[SourceRecord] = []
         letters: list[DeadLetter] = []
+        expired: list[DeadLetter] = []
         fmt = self.settings.format
         for record in records:
             try:
@@ -103,8 +120,10 @@ class ForeignIntake:
             predictions, unpaired = self.pairing.add(part, record)
             events += predictions
             sources += [record] * len(predictions)
-            letters += [letter(u.reason, u.message, u.record) for u in unpaired]
-        return events, sources, letters
+            for u in unpaired:
+                mine = u.record.source_id == record.source_id
+                (letters if mine else expired).append(letter(u.reason, u.message, u.record))
+        return Read(events, sources, letters, expired)
 
     def state(self) -> dict[str, Any]:
         return self.pairing.state()

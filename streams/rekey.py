@@ -9,6 +9,13 @@ its original timestamp and a header naming where it came from. Stage 1 reads the
 topic: everything of one correlation id is on one of its partitions, whatever the input's
 partition counts.
 
+Order: the stage reads many partitions (the log's and the outcomes'), which a backlog
+fetches at different speeds (a fetch of short outcome records covers far more time than
+one of long request logs). Records are therefore forwarded in record-timestamp order up
+to the time every partition with more to give has reached, as stage 1 aligns predictions
+and outcomes: the re-keyed topic then carries about the order a live stream had, so the
+join and the pairing see halves and labels near their predictions.
+
 Guarantees: offsets are committed only after the re-keyed records were acknowledged
 (flush, then commit: the stage has no other state). A crash re-sends what followed the
 last commit; stage 1 recognises re-sent halves by their source id and re-sent events by
@@ -19,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
+from bisect import bisect_right
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -48,9 +57,22 @@ GROUP_SUFFIX: Final = ".rekey"
 its own (it commits after its outputs are acknowledged, independently of the stages that
 keep state)."""
 
+ALIGN_MAX_RECORDS: Final = 50_000
+"""Records held back per partition while others catch up; beyond this they are
+forwarded without waiting (bounds memory when one partition is far behind)."""
+
+ALIGN_MAX_WAIT_S: Final = 20.0
+"""Longest wait for a partition that has more to give (behind its high watermark) before
+the others are forwarded without it (a slow fetch under load, or a partition whose last
+offsets are never returned)."""
+
 COMMIT_INTERVAL_S: Final = 1.0
 """How often re-keyed input is confirmed and committed: a crash re-sends at most this
 much, which stage 1 recognises; shorter costs a broker round trip more often."""
+
+
+def _timestamp(record: ConsumerRecord) -> int:
+    return int(record.timestamp)
 
 
 def input_topics(settings: InputSettings, topics: Topics) -> list[str]:
@@ -64,10 +86,17 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         await self.stage.commit()
+        for tp in revoked:  # held back, not forwarded: the next owner reads them again
+            self.stage.pending.pop(tp, None)
+            self.stage.positions.pop(tp, None)
+            self.stage.committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        assert self.stage.consumer is not None
         for tp in assigned:
             self.stage.positions.pop(tp, None)
+            self.stage.pending.pop(tp, None)
+            self.stage.read_to[tp] = await self.stage.consumer.position(tp)
 
 
 class Rekeyer:
@@ -96,6 +125,11 @@ class Rekeyer:
         self.positions: dict[TopicPartition, int] = {}
         """Next offset to commit per partition: everything before it was re-keyed."""
         self.committed: dict[TopicPartition, int] = {}
+        self.pending: dict[TopicPartition, list[ConsumerRecord]] = {}
+        """Fetched records not forwarded yet, per partition, in log order."""
+        self.waiting_since: float | None = None
+        self.read_to: dict[TopicPartition, int] = {}
+        """Offset after the last record forwarded (or the start position) per partition."""
         self.failed = False
 
     async def start(self) -> None:
@@ -127,6 +161,8 @@ class Rekeyer:
                     timeout_ms=fetch_timeout_ms, max_records=max_records
                 )
                 for tp, records in batch.items():
+                    self.pending.setdefault(tp, []).extend(records)
+                for tp, records in await self._aligned():
                     await self.forward(tp, records)
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                     await self.commit()
@@ -135,6 +171,38 @@ class Rekeyer:
         except BaseException:
             self.failed = True
             raise
+
+    async def _aligned(self) -> list[tuple[TopicPartition, list[ConsumerRecord]]]:
+        """Records to forward now, one run per record, in record-timestamp order: up to
+        the earliest of the latest timestamps of the partitions that have more to give
+        (see the module's note)."""
+        assert self.consumer is not None
+        horizon = math.inf
+        for tp in self.consumer.assignment():
+            buffered = self.pending.get(tp)
+            if buffered:
+                horizon = min(horizon, buffered[-1].timestamp)
+                continue
+            highwater = self.consumer.highwater(tp)
+            if highwater is None or await self.consumer.position(tp) < highwater:
+                horizon = -math.inf  # this partition has more to give: wait for it
+        full = any(len(b) >= ALIGN_MAX_RECORDS for b in self.pending.values())
+        if horizon == -math.inf and not full:
+            now = time.monotonic()
+            if self.waiting_since is None:
+                self.waiting_since = now
+            if now - self.waiting_since < ALIGN_MAX_WAIT_S:
+                return []
+        self.waiting_since = None
+        if full or horizon == -math.inf:
+            horizon = math.inf
+        runs = []
+        for tp, buffered in self.pending.items():
+            cut = bisect_right(buffered, horizon, key=_timestamp)
+            runs += [(r.timestamp, i, tp, r) for i, r in enumerate(buffered[:cut])]
+            self.pending[tp] = buffered[cut:]
+        runs.sort(key=lambda run: (run[0], run[2].topic, run[2].partition, run[1]))
+        return [(tp, [r]) for _, _, tp, r in runs]
 
     async def forward(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         """Re-key one partition's records (dead-letter those with no correlation id)."""
@@ -160,7 +228,9 @@ class Rekeyer:
                 await self._dead_letter(letter(exc.reason, exc.message, record))
             else:
                 headers = [(n, v) for n, v in r.headers or () if n != SOURCE_HEADER]
-                headers.append((SOURCE_HEADER, source_header(record)))
+                assert self.consumer is not None
+                count = len(self.consumer.partitions_for_topic(r.topic) or ())
+                headers.append((SOURCE_HEADER, source_header(record, count)))
                 await self.publisher.send(
                     self.topics.rekeyed,
                     record.value,
@@ -170,12 +240,25 @@ class Rekeyer:
                 )
                 self.metrics.rekeyed.inc()
                 self.metrics.processed.labels(r.topic).inc()
-            self.positions[tp] = r.offset + 1
+            self.positions[tp] = self.read_to[tp] = r.offset + 1
 
     async def _dead_letter(self, dead: DeadLetter) -> None:
         value = dead.to_json(int(time.time() * 1000), self.kafka.max_request_size - 1_024)
         await self.publisher.send(self.topics.deadletter, value, dead.key)
         self.metrics.dead_lettered.labels(dead.topic, dead.reason).inc()
+
+    def caught_up(self) -> bool:
+        """Whether everything the input partitions hold (as far as the fetches so far
+        tell) has been forwarded. Stage 1 of this process declares its partitions idle
+        only then: while this stage still has a backlog, more input is on its way, and an
+        idle marker would let the model stage release the others past it."""
+        if self.consumer is None or any(self.pending.values()):
+            return False
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None or self.read_to.get(tp, -1) < highwater:
+                return False
+        return True
 
     async def commit(self) -> None:
         """Confirm every re-keyed record, then commit the offsets they cover."""

@@ -296,8 +296,8 @@ def replay_records(
     offset = -1
 
     def run_batch() -> None:
-        events, sources, letters = reader.read(records)
-        for dead in letters:
+        events, sources, letters, expired = reader.read(records)
+        for dead in letters + expired:
             _dead_letter(result, dead)
         if not events:
             return

@@ -740,7 +740,7 @@ class Worker:
         ``records``. An exception anywhere leaves the offsets where they were (and the
         worker failed: see `run`)."""
         assert self.publisher is not None
-        events, sources, letters = self._decode(shard, records)
+        events, sources, letters, expired = self._decode(shard, records)
         if events:
             admitted = shard.clock.admit(
                 [e.model_id for e in events],
@@ -754,7 +754,7 @@ class Worker:
         for model_id, items in shard.intake.process(events).items():
             await self._forward(shard, model_id, items)
         shard.idle_sent = False
-        await self._dead_letter(letters, now_ms)
+        await self._dead_letter(letters + expired, now_ms)
         # Every effect of these records is made and queued: the offsets may move past them.
         processed: CounterDict[str] = CounterDict()
         for record in records:
@@ -767,6 +767,9 @@ class Worker:
             # A foreign record's letter names its original topic; it was read here from
             # the re-keyed one.
             processed[dead.topic if dead.topic in processed else self.inputs[0]] -= 1
+            self.metrics.dead_lettered.labels(dead.topic, dead.reason).inc()
+        for dead in expired:  # read (and counted as processed) in an earlier batch
+            shard.dead_letters[dead.reason] += 1
             self.metrics.dead_lettered.labels(dead.topic, dead.reason).inc()
         shard.consumed += len(records)
         for topic, n in processed.items():
@@ -785,6 +788,8 @@ class Worker:
         fetches so far tell)."""
         assert self.consumer is not None
         if any(shard.pending.values()):
+            return False
+        if self.rekeyer is not None and not self.rekeyer.caught_up():
             return False
         for topic in self.inputs:
             highwater = self.consumer.highwater(TopicPartition(topic, p))
@@ -828,6 +833,10 @@ class Worker:
                 parts[:0] = [(start, half, items[half - 1].slot), (half, stop, mark)]
                 continue
             part = items[start:stop]
+            if not part:  # only the watermark moved (e.g. outcomes that joined nothing)
+                await self.publisher.send(self.topics.summaries, value, key)
+                self.metrics.summary_bytes.inc(len(value))
+                continue
             # Named by this process's token and the part's exact range: a message another
             # process (or this worker before a crash) sent for the same seqs can differ in
             # its cut, and must be decoded, never answered from here.
@@ -894,10 +903,13 @@ class Worker:
 
     def _decode(
         self, shard: Shard, records: list[ConsumerRecord]
-    ) -> tuple[list[Event], list[ConsumerRecord] | list[SourceRecord], list[DeadLetter]]:
-        """Events with the record each came from, and dead letters for the rest."""
+    ) -> tuple[
+        list[Event], list[ConsumerRecord] | list[SourceRecord], list[DeadLetter], list[DeadLetter]
+    ]:
+        """Events with the record each came from, dead letters for the rest, and dead
+        letters of records read before (responses that never met their request)."""
         if shard.foreign is not None:
-            return shard.foreign.read(
+            read = shard.foreign.read(
                 [
                     original(
                         r.topic,
@@ -911,6 +923,7 @@ class Worker:
                     for r in records
                 ]
             )
+            return read.events, read.sources, read.letters, read.expired
         predictions = self.topics.predictions
         events: list[Event] = []
         sources: list[ConsumerRecord] = []
@@ -924,7 +937,7 @@ class Worker:
                 sources.append(record)
             except DecodeError as exc:
                 letters.append(_letter(exc.reason, exc.message, record))
-        return events, sources, letters
+        return events, sources, letters, []
 
     def _future_letter(
         self, shard: Shard, event: Event, record: ConsumerRecord | SourceRecord

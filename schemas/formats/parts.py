@@ -26,6 +26,9 @@ class SourceRecord:
     """The record key, if any (foreign logs often have none)."""
     headers: Mapping[str, bytes] = field(default_factory=dict)
     """Record headers by name (the last value wins when a name repeats)."""
+    partitions: int = 0
+    """Partitions of its topic, when known (0: unknown). Pairing waits for every
+    partition of a source topic before it expires anything (see `detectors.pairing`)."""
 
     @property
     def source_id(self) -> str:

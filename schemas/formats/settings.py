@@ -64,6 +64,10 @@ class InputSettings:
     request: 10 minutes. KServe logs the response only for HTTP 200, so some requests
     never get one; they expire after this and are counted, not errors. Responses are
     written milliseconds after their requests, so minutes are ample slack."""
+    pair_lateness_ms: int = 3_600_000
+    """Event time a source partition may lag the fastest one and still hold back the
+    expiry of unpaired halves (1 hour: a backlog reads partitions at different speeds; a
+    partition that stopped logging must not keep every unanswered request forever)."""
     max_pending_pairs: int = 200_000
     """Requests and responses waiting for their other half, per input partition, before
     the oldest expire early (bounds memory when a response topic stops)."""
@@ -73,8 +77,10 @@ class InputSettings:
             raise ConfigError(
                 f"[input] format must be one of {', '.join(FORMATS)}, got {self.format!r}"
             )
-        if self.pair_ttl_ms <= 0 or self.max_pending_pairs <= 0:
-            raise ConfigError("[input] pair_ttl_ms and max_pending_pairs must be positive")
+        if min(self.pair_ttl_ms, self.max_pending_pairs, self.pair_lateness_ms) <= 0:
+            raise ConfigError(
+                "[input] pair_ttl_ms, pair_lateness_ms and max_pending_pairs must be positive"
+            )
         unknown = set(self.mapping) - set(MAPPING_FIELDS)
         if unknown:
             raise ConfigError(

@@ -1,0 +1,319 @@
+"""Foreign prediction logs through the worker on the embedded broker: KServe's logger,
+Seldon Core 2 and a mapped JSON log give the decisions the same traffic gives in
+driftline's format, whatever partitions their records land on, and every malformed
+message is dead-lettered with its reason and original coordinates."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections import Counter
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from detectors.pipeline import StagedPipeline
+from schemas.decode import encode
+from schemas.formats import InputSettings, SourceRecord
+from streams.config import Config
+from streams.foreign import MAPPING, to_foreign
+from streams.replay import Staged, replay
+from streams.worker import Worker, WorkerSettings
+
+from .kafka_helpers import (
+    TEST_WORKER,
+    decisions,
+    kafka,
+    merged,
+    read_all,
+    setup_topics,
+    summaries_drained,
+    topics_for,
+)
+from .test_worker import SMALL
+
+_names = itertools.count()
+EVENT_MS = 10
+"""Event-time spacing of the simulated predictions."""
+CHANGE_AT = 8_000
+TOLERANCE_EVENTS = 300
+"""How far (in predictions) a worker's alert may sit from the native replay's: records
+land on random partitions and are re-keyed, so the model stage can see another
+interleaving of the same traffic when a stage-1 partition runs dry for a moment (its
+idle marker releases the others), and a sequential test's sample path moves with it.
+Measured: 0 in most runs; retrains differ by up to 2,400 predictions (their moment
+depends on how labels interleave), so only their presence is compared."""
+
+
+def _kserve_bad(topic: str, ts: int) -> list[tuple[SourceRecord, str]]:
+    """Malformed KServe records and the reason each must be dead-lettered with."""
+    time = "2023-11-14T22:13:25Z"
+    base = {
+        "ce_specversion": b"1.0",
+        "ce_type": b"org.kubeflow.serving.inference.request",
+        "ce_inferenceservicename": b"credit-risk",
+        "ce_time": time.encode(),
+        "content-type": b"application/json",
+    }
+    good_inputs = {
+        "inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}]
+    }
+    response = {**base, "ce_type": b"org.kubeflow.serving.inference.response", "ce_id": b"orphan-1"}
+    out = [
+        (
+            SourceRecord(topic, 0, 0, ts, orjson.dumps(good_inputs), None, dict(base)),
+            "missing_correlation_id",
+        ),
+        (
+            SourceRecord(
+                topic,
+                0,
+                0,
+                ts,
+                orjson.dumps(
+                    {
+                        "inputs": [
+                            {
+                                "name": "input-0",
+                                "shape": [2, 2],
+                                "datatype": "FP64",
+                                "data": [1.0, 2.0],
+                            }
+                        ]
+                    }
+                ),
+                None,
+                {**base, "ce_id": b"bad-shape"},
+            ),
+            "tensor_mismatch",
+        ),
+        (
+            SourceRecord(
+                topic,
+                0,
+                0,
+                ts,
+                orjson.dumps(
+                    {
+                        "inputs": [
+                            {"name": "input-0", "shape": [1], "datatype": "FP24", "data": [1.0]}
+                        ]
+                    }
+                ),
+                None,
+                {**base, "ce_id": b"bad-type"},
+            ),
+            "unknown_datatype",
+        ),
+        (
+            SourceRecord(
+                topic,
+                0,
+                0,
+                ts,
+                orjson.dumps(
+                    {
+                        "inputs": [
+                            {"name": "input-0", "shape": [1], "datatype": "FP32", "data": ["a"]}
+                        ]
+                    }
+                ),
+                None,
+                {**base, "ce_id": b"bad-data"},
+            ),
+            "tensor_mismatch",
+        ),
+        (
+            SourceRecord(
+                topic, 0, 0, ts, orjson.dumps(good_inputs)[:20], None, {**base, "ce_id": b"cut"}
+            ),
+            "invalid_json",
+        ),
+        (
+            SourceRecord(
+                topic,
+                0,
+                0,
+                ts,
+                orjson.dumps(
+                    {
+                        "id": "orphan-1",
+                        "model_name": "credit-risk",
+                        "outputs": [
+                            {"name": "output-0", "shape": [1], "datatype": "FP64", "data": [0.5]}
+                        ],
+                    }
+                ),
+                None,
+                response,
+            ),
+            "response_without_request",
+        ),
+    ]
+    return out
+
+
+def _seldon_bad(prefix: str, ts: int) -> list[tuple[SourceRecord, str]]:
+    topic = f"{prefix}.seldon-mesh.model.credit-risk.inputs"
+    return [
+        (
+            SourceRecord(topic, 0, 0, ts, b"\x0a\x05iri", None, {"x-request-id": b"cut-1"}),
+            "invalid_protobuf",
+        ),
+        (SourceRecord(topic, 0, 0, ts, b"\x0a\x04iris", None, {}), "missing_correlation_id"),
+        (
+            SourceRecord(
+                topic,
+                0,
+                0,
+                ts,
+                b'{"inputs": [',
+                None,
+                {"x-request-id": b"cut-2", "seldon-infer-type": b"json/inferModelRequest"},
+            ),
+            "invalid_json",
+        ),
+    ]
+
+
+def _mapped_bad(topic: str, ts: int) -> list[tuple[SourceRecord, str]]:
+    return [
+        (
+            SourceRecord(topic, 0, 0, ts, b'{"meta": {"model": {"name": "credit-risk"}}}'),
+            "missing_correlation_id",
+        ),
+        (
+            SourceRecord(
+                topic, 0, 0, ts, b'{"meta": {"id": "no-inputs"}, "output": {"score": 0.1}}'
+            ),
+            "schema_violation",
+        ),
+    ]
+
+
+async def _produce(bootstrap: str, records: list[SourceRecord], partitions: dict[str, int]) -> None:
+    """Each record on a random partition of its topic (seeded), with its headers; record
+    timestamps are event times (Seldon carries no other)."""
+    rng = random.Random(7)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        for r in records:
+            await producer.send(
+                r.topic,
+                r.value,
+                key=r.key,
+                partition=rng.randrange(partitions[r.topic]),
+                headers=list(r.headers.items()),
+                timestamp_ms=r.timestamp,
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _committed(bootstrap: str, group: str, tps: list[TopicPartition]) -> int:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        return sum([await consumer.committed(tp) or 0 for tp in tps])
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "partitions"), [("kserve", 4), ("kserve", 1), ("seldon", 4), ("mapped", 4)]
+)
+async def test_foreign_logs_give_the_native_decisions(broker, make_stream, fmt, partitions) -> None:
+    """The worker reads the format's log (requests and responses on random partitions,
+    outcomes on random partitions, some batched requests and some never answered) and
+    publishes the decisions a replay of the same traffic in driftline's format gives
+    (kind, features, and event time within 200 predictions); the malformed messages are
+    dead-lettered with their reasons, naming their original topic."""
+    n = next(_names)
+    topics = topics_for(f"fmt{n}")
+    await setup_topics(broker, topics, partitions)
+    events = list(
+        make_stream(scenario="mean_shift", n_predictions=20_000, change_at=CHANGE_AT, seed=31)
+    )
+    prefix = f"seldon{n}"
+    log_topic = topics.predictions
+    traffic = to_foreign(events, fmt, log_topic, topics.outcomes, seldon_prefix=prefix)
+    ts0 = events[0].ts
+    bad = {
+        "kserve": lambda: _kserve_bad(log_topic, ts0),
+        "seldon": lambda: _seldon_bad(prefix, ts0),
+        "mapped": lambda: _mapped_bad(log_topic, ts0),
+    }[fmt]()
+    records = [r for r, _ in bad[:1]] + traffic.records[:5_000] + [r for r, _ in bad[1:]]
+    records += traffic.records[5_000:]
+    input_topics = sorted({r.topic for r in records})
+    counts = {t: partitions for t in input_topics}
+    if fmt == "seldon":  # the model topics, found by the worker's pattern
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(t, partitions, 1) for t in input_topics if t != topics.outcomes]
+            )
+        finally:
+            await admin.close()
+    await _produce(broker, records, counts)
+
+    settings = InputSettings(
+        format=fmt,
+        features=traffic.features,
+        mapping=MAPPING if fmt == "mapped" else {},
+        seldon_prefix=prefix,
+        pair_ttl_ms=30_000,
+    )
+    group = f"g-fmt{n}"
+    config = Config(detectors=SMALL, topics=topics, input=settings)
+    worker = Worker(config, kafka(broker), WorkerSettings(group_id=group, **TEST_WORKER))
+    task = asyncio.create_task(worker.run())
+    stage0 = [TopicPartition(t, p) for t in input_topics for p in range(partitions)]
+    stage1 = [TopicPartition(topics.rekeyed, p) for p in range(partitions)]
+    expected_rekeyed = len(records) - 1  # the first bad record has no correlation id
+    if fmt == "seldon":
+        expected_rekeyed -= 1  # so has the second
+    try:
+        for _ in range(300):
+            assert not task.done(), task.result()
+            if (
+                await _committed(broker, group + ".rekey", stage0) >= len(records)
+                and await _committed(broker, group, stage1) >= expected_rekeyed
+                and merged(worker)
+                and await summaries_drained(broker, group, topics)
+                and merged(worker)
+            ):
+                break
+            await asyncio.sleep(0.3)
+        else:
+            raise AssertionError("the worker did not process the input within 90 s")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+
+    native = replay([encode(e) for e in traffic.events], Staged(StagedPipeline(1, SMALL, {}, {})))
+    assert native.decisions, "the scenario must give decisions to compare"
+    found = sorted(
+        ((d["type"], d["kind"], tuple(d["features"])), d["ts"])
+        for d in await decisions(broker, topics)
+    )
+    wanted = sorted(((d.type, d.kind, tuple(d.features)), d.ts) for d in native.decisions)
+    assert [k for k, _ in found] == [k for k, _ in wanted]
+    change_ts = events[0].ts + CHANGE_AT * EVENT_MS
+    for ((kind, _, _), got), (_, want) in zip(found, wanted, strict=True):
+        assert got > change_ts  # nothing before the change
+        if kind == "alert":  # a retrain's moment depends on how labels interleave
+            assert abs(got - want) <= TOLERANCE_EVENTS * EVENT_MS
+
+    letters = [orjson.loads(v) for v in await read_all(broker, topics.deadletter)]
+    reasons = Counter(d["reason"] for d in letters)
+    assert reasons == Counter(reason for _, reason in bad)
+    assert all(d["source"]["topic"] != topics.rekeyed for d in letters)
