@@ -28,6 +28,21 @@ FUTURE_TIMESTAMP: Final = "future_timestamp"
 """Valid, but dated further ahead of its partition's recent traffic than
 ``max_future_skew_ms`` allows (see `detectors.clock.EventClock`)."""
 
+FOREIGN_REASONS: Final = (
+    "missing_correlation_id",
+    "tensor_mismatch",
+    "unknown_datatype",
+    "invalid_protobuf",
+    "response_without_request",
+)
+"""Reasons of the foreign input formats (`schemas.formats`): no ``ce_id`` /
+``x-request-id`` / mapped request id; tensor data that does not match its shape or
+datatype; a datatype the Open Inference Protocol does not define; a value that is not
+the protobuf message its topic carries; a response whose request never arrived."""
+
+INVALID_SUMMARY: Final = "invalid_summary"
+"""A summaries-topic message the model stage cannot read (another program wrote there)."""
+
 REASONS: Final = (
     INVALID_JSON,
     NOT_AN_OBJECT,
@@ -38,6 +53,8 @@ REASONS: Final = (
     UNKNOWN_TYPE,
     WRONG_TOPIC,
     FUTURE_TIMESTAMP,
+    *FOREIGN_REASONS,
+    INVALID_SUMMARY,
 )
 """Every machine-readable reason a message can be rejected with."""
 

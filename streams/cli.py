@@ -19,6 +19,7 @@ from detectors.pipeline import StagedPipeline
 from schemas.decode import encode
 from schemas.exceptions import ConfigError, DriftlineError
 from schemas.formats import FORMATS as INPUT_FORMATS
+from schemas.formats.recorded import record_to_line
 from streams.app import run_app
 from streams.config import (
     Config,
@@ -29,6 +30,7 @@ from streams.config import (
     profile_key,
     required_topics,
 )
+from streams.foreign import to_foreign
 from streams.kafka import (
     KafkaSettings,
     create_topics,
@@ -187,6 +189,15 @@ def _simulate(args: argparse.Namespace) -> int:
             if not 0 < args.canary_share < 1:
                 raise ConfigError(f"--canary-share must be in (0, 1), got {args.canary_share}")
             events = with_canary(events, args.canary_share, args.canary_flip, args.seed)
+    if args.input_format and args.input_format != "driftline":
+        traffic = to_foreign(events, args.input_format, "predictions", "outcomes")
+        with Path(args.out).open("wb") as fh:
+            for record in traffic.records:
+                fh.write(record_to_line(record) + b"\n")
+        if traffic.features:
+            names = ", ".join(f'"{n}"' for n in traffic.features)
+            print(f"features = [{names}]  # under [input]: input-0's columns", file=sys.stderr)
+        return 0
     with Path(args.out).open("wb") as fh:
         for event in events:
             fh.write(encode(event) + b"\n")
@@ -443,6 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(SIMULATIONS),
         help="a feedback-loop simulation (or its control) instead of --scenario (not named "
         "--loop: faust reads that flag from the command line at import)",
+    )
+    sim.add_argument(
+        "--input-format",
+        choices=INPUT_FORMATS,
+        help="write the traffic as recorded Kafka records of this format (KServe logger "
+        "events, Seldon model topics, or a mapped log), for 'replay --input-format'",
     )
     sim.add_argument("--out", required=True)
     sim.set_defaults(func=_simulate)

@@ -325,5 +325,5 @@ def replay_records(
         _deliver(engine.flush(), result, on_decisions)
     result.lines = offset + 1
     result.seconds = time.perf_counter() - started
-    result.pairs = dict(reader.pairing.counts)
+    result.pairs = {**reader.pairing.counts, "pending": reader.pairing.size}
     return result

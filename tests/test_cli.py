@@ -186,3 +186,25 @@ def test_replay_flags_a_simulated_feedback_loop(tmp_path) -> None:
 def test_bad_canary_share_is_refused(tmp_path, capsys) -> None:
     assert main(["simulate", "--canary-share", "1.5", "--out", str(tmp_path / "x")]) == 2
     assert "--canary-share must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_simulate_and_replay_a_kserve_log(tmp_path, capsys) -> None:
+    """`simulate --input-format kserve` writes recorded logger events and prints the
+    features line; `replay --input-format kserve` with it finds the injected shift, and
+    reports pairing in its summary; a bad [input] setting is one line."""
+    records = tmp_path / "k.jsonl"
+    args = ["simulate", "--predictions", "20000", "--change-at", "8000", "--seed", "3"]
+    assert main([*args, "--input-format", "kserve", "--out", str(records)]) == 0
+    features_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert features_line.startswith("features = [")
+    config = tmp_path / "k.toml"
+    config.write_text("[input]\n" + features_line.split("  #")[0] + "\n")
+    out = tmp_path / "d.jsonl"
+    argv = ["replay", str(records), "--config", str(config), "--out", str(out)]
+    assert main([*argv, "--input-format", "kserve"]) == 0
+    found = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert any(d["kind"] == "data_drift" and d["features"] == ["x0"] for d in found)
+    assert "pairs paired" in capsys.readouterr().err
+    config.write_text('[input]\nformat = "kserve"\nfeatures = "x0"\npair_ttl_ms = -1\n')
+    assert main(["replay", str(records), "--config", str(config)]) == 2
+    assert "pair_ttl_ms" in capsys.readouterr().err

@@ -41,7 +41,7 @@ def test_worker_environment_names_real_settings() -> None:
         f"DRIFTLINE_{f.name.upper()}"
         for cls in (KafkaSettings, WorkerSettings, DetectorSettings)
         for f in fields(cls)
-    }
+    } | {"DRIFTLINE_INPUT_FORMAT"}
     for name in ("topics", "worker"):
         env = compose()["services"][name].get("environment", {})
         assert set(env) <= known, set(env) - known

@@ -142,3 +142,14 @@ async def test_a_broker_without_idempotent_producers_is_one_line(broker, tmp_pat
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1, lines
     assert "refused an idempotent producer" in lines[0] and "--no-idempotence" in lines[0]
+
+
+def test_a_foreign_format_names_its_missing_topics(broker, tmp_path) -> None:
+    """With --input-format kserve the pre-flight check asks for the re-keyed topic and the
+    log topic (not for what that format does not use)."""
+    flags = _topic_flags("nosuch2")
+    result = _worker_once(broker, tmp_path, "--no-idempotence", "--input-format", "kserve", *flags)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, lines
+    assert "nosuch2.rekeyed" in lines[0] and "driftline topics create" in lines[0]
