@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/driftline demo
 
-# Lint first (fast), then the suite. pytest exits 5 when it collected nothing: that is a
-# failure here, not a pass.
+# Lint first (fast), then the suite on up to two processes (pytest-xdist; each has its
+# own embedded broker). pytest exits 5 when it collected nothing: that is a failure here,
+# not a pass.
 test: $(STAMP) lint browser
-	@$(BIN)/python -m pytest; rc=$$?; \
+	@$(BIN)/python -m pytest -n auto --maxprocesses 2; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run" >&2; exit 1; fi; \
 	exit $$rc
 

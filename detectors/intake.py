@@ -53,6 +53,9 @@ class Routed(NamedTuple):
     """The prediction, or the outcome."""
     label: Label | None
     """For a joined outcome: what it was joined with."""
+    trace: str | None = None
+    """W3C ``traceparent`` of the record the item came from, if it had one: a decision
+    this item triggers carries it, so a trace shows why a rollback happened."""
 
 
 class Intake:
@@ -88,13 +91,20 @@ class Intake:
     def settings_for(self, model_id: str) -> DetectorSettings:
         return self.model_settings.get(model_id, self.settings)
 
-    def process(self, events: Sequence[Event]) -> dict[str, list[Routed]]:
-        """Route a batch of decoded events (in arrival order) to their models' items."""
+    def process(
+        self, events: Sequence[Event], traces: Sequence[str | None] | None = None
+    ) -> dict[str, list[Routed]]:
+        """Route a batch of decoded events (in arrival order) to their models' items;
+        ``traces`` (one per event, or None) are the records' ``traceparent`` headers."""
         out: dict[str, list[Routed]] = {}
         join, seen, watermarks = self.join, self.seen, self.watermarks
         duplicates = n_predictions = 0
         seq = self.seq
+        trace_of = iter(traces) if traces is not None else None
+        trace = None
         for event in events:
+            if trace_of is not None:
+                trace = next(trace_of)
             if not seen.add(event.event_id):
                 duplicates += 1
                 continue
@@ -107,7 +117,7 @@ class Intake:
                 items = out[model_id] = []
             if type(event) is Prediction:
                 n_predictions += 1
-                items.append(Routed(PREDICTION, seq, slot, event, None))
+                items.append(Routed(PREDICTION, seq, slot, event, None, trace))
                 seq += 1
                 tag = self._tag(event)
                 joined = join.add_prediction(
@@ -118,7 +128,7 @@ class Intake:
             else:
                 outcome = event
                 if outcome.independent:  # type: ignore[union-attr]
-                    items.append(Routed(INDEPENDENT, seq, slot, event, None))
+                    items.append(Routed(INDEPENDENT, seq, slot, event, None, trace))
                     seq += 1
                     continue
                 joined = join.add_outcome(
@@ -145,6 +155,7 @@ class Intake:
                         slot,
                         found,
                         Label(j.model_version, j.prediction, j.label, j.prediction_ts, carried),
+                        trace,
                     )
                 )
                 seq += 1
@@ -207,48 +218,60 @@ class Intake:
 
 
 def item_to_wire(item: Routed) -> list[Any]:
-    """An item as a JSON-compatible row (the summaries topic and checkpoints)."""
+    """An item as a JSON-compatible row (the summaries topic and checkpoints); a trace,
+    when there is one, is a last element (rows without it are what older versions wrote)."""
     e = item.event
     if item.kind == PREDICTION:
         p: Prediction = e  # type: ignore[assignment]
-        return [
+        row = [
             PREDICTION, item.seq, item.slot, p.event_id, p.request_id, p.ts,
             p.model_version, to_wire(p.prediction), p.features, p.scores, p.role,
             p.segment, list(p.action) if type(p.action) is tuple else p.action,
             p.exploration,
         ]  # fmt: skip
-    o: Outcome = e  # type: ignore[assignment]
-    row = [item.kind, item.seq, item.slot, o.event_id, o.request_id, o.ts, o.label]
-    if item.kind == INDEPENDENT:
-        row.append(o.segment)
-        return row
-    label = item.label
-    assert label is not None
-    row += [label.model_version, to_wire(label.prediction), label.prediction_ts, label.tag]
+    else:
+        o: Outcome = e  # type: ignore[assignment]
+        row = [item.kind, item.seq, item.slot, o.event_id, o.request_id, o.ts, o.label]
+        if item.kind == INDEPENDENT:
+            row.append(o.segment)
+        else:
+            label = item.label
+            assert label is not None
+            row += [
+                label.model_version, to_wire(label.prediction), label.prediction_ts, label.tag
+            ]  # fmt: skip
+    if item.trace is not None:
+        row.append(item.trace)
     return row
 
 
 def item_from_wire(row: list[Any], model_id: str) -> Routed:
     """Inverse of `item_to_wire` (the model id travels once per message, as its key)."""
     kind, seq, slot, event_id, request_id, ts = row[:6]
+    trace = row[_TRACE_AT[kind]] if len(row) > _TRACE_AT.get(kind, len(row)) else None
     if kind == PREDICTION:
-        version, prediction, features, scores, role, segment, action, exploration = row[6:]
+        version, prediction, features, scores, role, segment, action, exploration = row[6:14]
         event: Event = Prediction(
             event_id, request_id, model_id, version, ts, features, from_wire(prediction),
             scores, role, segment, tuple(action) if type(action) is list else action,
             exploration,
         )  # fmt: skip
-        return Routed(kind, seq, slot, event, None)
+        return Routed(kind, seq, slot, event, None, trace)
     if kind == INDEPENDENT:
         outcome = Outcome(event_id, request_id, model_id, ts, row[6], row[7], True)
-        return Routed(kind, seq, slot, outcome, None)
+        return Routed(kind, seq, slot, outcome, None, trace)
     if kind != LABEL:
         raise ValueError(f"unknown item kind {kind!r}")
-    version, prediction, prediction_ts, tag = row[7:]
+    version, prediction, prediction_ts, tag = row[7:11]
     if tag is not None:
         tag = (bool(tag[0]), bool(tag[1]), tuple((k, v) for k, v in tag[2]))
     label = Label(version, from_wire(prediction), row[6], prediction_ts, tag)
-    return Routed(kind, seq, slot, Outcome(event_id, request_id, model_id, ts, row[6]), label)
+    outcome = Outcome(event_id, request_id, model_id, ts, row[6])
+    return Routed(kind, seq, slot, outcome, label, trace)
+
+
+_TRACE_AT = {PREDICTION: 14, INDEPENDENT: 8, LABEL: 11}
+"""Position of the optional trace in a wire row, by item kind."""
 
 
 def no_action_words(settings: DetectorSettings) -> frozenset[str]:

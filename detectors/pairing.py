@@ -86,6 +86,8 @@ class Pairing:
         """Source ids of recently read parts (bounded), to recognise re-sends."""
         self.watermark = 0
         self.counts = dict.fromkeys(PAIR_COUNTERS, 0)
+        self.last_trace: str | None = None
+        """Trace context of the last pair completed (the request's, else the response's)."""
 
     @property
     def size(self) -> int:
@@ -166,6 +168,7 @@ class Pairing:
         except DecodeError as exc:
             return [], [Unpaired(exc.reason, exc.message, source)]
         self.counts["paired"] += 1
+        self.last_trace = request.trace or response.trace
         return out, []
 
     def _expire(self, horizon: int) -> list[Unpaired]:
@@ -199,7 +202,7 @@ class Pairing:
     def state(self) -> dict[str, Any]:
         return {
             "requests": [
-                [r.correlation_id, r.model_id, r.ts, list(r.rows), r.role, r.segment]
+                [r.correlation_id, r.model_id, r.ts, list(r.rows), r.role, r.segment, r.trace]
                 for r in self.requests.values()
             ],
             "responses": [
@@ -211,6 +214,7 @@ class Pairing:
                     list(p.predictions),
                     list(p.scores),
                     _record_state(s),
+                    p.trace,
                 ]
                 for p, s in self.responses.values()
             ],
@@ -223,10 +227,11 @@ class Pairing:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.requests = OrderedDict(
-            (r[0], RequestPart(r[0], r[1], r[2], r[3], r[4], r[5])) for r in state["requests"]
+            (r[0], RequestPart(r[0], r[1], r[2], r[3], r[4], r[5], *r[6:7]))
+            for r in state["requests"]
         )
         self.responses = OrderedDict(
-            (p[0], (ResponsePart(p[0], p[1], p[2], p[3], p[4], p[5]), _record_from(p[6])))
+            (p[0], (ResponsePart(p[0], p[1], p[2], p[3], p[4], p[5], *p[7:8]), _record_from(p[6])))
             for p in state["responses"]
         )
         self.seen = OrderedDict.fromkeys(state["seen"])

@@ -25,12 +25,17 @@ TYPE_PREFIX = "io.driftline"
 CONTENT_TYPE = b"application/json"
 
 
-def decision_headers(decision: Decision, source: str) -> list[tuple[str, bytes]]:
+def decision_headers(
+    decision: Decision, source: str, traceparent: str | None = None
+) -> list[tuple[str, bytes]]:
     """The binary-mode CloudEvents headers of one decision: ``ce_id`` is the decision id
     (a re-sent decision is the same event), ``ce_time`` the event time of the decision
-    (when the evidence was complete, not when it was sent), ``ce_subject`` the model."""
+    (when the evidence was complete, not when it was sent), ``ce_subject`` the model.
+    With the triggering request's W3C ``traceparent``, it is carried as ``traceparent``
+    (Kafka instrumentations) and ``ce_traceparent`` (the CloudEvents distributed-tracing
+    extension), so the decision joins the request's trace."""
     when = datetime.fromtimestamp(decision.ts / 1000, tz=UTC)
-    return [
+    headers = [
         ("ce_specversion", SPEC_VERSION),
         ("ce_id", decision.decision_id.encode()),
         ("ce_type", f"{TYPE_PREFIX}.{decision.type}.{decision.kind}".encode()),
@@ -39,6 +44,12 @@ def decision_headers(decision: Decision, source: str) -> list[tuple[str, bytes]]
         ("ce_time", when.isoformat(timespec="milliseconds").replace("+00:00", "Z").encode()),
         ("content-type", CONTENT_TYPE),
     ]
+    if traceparent:
+        headers += [
+            ("traceparent", traceparent.encode()),
+            ("ce_traceparent", traceparent.encode()),
+        ]
+    return headers
 
 
 def source_of(group_id: str) -> str:

@@ -9,6 +9,7 @@ path to the native one. Used by ``driftline simulate --input-format`` and the te
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -46,6 +47,9 @@ class ForeignTraffic:
     """The same traffic in driftline's format, in the same order."""
     features: tuple[str, ...]
     """Names of the columns of the numeric input tensor (``[input] features``)."""
+    traces: dict[str, str]
+    """The W3C ``traceparent`` each request was logged with, by the request id its
+    predictions have in `events`."""
 
 
 def to_foreign(
@@ -72,6 +76,7 @@ def to_foreign(
     dropped: set[str] = set()
     records: list[SourceRecord] = []
     native: list[Event] = []
+    traces: dict[str, str] = {}
     pending: list[Prediction] = []
     requests = 0
 
@@ -86,6 +91,7 @@ def to_foreign(
         ids = [ce_id] if len(rows) == 1 else [f"{ce_id}:{i}" for i in range(len(rows))]
         answered = requests % unanswered_every != 0
         for p, new_id in zip(rows, ids, strict=True):
+            traces[new_id] = traceparent(ce_id)
             if answered:
                 renamed[p.request_id] = new_id
                 # A batched request has one event time: its first row's.
@@ -107,7 +113,9 @@ def to_foreign(
             continue
         if fmt == "mapped":
             native.append(replace(event, event_id=event.request_id))
-            records.append(SourceRecord(topic, 0, 0, event.ts, _mapped(event)))
+            trace = traces[event.request_id] = traceparent(event.request_id)
+            headers = {"traceparent": trace.encode()}
+            records.append(SourceRecord(topic, 0, 0, event.ts, _mapped(event), None, headers))
             continue
         batchable = _tensor_ready(event, numeric)
         if pending and (
@@ -126,7 +134,13 @@ def to_foreign(
     for r in records:  # log offsets per topic, as one partition would give them
         offsets[r.topic] = offsets.get(r.topic, -1) + 1
         numbered.append(replace(r, offset=offsets[r.topic]))
-    return ForeignTraffic(numbered, native, numeric)
+    return ForeignTraffic(numbered, native, numeric, traces)
+
+
+def traceparent(request_id: str) -> str:
+    """A W3C trace context for a request, derived from its id (sampled)."""
+    digest = hashlib.sha256(request_id.encode()).hexdigest()
+    return f"00-{digest[:32]}-{digest[32:48]}-01"
 
 
 def _numeric_names(events: Sequence[Event]) -> tuple[str, ...]:
@@ -228,7 +242,10 @@ def _records(
     if fmt == "seldon":
         base = f"{topic}.model.{first.model_id}"
         as_json = len(ce_id) % 3 == 0
-        request_headers = {"x-request-id": ce_id.encode()}
+        request_headers = {
+            "x-request-id": ce_id.encode(),
+            "traceparent": traceparent(ce_id).encode(),
+        }
         if as_json:
             request_headers["seldon-infer-type"] = b"json/inferModelRequest"
             request_value = orjson.dumps(
@@ -277,6 +294,7 @@ def _cloudevent(
         "component": "predictor",
         "endpoint": endpoint,
         "metadata": "{}",
+        "traceparent": traceparent(ce_id),
     }
     if structured:
         envelope = {**attributes, "datacontenttype": "application/json", "data": body}

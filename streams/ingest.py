@@ -76,6 +76,8 @@ class Read(NamedTuple):
     expired: list[DeadLetter]
     """Dead letters of records read earlier: responses that waited for their request in
     vain (counted as processed when they were read)."""
+    traces: list[str | None]
+    """W3C ``traceparent`` of each event's request (or record), where there is one."""
 
 
 class ForeignIntake:
@@ -98,6 +100,7 @@ class ForeignIntake:
         sources: list[SourceRecord] = []
         letters: list[DeadLetter] = []
         expired: list[DeadLetter] = []
+        traces: list[str | None] = []
         fmt = self.settings.format
         for record in records:
             try:
@@ -108,10 +111,12 @@ class ForeignIntake:
                 if record.topic == self.outcomes_topic:
                     events.append(decode(record.value, "outcome", max_bytes=self.max_bytes))
                     sources.append(record)
+                    traces.append(_header_trace(record))
                     continue
                 if fmt == "mapped":
                     events.append(read_mapped(record, self.settings))
                     sources.append(record)
+                    traces.append(_header_trace(record))
                     continue
                 part: RequestPart | ResponsePart = _READERS[fmt](record, self.settings)
             except DecodeError as exc:
@@ -120,16 +125,22 @@ class ForeignIntake:
             predictions, unpaired = self.pairing.add(part, record)
             events += predictions
             sources += [record] * len(predictions)
+            traces += [self.pairing.last_trace] * len(predictions)
             for u in unpaired:
                 mine = u.record.source_id == record.source_id
                 (letters if mine else expired).append(letter(u.reason, u.message, u.record))
-        return Read(events, sources, letters, expired)
+        return Read(events, sources, letters, expired, traces)
 
     def state(self) -> dict[str, Any]:
         return self.pairing.state()
 
     def restore(self, state: dict[str, Any]) -> None:
         self.pairing.restore(state)
+
+
+def _header_trace(record: SourceRecord) -> str | None:
+    found = record.headers.get("traceparent") or record.headers.get("ce_traceparent")
+    return found.decode("ascii", "replace") if found else None
 
 
 def letter(reason: str, message: str, record: SourceRecord) -> DeadLetter:

@@ -296,7 +296,7 @@ def replay_records(
     offset = -1
 
     def run_batch() -> None:
-        events, sources, letters, expired = reader.read(records)
+        events, sources, letters, expired, _ = reader.read(records)
         for dead in letters + expired:
             _dead_letter(result, dead)
         if not events:

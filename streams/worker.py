@@ -61,7 +61,7 @@ from aiokafka.errors import (
 from detectors.clock import PartitionClock
 from detectors.decision import Decision
 from detectors.engine import ModelEngine, split_legacy_state
-from detectors.intake import Intake, Routed, item_from_wire, item_to_wire
+from detectors.intake import LABEL, Intake, Routed, item_from_wire, item_to_wire
 from detectors.join import JOIN_COUNTERS
 from detectors.merge import ModelMerge
 from detectors.recent import RecentIds
@@ -740,7 +740,7 @@ class Worker:
         ``records``. An exception anywhere leaves the offsets where they were (and the
         worker failed: see `run`)."""
         assert self.publisher is not None
-        events, sources, letters, expired = self._decode(shard, records)
+        events, sources, letters, expired, traces = self._decode(shard, records)
         if events:
             admitted = shard.clock.admit(
                 [e.model_id for e in events],
@@ -750,8 +750,10 @@ class Worker:
             if not admitted.all():
                 for i in np.flatnonzero(~admitted).tolist():
                     letters.append(self._future_letter(shard, events[i], sources[i]))
-                events = [e for e, ok in zip(events, admitted.tolist(), strict=True) if ok]
-        for model_id, items in shard.intake.process(events).items():
+                kept = admitted.tolist()
+                events = [e for e, ok in zip(events, kept, strict=True) if ok]
+                traces = [t for t, ok in zip(traces, kept, strict=True) if ok]
+        for model_id, items in shard.intake.process(events, traces).items():
             await self._forward(shard, model_id, items)
         shard.idle_sent = False
         await self._dead_letter(letters + expired, now_ms)
@@ -887,10 +889,11 @@ class Worker:
                 letters.append(
                     _letter("invalid_summary", f"unreadable summaries message: {exc}", record)
                 )
+        traces = _traces_by_position(released, shard.engine.seq)
         decisions = shard.engine.process(released) if released else []
         shard.forget()
         await self._dead_letter(letters, now_ms)
-        await self._publish(shard, decisions, now_ms)
+        await self._publish(shard, decisions, now_ms, traces)
         for record in records:
             if record.offset + 1 > shard.offsets.get(record.topic, 0):
                 shard.offsets[record.topic] = record.offset + 1
@@ -904,10 +907,15 @@ class Worker:
     def _decode(
         self, shard: Shard, records: list[ConsumerRecord]
     ) -> tuple[
-        list[Event], list[ConsumerRecord] | list[SourceRecord], list[DeadLetter], list[DeadLetter]
+        list[Event],
+        list[ConsumerRecord] | list[SourceRecord],
+        list[DeadLetter],
+        list[DeadLetter],
+        list[str | None],
     ]:
-        """Events with the record each came from, dead letters for the rest, and dead
-        letters of records read before (responses that never met their request)."""
+        """Events with the record each came from, dead letters for the rest, dead letters
+        of records read before (responses that never met their request), and each
+        event's trace context."""
         if shard.foreign is not None:
             read = shard.foreign.read(
                 [
@@ -923,7 +931,7 @@ class Worker:
                     for r in records
                 ]
             )
-            return read.events, read.sources, read.letters, read.expired
+            return read.events, read.sources, read.letters, read.expired, read.traces
         predictions = self.topics.predictions
         events: list[Event] = []
         sources: list[ConsumerRecord] = []
@@ -937,7 +945,7 @@ class Worker:
                 sources.append(record)
             except DecodeError as exc:
                 letters.append(_letter(exc.reason, exc.message, record))
-        return events, sources, letters, []
+        return events, sources, letters, [], [_traceparent(r) for r in sources]
 
     def _future_letter(
         self, shard: Shard, event: Event, record: ConsumerRecord | SourceRecord
@@ -960,7 +968,13 @@ class Worker:
         """Largest input message accepted (see `SUMMARY_HEADROOM_BYTES`)."""
         return min(DEFAULT_MAX_MESSAGE_BYTES, self.kafka.max_request_size - SUMMARY_HEADROOM_BYTES)
 
-    async def _publish(self, shard: ModelShard, decisions: list[Decision], now_ms: int) -> None:
+    async def _publish(
+        self,
+        shard: ModelShard,
+        decisions: list[Decision],
+        now_ms: int,
+        traces: dict[int, str] | None = None,
+    ) -> None:
         assert self.publisher is not None
         for d in decisions:
             if any(
@@ -975,7 +989,9 @@ class Worker:
                 self.topics.for_decision(d.type),
                 orjson.dumps(d.to_dict(now_ms)),
                 d.model_id.encode(),
-                headers=decision_headers(d, source_of(self.settings.group_id)),
+                headers=decision_headers(
+                    d, source_of(self.settings.group_id), (traces or {}).get(d.seq)
+                ),
             )
 
     def _observe_latency(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
@@ -1169,6 +1185,37 @@ class Worker:
             return
         for name in present:
             shards[name].committed = dict(shards[name].covered)
+
+
+TRACE_HEADERS = ("traceparent", "ce_traceparent")
+"""Where a record carries its W3C trace context: the plain header, or the CloudEvents
+distributed-tracing extension in binary mode (KServe's logger events)."""
+
+
+def _traceparent(record: ConsumerRecord) -> str | None:
+    """The record's ``traceparent``, if it has one."""
+    found = next((v for k, v in record.headers or () if k.lower() in TRACE_HEADERS), None)
+    return found.decode("ascii", "replace") if found else None
+
+
+def _traces_by_position(items: list[Routed], before: int) -> dict[int, str]:
+    """Each released item's trace by the position the model engine will give it (its
+    counter before the batch is ``before``; labels of one outcome share a position, as
+    `detectors.engine.ModelEngine.process` counts them), so a decision, which names the
+    position of the event that triggered it, finds that event's trace."""
+    out: dict[int, str] = {}
+    seq = before - 1
+    previous = None
+    for item in items:
+        event = item.event
+        if not (
+            item.kind == LABEL and previous is not None and event.event_id == previous.event_id
+        ):
+            seq += 1
+        previous = event if item.kind == LABEL else None
+        if item.trace is not None:
+            out.setdefault(seq, item.trace)
+    return out
 
 
 def _message_head(value: bytes) -> dict[str, Any]:

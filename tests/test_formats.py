@@ -425,3 +425,41 @@ def test_every_reason_is_in_the_dead_letter_schema() -> None:
     intake = ForeignIntake(KSERVE, "outcomes", 1 << 20)
     read = intake.read([kserve_record({"neither": 1})])
     jsonschema.validate(orjson.loads(read.letters[0].to_json(TS)), schema)
+
+
+def test_items_carry_their_trace_through_the_summaries_wire() -> None:
+    """A trace rides as the wire row's last element; rows without one (older workers,
+    older checkpoints) decode as before."""
+    from detectors.intake import PREDICTION, Routed, item_from_wire, item_to_wire  # noqa: PLC0415
+    from schemas.records import Prediction  # noqa: PLC0415
+
+    p = Prediction("e", "r", "m", "v", TS, {"x": 1.0}, 0.5)
+    traced = Routed(PREDICTION, 3, TS, p, None, "00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+    row = orjson.loads(orjson.dumps(item_to_wire(traced)))
+    assert item_from_wire(row, "m") == traced
+    assert item_from_wire(row[:-1], "m").trace is None
+
+
+def test_decisions_find_the_trace_of_their_triggering_event() -> None:
+    """Positions are counted as the model engine counts them (the labels of one outcome
+    share one), and the decision's CloudEvent headers carry the trace."""
+    from detectors.decision import Decision  # noqa: PLC0415
+    from detectors.intake import LABEL, PREDICTION, Label, Routed  # noqa: PLC0415
+    from schemas.records import Outcome, Prediction  # noqa: PLC0415
+    from streams.cloudevents import decision_headers  # noqa: PLC0415
+    from streams.worker import _traces_by_position  # noqa: PLC0415
+
+    p = Prediction("e1", "r1", "m", "v", TS, {"x": 1.0}, 0.5)
+    o = Outcome("o1", "r1", "m", TS + 1, 1)
+    label = Label("v", 0.5, 1, TS, None)
+    items = [
+        Routed(PREDICTION, 0, TS, p, None, "t-p"),
+        Routed(LABEL, 1, TS, o, label, None),
+        Routed(LABEL, 2, TS, o, label._replace(model_version="w"), "t-o"),
+        Routed(PREDICTION, 3, TS, p, None, "t-last"),
+    ]
+    assert _traces_by_position(items, 10) == {10: "t-p", 11: "t-o", 12: "t-last"}
+    d = Decision("ab" * 16, "alert", "data_drift", "m", "v", "warning", (), {}, {}, {}, TS, 12)
+    headers = dict(decision_headers(d, "/driftline/g", "t-last"))
+    assert headers["traceparent"] == headers["ce_traceparent"] == b"t-last"
+    assert "traceparent" not in dict(decision_headers(d, "/driftline/g"))

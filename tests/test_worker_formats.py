@@ -29,6 +29,7 @@ from .kafka_helpers import (
     kafka,
     merged,
     read_all,
+    read_records,
     setup_topics,
     summaries_drained,
     topics_for,
@@ -312,6 +313,20 @@ async def test_foreign_logs_give_the_native_decisions(broker, make_stream, fmt, 
         assert got > change_ts  # nothing before the change
         if kind == "alert":  # a retrain's moment depends on how labels interleave
             assert abs(got - want) <= TOLERANCE_EVENTS * EVENT_MS
+
+    # Each alert joins the trace of a request served at its event time.
+    by_ts: dict[int, set[str]] = {}
+    for e in traffic.events:
+        if e.request_id in traffic.traces and type(e).__name__ == "Prediction":
+            by_ts.setdefault(e.ts, set()).add(traffic.traces[e.request_id])
+    traced = 0
+    for value, headers in await read_records(broker, topics.alerts):
+        decision = orjson.loads(value)
+        if "traceparent" in headers:
+            assert headers["traceparent"].decode() in by_ts[decision["ts"]]
+            assert headers["ce_traceparent"] == headers["traceparent"]
+            traced += 1
+    assert traced >= 1
 
     letters = [orjson.loads(v) for v in await read_all(broker, topics.deadletter)]
     reasons = Counter(d["reason"] for d in letters)

@@ -104,14 +104,18 @@ def read_kserve(record: SourceRecord, settings: InputSettings) -> RequestPart | 
         raise DecodeError("not_an_object", "a KServe body must be a JSON object")
     ts = _event_time(attributes, record)
     endpoint = attributes.get("endpoint")
+    # The CloudEvents distributed-tracing extension (ce_traceparent in binary mode).
+    trace = attributes.get("traceparent")
+    trace = trace if isinstance(trace, str) and trace else None
     if kind == REQUEST_TYPE:
         role = "canary" if endpoint == "canary" else "champion"
-        return RequestPart(ce_id, model_id, ts, _request_rows(body, settings), role)
+        rows = _request_rows(body, settings)
+        return RequestPart(ce_id, model_id, ts, rows, role, None, trace)
     version = body.get("model_version")
     if not isinstance(version, str) or not version:
         version = endpoint if isinstance(endpoint, str) and endpoint else None
     predictions, scores = _response_values(body, settings)
-    return ResponsePart(ce_id, model_id, version, ts, predictions, scores)
+    return ResponsePart(ce_id, model_id, version, ts, predictions, scores, trace)
 
 
 def _event_time(attributes: Mapping[str, Any], record: SourceRecord) -> int:

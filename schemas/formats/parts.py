@@ -52,6 +52,8 @@ class RequestPart:
     """Deployment role (KServe's canary endpoint gives ``canary``)."""
     segment: Mapping[str, str] | None = None
     """Slice attributes the format carries (namespace, ...)."""
+    trace: str | None = None
+    """W3C ``traceparent`` of the request, where the log carries one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +72,5 @@ class ResponsePart:
     """One output per row."""
     scores: Sequence[Mapping[str, float] | None]
     """Class probabilities per row, where the output was a probability vector."""
+    trace: str | None = None
+    """W3C ``traceparent`` of the response, where the log carries one."""

@@ -138,9 +138,11 @@ def read_seldon(record: SourceRecord, settings: InputSettings) -> RequestPart | 
         version = body.get("model_version")
     else:
         tensors, version = _from_protobuf(record.value, topic.request)
+    trace = record.headers.get("traceparent")
+    trace_text = trace.decode("ascii", "replace") if trace else None
     if topic.request:
         rows = [feature_row(r) for r in rows_from_tensors(tensors, settings.features)]
-        return RequestPart(request_id, topic.model, record.timestamp, rows)
+        return RequestPart(request_id, topic.model, record.timestamp, rows, trace=trace_text)
     predictions, scores = predictions_from_tensors(tensors, settings.prediction_output)
     return ResponsePart(
         request_id,
@@ -149,6 +151,7 @@ def read_seldon(record: SourceRecord, settings: InputSettings) -> RequestPart | 
         record.timestamp,
         predictions,
         scores,
+        trace_text,
     )
 
 
