@@ -19,11 +19,10 @@ import orjson
 
 from schemas.decode import encode
 from schemas.formats import SourceRecord
+from schemas.formats.kserve import REQUEST_TYPE as KSERVE_REQUEST
+from schemas.formats.kserve import RESPONSE_TYPE as KSERVE_RESPONSE
 from schemas.formats.oip_proto import ModelInferRequest, ModelInferResponse
 from schemas.records import Event, Outcome, Prediction
-
-KSERVE_REQUEST: Final = "org.kubeflow.serving.inference.request"
-KSERVE_RESPONSE: Final = "org.kubeflow.serving.inference.response"
 
 MAPPING: Final = {
     "request_id": "/meta/id",

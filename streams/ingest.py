@@ -9,10 +9,11 @@ foreign records are read by their format (`schemas.formats`) and paired
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 import orjson
+from aiokafka import ConsumerRecord
 
 from detectors.pairing import Pairing
 from schemas.deadletter import DeadLetter
@@ -143,15 +144,18 @@ def _header_trace(record: SourceRecord) -> str | None:
     return found.decode("ascii", "replace") if found else None
 
 
-def letter(reason: str, message: str, record: SourceRecord) -> DeadLetter:
-    """A dead letter naming the record's original coordinates."""
+def letter(reason: str, message: str, record: SourceRecord | ConsumerRecord) -> DeadLetter:
+    """A dead letter of a record as read (a re-keyed record's names its original
+    topic, partition and offset)."""
+    headers = record.headers
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
     return DeadLetter(
         reason,
         message,
         record.topic,
         record.partition,
         record.offset,
-        record.value,
+        record.value or b"",
         record.key,
-        tuple(record.headers.items()),
+        tuple(pairs),
     )

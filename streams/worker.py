@@ -75,8 +75,7 @@ from schemas.records import Event
 from streams.cloudevents import decision_headers, source_of
 from streams.config import Config
 from streams.faults import ConnectionLog
-from streams.ingest import ForeignIntake, original
-from streams.ingest import letter as foreign_letter
+from streams.ingest import ForeignIntake, letter, original
 from streams.kafka import KafkaSettings
 from streams.live import LiveView, model_scores, observe, version_scores
 from streams.metrics import DRIFT_SCORE_MODELS, Metrics
@@ -781,9 +780,9 @@ class Worker:
     async def _dead_letter(self, letters: list[DeadLetter], now_ms: int) -> None:
         assert self.publisher is not None
         max_bytes = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES
-        for letter in letters:
-            value = letter.to_json(now_ms, max_bytes - len(letter.key or b""))
-            await self.publisher.send(self.topics.deadletter, value, letter.key)
+        for dead in letters:
+            value = dead.to_json(now_ms, max_bytes - len(dead.key or b""))
+            await self.publisher.send(self.topics.deadletter, value, dead.key)
 
     def _caught_up(self, p: int, shard: Shard) -> bool:
         """Whether the partition has processed everything its topics hold (as far as the
@@ -887,7 +886,7 @@ class Worker:
                 released += merge.add(int(message["p"]), int(message["w"]), items, now_ms)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
                 letters.append(
-                    _letter("invalid_summary", f"unreadable summaries message: {exc}", record)
+                    letter("invalid_summary", f"unreadable summaries message: {exc}", record)
                 )
         traces = _traces_by_position(released, shard.engine.seq)
         decisions = shard.engine.process(released) if released else []
@@ -897,9 +896,9 @@ class Worker:
         for record in records:
             if record.offset + 1 > shard.offsets.get(record.topic, 0):
                 shard.offsets[record.topic] = record.offset + 1
-        for letter in letters:
-            shard.dead_letters[letter.reason] += 1
-            self.metrics.dead_lettered.labels(letter.topic, letter.reason).inc()
+        for dead in letters:
+            shard.dead_letters[dead.reason] += 1
+            self.metrics.dead_lettered.labels(dead.topic, dead.reason).inc()
         shard.consumed += len(records)
         self.metrics.processed.labels(shard.topic).inc(len(records) - len(letters))
         shard.dirty = True
@@ -944,7 +943,7 @@ class Worker:
                 events.append(decode(record.value, expect, max_bytes=self.max_event_bytes))
                 sources.append(record)
             except DecodeError as exc:
-                letters.append(_letter(exc.reason, exc.message, record))
+                letters.append(letter(exc.reason, exc.message, record))
         return events, sources, letters, [], [_traceparent(r) for r in sources]
 
     def _future_letter(
@@ -959,9 +958,7 @@ class Worker:
             f"timestamp {record.timestamp}); fix the producer's clock or timestamp units "
             "and re-publish"
         )
-        if isinstance(record, SourceRecord):
-            return foreign_letter(FUTURE_TIMESTAMP, message, record)
-        return _letter(FUTURE_TIMESTAMP, message, record)
+        return letter(FUTURE_TIMESTAMP, message, record)
 
     @property
     def max_event_bytes(self) -> int:
@@ -1226,19 +1223,6 @@ def _message_head(value: bytes) -> dict[str, Any]:
     if not isinstance(head, dict):
         raise ValueError("a summaries message is a JSON object")
     return head
-
-
-def _letter(reason: str, message: str, record: ConsumerRecord) -> DeadLetter:
-    return DeadLetter(
-        reason,
-        message,
-        record.topic,
-        record.partition,
-        record.offset,
-        record.value or b"",
-        record.key,
-        tuple(record.headers or ()),
-    )
 
 
 def _one_line(exc: BaseException) -> str:

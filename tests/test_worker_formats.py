@@ -228,7 +228,8 @@ async def _committed(bootstrap: str, group: str, tps: list[TopicPartition]) -> i
 
 
 @pytest.mark.parametrize(
-    ("fmt", "partitions"), [("kserve", 4), ("kserve", 1), ("seldon", 4), ("mapped", 4)]
+    ("fmt", "partitions"),
+    [("kserve", 4), ("kserve", 1), ("seldon", 4), ("seldon", 1), ("mapped", 4), ("mapped", 1)],
 )
 async def test_foreign_logs_give_the_native_decisions(broker, make_stream, fmt, partitions) -> None:
     """The worker reads the format's log (requests and responses on random partitions,
