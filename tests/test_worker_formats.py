@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import random
 from collections import Counter
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -333,3 +334,116 @@ async def test_foreign_logs_give_the_native_decisions(broker, make_stream, fmt, 
     reasons = Counter(d["reason"] for d in letters)
     assert reasons == Counter(reason for _, reason in bad)
     assert all(d["source"]["topic"] != topics.rekeyed for d in letters)
+
+
+async def test_kill_minus_9_on_a_kserve_log_loses_and_duplicates_nothing(
+    broker, make_stream, tmp_path
+) -> None:
+    """SIGKILL of a worker reading a KServe log (both its re-key stage and its pairing
+    mid-stream), then a restart: the decisions of an uninterrupted in-process run (by id),
+    every malformed record dead-lettered (re-sends of a letter are the same record), and
+    no request or response lost to the crash (no response_without_request but the one
+    injected)."""
+    import signal  # noqa: PLC0415
+
+    from .kafka_helpers import start_worker_process, write_config  # noqa: PLC0415
+
+    partitions = 4
+    n = next(_names)
+    events = list(
+        make_stream(scenario="mean_shift", n_predictions=20_000, change_at=CHANGE_AT, seed=37)
+    )
+    topics = topics_for(f"kfmt{n}")
+    await setup_topics(broker, topics, partitions)
+    traffic = to_foreign(events, "kserve", topics.predictions, topics.outcomes)
+    bad = _kserve_bad(topics.predictions, events[0].ts)
+    records = [r for r, _ in bad] + traffic.records
+    await _produce(broker, records, {topics.predictions: partitions, topics.outcomes: partitions})
+    settings = InputSettings(format="kserve", features=traffic.features, pair_ttl_ms=30_000)
+    stage0 = [
+        TopicPartition(t, p)
+        for t in (topics.predictions, topics.outcomes)
+        for p in range(partitions)
+    ]
+    expected_rekeyed = len(records) - 1
+
+    async def done(group: str, mine) -> bool:
+        stage1 = [TopicPartition(mine.rekeyed, p) for p in range(partitions)]
+        return (
+            await _committed(broker, group + ".rekey", stage0) >= len(records)
+            and await _committed(broker, group, stage1) >= expected_rekeyed
+            and await summaries_drained(broker, group, mine)
+        )
+
+    # The reference: one uninterrupted in-process worker, its own outputs.
+    reference = replace(
+        topics_for(f"kref{n}"), predictions=topics.predictions, outcomes=topics.outcomes
+    )
+    await setup_topics(broker, reference, partitions)
+    worker = Worker(
+        Config(detectors=SMALL, topics=reference, input=settings),
+        kafka(broker),
+        WorkerSettings(group_id=f"g-kref{n}", **TEST_WORKER),
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(400):
+            assert not task.done(), task.result()
+            if await done(f"g-kref{n}", reference) and merged(worker):
+                break
+            await asyncio.sleep(0.3)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+    wanted = {d["decision_id"] for d in await decisions(broker, reference)}
+    assert wanted
+
+    crashed = replace(
+        topics_for(f"kcrash{n}"), predictions=topics.predictions, outcomes=topics.outcomes
+    )
+    await setup_topics(broker, crashed, partitions)
+    group = f"g-kcrash{n}"
+    config = write_config(
+        tmp_path / "w.toml",
+        crashed,
+        group,
+        {
+            "warmup_events": SMALL.warmup_events,
+            "window_events": SMALL.window_events,
+            "label_warmup_events": SMALL.label_warmup_events,
+        },
+    )
+    features = ", ".join(f'"{f}"' for f in traffic.features)
+    text = config.read_text().replace("[worker]\n", "[worker]\nmax_batch_records = 500\n")
+    text += f'\n[input]\nformat = "kserve"\nfeatures = [{features}]\npair_ttl_ms = 30000\n'
+    config.write_text(text)
+    stage1 = [TopicPartition(crashed.rekeyed, p) for p in range(partitions)]
+    first = start_worker_process(broker, config, tmp_path / "first.log")
+    try:
+        while (got := await _committed(broker, group, stage1)) < expected_rekeyed * 0.3:
+            assert first.poll() is None, (tmp_path / "first.log").read_text()
+            await asyncio.sleep(0.1)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert got < expected_rekeyed, "the worker finished before it could be killed"
+    second = start_worker_process(broker, config, tmp_path / "second.log")
+    try:
+        for _ in range(400):
+            assert second.poll() is None, (tmp_path / "second.log").read_text()[-2000:]
+            if await done(group, crashed):
+                break
+            await asyncio.sleep(0.3)
+        else:
+            raise AssertionError("the restarted worker did not finish within 120 s")
+        await asyncio.sleep(3)  # the tail's idle markers and merges
+    finally:
+        second.send_signal(signal.SIGTERM)
+        code = second.wait(timeout=40)
+    assert code == 0, (tmp_path / "second.log").read_text()[-2000:]
+    assert {d["decision_id"] for d in await decisions(broker, crashed)} == wanted
+    letters = {
+        (d["reason"], d["source"]["topic"], d["source"]["partition"], d["source"]["offset"])
+        for d in map(orjson.loads, await read_all(broker, crashed.deadletter))
+    }
+    assert Counter(reason for reason, *_ in letters) == Counter(reason for _, reason in bad)
