@@ -233,3 +233,24 @@ def with_promotion(
                 continue
         out.append(event)
     return out
+
+
+def hostile(n: int, *, one_model: bool = False, t0: int = TS0_MS) -> Iterator[Event]:
+    """Predictions, each followed by its outcome, where every id and value is new: a new
+    model id (or one model with ``one_model``), version, segment value, category and
+    feature name per event (the unbounded-cardinality stream of the reliability tests and
+    ``benchmarks/cardinality.py``)."""
+    for i in range(n):
+        model = "m" if one_model else f"m{i}"
+        yield Prediction(
+            event_id=f"p{i}",
+            request_id=f"r{i}",
+            model_id=model,
+            model_version=f"v{i}",
+            ts=t0 + i,
+            features={"x": float(i % 97), f"f{i}": 1.0, "colour": f"c{i}"},
+            prediction=0.3,
+            segment={"user": f"u{i}"},
+            action="act",
+        )
+        yield Outcome(f"o{i}", f"r{i}", model, t0 + i + 1, i % 2)

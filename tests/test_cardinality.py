@@ -11,6 +11,7 @@ import orjson
 from detectors.engine import Engine
 from detectors.settings import DetectorSettings
 from schemas.records import Outcome, Prediction
+from streams.simulate import hostile as simulate_hostile
 
 T0 = 1_700_000_000_000
 BOUNDS = DetectorSettings(
@@ -25,24 +26,7 @@ BOUNDS = DetectorSettings(
 
 def hostile(n: int, *, one_model: bool = False) -> list[Prediction | Outcome]:
     """Predictions (each with its outcome) where every id and value is new."""
-    events: list[Prediction | Outcome] = []
-    for i in range(n):
-        model = "m" if one_model else f"m{i}"
-        events.append(
-            Prediction(
-                event_id=f"p{i}",
-                request_id=f"r{i}",
-                model_id=model,
-                model_version=f"v{i}",
-                ts=T0 + i,
-                features={"x": float(i % 97), f"f{i}": 1.0, "colour": f"c{i}"},
-                prediction=0.3,
-                segment={"user": f"u{i}"},
-                action="act",
-            )
-        )
-        events.append(Outcome(f"o{i}", f"r{i}", model, T0 + i + 1, i % 2))
-    return events
+    return list(simulate_hostile(n, one_model=one_model, t0=T0))  # type: ignore[arg-type]
 
 
 def run(engine: Engine, events: list, batch: int = 1_000) -> list[int]:
