@@ -46,27 +46,30 @@ def main() -> None:
         f"feedback_max_tags={s.feedback_max_tags}"
     )
     quarter = 2 * args.predictions // 4
+    total = 2 * args.predictions
     batch = []
     started = time.perf_counter()
     seen = 0
     for event in hostile(args.predictions, one_model=args.one_model):
         batch.append(event)
-        if len(batch) == BATCH:
+        if len(batch) == BATCH or seen + len(batch) == total:
             engine.process(batch)
-            seen += len(batch)
+            before, seen = seen, seen + len(batch)
             batch = []
-            if seen // quarter != (seen - BATCH) // quarter:
-                state = orjson.dumps(engine.state(), option=orjson.OPT_SERIALIZE_NUMPY)
-                print(
-                    f"  {seen:>10,} events  peak RSS {rss_mb():7.1f} MB  checkpoint "
-                    f"{len(zlib.compress(state, 1)) / 1e6:6.2f} MB  models "
-                    f"{len(engine.monitors):,}  evicted models "
-                    f"{engine.counts['evicted_models']:,}  evicted versions "
-                    f"{engine.counts['evicted_versions']:,}  "
-                    f"({seen / (time.perf_counter() - started):,.0f} events/s)"
-                )
-    if batch:
-        engine.process(batch)
+            if seen // quarter != before // quarter or seen == total:
+                report(engine, seen, started)
+
+
+def report(engine: Engine, seen: int, started: float) -> None:
+    state = orjson.dumps(engine.state(), option=orjson.OPT_SERIALIZE_NUMPY)
+    print(
+        f"  {seen:>10,} events  peak RSS {rss_mb():7.1f} MB  checkpoint "
+        f"{len(zlib.compress(state, 1)) / 1e6:6.2f} MB  models "
+        f"{len(engine.monitors):,}  evicted models "
+        f"{engine.counts['evicted_models']:,}  evicted versions "
+        f"{engine.counts['evicted_versions']:,}  "
+        f"({seen / (time.perf_counter() - started):,.0f} events/s)"
+    )
 
 
 if __name__ == "__main__":

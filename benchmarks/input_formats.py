@@ -32,7 +32,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     tune_gc()
-    events = generate(StreamSpec(scenario="mean_shift", n_predictions=args.predictions, seed=1))
+    spec = StreamSpec(
+        scenario="mean_shift",
+        n_predictions=args.predictions,
+        change_at=args.predictions // 2,
+        seed=1,
+    )
+    events = generate(spec)
     print(f"{'format':<10} {'records':>9} {'predictions/s':>14} {'ratio':>6}  decisions")
     native_rate = None
     for fmt in ("driftline", "kserve", "seldon", "mapped"):

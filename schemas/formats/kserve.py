@@ -34,6 +34,16 @@ REQUEST_TYPE: Final = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE: Final = "org.kubeflow.serving.inference.response"
 STRUCTURED: Final = "application/cloudevents+json"
 MISSING_ID: Final = "missing_correlation_id"
+ATTRIBUTES: Final = (
+    "id",
+    "type",
+    "inferenceservicename",
+    "endpoint",
+    "time",
+    "recordedtime",
+    "traceparent",
+)
+"""The CloudEvent attributes read (binary mode decodes only these headers)."""
 
 
 def envelope(record: SourceRecord) -> tuple[dict[str, Any], Any]:
@@ -41,10 +51,11 @@ def envelope(record: SourceRecord) -> tuple[dict[str, Any], Any]:
     mode."""
     content_type = record.headers.get("content-type", b"").decode("utf-8", "replace")
     if "ce_specversion" in record.headers or not content_type.startswith(STRUCTURED):
+        headers = record.headers
         attributes = {
-            name[3:]: value.decode("utf-8", "replace")
-            for name, value in record.headers.items()
-            if name.startswith("ce_")
+            name: raw.decode("utf-8", "replace")
+            for name in ATTRIBUTES
+            if (raw := headers.get("ce_" + name)) is not None
         }
         return attributes, None
     event = json_body(record.value, "structured CloudEvent")

@@ -123,7 +123,20 @@ def _flatten(data: object) -> list[Any]:
     return out
 
 
+_NUMBER_TYPES: Final = frozenset({int, float})
+_INTEGER_TYPES: Final = frozenset({int})
+
+
 def _check_types(name: str, datatype: str, data: Sequence[Any], where: str) -> None:
+    kinds = set(map(type, data))
+    if datatype in INTEGER_TYPES and kinds <= _INTEGER_TYPES:
+        return  # the common cases, at C speed (bool is its own type, not int, here)
+    if (
+        datatype in FLOAT_TYPES
+        and kinds <= _NUMBER_TYPES
+        and (float not in kinds or all(map(math.isfinite, data)))
+    ):
+        return
     if datatype == "BYTES":
         ok = all(isinstance(v, str) for v in data)
         expected = "strings"
