@@ -463,3 +463,22 @@ def test_decisions_find_the_trace_of_their_triggering_event() -> None:
     headers = dict(decision_headers(d, "/driftline/g", "t-last"))
     assert headers["traceparent"] == headers["ce_traceparent"] == b"t-last"
     assert "traceparent" not in dict(decision_headers(d, "/driftline/g"))
+
+
+def test_the_readme_input_examples_load(tmp_path) -> None:
+    """Every TOML example of README 'Input formats' is a configuration that loads."""
+    import re  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from streams.config import load_config  # noqa: PLC0415
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Input formats") : readme.index("## Decisions")]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    assert len(blocks) >= 3
+    formats = []
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"{i}.toml"
+        path.write_text(block)
+        formats.append(load_config(path).input.format)
+    assert {"kserve", "seldon", "mapped"} <= set(formats)
