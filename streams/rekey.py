@@ -50,7 +50,7 @@ from streams.kafka import KafkaSettings
 from streams.metrics import Metrics
 from streams.publishing import Publisher
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("driftline.rekey")
 
 GROUP_SUFFIX: Final = ".rekey"
 """The re-key stage's consumer group is the worker's group id plus this: its offsets are
@@ -143,8 +143,18 @@ class Rekeyer:
         await self.consumer.start()
         listener = _Listener(self)
         if self.settings.format == "seldon":
+            models = seldon_pattern(self.settings)
+            existing = await self.consumer.topics()
+            if not any(re.fullmatch(models, topic) for topic in existing):
+                # Not an error: models may be deployed later (the pattern picks them up).
+                log.warning(
+                    "no Seldon model topic matches %s on %s yet; check [input] "
+                    "seldon_prefix and seldon_namespaces (waiting for models to appear)",
+                    models,
+                    self.kafka.bootstrap_servers,
+                )
             outcomes = re.escape(self.topics.outcomes)
-            pattern = f"^(?:{seldon_pattern(self.settings)}|{outcomes})$"
+            pattern = f"^(?:{models}|{outcomes})$"
             self.consumer.subscribe(pattern=pattern, listener=listener)
         else:
             names = [*input_topics(self.settings, self.topics), self.topics.outcomes]

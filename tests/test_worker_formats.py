@@ -447,3 +447,26 @@ async def test_kill_minus_9_on_a_kserve_log_loses_and_duplicates_nothing(
         for d in map(orjson.loads, await read_all(broker, crashed.deadletter))
     }
     assert Counter(reason for reason, *_ in letters) == Counter(reason for _, reason in bad)
+
+
+async def test_a_seldon_prefix_that_matches_nothing_is_said(broker, caplog) -> None:
+    """A Seldon prefix or namespace that matches no model topic gives one warning naming
+    the pattern (the worker keeps waiting: models may be deployed later)."""
+    n = next(_names)
+    topics = topics_for(f"seldonnone{n}")
+    await setup_topics(broker, topics, 1)
+    settings = InputSettings(format="seldon", seldon_prefix=f"nosuch{n}")
+    config = Config(detectors=SMALL, topics=topics, input=settings)
+    worker = Worker(config, kafka(broker), WorkerSettings(group_id=f"g-sn{n}", **TEST_WORKER))
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(100):
+            if any("no Seldon model topic matches" in r.getMessage() for r in caplog.records):
+                break
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.1)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+    said = [r.getMessage() for r in caplog.records if "no Seldon model topic" in r.getMessage()]
+    assert len(said) == 1 and f"nosuch{n}" in said[0]
