@@ -19,7 +19,7 @@ demo: $(STAMP)
 # own embedded broker). pytest exits 5 when it collected nothing: that is a failure here,
 # not a pass.
 test: $(STAMP) lint browser
-	@$(BIN)/python -m pytest -n auto --maxprocesses 2; rc=$$?; \
+	@$(BIN)/python -m pytest -n auto --maxprocesses 2 --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run" >&2; exit 1; fi; \
 	exit $$rc
 

@@ -351,7 +351,7 @@ async def test_kill_minus_9_on_a_kserve_log_loses_and_duplicates_nothing(
     partitions = 4
     n = next(_names)
     events = list(
-        make_stream(scenario="mean_shift", n_predictions=20_000, change_at=CHANGE_AT, seed=37)
+        make_stream(scenario="mean_shift", n_predictions=14_000, change_at=CHANGE_AT, seed=37)
     )
     topics = topics_for(f"kfmt{n}")
     await setup_topics(broker, topics, partitions)
