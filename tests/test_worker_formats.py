@@ -42,12 +42,14 @@ EVENT_MS = 10
 """Event-time spacing of the simulated predictions."""
 CHANGE_AT = 8_000
 TOLERANCE_EVENTS = 300
-"""How far (in predictions) a worker's alert may sit from the native replay's: records
-land on random partitions and are re-keyed, so the model stage can see another
-interleaving of the same traffic when a stage-1 partition runs dry for a moment (its
-idle marker releases the others), and a sequential test's sample path moves with it.
-Measured: 0 in most runs; retrains differ by up to 2,400 predictions (their moment
-depends on how labels interleave), so only their presence is compared."""
+"""How far (in predictions) a worker's decision may sit from the native replay's. Records
+land on random partitions and are re-keyed; the model stage sees replay's order as long
+as no stage-1 partition declares itself idle while more is coming (`idle_after_ms`), and
+then every decision, retrains included, is replay's to the millisecond (measured, all
+formats at 4 partitions). The slack covers a partition that runs dry for longer than that
+on a loaded machine: its idle marker lets the others be released past it, and the
+sequential tests' sample path moves with the order (retrains moved by up to 2,400
+predictions when partitions declared idle at once)."""
 
 
 def _kserve_bad(topic: str, ts: int) -> list[tuple[SourceRecord, str]]:
@@ -311,10 +313,9 @@ async def test_foreign_logs_give_the_native_decisions(broker, make_stream, fmt, 
     wanted = sorted(((d.type, d.kind, tuple(d.features)), d.ts) for d in native.decisions)
     assert [k for k, _ in found] == [k for k, _ in wanted]
     change_ts = events[0].ts + CHANGE_AT * EVENT_MS
-    for ((kind, _, _), got), (_, want) in zip(found, wanted, strict=True):
+    for (_, got), (_, want) in zip(found, wanted, strict=True):
         assert got > change_ts  # nothing before the change
-        if kind == "alert":  # a retrain's moment depends on how labels interleave
-            assert abs(got - want) <= TOLERANCE_EVENTS * EVENT_MS
+        assert abs(got - want) <= TOLERANCE_EVENTS * EVENT_MS
 
     # Each alert joins the trace of a request served at its event time.
     by_ts: dict[int, set[str]] = {}
