@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from schemas.deadletter import DeadLetter
 from schemas.exceptions import PublishError
 
 RETRY_BACKOFF_S = 0.1
@@ -45,6 +46,16 @@ class _Queued:
     partition: int | None = None
     headers: list[tuple[str, bytes]] | None = None
     timestamp_ms: int | None = None
+
+
+async def send_dead_letters(
+    publisher: Publisher, topic: str, letters: list[DeadLetter], budget: int, now_ms: int
+) -> None:
+    """Queue dead letters, each cut to fit ``budget`` bytes with its key (see
+    `DeadLetter.to_json`): a dead letter must always be deliverable."""
+    for dead in letters:
+        value = dead.to_json(now_ms, budget - len(dead.key or b""))
+        await publisher.send(topic, value, dead.key)
 
 
 class Publisher:

@@ -48,7 +48,7 @@ from streams.config import Topics
 from streams.ingest import SOURCE_HEADER, letter, source_header
 from streams.kafka import KafkaSettings
 from streams.metrics import Metrics
-from streams.publishing import Publisher
+from streams.publishing import Publisher, send_dead_letters
 
 log = logging.getLogger("driftline.rekey")
 
@@ -112,6 +112,7 @@ class Rekeyer:
         metrics: Metrics,
         consumer_options: dict[str, Any],
         max_bytes: int,
+        letter_budget: int,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -121,6 +122,8 @@ class Rekeyer:
         self.metrics = metrics
         self.consumer_options = consumer_options
         self.max_bytes = max_bytes
+        self.letter_budget = letter_budget
+        """Bytes a dead letter may take (the producer's limit less record framing)."""
         self.consumer: AIOKafkaConsumer | None = None
         self.positions: dict[TopicPartition, int] = {}
         """Next offset to commit per partition: everything before it was re-keyed."""
@@ -253,8 +256,10 @@ class Rekeyer:
             self.positions[tp] = self.read_to[tp] = r.offset + 1
 
     async def _dead_letter(self, dead: DeadLetter) -> None:
-        value = dead.to_json(int(time.time() * 1000), self.kafka.max_request_size - 1_024)
-        await self.publisher.send(self.topics.deadletter, value, dead.key)
+        now_ms = int(time.time() * 1000)
+        await send_dead_letters(
+            self.publisher, self.topics.deadletter, [dead], self.letter_budget, now_ms
+        )
         self.metrics.dead_lettered.labels(dead.topic, dead.reason).inc()
 
     def caught_up(self) -> bool:

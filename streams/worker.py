@@ -79,7 +79,7 @@ from streams.ingest import ForeignIntake, letter, original
 from streams.kafka import KafkaSettings
 from streams.live import LiveView, model_scores, observe, version_scores
 from streams.metrics import DRIFT_SCORE_MODELS, Metrics
-from streams.publishing import Publisher
+from streams.publishing import Publisher, send_dead_letters
 from streams.rekey import Rekeyer, input_topics
 from streams.state_store import Checkpoint, read_checkpoints, write_checkpoint
 
@@ -495,6 +495,7 @@ class Worker:
                     "max_partition_fetch_bytes": 4 * 1024 * 1024,
                 },
                 self.max_event_bytes,
+                self.kafka.max_request_size - RECORD_OVERHEAD_BYTES,
             )
             await self.rekeyer.start()
 
@@ -798,10 +799,8 @@ class Worker:
 
     async def _dead_letter(self, letters: list[DeadLetter], now_ms: int) -> None:
         assert self.publisher is not None
-        max_bytes = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES
-        for dead in letters:
-            value = dead.to_json(now_ms, max_bytes - len(dead.key or b""))
-            await self.publisher.send(self.topics.deadletter, value, dead.key)
+        budget = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES
+        await send_dead_letters(self.publisher, self.topics.deadletter, letters, budget, now_ms)
 
     def _caught_up(self, p: int, shard: Shard) -> bool:
         """Whether the partition has processed everything its topics hold (as far as the
@@ -907,8 +906,10 @@ class Worker:
                 letters.append(
                     letter("invalid_summary", f"unreadable summaries message: {exc}", record)
                 )
-        traces = _traces_by_position(released, shard.engine.seq)
+        before = shard.engine.seq
         decisions = shard.engine.process(released) if released else []
+        # Traces are looked up only for the (rare) batches that decided something.
+        traces = _traces_by_position(released, before) if decisions else {}
         shard.forget()
         await self._dead_letter(letters, now_ms)
         await self._publish(shard, decisions, now_ms, traces)
