@@ -51,10 +51,18 @@ def free_port() -> int:
 class EmbeddedBroker:
     """Starts tansu on a free loopback port; a context manager that always stops it."""
 
-    def __init__(self, port: int | None = None, advertised_port: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        advertised_port: int | None = None,
+        advertised_host: str = "127.0.0.1",
+    ) -> None:
         self.port = port or free_port()
         self.advertised_port = advertised_port or self.port
         """Port the broker tells clients to connect to (a proxy's, in fault tests)."""
+        self.advertised_host = advertised_host
+        """Host the broker tells clients to connect to (a name each test process can
+        resolve to its own proxy, in fault tests)."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,7 +78,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                f"tcp://127.0.0.1:{self.advertised_port}",
+                f"tcp://{self.advertised_host}:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
             ],

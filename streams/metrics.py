@@ -100,6 +100,18 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        self.state_trims = Counter(
+            "driftline_state_trims",
+            "Attempts to delete superseded checkpoint records from the state topic, by "
+            "result (deleted, refused: the broker does not delete records).",
+            ["result"],
+            registry=r,
+        )
+        self.state_low_offset = Gauge(
+            "driftline_state_low_offset",
+            "First offset of the state topic the broker still keeps after the last trim.",
+            registry=r,
+        )
         self.summary_bytes = Counter(
             "driftline_summaries_bytes",
             "Bytes sent from the input stage to the model stage (the summaries topic).",

@@ -86,10 +86,18 @@ async def write_checkpoint(
     return len(body)
 
 
-async def read_checkpoints(
-    consumer: AIOKafkaConsumer, topic: str, group: str
-) -> dict[str, Checkpoint]:
-    """Latest complete checkpoint per shard of ``group``, read to the high watermark.
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """The latest record of one key of the state topic."""
+
+    value: bytes
+    headers: dict[str, str]
+    offset: int
+
+
+async def read_state_log(consumer: AIOKafkaConsumer, topic: str) -> dict[bytes, StateRecord]:
+    """The latest record of every key of the state topic (every group's), read to the high
+    watermark.
 
     The consumer must not be subscribed; the state topic partition is assigned to it
     directly. The end is taken from the fetch responses' high watermark, never from
@@ -98,36 +106,88 @@ async def read_checkpoints(
     tp = TopicPartition(topic, 0)
     consumer.assign([tp])
     await consumer.seek_to_beginning(tp)
-    latest: dict[bytes, tuple[bytes, dict[str, str]]] = {}
+    latest: dict[bytes, StateRecord] = {}
     while True:
         batch = await consumer.getmany(tp, timeout_ms=STATE_READ_TIMEOUT_MS)
         for record in batch.get(tp, []):
             if record.key is not None:
                 headers = {k: v.decode() for k, v in (record.headers or ())}
-                latest[record.key] = (record.value or b"", headers)
+                latest[record.key] = StateRecord(record.value or b"", headers, record.offset)
         highwater = consumer.highwater(tp)
         position = await consumer.position(tp)
         if highwater is not None and position >= highwater and not batch:
             break
+    return latest
+
+
+async def read_checkpoints(
+    consumer: AIOKafkaConsumer, topic: str, group: str
+) -> dict[str, Checkpoint]:
+    """Latest complete checkpoint per shard of ``group`` (see `read_state_log`)."""
+    latest = await read_state_log(consumer, topic)
     prefix = f"{group}/"
     out: dict[str, Checkpoint] = {}
-    for raw_key, (value, _) in latest.items():
+    for raw_key, record in latest.items():
         key = raw_key.decode()
         rest = key[len(prefix) :] if key.startswith(prefix) else None
         if rest is None or "/" in rest:
             continue
-        manifest = orjson.loads(value)
+        manifest = orjson.loads(record.value)
         parts = []
-        for i in range(manifest["chunks"]):
-            chunk = latest.get(f"{key}/{manifest['slot']}/{i}".encode())
-            if chunk is None or chunk[1].get("generation") != str(manifest["generation"]):
+        for chunk in _chunks(latest, raw_key, manifest):
+            if chunk is None:
                 raise StateError(
                     f"checkpoint {key} generation {manifest['generation']} is incomplete"
                 )
-            parts.append(chunk[0])
+            parts.append(chunk.value)
         body = b"".join(parts)
         if hashlib.sha256(body).hexdigest() != manifest["sha256"]:
             raise StateError(f"checkpoint {key} generation {manifest['generation']} is corrupt")
         payload = orjson.loads(zlib.decompress(body))
         out[rest] = Checkpoint(rest, payload["offsets"], payload["state"], manifest["generation"])
     return out
+
+
+def _chunks(
+    latest: dict[bytes, StateRecord], key: bytes, manifest: dict[str, Any]
+) -> list[StateRecord | None]:
+    """The chunk records a manifest points at (None where one is missing or belongs to
+    another generation)."""
+    out: list[StateRecord | None] = []
+    for i in range(manifest["chunks"]):
+        chunk = latest.get(key + f"/{manifest['slot']}/{i}".encode())
+        generation_matches = chunk is not None and chunk.headers.get("generation") == str(
+            manifest["generation"]
+        )
+        out.append(chunk if generation_matches else None)
+    return out
+
+
+def trim_point(latest: dict[bytes, StateRecord]) -> int | None:
+    """The lowest offset any group's latest checkpoint still reads (its manifest and the
+    chunks it points at): every record below it is superseded, so a broker that does not
+    compact may delete it. None when there is nothing to keep or a checkpoint is
+    incomplete (then nothing is deleted: its previous records may be all that is left).
+
+    Manifests are the records without a ``generation`` header; chunks carry one.
+
+    >>> m = orjson.dumps({"generation": 2, "slot": 0, "chunks": 1})
+    >>> log = {
+    ...     b"g/0/0/0": StateRecord(b"", {"generation": "2"}, 7),
+    ...     b"g/0/1/0": StateRecord(b"", {"generation": "1"}, 3),
+    ...     b"g/0": StateRecord(m, {}, 8),
+    ... }
+    >>> trim_point(log)
+    7
+    """
+    lowest: int | None = None
+    for key, record in latest.items():
+        if "generation" in record.headers:
+            continue
+        manifest = orjson.loads(record.value)
+        chunks = _chunks(latest, key, manifest)
+        if any(chunk is None for chunk in chunks):
+            return None
+        offsets = [record.offset, *(chunk.offset for chunk in chunks if chunk is not None)]
+        lowest = min(offsets) if lowest is None else min(lowest, *offsets)
+    return lowest

@@ -82,6 +82,7 @@ from streams.metrics import DRIFT_SCORE_MODELS, Metrics
 from streams.publishing import Publisher, send_dead_letters
 from streams.rekey import Rekeyer, input_topics
 from streams.state_store import Checkpoint, read_checkpoints, write_checkpoint
+from streams.state_trim import StateTrimmer
 
 log = logging.getLogger("driftline.worker")
 
@@ -184,6 +185,10 @@ class WorkerSettings:
     election, delivery timeout) is retried before the worker stops. Two minutes rides
     out a broker restart; a longer outage stops the worker cleanly (nothing committed
     past the undelivered output) for its supervisor to restart."""
+    state_trim_interval_s: float = 300.0
+    """How often superseded checkpoints are deleted from the state topic on brokers that
+    keep them (see `streams.state_trim`); 0 never deletes. Each trim reads the state
+    topic once, which the trims themselves keep small."""
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> WorkerSettings:
@@ -198,6 +203,10 @@ class WorkerSettings:
         if settings.publish_timeout_s <= 0:
             raise ConfigError(
                 f"publish_timeout_s must be positive, got {settings.publish_timeout_s}"
+            )
+        if settings.state_trim_interval_s < 0:
+            raise ConfigError(
+                f"state_trim_interval_s must be 0 or positive, got {settings.state_trim_interval_s}"
             )
         return settings
 
@@ -399,6 +408,8 @@ class Worker:
         foreign format's records reach through the re-key stage (`streams.rekey`)."""
         self.rekeyer: Rekeyer | None = None
         self.rekey_task: asyncio.Task[None] | None = None
+        self.trimmer = StateTrimmer(kafka, self.topics.state, self.metrics)
+        self.trim_task: asyncio.Task[None] | None = None
         self._pairs_seen: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -414,6 +425,10 @@ class Worker:
                         self.settings.fetch_timeout_ms,
                         self.settings.max_batch_records,
                     )
+                )
+            if self.settings.state_trim_interval_s > 0:
+                self.trim_task = asyncio.create_task(
+                    self.trimmer.run(self.stopping, self.settings.state_trim_interval_s)
                 )
             while not self.stopping.is_set() and self.failure is None:
                 if self.rekey_task is not None and self.rekey_task.done():
@@ -536,6 +551,8 @@ class Worker:
             await asyncio.gather(self.rekey_task, return_exceptions=True)
         if self.rekeyer is not None:
             await self.rekeyer.stop()
+        if self.trim_task is not None:
+            await asyncio.gather(self.trim_task, return_exceptions=True)
         if self.consumer is not None and self.by_name() and self.failure is None:
             await self.checkpoint(set(self.by_name()))
         elif self.failure is not None:

@@ -12,9 +12,10 @@ CHUNK_BYTES = 65_536
 
 
 class TcpProxy:
-    """Forwards ``127.0.0.1:listen_port`` to ``127.0.0.1:target_port``."""
+    """Forwards ``listen_host:listen_port`` to ``127.0.0.1:target_port``."""
 
-    def __init__(self, listen_port: int, target_port: int) -> None:
+    def __init__(self, listen_port: int, target_port: int, listen_host: str = "127.0.0.1") -> None:
+        self.listen_host = listen_host
         self.listen_port = listen_port
         self.target_port = target_port
         self.server: asyncio.Server | None = None
@@ -22,7 +23,7 @@ class TcpProxy:
         self.connections = 0
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port)
+        self.server = await asyncio.start_server(self._serve, self.listen_host, self.listen_port)
 
     async def cut(self) -> None:
         """Stop accepting and drop every open connection."""

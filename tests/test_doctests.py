@@ -1,4 +1,4 @@
-"""The examples in the pure packages' docstrings run, and pass."""
+"""The examples in every package's docstrings run, and pass."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 
 import detectors
 import schemas
+import streams
 
 MODULES = sorted(
     info.name
-    for package in (detectors, schemas)
+    for package in (detectors, schemas, streams)
     for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
 )
 

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
+import orjson
 import pytest
 
+from schemas.decode import encode
 from streams.broker import EmbeddedBroker, free_port
+from streams.cli import main
 from streams.faults import ConnectionLog
 from streams.metrics import Metrics
 from streams.simulate import StreamSpec
@@ -27,6 +37,7 @@ from .kafka_helpers import (
     setup_topics,
     topics_for,
     wait_committed,
+    write_config,
 )
 from .tcp_proxy import TcpProxy
 from .test_worker import SMALL
@@ -192,3 +203,159 @@ async def test_a_cut_during_a_checkpoint_write_resumes_with_nothing_lost(
     assert cp.state["consumed"] == total
     assert counts["predictions"] + counts["outcomes"] + counts["duplicates"] == total
     await proxy.stop()
+
+
+BROKER_NAME = "broker.driftline.test"
+"""The name the broker advertises: each process resolves it to its own proxy."""
+ROUTES = {"test": "127.0.0.1", "a": "127.0.0.2", "b": "127.0.0.3"}
+"""A loopback address per process: the test's clients and each worker have their own
+proxy, all on one port (the advertised one), so one route can be cut alone."""
+TWO_SPEC = StreamSpec(scenario="mean_shift", n_predictions=24_000, change_at=8_000, seed=43)
+TWO_DETECTORS = {"warmup_events": 3_000, "window_events": 2_000, "label_warmup_events": 1_000}
+ACQUIRED = re.compile(r"partition (\d+): (?:restored|new shard)")
+
+
+def acquired(log: Path, since: int) -> set[int]:
+    """Input partitions a worker took (restored or new) after byte ``since`` of its log."""
+    return {int(p) for p in ACQUIRED.findall(log.read_bytes()[since:].decode(errors="replace"))}
+
+
+def start_routed_worker(route: str, port: int, config: Path, log: Path) -> subprocess.Popen:
+    """A ``driftline worker`` process that reaches the broker through its own proxy."""
+    launcher = Path(__file__).with_name("resolve_as.py")
+    env = {
+        **os.environ,
+        "DRIFTLINE_BOOTSTRAP_SERVERS": f"{BROKER_NAME}:{port}",
+        "PYTHONPATH": str(Path(__file__).parent.parent),
+    }
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(launcher),
+                BROKER_NAME,
+                ROUTES[route],
+                "worker",
+                "--config",
+                str(config),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+async def exit_code(run: subprocess.Popen, timeout_s: float) -> int | None:
+    """The process's exit code, waiting without blocking the event loop (None: still
+    running after ``timeout_s``, then killed)."""
+    for _ in range(int(timeout_s / 0.1)):
+        if run.poll() is not None:
+            return run.returncode
+        await asyncio.sleep(0.1)
+    run.kill()
+    return None
+
+
+async def wait_for(condition, timeout_s: float, what: str, runs=()) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        for run in runs:
+            assert run.poll() is None, f"a worker exited ({run.returncode}) while {what}"
+        assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_one_of_two_workers_cut_off_hands_over_and_takes_back(tmp_path, monkeypatch) -> None:
+    """Two worker processes on 4 partitions, each with its own network route to the
+    broker. Worker a's route is cut mid-stream for longer than the session timeout: its
+    partitions move to worker b; the route comes back and a rejoins and takes partitions
+    back. Decision ids equal an uninterrupted run's (replay's, which equals the
+    worker's: tests/test_recovery.py), every record is counted once, and both exit 0.
+    The state trimmer runs every second meanwhile (refused by this broker; harmless)."""
+    events = list(stream(TWO_SPEC))
+    recorded = tmp_path / "recorded.jsonl"
+    recorded.write_bytes(b"".join(encode(e) + b"\n" for e in events))
+    replay_config = tmp_path / "replay.toml"
+    replay_config.write_text(
+        "[detectors]\n" + "".join(f"{k} = {v}\n" for k, v in TWO_DETECTORS.items())
+    )
+    out = tmp_path / "replay.jsonl"
+    args = ["replay", str(recorded), "--partitions", "4", "--config", str(replay_config)]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    expected = {orjson.loads(line)["decision_id"] for line in out.read_bytes().splitlines()}
+    assert expected
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return real(ROUTES["test"] if host == BROKER_NAME else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    port = free_port()
+    with EmbeddedBroker(advertised_port=port, advertised_host=BROKER_NAME) as broker:
+        proxies = {name: TcpProxy(port, broker.port, addr) for name, addr in ROUTES.items()}
+        for proxy in proxies.values():
+            await proxy.start()
+        bootstrap = f"{BROKER_NAME}:{port}"
+        topics = topics_for("cut2")
+        await setup_topics(bootstrap, topics, 4)
+        half = len(events) // 2
+        first = sum((await produce(bootstrap, topics, events[:half])).values())
+        config = write_config(tmp_path / "w.toml", topics, "g-cut2", TWO_DETECTORS)
+        config.write_text(
+            config.read_text().replace(
+                "[worker]\n", "[worker]\nmax_batch_records = 500\nstate_trim_interval_s = 1\n"
+            )
+        )
+        logs = {name: tmp_path / f"{name}.log" for name in ("a", "b")}
+        runs = {name: start_routed_worker(name, port, config, logs[name]) for name in logs}
+        try:
+            await wait_for(
+                lambda: all(acquired(log, 0) for log in logs.values()),
+                60,
+                "both workers took partitions",
+                runs.values(),
+            )
+            while await committed(bootstrap, "g-cut2", topics, 4) < first * 0.3:
+                await wait_for(lambda: True, 1, "", runs.values())
+                await asyncio.sleep(0.2)
+            marks = {name: log.stat().st_size for name, log in logs.items()}
+            await proxies["a"].cut()
+            await wait_for(
+                lambda: acquired(logs["b"], marks["b"]) == {0, 1, 2, 3},
+                60,
+                "worker b took every partition",
+                runs.values(),
+            )
+            cut_for = TEST_WORKER["session_timeout_ms"] / 1000 * 1.5
+            await asyncio.sleep(cut_for)
+            back = logs["a"].stat().st_size
+            await proxies["a"].restore()
+            total = first + sum((await produce(bootstrap, topics, events[half:])).values())
+            await wait_for(
+                lambda: acquired(logs["a"], back),
+                90,
+                "worker a took partitions back",
+                runs.values(),
+            )
+            await wait_committed(bootstrap, "g-cut2", topics, 4, total, timeout_s=120)
+            found = await decisions(bootstrap, topics)
+            recovered = await checkpoints(bootstrap, topics.state, "g-cut2")
+        finally:
+            for run in runs.values():
+                run.send_signal(signal.SIGTERM)
+            # Waited for without blocking: their route to the broker is this event loop.
+            codes = {name: await exit_code(run, 60) for name, run in runs.items()}
+            for proxy in proxies.values():
+                await proxy.stop()
+    assert codes == {"a": 0, "b": 0}, logs["a"].read_text()[-3000:]
+    assert {d["decision_id"] for d in found} == expected
+    assert sum(c.state["consumed"] for c in recovered.values()) == total
+    assert sum(c.state["intake"]["counts"]["duplicates"] for c in recovered.values()) == 0
+    text = logs["a"].read_text()
+    assert "lost the connection to the Kafka broker" in text
+    assert "is back after" in text
+    print(
+        f"a lost its route for {cut_for:.0f} s; b took {sorted(acquired(logs['b'], marks['b']))}, "
+        f"a took back {sorted(acquired(logs['a'], back))}"
+    )
