@@ -376,10 +376,12 @@ class ModelEngine:
                 decisions += registry.compare_canaries(rows, labelled=False)
         for model_id, rows in self._labelled_rows(labels).items():
             registry = self.model_versions(model_id)
-            registry.record_errors(rows)
-            decisions += registry.compare_canaries(rows, labelled=True)
-            decisions += registry.compare_promotions(rows)
-            decisions += registry.compare_pairs(rows)
+            matured = registry.matured(rows)
+            if matured is not None:
+                registry.record_errors(matured)
+                decisions += registry.compare_canaries(matured, labelled=True)
+                decisions += registry.compare_promotions(matured)
+                decisions += registry.compare_pairs(matured)
             decisions += registry.check_estimates(rows)
         return decisions
 

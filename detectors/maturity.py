@@ -13,12 +13,23 @@ compared is the labels of whole cohorts, whatever order they came in. Labels tha
 later than the horizon (the tail beyond the quantile) are released at once.
 
 The delays learnt are those of the labels seen, which understates the horizon while the
-late class is still arriving; a class counts only from ``min_labels`` labels on, and for a
-binary task nothing is released until both outcomes have that many.
+late class is still arriving: a class counts only from ``min_labels`` labels on, for a
+binary task nothing is released until both outcomes have that many, and a horizon is
+trusted only once the stream has been watched for twice its length (delays longer than
+the time watched cannot have been seen).
+
+Waiting costs a comparison the horizon's worth of time, and it buys nothing when the
+delays do not depend on the outcome (the labels in are then a random sample of the
+predictions). So for a binary label the horizon is 0 until the two outcomes' delay
+distributions are shown to differ: their Kolmogorov-Smirnov distance above both
+``DEPENDENCE_MIN_DISTANCE`` and its critical value at ``DEPENDENCE_ALPHA``. Other labels
+(regression targets, several classes) always wait, since their delays cannot be split
+by outcome here.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +41,16 @@ LOG_DELAY_BINS = np.arange(0.0, 8.05, 0.05)
 COHORT_MS = 60_000
 """Predictions are grouped by the minute they were made in: fine enough for models whose
 labels come within minutes, coarse enough that a two-day horizon holds 2,880 cohorts."""
+
+DEPENDENCE_MIN_DISTANCE = 0.1
+"""Smallest KS distance between the two outcomes' delay distributions taken as a
+dependence: below it the sample of labels in is biased by at most a tenth of the
+difference between the outcomes' rates, whatever the sample size."""
+
+DEPENDENCE_ALPHA = 1e-3
+"""Significance of the KS test for a dependence (critical value
+``sqrt(-ln(alpha / 2) / 2 * (n0 + n1) / (n0 n1))``): noise on a few dozen labels is
+not a dependence."""
 
 MAX_PENDING = 20_000
 """Cohorts held per model at most (two weeks of minutes); beyond it the oldest are
@@ -44,10 +65,25 @@ class LabelMaturity:
         self.min_labels = min_labels
         self.binary = binary
         self.histograms: dict[str, np.ndarray] = {}
+        self.span = [2**62, -(2**62)]
+        """[earliest prediction time, latest label time] seen: delays longer than the
+        span between them cannot have been seen yet."""
 
-    def observe(self, classes: np.ndarray, log_delays: np.ndarray) -> None:
+    def observe(
+        self,
+        classes: np.ndarray,
+        log_delays: np.ndarray,
+        prediction_ts: np.ndarray | None = None,
+        label_ts: np.ndarray | None = None,
+    ) -> None:
         """Labels seen: their outcome class (0/1 for binary labels, NaN for any other
-        label) and log10 delay in seconds (NaN: not known)."""
+        label) and log10 delay in seconds (NaN: not known), and when their predictions
+        were made and they arrived (epoch ms; for the span of delays that could be
+        seen)."""
+        if prediction_ts is not None and len(prediction_ts):
+            self.span[0] = min(self.span[0], int(np.nanmin(prediction_ts)))
+        if label_ts is not None and len(label_ts):
+            self.span[1] = max(self.span[1], int(np.nanmax(label_ts)))
         known = np.isfinite(log_delays)
         if not known.any():
             return
@@ -66,29 +102,71 @@ class LabelMaturity:
                 np.add.at(hist, bins[mask], 1)
 
     def horizon_ms(self) -> float | None:
-        """The largest per-class quantile of the delays, in milliseconds (None: not known
-        yet)."""
+        """The largest per-class quantile of the delays, in milliseconds; 0 for a binary
+        label whose delays do not depend on the outcome (None: not known yet)."""
         if self.quantile <= 0:
             return 0.0
         learnt = {c: h for c, h in self.histograms.items() if h.sum() >= self.min_labels}
         if not learnt or (self.binary and len(learnt) < 2):
             return None
+        if self.binary and not self.outcome_dependent():
+            return 0.0
         worst = 0.0
         for hist in learnt.values():
             cum = np.cumsum(hist)
             i = int(np.searchsorted(cum, self.quantile * cum[-1]))
             worst = max(worst, float(LOG_DELAY_BINS[min(i, len(LOG_DELAY_BINS) - 1)]))
-        return 10.0**worst * 1000.0
+        horizon = 10.0**worst * 1000.0
+        if self.span[1] > self.span[0] and self.span[1] - self.span[0] < 2 * horizon:
+            # Only delays shorter than the time watched can have been seen: a quantile
+            # of them understates the horizon (the late outcome's labels are still on
+            # their way) until the stream has run for twice the horizon.
+            return None
+        return horizon
+
+    def delay_distance(self) -> float:
+        """Kolmogorov-Smirnov distance between the delays of the two outcomes (0 when
+        either has none)."""
+        zero, one = self.histograms.get("0"), self.histograms.get("1")
+        if zero is None or one is None or not zero.sum() or not one.sum():
+            return 0.0
+        return float(np.abs(np.cumsum(zero) / zero.sum() - np.cumsum(one) / one.sum()).max())
+
+    def outcome_dependent(self) -> bool:
+        """Whether the two outcomes' labels arrive with different delays (see the module
+        docstring); False until both have ``min_labels``.
+
+        >>> m = LabelMaturity(0.95, 30)
+        >>> hours, days = np.full(200, 3.6), np.full(200, 5.0)  # log10 seconds
+        >>> m.observe(np.r_[np.zeros(200), np.ones(200)], np.r_[hours, days])
+        >>> m.outcome_dependent(), m.horizon_ms() > 86_400_000
+        (True, True)
+        >>> m = LabelMaturity(0.95, 30)
+        >>> rng = np.random.default_rng(1)
+        >>> m.observe(rng.integers(0, 2, 400).astype(float), rng.uniform(2.0, 4.0, 400))
+        >>> m.outcome_dependent(), m.horizon_ms()
+        (False, 0.0)
+        """
+        zero, one = self.histograms.get("0"), self.histograms.get("1")
+        if zero is None or one is None:
+            return False
+        n0, n1 = int(zero.sum()), int(one.sum())
+        if min(n0, n1) < self.min_labels:
+            return False
+        critical = math.sqrt(-math.log(DEPENDENCE_ALPHA / 2) / 2 * (n0 + n1) / (n0 * n1))
+        return self.delay_distance() > max(DEPENDENCE_MIN_DISTANCE, critical)
 
     def state(self) -> dict[str, Any]:
         return {
             "binary": self.binary,
             "histograms": {k: v.tolist() for k, v in self.histograms.items()},
+            "span": self.span,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.binary = state["binary"]
         self.histograms = {k: np.asarray(v, np.int64) for k, v in state["histograms"].items()}
+        self.span = list(state.get("span", [2**62, -(2**62)]))
 
 
 @dataclass(slots=True)
@@ -140,12 +218,16 @@ class Cohorts:
             held.last = last
         return None
 
-    def release(self, horizon_ms: float | None) -> list[tuple[str, Cohort]]:
-        """The cohorts that matured, oldest first."""
+    def release(self, horizon_ms: float | None) -> list[tuple[int, str, Cohort]]:
+        """The cohorts that matured as (minute, version, sums), oldest first."""
         if horizon_ms is None:
             return []
-        ready = sorted(k for k in self.pending if k[1] + COHORT_MS + horizon_ms <= self.watermark)
-        return [(version, self.pending.pop((version, start))) for version, start in ready]
+        ready = sorted(
+            (start, version)
+            for version, start in self.pending
+            if start + COHORT_MS + horizon_ms <= self.watermark
+        )
+        return [(start, version, self.pending.pop((version, start))) for start, version in ready]
 
     def drop(self, version: str) -> None:
         for key in [k for k in self.pending if k[0] == version]:

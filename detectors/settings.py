@@ -239,6 +239,12 @@ class DetectorSettings:
     """Labels of an outcome value needed before its delays count (for a binary label,
     nothing is compared until both values have this many)."""
 
+    label_maturity_max_held: int = 20_000
+    """Labelled events held per model while their cohort matures, for the version
+    comparisons (`detectors.versions.HeldLabels`); beyond it the oldest are compared
+    early. Bounds the state of a high-volume model whose labels are slow and ordered by
+    outcome."""
+
     outcome_latency_tau: float = 0.1
     """Difference in mean log10 outcome delay (seconds) a canary comparison of outcome
     latency is tuned to find fastest: 0.1 is about 26 % slower outcomes."""

@@ -118,6 +118,125 @@ class Rows:
     event_ids: list[str]
     values: Mapping[str, np.ndarray]
 
+    def take(self, index: np.ndarray) -> Rows:
+        """The rows at ``index``, in that order."""
+        return Rows(
+            versions=self.versions[index],
+            seqs=[self.seqs[i] for i in index.tolist()],
+            ts=[self.ts[i] for i in index.tolist()],
+            event_ids=[self.event_ids[i] for i in index.tolist()],
+            values={k: v[index] for k, v in self.values.items()},
+        )
+
+    @staticmethod
+    def join(parts: list[Rows]) -> Rows:
+        """The rows of ``parts`` one after the other."""
+        if len(parts) == 1:
+            return parts[0]
+        return Rows(
+            versions=np.concatenate([p.versions for p in parts]),
+            seqs=[x for p in parts for x in p.seqs],
+            ts=[x for p in parts for x in p.ts],
+            event_ids=[x for p in parts for x in p.event_ids],
+            values={k: np.concatenate([p.values[k] for p in parts]) for k in parts[0].values},
+        )
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def state(self) -> list[Any]:
+        return [
+            self.versions.tolist(),
+            self.seqs,
+            self.ts,
+            self.event_ids,
+            {k: v.tolist() for k, v in self.values.items()},
+        ]
+
+    @classmethod
+    def from_state(cls, state: list[Any]) -> Rows:
+        versions, seqs, ts, event_ids, values = state
+        return cls(
+            versions=np.array(versions, dtype=object),
+            seqs=list(seqs),
+            ts=list(ts),
+            event_ids=list(event_ids),
+            values={k: np.array(v, dtype=np.float64) for k, v in values.items()},
+        )
+
+
+class HeldLabels:
+    """Labelled rows held back until their predictions' cohort has matured.
+
+    The version comparisons (canary vs stable, a promoted version vs the one it replaced,
+    champion vs challenger on the same requests) read labelled rows as they arrive. When
+    labels arrive in an order that depends on the outcome, a young version's labels are
+    the early outcome's alone and it looks better or worse than it is (an equal canary
+    was rolled back on every seed of such a stream). So its rows wait here until the
+    minute their prediction was made lies the maturity horizon behind the newest label
+    (`detectors.maturity`). A horizon of 0 (delays that do not depend on the outcome)
+    passes rows straight through, so the comparisons keep their speed there; an unknown
+    horizon (too few labels of each outcome yet) holds everything. Both labelled rows of
+    a pair (one outcome, two versions) are released together. At most ``limit`` rows are
+    held: beyond it the oldest predictions' rows are released early (counted in
+    ``forced``), which bounds the state of a high-volume model with slow labels.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held: Rows | None = None
+        self.watermark = -(2**62)
+        """Largest label event time seen."""
+        self.forced = 0
+
+    def release(self, rows: Rows, horizon_ms: float | None) -> Rows | None:
+        """Add this batch's labelled rows; the rows whose cohort matured, cohort by
+        cohort (oldest predictions first), each pair together."""
+        if len(rows):
+            self.watermark = max(self.watermark, int(max(rows.ts)))
+        if horizon_ms == 0.0 and self.held is None:
+            return rows if len(rows) else None
+        held = rows if self.held is None else Rows.join([self.held, rows])
+        if not len(held):
+            self.held = None
+            return None
+        start = held.values["prediction_ts"] - held.values["prediction_ts"] % COHORT_MS
+        if horizon_ms is None:
+            ready = np.zeros(len(held), dtype=bool)
+        else:
+            ready = start + COHORT_MS + horizon_ms <= self.watermark
+            ready |= horizon_ms == 0.0
+        excess = len(held) - int(ready.sum()) - self.limit
+        if excess > 0:
+            waiting = np.flatnonzero(~ready)
+            oldest = waiting[np.argsort(start[waiting], kind="stable")[:excess]]
+            ready[oldest] = True
+            self.forced += excess
+        # A pair's rows (one outcome, several versions) go together or not at all.
+        seqs = np.asarray(held.seqs)
+        _, group = np.unique(seqs, return_inverse=True)
+        waiting_groups = np.unique(group[~ready])
+        ready &= ~np.isin(group, waiting_groups)
+        out = np.flatnonzero(ready)
+        rest = np.flatnonzero(~ready)
+        self.held = held.take(rest) if len(rest) else None
+        if not len(out):
+            return None
+        order = out[np.lexsort((np.asarray(seqs[out]), start[out]))]
+        return held.take(order)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "watermark": self.watermark,
+            "forced": self.forced,
+            "held": None if self.held is None else self.held.state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.watermark = state["watermark"]
+        self.forced = state["forced"]
+        self.held = None if state["held"] is None else Rows.from_state(state["held"])
+
 
 @dataclass(slots=True)
 class VersionInfo:
@@ -157,6 +276,7 @@ class ModelVersions:
         self.maturity = self._maturity()
         """The model's label delays (when a cohort of predictions has its labels)."""
         self.cohorts = Cohorts()
+        self.held = HeldLabels(settings.label_maturity_max_held)
         """Labelled gaps held until their prediction minute matured."""
         self.gap_alerted: dict[str, str] = {}
         """Direction of a reported estimate gap (``more``/``fewer`` errors) -> version."""
@@ -238,6 +358,30 @@ class ModelVersions:
             self.decided = {key for key in self.decided if not key.startswith(f"{name}:")}
             dropped += 1
         return dropped
+
+    def matured(self, rows: Rows) -> Rows | None:
+        """This batch's labelled rows taught to the label-delay model; the labelled rows
+        whose cohort matured, for the version comparisons (see `HeldLabels`)."""
+        values = rows.values
+        self.maturity.observe(
+            values["outcome_class"],
+            values["outcome_latency"],
+            values["prediction_ts"],
+            np.asarray(rows.ts, dtype=np.float64),
+        )
+        return self.held.release(rows, self.maturity.horizon_ms())
+
+    def _maturity_evidence(self) -> dict[str, Any]:
+        horizon = self.maturity.horizon_ms()
+        return {
+            "horizon_s": None if horizon is None else round(horizon / 1000.0, 3),
+            "quantile": self.settings.label_maturity_quantile,
+            "outcome_dependent_delays": self.maturity.outcome_dependent(),
+            "delay_distance": round(self.maturity.delay_distance(), 6),
+            "compared": "labels of predictions older than the horizon, by the minute they "
+            "were made; the horizon is 0 while the two outcomes' label delays do not differ "
+            "(labels in are then a random sample of the predictions)",
+        }
 
     def record_errors(self, rows: Rows) -> None:
         """Keep each version's recent labelled errors (the baseline after a promotion)."""
@@ -408,6 +552,7 @@ class ModelVersions:
                 "reference": f"{'previous champion' if promoted else 'stable version'} {baseline}",
                 "trigger_event_id": rows.event_ids[row],
                 "labels_pending": not metric.labelled,
+                **({"label_maturity": self._maturity_evidence()} if metric.labelled else {}),
                 "candidate": {
                     "version": version,
                     "events": verdict.candidate_n,
@@ -440,9 +585,8 @@ class ModelVersions:
         depends on the outcome would otherwise bias the realised side."""
         values = rows.values
         gap = values["error_rate"] - values["estimated_error"]
-        self.maturity.observe(values["outcome_class"], values["outcome_latency"])
         horizon = self.maturity.horizon_ms()
-        ready: list[tuple[str, Cohort]] = []
+        ready: list[tuple[int, str, Cohort]] = []
         usable = np.isfinite(gap)
         for version in sorted(set(rows.versions[usable].tolist())):
             if f"{version}:estimate_gap" in self.decided or version not in self.versions:
@@ -469,10 +613,14 @@ class ModelVersions:
                     horizon,
                 )
                 if found is not None:
-                    ready.append((version, found))
+                    ready.append((start, version, found))
+        # Cohorts are compared in the order their predictions were made, whether they
+        # matured in this batch or came complete: fed in any other order (say, every
+        # cohort that came complete at once first), the sequence would select by outcome.
         ready += self.cohorts.release(horizon)
+        ready.sort(key=lambda r: (r[0], r[1]))
         decisions = []
-        for version, cohort in ready:
+        for _, version, cohort in ready:
             key = f"{version}:estimate_gap"
             if key in self.decided or version not in self.versions:
                 continue
@@ -681,6 +829,7 @@ class ModelVersions:
                 "candidate_only_right": verdict.candidate_only,
                 "champion_only_right": verdict.baseline_only,
                 "disagreement_rate": round(verdict.disagreement_rate, 6),
+                "label_maturity": self._maturity_evidence(),
             },
             impact={
                 "traffic_share": 1.0,
@@ -715,6 +864,7 @@ class ModelVersions:
             "gaps": {k: c.state() for k, c in self.gaps.items()},
             "maturity": self.maturity.state(),
             "cohorts": self.cohorts.state(),
+            "held": self.held.state(),
             "gap_alerted": self.gap_alerted,
             "decided": sorted(self.decided),
         }
@@ -753,5 +903,8 @@ class ModelVersions:
         if "maturity" in state:  # checkpoints before label maturity start afresh
             self.maturity.restore(state["maturity"])
             self.cohorts.restore(state["cohorts"])
+        self.held = HeldLabels(self.settings.label_maturity_max_held)
+        if "held" in state:  # checkpoints before held labels hold none
+            self.held.restore(state["held"])
         self.gap_alerted = dict(state.get("gap_alerted", {}))
         self.decided = set(state["decided"])

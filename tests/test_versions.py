@@ -145,10 +145,17 @@ def test_stable_version_follows_recent_traffic() -> None:
     assert registry.promotions["v2"][0] == "v1"
 
 
-def _outcome_ordered_stream(seed: int, days: int = 3) -> list:
+def _outcome_ordered_stream(
+    seed: int,
+    days: int = 3,
+    scores: tuple[float, float] = (0.05, 0.3),
+    canary_from_hour: float | None = None,
+    canary_flip: float = 0.0,
+) -> list:
     """A calibrated scorer (the score is the chance of a positive) whose negative labels
     arrive 1-6 hours after the prediction and positive ones a day later (repayments
-    before defaults)."""
+    before defaults). From ``canary_from_hour`` on, a fifth of the traffic goes to a
+    canary v2 that inverts a ``canary_flip`` share of its scores."""
     from schemas.records import Outcome, Prediction  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
@@ -157,10 +164,15 @@ def _outcome_ordered_stream(seed: int, days: int = 3) -> list:
     rows = []
     for i in range(days * 24 * 300):
         ts = t0 + i * 12_000
-        p = float(rng.uniform(0.05, 0.3))
+        p = float(rng.uniform(*scores))
         positive = bool(rng.uniform() < p)
         delay = int((25 if positive else 1) * hour + rng.integers(0, 5 * hour))
-        rows.append(Prediction(f"p{i}", f"r{i}", "lender", "v1", ts, {"x": p}, p))
+        version, role, score = "v1", "champion", p
+        canary_live = canary_from_hour is not None and ts >= t0 + canary_from_hour * hour
+        if canary_live and rng.uniform() < 0.2:
+            version, role = "v2", "canary"
+            score = 1.0 - p if rng.uniform() < canary_flip else p
+        rows.append(Prediction(f"p{i}", f"r{i}", "lender", version, ts, {"x": p}, score, role=role))
         rows.append(Outcome(f"o{i}", f"r{i}", "lender", ts + delay, int(positive)))
     return sorted(rows, key=lambda e: e.ts)
 
@@ -178,6 +190,50 @@ def test_outcome_dependent_label_delays_give_no_false_estimate_gap() -> None:
     assert [d.evidence["value"] < 0 for d in gaps] == [True]
 
 
+def test_an_equal_canary_is_not_rolled_back_when_labels_come_in_outcome_order() -> None:
+    """A canary equal to the stable version starts a day in, while the positives' labels
+    come a day after the negatives' and the model errs on the negatives: its first labels
+    are nearly all negatives, all errors. On matured cohorts it is neither rolled back nor
+    reported (three seeds); compared as labels arrive (label_maturity_quantile = 0) the
+    same canary is rolled back, so the test can tell."""
+    for seed in range(3):
+        events = _outcome_ordered_stream(seed, 4, (0.55, 0.95), canary_from_hour=24)
+        found = run_engine(events, engine=Engine())
+        assert [(d.type, d.kind) for d in found if d.model_version == "v2"] == [], seed
+    eager = run_engine(events, engine=Engine(DetectorSettings(label_maturity_quantile=0)))
+    assert ("rollback", "canary_regression") in {(d.type, d.kind) for d in eager}
+
+
+def test_a_worse_canary_is_rolled_back_on_matured_labels_and_says_so() -> None:
+    """The same world with a canary that inverts 30 % of its scores: rolled back once its
+    first cohorts are in (the horizon is about a day and a quarter; twice that must have
+    been watched before it is trusted), with the maturity in the evidence."""
+    events = _outcome_ordered_stream(7, 5, (0.55, 0.95), canary_from_hour=24, canary_flip=0.3)
+    rollbacks = [d for d in run_engine(events, engine=Engine()) if d.type == "rollback"]
+    assert [(d.kind, d.model_version) for d in rollbacks] == [("canary_regression", "v2")]
+    maturity = rollbacks[0].evidence["label_maturity"]
+    assert maturity["outcome_dependent_delays"] is True
+    assert 24 * 3600 < maturity["horizon_s"] < 36 * 3600
+
+
+def test_labels_whose_delays_do_not_depend_on_the_outcome_are_compared_at_once(
+    make_stream,
+) -> None:
+    """Delays independent of the outcome (the simulator's, 500-5,000 events late): the
+    horizon is 0, no label is held, and a 5-point-worse canary is rolled back exactly
+    where comparing labels as they arrive does (same decision, same event)."""
+    events = with_canary(stationary(make_stream, 97, n=120_000), 0.10, 0.12, 97)
+    engine = Engine()
+    matured = [d for d in run_engine(events, engine=engine) if d.type == "rollback"]
+    eager = run_engine(events, engine=Engine(DetectorSettings(label_maturity_quantile=0)))
+    eager = [d for d in eager if d.type == "rollback"]
+    assert matured and [(d.decision_id, d.seq) for d in matured] == [
+        (d.decision_id, d.seq) for d in eager
+    ]
+    registry = engine.versions[matured[0].model_id]
+    assert registry.maturity.horizon_ms() == 0.0 and registry.held.held is None
+
+
 def test_a_retrained_model_with_the_same_miscalibration_gets_one_gap_alert() -> None:
     """Eight daily versions whose scores all say 30 % where 10 % of loans default: the
     first version's gap is reported, its successors' identical gaps are not."""
@@ -192,3 +248,20 @@ def test_a_retrained_model_with_the_same_miscalibration_gets_one_gap_alert() -> 
     ]
     gaps = [d for d in run_engine(events) if d.kind == "performance_estimate_gap"]
     assert [(d.model_version, d.evidence["value"] < 0) for d in gaps] == [("v1", True)]
+
+
+def test_held_labels_survive_a_json_checkpoint() -> None:
+    """Stopping while thousands of labels wait for their cohort, and restoring from the
+    state as the worker writes it (JSON, NaN as null): the same decisions as one run."""
+    import orjson  # noqa: PLC0415
+
+    events = _outcome_ordered_stream(7, 5, (0.55, 0.95), canary_from_hour=24, canary_flip=0.3)
+    whole = run_engine(events, engine=Engine())
+    first = Engine()
+    before = run_engine(events[: len(events) // 3], engine=first)
+    assert first.versions["lender"].held.held is not None
+    second = Engine()
+    second.restore(orjson.loads(orjson.dumps(first.state(), option=orjson.OPT_SERIALIZE_NUMPY)))
+    after = run_engine(events[len(events) // 3 :], engine=second)
+    assert [d.decision_id for d in before + after] == [d.decision_id for d in whole]
+    assert any(d.type == "rollback" for d in after)
