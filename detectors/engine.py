@@ -214,14 +214,13 @@ class ModelEngine:
         self.seq = seq + 1
 
         decisions: list[Decision] = []
+        rows = self._labelled_rows(labels)
+        matured, released = self._matured(labels, rows)
         empty_labels: tuple[list[Any], list[int], list[int], list[str]] = ([], [], [], [])
-        for key in {**preds, **labels}:
+        for key in {**preds, **released}:
             batch, seqs = preds.get(key, ([], []))
-            lab = labels.get(key)
-            decisions += self.monitor(*key).process(
-                batch, seqs, *(lab[:4] if lab else empty_labels)
-            )
-        decisions += self._compare_versions(preds, labels)
+            decisions += self.monitor(*key).process(batch, seqs, *released.get(key, empty_labels))
+        decisions += self._compare_versions(preds, matured, rows)
         if loops:
             decisions += self._feedback_loops(loops)
         if self.loops:
@@ -356,12 +355,45 @@ class ModelEngine:
             )
         return versions
 
+    def _matured(
+        self, labels: dict[tuple[str, str], LabelBatch], rows: dict[str, Rows]
+    ) -> tuple[
+        dict[str, Rows], dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str]]]
+    ]:
+        """The batch's labels that the version comparisons (rows, per model) and the
+        concept monitors (pairs, per version) may read now: those whose predictions' cohort
+        has matured (`detectors.maturity`). Where the label delays do not depend on the
+        outcome (horizon 0) and nothing is held, that is every label, passed through as
+        it came."""
+        matured: dict[str, Rows] = {}
+        released: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str]]] = {}
+        for model_id, model_rows in rows.items():
+            registry = self.model_versions(model_id)
+            ready = registry.matured(model_rows)
+            if ready is not None:
+                matured[model_id] = ready
+            horizon = registry.maturity.horizon_ms()
+            mine = [(key, lab) for key, lab in labels.items() if key[0] == model_id]
+            if horizon == 0.0 and not registry.held_pairs.held:
+                released.update((key, lab[:4]) for key, lab in mine)
+                continue
+            for key, lab in mine:
+                registry.held_pairs.add(key[1], *lab)
+            for version, got in registry.held_pairs.release(
+                horizon, registry.held.watermark
+            ).items():
+                released[(model_id, version)] = got
+        return matured, released
+
     def _compare_versions(
         self,
         preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]],
-        labels: dict[tuple[str, str], LabelBatch],
+        labelled: dict[str, Rows],
+        labelled_all: dict[str, Rows],
     ) -> list[Decision]:
-        """Version comparisons of every model seen in this batch (see `detectors.versions`)."""
+        """Version comparisons of every model seen in this batch (see `detectors.versions`),
+        on the labelled rows that matured (``labelled``); the estimate gap keeps its own
+        cohorts of all of them (``labelled_all``)."""
         for (model_id, version), (p, _) in preds.items():
             self.model_versions(model_id).observe(
                 version, p[-1].role, np.fromiter((q.ts for q in p), np.int64, len(p))
@@ -374,15 +406,14 @@ class ModelEngine:
             if registry.live_canaries():
                 rows = self._prediction_rows(model_id, preds)
                 decisions += registry.compare_canaries(rows, labelled=False)
-        for model_id, rows in self._labelled_rows(labels).items():
+        for model_id, rows in labelled.items():
             registry = self.model_versions(model_id)
-            matured = registry.matured(rows)
-            if matured is not None:
-                registry.record_errors(matured)
-                decisions += registry.compare_canaries(matured, labelled=True)
-                decisions += registry.compare_promotions(matured)
-                decisions += registry.compare_pairs(matured)
-            decisions += registry.check_estimates(rows)
+            registry.record_errors(rows)
+            decisions += registry.compare_canaries(rows, labelled=True)
+            decisions += registry.compare_promotions(rows)
+            decisions += registry.compare_pairs(rows)
+        for model_id, rows in labelled_all.items():
+            decisions += self.model_versions(model_id).check_estimates(rows)
         return decisions
 
     def _prediction_rows(

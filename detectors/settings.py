@@ -231,9 +231,10 @@ class DetectorSettings:
 
     label_maturity_quantile: float = 0.95
     """Quantile of each outcome's label delays after which a prediction's label is taken
-    as in: realised error is compared with the label-free estimate only on predictions
-    older than that (labels arriving in an order that depends on the outcome, repayments
-    before defaults, would otherwise bias it). 0 compares at once."""
+    as in: the version comparisons, realised vs estimated error and the concept monitors
+    read labels only of predictions older than that (labels arriving in an order that
+    depends on the outcome, repayments before defaults, would otherwise bias them); the
+    horizon is 0 while the outcomes' delays do not differ. 0 compares at once."""
 
     label_maturity_min_labels: int = 30
     """Labels of an outcome value needed before its delays count (for a binary label,
@@ -241,9 +242,9 @@ class DetectorSettings:
 
     label_maturity_max_held: int = 20_000
     """Labelled events held per model while their cohort matures, for the version
-    comparisons (`detectors.versions.HeldLabels`); beyond it the oldest are compared
-    early. Bounds the state of a high-volume model whose labels are slow and ordered by
-    outcome."""
+    comparisons and for the concept monitors (`detectors.versions.HeldLabels`,
+    `HeldPairs`); beyond it the oldest are read early. Bounds the state of a
+    high-volume model whose labels are slow and ordered by outcome."""
 
     outcome_latency_tau: float = 0.1
     """Difference in mean log10 outcome delay (seconds) a canary comparison of outcome

@@ -238,6 +238,90 @@ class HeldLabels:
         self.held = None if state["held"] is None else Rows.from_state(state["held"])
 
 
+class HeldPairs:
+    """Joined (prediction, label) pairs of one model's versions held until their cohort
+    has matured, for the versions' concept monitors (error-rate drift and the online vs
+    offline comparison), by the same rule as `HeldLabels`: a model whose first labels
+    are its early outcome's alone would otherwise learn its warm-up error rate from them
+    and take the late outcome's arrival for concept drift. Each entry is ``[prediction
+    time, prediction, label, position, event time, event id]``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held: dict[str, list[list[Any]]] = {}
+        self.forced = 0
+
+    def add(
+        self,
+        version: str,
+        pairs: list[Any],
+        seqs: list[int],
+        ts: list[int],
+        ids: list[str],
+        prediction_ts: list[int],
+    ) -> None:
+        self.held.setdefault(version, []).extend(
+            [t0, p, y, q, t, i]
+            for (p, y), q, t, i, t0 in zip(pairs, seqs, ts, ids, prediction_ts, strict=True)
+        )
+
+    def release(
+        self, horizon_ms: float | None, watermark: int
+    ) -> dict[str, tuple[list[Any], list[int], list[int], list[str]]]:
+        """Per version, the pairs whose cohort matured (cohort by cohort, oldest first),
+        as (pairs, positions, event times, event ids)."""
+        ready_before: float | None
+        if horizon_ms is None:
+            ready_before = None
+        elif horizon_ms == 0.0:
+            ready_before = math.inf
+        else:
+            ready_before = watermark - horizon_ms - COHORT_MS
+        total = sum(len(v) for v in self.held.values())
+        excess = total - self.limit
+        cut = None
+        if excess > 0:
+            # The oldest predictions beyond the bound are released early (counted).
+            starts = sorted(e[0] for v in self.held.values() for e in v)
+            cut = starts[excess - 1]
+        out = {}
+        for version in list(self.held):
+            entries = self.held[version]
+            go, stay = [], []
+            for e in entries:
+                start = e[0] - e[0] % COHORT_MS
+                mature = ready_before is not None and start <= ready_before
+                if mature or (cut is not None and e[0] <= cut):
+                    if not mature:
+                        self.forced += 1
+                    go.append(e)
+                else:
+                    stay.append(e)
+            if stay:
+                self.held[version] = stay
+            else:
+                del self.held[version]
+            if go:
+                go.sort(key=lambda e: (e[0] - e[0] % COHORT_MS, e[3]))
+                out[version] = (
+                    [(e[1], e[2]) for e in go],
+                    [e[3] for e in go],
+                    [e[4] for e in go],
+                    [e[5] for e in go],
+                )
+        return out
+
+    def drop(self, version: str) -> None:
+        self.held.pop(version, None)
+
+    def state(self) -> dict[str, Any]:
+        return {"forced": self.forced, "held": self.held}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.forced = state["forced"]
+        self.held = {k: [list(e) for e in v] for k, v in state["held"].items()}
+
+
 @dataclass(slots=True)
 class VersionInfo:
     """What is known about one version of a model."""
@@ -277,6 +361,7 @@ class ModelVersions:
         """The model's label delays (when a cohort of predictions has its labels)."""
         self.cohorts = Cohorts()
         self.held = HeldLabels(settings.label_maturity_max_held)
+        self.held_pairs = HeldPairs(settings.label_maturity_max_held)
         """Labelled gaps held until their prediction minute matured."""
         self.gap_alerted: dict[str, str] = {}
         """Direction of a reported estimate gap (``more``/``fewer`` errors) -> version."""
@@ -865,6 +950,7 @@ class ModelVersions:
             "maturity": self.maturity.state(),
             "cohorts": self.cohorts.state(),
             "held": self.held.state(),
+            "held_pairs": self.held_pairs.state(),
             "gap_alerted": self.gap_alerted,
             "decided": sorted(self.decided),
         }
@@ -904,7 +990,10 @@ class ModelVersions:
             self.maturity.restore(state["maturity"])
             self.cohorts.restore(state["cohorts"])
         self.held = HeldLabels(self.settings.label_maturity_max_held)
+        self.held_pairs = HeldPairs(self.settings.label_maturity_max_held)
         if "held" in state:  # checkpoints before held labels hold none
             self.held.restore(state["held"])
+        if "held_pairs" in state:
+            self.held_pairs.restore(state["held_pairs"])
         self.gap_alerted = dict(state.get("gap_alerted", {}))
         self.decided = set(state["decided"])

@@ -151,6 +151,7 @@ def _outcome_ordered_stream(
     scores: tuple[float, float] = (0.05, 0.3),
     canary_from_hour: float | None = None,
     canary_flip: float = 0.0,
+    rise: tuple[float, float] | None = None,
 ) -> list:
     """A calibrated scorer (the score is the chance of a positive) whose negative labels
     arrive 1-6 hours after the prediction and positive ones a day later (repayments
@@ -165,7 +166,8 @@ def _outcome_ordered_stream(
     for i in range(days * 24 * 300):
         ts = t0 + i * 12_000
         p = float(rng.uniform(*scores))
-        positive = bool(rng.uniform() < p)
+        shifted = rise is not None and ts >= t0 + rise[0] * hour
+        positive = bool(rng.uniform() < p + (rise[1] if shifted and rise else 0.0))
         delay = int((25 if positive else 1) * hour + rng.integers(0, 5 * hour))
         version, role, score = "v1", "champion", p
         canary_live = canary_from_hour is not None and ts >= t0 + canary_from_hour * hour
@@ -265,3 +267,32 @@ def test_held_labels_survive_a_json_checkpoint() -> None:
     after = run_engine(events[len(events) // 3 :], engine=second)
     assert [d.decision_id for d in before + after] == [d.decision_id for d in whole]
     assert any(d.type == "rollback" for d in after)
+
+
+def test_the_concept_monitor_waits_for_matured_labels_too() -> None:
+    """A model that starts with the stream, labels in outcome order (its errors are the
+    late outcome's): learning its warm-up error rate from the early labels alone, it took
+    the late outcome's arrival for concept drift (alert and retrain on every seed). On
+    matured cohorts nothing is raised; comparing at once (label_maturity_quantile = 0)
+    shows the false concept drift, so the test can tell."""
+    for seed in range(2):
+        found = run_engine(_outcome_ordered_stream(seed, 4), engine=Engine())
+        assert found == [], (seed, [(d.type, d.kind) for d in found])
+    eager = run_engine(
+        _outcome_ordered_stream(0, 4), engine=Engine(DetectorSettings(label_maturity_quantile=0))
+    )
+    assert ("retrain", "concept_drift") in {(d.type, d.kind) for d in eager}
+
+
+def test_a_real_concept_change_is_found_once_its_late_labels_are_in() -> None:
+    """The same world with the chance of a positive 10 points above the scores from hour
+    72: on matured cohorts, concept drift is raised once (alert and retrain), after the
+    change and within 36 hours of it (the evidence is in the late outcome's labels, which
+    come 25-30 hours after their predictions), and nothing before it."""
+    hour = 3_600_000
+    change = 1_767_225_600_000 + 72 * hour
+    found = run_engine(_outcome_ordered_stream(0, 6, rise=(72, 0.1)), engine=Engine())
+    concept = [d for d in found if d.kind == "concept_drift"]
+    assert [d.type for d in concept] == ["alert", "retrain"]
+    assert change < concept[0].ts < change + 36 * hour
+    assert all(d.ts > change for d in found)
