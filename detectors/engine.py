@@ -219,7 +219,8 @@ class ModelEngine:
         empty_labels: tuple[list[Any], list[int], list[int], list[str]] = ([], [], [], [])
         for key in {**preds, **released}:
             batch, seqs = preds.get(key, ([], []))
-            decisions += self.monitor(*key).process(batch, seqs, *released.get(key, empty_labels))
+            made = self.monitor(*key).process(batch, seqs, *released.get(key, empty_labels))
+            decisions += [self._read_labels(d) for d in made]
         decisions += self._compare_versions(preds, matured, rows)
         if loops:
             decisions += self._feedback_loops(loops)
@@ -263,6 +264,20 @@ class ModelEngine:
         self.loops.pop(model_id, None)
         self._no_action.pop(model_id, None)
         self.counts["evicted_models"] += 1
+
+    def _read_labels(self, decision: Decision) -> Decision:
+        """A decision made on labels (concept drift, live accuracy against the offline
+        reference) says how they were read (`detectors.maturity`)."""
+        on_labels = decision.kind == "concept_drift" or (
+            decision.kind == "online_offline_gap" and "online_error_rate" in decision.evidence
+        )
+        registry = self.versions.get(decision.model_id)
+        if not on_labels or registry is None:
+            return decision
+        return replace(
+            decision,
+            evidence={**decision.evidence, "label_maturity": registry.maturity_evidence()},
+        )
 
     def _caution(self, decision: Decision) -> Decision:
         """A retrain decision for a model already flagged for a feedback loop says that

@@ -456,7 +456,8 @@ class ModelVersions:
         )
         return self.held.release(rows, self.maturity.horizon_ms())
 
-    def _maturity_evidence(self) -> dict[str, Any]:
+    def maturity_evidence(self) -> dict[str, Any]:
+        """How labels were read (for the evidence of every decision made on labels)."""
         horizon = self.maturity.horizon_ms()
         return {
             "horizon_s": None if horizon is None else round(horizon / 1000.0, 3),
@@ -637,7 +638,7 @@ class ModelVersions:
                 "reference": f"{'previous champion' if promoted else 'stable version'} {baseline}",
                 "trigger_event_id": rows.event_ids[row],
                 "labels_pending": not metric.labelled,
-                **({"label_maturity": self._maturity_evidence()} if metric.labelled else {}),
+                **({"label_maturity": self.maturity_evidence()} if metric.labelled else {}),
                 "candidate": {
                     "version": version,
                     "events": verdict.candidate_n,
@@ -914,7 +915,7 @@ class ModelVersions:
                 "candidate_only_right": verdict.candidate_only,
                 "champion_only_right": verdict.baseline_only,
                 "disagreement_rate": round(verdict.disagreement_rate, 6),
-                "label_maturity": self._maturity_evidence(),
+                "label_maturity": self.maturity_evidence(),
             },
             impact={
                 "traffic_share": 1.0,

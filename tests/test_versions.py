@@ -295,4 +295,5 @@ def test_a_real_concept_change_is_found_once_its_late_labels_are_in() -> None:
     concept = [d for d in found if d.kind == "concept_drift"]
     assert [d.type for d in concept] == ["alert", "retrain"]
     assert change < concept[0].ts < change + 36 * hour
+    assert concept[0].evidence["label_maturity"]["outcome_dependent_delays"] is True
     assert all(d.ts > change for d in found)
