@@ -96,6 +96,13 @@ class NumericChannel(Channel):
         highs = np.array([s.high for s in self.summaries])
         margin = settings.out_of_range_margin * (highs - lows)
         self._range = (lows - margin, highs + margin)
+        if kind == "prediction_drift":
+            # Scores outside the range they had in the reference have moved: that is
+            # prediction drift (the mean and variance tests see it), not bad data. Only a
+            # missing or non-numeric prediction is a quality problem. (Measured on an
+            # allocation model whose estimates move hourly: the same moving scores were
+            # reported twice, as prediction drift and as data quality.)
+            self._range = (np.full_like(lows, -np.inf), np.full_like(highs, np.inf))
         super().__init__(kind, settings)
 
     @property

@@ -96,8 +96,9 @@ class DetectorSettings:
     (and at least a doubling of the reference rate)."""
 
     out_of_range_margin: float = 0.1
-    """A numeric value further outside the reference [min, max] than this fraction of the
-    reference range counts as out of range (data quality)."""
+    """A numeric input value further outside the reference [min, max] than this fraction
+    of the reference range counts as out of range (data quality); predictions are not
+    range-checked (their moves are prediction drift)."""
 
     error_rate_ratio: float = 1.25
     """Design relative rise of the error rate for the concept-drift test."""

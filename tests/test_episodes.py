@@ -75,3 +75,26 @@ def test_a_persistent_online_offline_gap_is_one_alert(make_stream) -> None:
     counts = _after_change(live, run_engine(live, engine=engine))
     assert counts[("online_offline_gap", "alert")] == 1
     assert all(v == 1 for v in counts.values()), counts
+
+
+def test_scores_that_leave_their_reference_range_are_prediction_drift_not_bad_data(
+    make_stream,
+) -> None:
+    """Scores in [0.3, 0.7] move up by 0.25 (most now above the largest reference
+    score): that is prediction drift, one alert; no data_quality alert for the
+    prediction, which was reported as well when scores outside the reference range
+    counted as invalid."""
+    n = 60_000
+    events = make_stream(scenario="stationary", n_predictions=n, change_at=n, seed=33)
+    moved, served = [], 0
+    for event in events:
+        if type(event) is Prediction:
+            served += 1
+            if isinstance(event.prediction, float):
+                score = 0.3 + 0.4 * event.prediction + (0.25 if served > CHANGE_AT else 0.0)
+                event = replace(event, prediction=round(score, 6))  # noqa: PLW2901
+        moved.append(event)
+    # (Squeezed, the scores are no longer calibrated: an estimate gap is right here.)
+    counts = Counter((d.kind, d.type) for d in run_engine(moved))
+    assert counts[("prediction_drift", "alert")] == 1
+    assert not any(kind == "data_quality" for kind, _ in counts), counts
