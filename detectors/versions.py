@@ -544,13 +544,31 @@ class ModelVersions:
                     continue
                 self.decided.add(key)
                 decisions.append(
-                    self._mean_decision("alert", canary, stable, metric, verdict, rows, row)
+                    self._mean_decision(
+                        "alert",
+                        canary,
+                        stable,
+                        metric,
+                        verdict,
+                        rows,
+                        row,
+                        comparisons[metric.name],
+                    )
                 )
             if rollback is not None:
                 self.decided.add(f"{canary}:canary")
                 row, metric, verdict = rollback
                 decisions.append(
-                    self._mean_decision("rollback", canary, stable, metric, verdict, rows, row)
+                    self._mean_decision(
+                        "rollback",
+                        canary,
+                        stable,
+                        metric,
+                        verdict,
+                        rows,
+                        row,
+                        comparisons[metric.name],
+                    )
                 )
         return decisions
 
@@ -573,7 +591,9 @@ class ModelVersions:
             self.decided.add(key)
             row = int(use[verdict.index])
             decisions.append(
-                self._mean_decision("rollback", new, old, CANARY_METRICS[0], verdict, rows, row)
+                self._mean_decision(
+                    "rollback", new, old, CANARY_METRICS[0], verdict, rows, row, comparison
+                )
             )
         return decisions
 
@@ -586,7 +606,11 @@ class ModelVersions:
         verdict: MeanVerdict,
         rows: Rows,
         row: int,
+        comparison: MeanComparison,
     ) -> Decision:
+        """A canary or promotion verdict as a decision; its configuration and confidence
+        are the comparison's own (the rollback metrics split ``rollback_alpha`` between
+        them, and outcome latency has its own ``tau``)."""
         info = self.versions[version]
         promoted = type_ == "rollback" and self.versions[version].role == "champion"
         kind = "promotion_regression" if promoted else "canary_regression"
@@ -617,8 +641,8 @@ class ModelVersions:
                 "name": "anytime_valid_mean_comparison",
                 "config": {
                     "metric": metric.name,
-                    "alpha": self.settings.rollback_alpha,
-                    "tau": self.settings.comparison_tau,
+                    "alpha": comparison.alpha,
+                    "tau": comparison.tau,
                     "margin": self.settings.rollback_margin,
                     "min_each": self.settings.comparison_min_labels,
                 },
@@ -629,7 +653,7 @@ class ModelVersions:
                 "threshold": self.settings.rollback_margin,
                 "p_value": None,
                 "confidence_interval": [round(verdict.lower, 6), round(verdict.upper, 6)],
-                "confidence": 1 - self.settings.rollback_alpha,
+                "confidence": 1 - comparison.alpha,
                 "window": {
                     "first_ts": info.first_ts,
                     "last_ts": rows.ts[row],

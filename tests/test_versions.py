@@ -213,6 +213,10 @@ def test_a_worse_canary_is_rolled_back_on_matured_labels_and_says_so() -> None:
     events = _outcome_ordered_stream(7, 5, (0.55, 0.95), canary_from_hour=24, canary_flip=0.3)
     rollbacks = [d for d in run_engine(events, engine=Engine()) if d.type == "rollback"]
     assert [(d.kind, d.model_version) for d in rollbacks] == [("canary_regression", "v2")]
+    # The two rollback metrics share rollback_alpha: the interval is at half of it each.
+    alpha = DetectorSettings().rollback_alpha / 2
+    assert rollbacks[0].detector["config"]["alpha"] == alpha
+    assert rollbacks[0].evidence["confidence"] == 1 - alpha
     maturity = rollbacks[0].evidence["label_maturity"]
     assert maturity["outcome_dependent_delays"] is True
     assert 24 * 3600 < maturity["horizon_s"] < 36 * 3600
