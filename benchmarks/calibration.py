@@ -8,6 +8,10 @@ heavy-tailed, mostly missing and Zipf-categorical features), and counts raw sign
 the thresholds deliver the promised rate; the policy's de-duplication then only lowers it.
 
     python benchmarks/calibration.py [--budget 1000] [--predictions 300000] [--seeds 2]
+        [--detector cusum|adwin|kswin|hddm_a|hddm_w]
+
+``--detector`` sets ``data_detector`` and ``prediction_detector``: River's detectors on the
+numeric channels are then measured the same way (their signals are ``river_<name>``).
 """
 
 from __future__ import annotations
@@ -100,8 +104,13 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1_000)
     parser.add_argument("--predictions", type=int, default=300_000)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--detector", default="cusum")
     args = parser.parse_args()
-    settings = DetectorSettings(false_alarm_budget_events=args.budget)
+    settings = DetectorSettings(
+        false_alarm_budget_events=args.budget,
+        data_detector=args.detector,
+        prediction_detector=args.detector,
+    )
     n = args.predictions
     simulated = [
         generate(StreamSpec(scenario="stationary", n_predictions=n, change_at=n, seed=500 + s))

@@ -9,9 +9,12 @@ decisions per change counts every decision of the expected kind after it, and th
 information limit is ln(ARL) / KL labelled events (what a CUSUM that knew the change would
 need), converted to predictions through the label rate plus the mean label delay. A
 second table runs every ``concept_detector`` (the CUSUM bank and River's detectors inside
-driftline, calibrated from the same budget) on the concept worlds.
+driftline, calibrated from the same budget) on the concept worlds, a third every
+``data_detector`` on the covariate worlds (``--channel-detectors``: KSWIN costs a KS test
+per event and feature, about 350 events/s on these worlds, so it is left out unless named).
 
     python benchmarks/moa_quality.py [--seeds 3] [--predictions 200000]
+        [--channel-detectors cusum,adwin,hddm_a,hddm_w]
 """
 
 from __future__ import annotations
@@ -89,6 +92,11 @@ def main() -> None:
     parser.add_argument("--predictions", type=int, default=200_000)
     parser.add_argument(
         "--worlds", default="", help="comma-separated world names (default: all of them)"
+    )
+    parser.add_argument(
+        "--channel-detectors",
+        default="cusum,adwin,hddm_a,hddm_w",
+        help="data_detector values for the third table (kswin too, if you have the time)",
     )
     args = parser.parse_args()
     if args.worlds:
@@ -192,6 +200,7 @@ def main() -> None:
             f"{max(per_change):>14} {err:>12} {limit:>8}"
         )
     concept_detectors(args, n, change_at)
+    channel_detectors(args, n, change_at)
     print(f"[{time.perf_counter() - started:.0f} s]")
 
 
@@ -225,6 +234,51 @@ def concept_detectors(args: argparse.Namespace, n: int, change_at: int) -> None:
     for name in names:
         row = " ".join(f"{med(delays[(w, name)]):>20}" for w in concept_worlds)
         print(f"{name:<10} {false[name]:>6} {row}")
+
+
+def channel_detectors(args: argparse.Namespace, n: int, change_at: int) -> None:
+    """Every ``data_detector`` at the default budget: false data-drift decisions on the
+    stationary worlds and delay (to a data_drift alert naming the shifted feature) on the
+    covariate worlds."""
+    names = [name for name in args.channel_detectors.split(",") if name]
+    false: Counter[str] = Counter()
+    delays: dict[tuple[str, str], list] = {}
+    seconds: Counter[str] = Counter()
+    events_seen: Counter[str] = Counter()
+    for world in WORLDS.values():
+        if world.kind not in (None, "data_drift"):
+            continue
+        for seed in range(1, args.seeds + 1):
+            events = generate(world, seed, n, change_at if world.kind else n)
+            served = np.cumsum([type(e) is Prediction for e in events])
+            start = change_at - world.lead
+            for name in names:
+                began = time.perf_counter()
+                settings = DetectorSettings(data_detector=name, prediction_detector=name)
+                decisions = [
+                    d
+                    for d in run_driftline(events, settings)
+                    if d.kind == "data_drift" and d.type == "alert"
+                ]
+                seconds[name] += time.perf_counter() - began
+                events_seen[name] += len(events)
+                if world.kind is None:
+                    false[name] += len(decisions)
+                    continue
+                late = [
+                    int(served[d.seq]) - start
+                    for d in decisions
+                    if served[d.seq] > start and d.features[:1] == (world.feature,)
+                ]
+                delays.setdefault((world.name, name), []).append(late[0] if late else None)
+    print("\ndata_detector at the default budget (delay in predictions; false data-drift alerts)")
+    shift_worlds = sorted({w for w, _ in delays})
+    header = " ".join(f"{w:>22}" for w in shift_worlds)
+    print(f"{'detector':<10} {'false':>6} {'events/s':>9} {header}")
+    for name in names:
+        row = " ".join(f"{med(delays[(w, name)]):>22}" for w in shift_worlds)
+        rate = events_seen[name] / max(seconds[name], 1e-9)
+        print(f"{name:<10} {false[name]:>6} {rate:>9,.0f} {row}")
 
 
 if __name__ == "__main__":

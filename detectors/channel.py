@@ -111,6 +111,14 @@ class Channel(ABC):
     @abstractmethod
     def _slice(self, data: Any, start: int, stop: int) -> Any: ...
 
+    def _other_alarms(self, data: Any) -> list[Alarm]:
+        """Alarms of tests outside the bank (River's detectors, `detectors.river_bridge`),
+        whose columns follow the bank's in ``specs``."""
+        return []
+
+    def _other_signal(self, alarm: Alarm, meta: BatchMeta) -> Signal:
+        raise NotImplementedError
+
     # -- shared ------------------------------------------------------------------------
 
     @property
@@ -142,7 +150,9 @@ class Channel(ABC):
             part_meta = meta.slice(pos, pos + take)
             if self.window_first_ts is None:
                 self.window_first_ts = int(part_meta.ts[0])
-            for alarm in self.bank.update(*self._stats(part)):
+            alarms = self.bank.update(*self._stats(part)) + self._other_alarms(part)
+            alarms.sort(key=lambda a: a.row)
+            for alarm in alarms:
                 if alarm.recovered:
                     reports.append(self._recovery(alarm, part_meta))
                 else:
@@ -158,6 +168,8 @@ class Channel(ABC):
         return signals, reports
 
     def _sequential_signal(self, alarm: Alarm, meta: BatchMeta) -> Signal:
+        if alarm.column >= len(self.bank.thresholds):
+            return self._other_signal(alarm, meta)
         spec = self.specs[alarm.column]
         run = max(alarm.run_length, 1)
         mean_llr = alarm.statistic / run

@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 
 from detectors.channel import Channel, TestSpec, bernoulli_llr_terms, bernoulli_rate, rate_band
-from detectors.cusum import bernoulli_kl, gaussian_threshold
+from detectors.cusum import Alarm, bernoulli_kl, gaussian_threshold
 from detectors.latch import BERNOULLI, GAUSS_MEAN, GAUSS_VAR, kl_divergence
 from detectors.reference import NumericSummary, bin_index, normal_scores
+from detectors.river_bridge import RiverChannel
 from detectors.settings import DetectorSettings
+from detectors.signal import BatchMeta, Signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,13 @@ class NumericChannel(Channel):
     ) -> None:
         self.names = list(summaries)
         self.summaries = [summaries[n] for n in self.names]
+        detector = {
+            "data_drift": settings.data_detector,
+            "prediction_drift": settings.prediction_detector,
+        }.get(kind, "cusum")
+        self.river: RiverChannel | None = None
+        """River's detector per feature in place of the mean and variance CUSUMs, when
+        ``data_detector`` / ``prediction_detector`` names one."""
         delta = settings.mean_shift_sd
         ratio = settings.variance_ratio
         self._ratio = ratio
@@ -66,6 +75,10 @@ class NumericChannel(Channel):
             _Block("cusum_variance_up", GAUSS_VAR, 1.0, ratio, "z2_up"),
             _Block("cusum_variance_down", GAUSS_VAR, 1.0, 1 / ratio, "z2_down"),
         ]
+        if detector != "cusum":
+            self._blocks = []
+            # Its columns follow the bank's: the quality test of every feature.
+            self.river = RiverChannel(detector, len(self.names), len(self.names))
         self._kl = kl_divergence(
             np.array([b.family for b in self._blocks]),
             np.array([b.design for b in self._blocks]),
@@ -128,7 +141,64 @@ class NumericChannel(Channel):
             )
             for f, name in enumerate(self.names)
         ]
+        if self.river is not None:
+            specs += [
+                TestSpec(self.kind, name, f"river_{self.river.name}", {}) for name in self.names
+            ]
         return specs
+
+    def calibrate(self, arl_per_test: float) -> None:
+        super().calibrate(arl_per_test)
+        if self.river is not None:
+            self.river.calibrate(arl_per_test)
+
+    def _other_alarms(self, data: NumericData) -> list[Alarm]:
+        if self.river is None:
+            return []
+        valid = ~np.isnan(data.z)
+        return self.river.update(np.where(valid, data.z, 0.0), valid)
+
+    def _other_signal(self, alarm: Alarm, meta: BatchMeta) -> Signal:
+        """A River detection: its value is the mean score after the change (the shift in
+        reference sd), its threshold the detector's false-alarm parameter."""
+        assert self.river is not None
+        spec = self.specs[alarm.column]
+        f = self.names.index(spec.feature)
+        summary = self.summaries[f]
+        params = self.river.params
+        threshold = params.get("delta", params.get("alpha", params.get("drift_confidence", 0.0)))
+        start_row = max(alarm.row - alarm.run_length + 1, 0)
+        return Signal(
+            seq=int(meta.seq[alarm.row]),
+            kind=spec.kind,
+            feature=spec.feature,
+            detector=spec.detector,
+            statistic=f"{spec.detector}_mean_score_after_change",
+            value=round(alarm.statistic, 6),
+            threshold=float(threshold),
+            p_value=None,
+            effect=round(alarm.statistic, 6),
+            effect_unit="sd",
+            strength=round(abs(alarm.statistic), 6),
+            ts=int(meta.ts[alarm.row]),
+            event_id=meta.event_ids[alarm.row],
+            first_ts=int(meta.ts[start_row]),
+            count=alarm.run_length,
+            config={**params, "false_alarm_arl": round(self.bank.arl)},
+            extra={"reference_mean": summary.mean, "reference_sd": summary.sd},
+            test=self.test_ids[alarm.column],
+        )
+
+    def state(self) -> dict[str, Any]:
+        out = super().state()
+        if self.river is not None:
+            out["river"] = self.river.state()
+        return out
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        if self.river is not None and "river" in state:
+            self.river.restore(state["river"])
 
     def _thresholds(self, arl: float) -> np.ndarray:
         n = len(self.names)

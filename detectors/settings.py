@@ -11,6 +11,9 @@ from schemas.exceptions import ConfigError
 CONCEPT_DETECTORS = ("cusum", "adwin", "ddm", "hddm_a", "hddm_w")
 """Choices of ``concept_detector``."""
 
+CHANNEL_DETECTORS = ("cusum", "adwin", "kswin", "hddm_a", "hddm_w")
+"""Choices of ``data_detector`` and ``prediction_detector``."""
+
 
 @dataclass(frozen=True, slots=True)
 class DetectorSettings:
@@ -112,6 +115,16 @@ class DetectorSettings:
     derived from the false-alarm budget (`detectors.river_bridge`). The bank is the
     default because it was at least as fast as each of them at the same budget on the
     MOA benchmark (``benchmarks/moa_quality.py``)."""
+
+    data_detector: str = "cusum"
+    """What watches each numeric input feature's normal scores for drift: ``cusum`` (the
+    mean and variance CUSUMs above) or one of River's detectors, ``adwin``, ``kswin``,
+    ``hddm_a``, ``hddm_w``, with parameters derived from the same false-alarm budget
+    (`detectors.river_bridge`); quality and window tests stay. Categorical features keep
+    their CUSUMs. ``benchmarks/detection_quality.py --detectors`` compares them."""
+
+    prediction_detector: str = "cusum"
+    """The same choice for a numeric prediction (a score)."""
 
     reference_lag_labels: int = 10_000
     """A reference error rate set by the label warm-up goes on learning from labelled
@@ -393,6 +406,12 @@ class DetectorSettings:
             )
         if not 0 < self.feedback_alpha < 1 or not 0 < self.feedback_fdr < 1:
             raise ConfigError("feedback_alpha and feedback_fdr must be in (0, 1)")
+        for name in ("data_detector", "prediction_detector"):
+            if getattr(self, name) not in CHANNEL_DETECTORS:
+                raise ConfigError(
+                    f"{name} {getattr(self, name)!r} is not known; "
+                    f"use one of {', '.join(CHANNEL_DETECTORS)}"
+                )
         if self.concept_detector not in CONCEPT_DETECTORS:
             raise ConfigError(
                 f"concept_detector {self.concept_detector!r} is not known; "
