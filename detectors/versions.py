@@ -526,6 +526,7 @@ class ModelVersions:
                 existing = self.canaries[canary] = (stable, self._canary_comparisons())
             comparisons = existing[1]
             rollback: tuple[int, Metric, MeanVerdict] | None = None
+            found: list[tuple[str, int, Metric, MeanVerdict]] = []
             for metric in CANARY_METRICS:
                 key = f"{canary}:canary:{metric.name}"
                 values = rows.values.get(metric.name)
@@ -543,33 +544,14 @@ class ModelVersions:
                         rollback = (row, metric, verdict)
                     continue
                 self.decided.add(key)
-                decisions.append(
-                    self._mean_decision(
-                        "alert",
-                        canary,
-                        stable,
-                        metric,
-                        verdict,
-                        rows,
-                        row,
-                        comparisons[metric.name],
-                    )
-                )
+                found.append(("alert", row, metric, verdict))
             if rollback is not None:
                 self.decided.add(f"{canary}:canary")
-                row, metric, verdict = rollback
-                decisions.append(
-                    self._mean_decision(
-                        "rollback",
-                        canary,
-                        stable,
-                        metric,
-                        verdict,
-                        rows,
-                        row,
-                        comparisons[metric.name],
-                    )
-                )
+                found.append(("rollback", *rollback))
+            decisions += [
+                self._mean_decision(kind, canary, stable, m, v, rows, r, comparisons[m.name])
+                for kind, r, m, v in found
+            ]
         return decisions
 
     def compare_promotions(self, rows: Rows) -> list[Decision]:
