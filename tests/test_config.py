@@ -93,3 +93,17 @@ def test_topics_create_makes_every_topic(broker, tmp_path, capsys) -> None:
     assert found == {
         name: 1 if name.endswith(("state", "references")) else 3 for name in names.values()
     }
+
+
+def test_settings_out_of_range_are_one_line_each(tmp_path) -> None:
+    """A state trim interval below 0 and an unknown channel detector (globally or for one
+    model) are refused with the setting's name."""
+    with pytest.raises(ConfigError, match="state_trim_interval_s must be 0 or positive"):
+        parts(tmp_path, "[worker]\nstate_trim_interval_s = -1\n")
+    path = tmp_path / "d.toml"
+    path.write_text('[detectors]\ndata_detector = "adwn"\n')
+    with pytest.raises(ConfigError, match=r"data_detector 'adwn' is not known; use one of cusum"):
+        load_config(path)
+    path.write_text('[models.fraud]\nprediction_detector = "page_hinkley"\n')
+    with pytest.raises(ConfigError, match=r"prediction_detector 'page_hinkley' is not known"):
+        load_config(path)
