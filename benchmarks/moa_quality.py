@@ -24,6 +24,7 @@ import math
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 from detection_quality import run_driftline  # the script's own folder is on sys.path
@@ -204,30 +205,67 @@ def main() -> None:
     print(f"[{time.perf_counter() - started:.0f} s]")
 
 
-def concept_detectors(args: argparse.Namespace, n: int, change_at: int) -> None:
-    """Every ``concept_detector`` at the default budget: false concept decisions on the
-    stationary worlds and delay on the concept worlds."""
-    names = ("cusum", *ERROR_DETECTORS)
+def detector_table(
+    args: argparse.Namespace,
+    n: int,
+    change_at: int,
+    kind: str,
+    names: list[str],
+    configure: Callable[[str], DetectorSettings],
+    names_feature: bool,
+) -> tuple[Counter[str], dict[tuple[str, str], list], Counter[str]]:
+    """Every detector choice at the default budget on the stationary worlds (false
+    ``kind`` alerts) and on the worlds of that kind (delay to the first ``kind`` alert
+    after the change, naming the world's feature when ``names_feature``); and the events
+    per second each choice ran at."""
     false: Counter[str] = Counter()
     delays: dict[tuple[str, str], list] = {}
+    rates: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
     for world in WORLDS.values():
-        if world.kind not in (None, "concept_drift"):
+        if world.kind not in (None, kind):
             continue
         for seed in range(1, args.seeds + 1):
             events = generate(world, seed, n, change_at if world.kind else n)
             served = np.cumsum([type(e) is Prediction for e in events])
             start = change_at - world.lead
             for name in names:
+                began = time.perf_counter()
                 decisions = [
                     d
-                    for d in run_driftline(events, DetectorSettings(concept_detector=name))
-                    if d.kind == "concept_drift" and d.type == "alert"
+                    for d in run_driftline(events, configure(name))
+                    if d.kind == kind and d.type == "alert"
                 ]
+                seconds[name] += time.perf_counter() - began
+                rates[name] += len(events)
                 if world.kind is None:
                     false[name] += len(decisions)
                     continue
-                late = [int(served[d.seq]) - start for d in decisions if served[d.seq] > start]
+                late = [
+                    int(served[d.seq]) - start
+                    for d in decisions
+                    if served[d.seq] > start
+                    and (not names_feature or d.features[:1] == (world.feature,))
+                ]
                 delays.setdefault((world.name, name), []).append(late[0] if late else None)
+    for name in names:
+        rates[name] = round(rates[name] / max(seconds[name], 1e-9))
+    return false, delays, rates
+
+
+def concept_detectors(args: argparse.Namespace, n: int, change_at: int) -> None:
+    """Every ``concept_detector`` at the default budget: false concept decisions on the
+    stationary worlds and delay on the concept worlds."""
+    names = ["cusum", *ERROR_DETECTORS]
+    false, delays, _ = detector_table(
+        args,
+        n,
+        change_at,
+        "concept_drift",
+        names,
+        lambda name: DetectorSettings(concept_detector=name),
+        names_feature=False,
+    )
     print("\nconcept_detector at the default budget (delay in predictions; false concept alerts)")
     concept_worlds = sorted({w for w, _ in delays})
     print(f"{'detector':<10} {'false':>6} " + " ".join(f"{w:>20}" for w in concept_worlds))
@@ -241,44 +279,22 @@ def channel_detectors(args: argparse.Namespace, n: int, change_at: int) -> None:
     stationary worlds and delay (to a data_drift alert naming the shifted feature) on the
     covariate worlds."""
     names = [name for name in args.channel_detectors.split(",") if name]
-    false: Counter[str] = Counter()
-    delays: dict[tuple[str, str], list] = {}
-    seconds: Counter[str] = Counter()
-    events_seen: Counter[str] = Counter()
-    for world in WORLDS.values():
-        if world.kind not in (None, "data_drift"):
-            continue
-        for seed in range(1, args.seeds + 1):
-            events = generate(world, seed, n, change_at if world.kind else n)
-            served = np.cumsum([type(e) is Prediction for e in events])
-            start = change_at - world.lead
-            for name in names:
-                began = time.perf_counter()
-                settings = DetectorSettings(data_detector=name, prediction_detector=name)
-                decisions = [
-                    d
-                    for d in run_driftline(events, settings)
-                    if d.kind == "data_drift" and d.type == "alert"
-                ]
-                seconds[name] += time.perf_counter() - began
-                events_seen[name] += len(events)
-                if world.kind is None:
-                    false[name] += len(decisions)
-                    continue
-                late = [
-                    int(served[d.seq]) - start
-                    for d in decisions
-                    if served[d.seq] > start and d.features[:1] == (world.feature,)
-                ]
-                delays.setdefault((world.name, name), []).append(late[0] if late else None)
+    false, delays, rates = detector_table(
+        args,
+        n,
+        change_at,
+        "data_drift",
+        names,
+        lambda name: DetectorSettings(data_detector=name, prediction_detector=name),
+        names_feature=True,
+    )
     print("\ndata_detector at the default budget (delay in predictions; false data-drift alerts)")
     shift_worlds = sorted({w for w, _ in delays})
     header = " ".join(f"{w:>22}" for w in shift_worlds)
     print(f"{'detector':<10} {'false':>6} {'events/s':>9} {header}")
     for name in names:
         row = " ".join(f"{med(delays[(w, name)]):>22}" for w in shift_worlds)
-        rate = events_seen[name] / max(seconds[name], 1e-9)
-        print(f"{name:<10} {false[name]:>6} {rate:>9,.0f} {row}")
+        print(f"{name:<10} {false[name]:>6} {rates[name]:>9,} {row}")
 
 
 if __name__ == "__main__":
