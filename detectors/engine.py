@@ -382,13 +382,16 @@ class ModelEngine:
         it came."""
         matured: dict[str, Rows] = {}
         released: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str]]] = {}
+        by_model: dict[str, list[tuple[tuple[str, str], LabelBatch]]] = {}
+        for key, lab in labels.items():
+            by_model.setdefault(key[0], []).append((key, lab))
         for model_id, model_rows in rows.items():
             registry = self.model_versions(model_id)
             ready = registry.matured(model_rows)
             if ready is not None:
                 matured[model_id] = ready
             horizon = registry.maturity.horizon_ms()
-            mine = [(key, lab) for key, lab in labels.items() if key[0] == model_id]
+            mine = by_model.get(model_id, [])
             if horizon == 0.0 and not registry.held_pairs.held:
                 released.update((key, lab[:4]) for key, lab in mine)
                 continue

@@ -57,6 +57,21 @@ MAX_PENDING = 20_000
 released before their horizon (counted in `Cohorts.forced`), bounding the state."""
 
 
+def cohorts_matured(starts: np.ndarray, horizon_ms: float | None, watermark: float) -> np.ndarray:
+    """Which labels of predictions made in the minutes from ``starts`` may be read now:
+    none while the horizon is unknown, all when it is 0 (delays that do not depend on the
+    outcome), else those whose minute lies the horizon behind ``watermark``.
+
+    >>> cohorts_matured(np.array([0, 60_000]), 1_000.0, 62_000).tolist()
+    [True, False]
+    """
+    if horizon_ms is None:
+        return np.zeros(len(starts), dtype=bool)
+    if horizon_ms == 0.0:
+        return np.ones(len(starts), dtype=bool)
+    return starts + COHORT_MS + horizon_ms <= watermark
+
+
 class LabelMaturity:
     """The delay after which a prediction's label is taken as in, per model."""
 

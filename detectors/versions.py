@@ -32,7 +32,7 @@ import numpy as np
 
 from detectors.comparison import MeanComparison, MeanVerdict, PairedComparison
 from detectors.decision import Decision, decision_id
-from detectors.maturity import COHORT_MS, Cohort, Cohorts, LabelMaturity
+from detectors.maturity import COHORT_MS, Cohort, Cohorts, LabelMaturity, cohorts_matured
 from detectors.settings import DetectorSettings
 
 LN2 = math.log(2.0)
@@ -201,11 +201,7 @@ class HeldLabels:
             self.held = None
             return None
         start = held.values["prediction_ts"] - held.values["prediction_ts"] % COHORT_MS
-        if horizon_ms is None:
-            ready = np.zeros(len(held), dtype=bool)
-        else:
-            ready = start + COHORT_MS + horizon_ms <= self.watermark
-            ready |= horizon_ms == 0.0
+        ready = cohorts_matured(start, horizon_ms, self.watermark)
         excess = len(held) - int(ready.sum()) - self.limit
         if excess > 0:
             waiting = np.flatnonzero(~ready)
@@ -270,13 +266,6 @@ class HeldPairs:
     ) -> dict[str, tuple[list[Any], list[int], list[int], list[str]]]:
         """Per version, the pairs whose cohort matured (cohort by cohort, oldest first),
         as (pairs, positions, event times, event ids)."""
-        ready_before: float | None
-        if horizon_ms is None:
-            ready_before = None
-        elif horizon_ms == 0.0:
-            ready_before = math.inf
-        else:
-            ready_before = watermark - horizon_ms - COHORT_MS
         total = sum(len(v) for v in self.held.values())
         excess = total - self.limit
         cut = None
@@ -287,10 +276,10 @@ class HeldPairs:
         out = {}
         for version in list(self.held):
             entries = self.held[version]
+            times = np.array([e[0] for e in entries], dtype=np.float64)
+            ready = cohorts_matured(times - times % COHORT_MS, horizon_ms, watermark)
             go, stay = [], []
-            for e in entries:
-                start = e[0] - e[0] % COHORT_MS
-                mature = ready_before is not None and start <= ready_before
+            for e, mature in zip(entries, ready.tolist(), strict=True):
                 if mature or (cut is not None and e[0] <= cut):
                     if not mature:
                         self.forced += 1
