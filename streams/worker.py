@@ -54,6 +54,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
+    KafkaError,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
@@ -116,6 +117,10 @@ LOCAL_ITEMS = 500_000
 """Items kept in memory between a partition's input stage and the model stage of the same
 process (a few seconds of traffic at full speed); beyond this the oldest are decoded from
 the summaries topic instead."""
+
+ACQUIRE_RETRY_S = 0.5
+MAX_ACQUIRE_RETRY_S = 8.0
+"""First and longest pause between attempts to read the state of assigned partitions."""
 
 SUMMARY_FORMAT = 1
 """Version of the summaries topic's messages (see `Worker._forward`)."""
@@ -612,6 +617,11 @@ class Worker:
         together with the shard's registration (no await in between): a batch returned
         meanwhile can neither be processed without its shard nor move a position past
         records that were never processed.
+
+        Reads that fail for a reason that can pass (a worker whose route to the broker
+        just came back) are retried for up to ``publish_timeout_s``; then, or on any
+        other error, the worker fails. aiokafka only logs what a rebalance callback
+        raises: a worker that went on would own partitions it never reads.
         """
         assert self.consumer is not None
         summaries = summaries or []
@@ -619,12 +629,13 @@ class Worker:
         tps = [TopicPartition(topic, p) for p in partitions for topic in inputs]
         tps += [TopicPartition(self.topics.summaries, q) for q in summaries]
         self.consumer.pause(*tps)
-        reader = AIOKafkaConsumer(**self.kafka.client_options(), enable_auto_commit=False)
-        await reader.start()
         try:
-            checkpoints = await read_checkpoints(reader, self.topics.state, self.settings.group_id)
-        finally:
-            await reader.stop()
+            checkpoints, positions = await self._read_positions(tps)
+        except BaseException as exc:
+            log.error("cannot restore partitions %s: %s", partitions, _one_line(exc))
+            self.failure = exc
+            self.stopping.set()
+            raise
         shards = {}
         for p in partitions:
             shard = self._shard(p)
@@ -632,12 +643,7 @@ class Worker:
             if checkpoint is not None:
                 shard.restore(checkpoint)
             for topic in inputs:
-                if topic not in shard.offsets:
-                    tp = TopicPartition(topic, p)
-                    committed = await self.consumer.committed(tp)
-                    if committed is None:
-                        committed = (await self.consumer.beginning_offsets([tp]))[tp]
-                    shard.offsets[topic] = committed
+                shard.offsets.setdefault(topic, positions[TopicPartition(topic, p)])
             shards[p] = shard
             log.info("partition %d: %s", p, "restored" if checkpoint else "new shard")
         for p, shard in shards.items():
@@ -653,16 +659,49 @@ class Worker:
             if checkpoint is not None:
                 model_shard.restore(checkpoint)
             tp = TopicPartition(self.topics.summaries, q)
-            if tp.topic not in model_shard.offsets:
-                committed = await self.consumer.committed(tp)
-                if committed is None:
-                    committed = (await self.consumer.beginning_offsets([tp]))[tp]
-                model_shard.offsets[tp.topic] = committed
+            model_shard.offsets.setdefault(tp.topic, positions[tp])
             log.info("summaries partition %d: %s", q, "restored" if checkpoint else "new shard")
             self.consumer.seek(tp, model_shard.offsets[tp.topic])
             model_shard.covered = dict(model_shard.offsets)
             self.model_shards[q] = model_shard
         self.consumer.resume(*tps)
+
+    async def _read_positions(
+        self, tps: list[TopicPartition]
+    ) -> tuple[dict[str, Checkpoint], dict[TopicPartition, int]]:
+        """The group's latest checkpoints, and where each partition starts when its shard
+        has none (the committed offset, else the log's beginning); retried with backoff
+        while the broker cannot answer, for up to ``publish_timeout_s``."""
+        assert self.consumer is not None
+        deadline = time.monotonic() + self.settings.publish_timeout_s
+        backoff = ACQUIRE_RETRY_S
+        while True:
+            try:
+                reader = AIOKafkaConsumer(**self.kafka.client_options(), enable_auto_commit=False)
+                await reader.start()
+                try:
+                    checkpoints = await read_checkpoints(
+                        reader, self.topics.state, self.settings.group_id
+                    )
+                finally:
+                    await reader.stop()
+                positions = {}
+                for tp in tps:
+                    committed = await self.consumer.committed(tp)
+                    if committed is None:
+                        committed = (await self.consumer.beginning_offsets([tp]))[tp]
+                    positions[tp] = committed
+                return checkpoints, positions
+            except (KafkaError, OSError) as exc:
+                if time.monotonic() + backoff > deadline:
+                    raise
+                log.warning(
+                    "reading the state of partitions being assigned failed, retrying in %.1f s: %s",
+                    backoff,
+                    _one_line(exc),
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_ACQUIRE_RETRY_S)
 
     async def release(self, names: set[str]) -> None:
         """Checkpoint and drop the shards of revoked partitions."""

@@ -338,7 +338,12 @@ async def test_one_of_two_workers_cut_off_hands_over_and_takes_back(tmp_path, mo
                 "worker a took partitions back",
                 runs.values(),
             )
-            await wait_committed(bootstrap, "g-cut2", topics, 4, total, timeout_s=120)
+            try:
+                await wait_committed(bootstrap, "g-cut2", topics, 4, total, timeout_s=120)
+            except AssertionError:
+                for name, log in logs.items():
+                    print(f"--- worker {name}'s log (tail) ---\n{log.read_text()[-6000:]}")
+                raise
             found = await decisions(bootstrap, topics)
             recovered = await checkpoints(bootstrap, topics.state, "g-cut2")
         finally:

@@ -268,3 +268,46 @@ async def test_a_worker_frozen_past_its_session_loses_its_partitions_and_nothing
     assert sum(c.state["consumed"] for c in recovered.values()) == total
     assert sum(c.state["intake"]["counts"]["duplicates"] for c in recovered.values()) == 0
     print(f"exit codes after the freeze: {codes}")
+
+
+async def test_state_that_cannot_be_read_at_assignment_is_retried_then_fails_the_worker(
+    broker, produced, reference_run, monkeypatch
+) -> None:
+    """Reading the checkpoints of newly assigned partitions fails twice (a route that just
+    came back): the worker retries and decides as the uninterrupted run. When the read
+    keeps failing for longer than ``publish_timeout_s``, the worker stops with that error
+    instead of owning partitions it never reads (aiokafka only logs what a rebalance
+    callback raises)."""
+    from aiokafka.errors import KafkaConnectionError  # noqa: PLC0415
+
+    from streams import worker as worker_module  # noqa: PLC0415
+    from streams.worker import Worker, WorkerSettings  # noqa: PLC0415
+
+    from .kafka_helpers import config_for, kafka  # noqa: PLC0415
+
+    topics, total = produced
+    real = worker_module.read_checkpoints
+    failures = {"left": 2}
+
+    async def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            await asyncio.sleep(0.05)  # a request that fails takes a while
+            raise KafkaConnectionError("connection refused (injected)")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "read_checkpoints", flaky)
+    mine = outputs(topics, "flaky")
+    await setup_topics(broker, mine, PARTITIONS)
+    await run_until_committed(broker, mine, "g-flaky", PARTITIONS, total, SMALL)
+    assert failures["left"] == 0
+    assert ids(await decisions(broker, mine)) == ids(reference_run)
+
+    failures["left"] = 10**9
+    mine = outputs(topics, "unreadable")
+    await setup_topics(broker, mine, PARTITIONS)
+    settings = WorkerSettings(group_id="g-unreadable", publish_timeout_s=1.0, **TEST_WORKER)
+    worker = Worker(config_for(mine, SMALL), kafka(broker), settings)
+    with pytest.raises(KafkaConnectionError, match="injected"):
+        await asyncio.wait_for(worker.run(), 60)
+    assert await committed(broker, "g-unreadable", mine, PARTITIONS) == 0
