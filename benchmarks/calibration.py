@@ -25,7 +25,7 @@ from detectors.engine import Engine
 from detectors.settings import DetectorSettings
 from detectors.signal import Signal
 from schemas.records import Outcome, Prediction
-from streams.simulate import StreamSpec, generate
+from streams.simulation.traffic import StreamSpec, generate
 
 
 def long_tail_stream(n: int, seed: int) -> list:
@@ -116,7 +116,7 @@ def main() -> None:
         generate(StreamSpec(scenario="stationary", n_predictions=n, change_at=n, seed=500 + s))
         for s in range(args.seeds)
     ]
-    measure("simulator (streams.simulate)", simulated, settings, n)
+    measure("simulator (streams.simulation.traffic)", simulated, settings, n)
     measure(
         "long tails (bounded, integer, Poisson, Pareto, 90 % missing, Zipf 50-10,000 levels)",
         [long_tail_stream(n, 700 + s) for s in range(args.seeds)],

@@ -20,7 +20,7 @@ import orjson
 
 from detectors.engine import Engine
 from streams.runtime import tune_gc
-from streams.simulate import hostile
+from streams.simulation.traffic import hostile
 
 BATCH = 4_096
 """Events per engine call, as replay batches them."""

@@ -18,11 +18,18 @@ import time
 import numpy as np
 from river import drift
 
+from detectors.drift.reference import prediction_error
 from detectors.engine import Engine
-from detectors.reference import prediction_error
 from detectors.settings import DetectorSettings
 from schemas.records import Outcome, Prediction
-from streams.simulate import CHANGED_FEATURE, DEVICES, NUMERIC, REGIONS, StreamSpec, generate
+from streams.simulation.traffic import (
+    CHANGED_FEATURE,
+    DEVICES,
+    NUMERIC,
+    REGIONS,
+    StreamSpec,
+    generate,
+)
 
 BATCH = 4_096
 KIND = {

@@ -35,9 +35,9 @@ import numpy as np
 from detectors.engine import Engine
 from detectors.settings import DetectorSettings
 from schemas.records import Event, Outcome, Prediction
-from streams.loops import HOUR_MS, SIMULATIONS, TS0_MS, simulate
 from streams.runtime import tune_gc
-from streams.simulate import StreamSpec, generate
+from streams.simulation.loops import HOUR_MS, SIMULATIONS, TS0_MS, simulate
+from streams.simulation.traffic import StreamSpec, generate
 
 BATCH = 4_096
 

@@ -31,8 +31,8 @@ import numpy as np
 from feedback_worlds import HOUR, WORLDS, World  # the script's own folder is on sys.path
 
 from detectors.engine import Engine
-from detectors.onset import threshold
 from detectors.settings import DetectorSettings
+from detectors.stats.onset import threshold
 from schemas.records import Prediction
 
 BATCH = 4_096

@@ -1,5 +1,5 @@
 """Feedback-loop worlds for `feedback_quality.py`, written apart from the test simulations
-(`streams/loops.py`): other generators, volumes, cadences and models, each with a warm
+(`streams/simulation/loops.py`): other generators, volumes, cadences and models, each with a warm
 period before the loop's onset and matched controls.
 
 * ``dispatch`` — 5 districts with unequal true incident rates, ~360 dispatches an hour,

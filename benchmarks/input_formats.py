@@ -2,7 +2,7 @@
 
 The same simulated traffic (12 features, a score, outcomes for half of the predictions)
 is written as driftline events and as a KServe logger, Seldon Core 2 and mapped JSON log
-(`streams.foreign.to_foreign`: some batched requests, some never answered, binary and
+(`streams.simulation.foreign.to_foreign`: some batched requests, some never answered, binary and
 structured CloudEvents, protobuf and JSON), then replayed through both stages. Figures
 are predictions per second (medians over rounds) and each format's ratio to driftline's,
 with the decisions compared by id (they must be equal).
@@ -20,10 +20,10 @@ from detectors.pipeline import StagedPipeline
 from schemas.decode import encode
 from schemas.formats import InputSettings
 from schemas.formats.recorded import record_to_line
-from streams.foreign import MAPPING, to_foreign
 from streams.replay import Staged, replay, replay_records
 from streams.runtime import tune_gc
-from streams.simulate import StreamSpec, generate
+from streams.simulation.foreign import MAPPING, to_foreign
+from streams.simulation.traffic import StreamSpec, generate
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from detection_quality import run_driftline  # the script's own folder is on sys
 from river import drift
 from worlds import WORLDS, generate
 
-from detectors.river_bridge import ERROR_DETECTORS
+from detectors.drift.river_bridge import ERROR_DETECTORS
 from detectors.settings import DetectorSettings
 from schemas.records import Outcome, Prediction
 

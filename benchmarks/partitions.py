@@ -30,7 +30,7 @@ from detectors.pipeline import StagedPipeline
 from detectors.settings import DetectorSettings
 from schemas.records import Event, Outcome, Prediction
 from streams.replay import Staged
-from streams.simulate import StreamSpec, generate
+from streams.simulation.traffic import StreamSpec, generate
 
 BATCH = 4_096
 PARTITIONS = (1, 4, 12)

@@ -21,7 +21,7 @@ from detectors.settings import DetectorSettings
 from schemas.decode import encode
 from streams.replay import replay
 from streams.runtime import tune_gc
-from streams.simulate import StreamSpec, generate
+from streams.simulation.traffic import StreamSpec, generate
 
 
 def bare_loop(lines: list[bytes]) -> float:

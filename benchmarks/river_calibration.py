@@ -1,7 +1,7 @@
 """How often River's detectors false-alarm on the unit normal scores driftline feeds them,
 per event, against the parameter that is meant to bound it (seeded).
 
-`detectors.river_bridge.channel_parameters` turns a per-test average run length into
+`detectors.drift.river_bridge.channel_parameters` turns a per-test average run length into
 each detector's parameter. A union bound over ADWIN's checks (``delta`` = checks / ARL)
 proved about 2,000 times too strict on scores: ADWIN false-alarms about once per
 2,050 / ``delta`` events at ``delta`` = 0.1 and once per 4,500 / ``delta`` at 0.01 (the
@@ -23,7 +23,7 @@ import numpy as np
 from river import drift
 from river.drift import binary
 
-from detectors.river_bridge import ADWIN_SCORE_EVENTS, HDDM_CLIP
+from detectors.drift.river_bridge import ADWIN_SCORE_EVENTS, HDDM_CLIP
 
 
 def false_alarms(detector: object, values: list[float]) -> int:

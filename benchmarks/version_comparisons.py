@@ -17,7 +17,7 @@ import statistics
 import time
 
 from detectors.engine import Engine
-from streams.simulate import StreamSpec, generate, with_canary, with_promotion
+from streams.simulation.traffic import StreamSpec, generate, with_canary, with_promotion
 
 BATCH = 4_096
 

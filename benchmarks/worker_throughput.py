@@ -33,7 +33,7 @@ from streams.broker import EmbeddedBroker
 from streams.config import Config, Topics
 from streams.kafka import KafkaSettings, create_topics
 from streams.runtime import tune_gc
-from streams.simulate import StreamSpec, generate
+from streams.simulation.traffic import StreamSpec, generate
 from streams.worker import Worker, WorkerSettings
 
 PARTITIONS = 4

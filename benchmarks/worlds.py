@@ -1,7 +1,7 @@
 """Streams driftline was not built on: River's MOA concept-drift generators, a model trained
 on the pre-drift part and then frozen, and labels that arrive late or never.
 
-Independent of `streams.simulate` (the project's own simulator, which the tests and the
+Independent of `streams.simulation.traffic` (the project's own simulator, which the tests and the
 detectors were tuned on): the inputs come from `river.datasets.synth` (SEA, Agrawal with its
 uniform salaries and integer ages and years, Hyperplane, RandomRBFDrift), the concept
 changes are MOA's own (`ConceptDriftStream`, abrupt or gradual), and the model is a

@@ -3,28 +3,28 @@
 The same events in the same order give the same decisions, online or in replay.
 """
 
-from detectors.categorical import CategoricalChannel
-from detectors.concept import ConceptMonitor
-from detectors.cusum import Alarm, CusumBank, bernoulli_kl, gaussian_threshold, wald_threshold
 from detectors.decision import DECISION_TYPES, SEVERITIES, Decision, decision_id
-from detectors.engine import Engine, ModelEngine
-from detectors.intake import Intake, Label, Routed
-from detectors.join import JOIN_COUNTERS, Joined, OutcomeJoin, Pending
-from detectors.latch import LatchingBank
-from detectors.merge import ModelMerge
-from detectors.monitor import VersionMonitor
-from detectors.numeric import NumericChannel
-from detectors.policy import DecisionPolicy
-from detectors.recent import RecentIds
-from detectors.reference import (
+from detectors.drift.categorical import CategoricalChannel
+from detectors.drift.concept import ConceptMonitor
+from detectors.drift.numeric import NumericChannel
+from detectors.drift.reference import (
     CategoricalSummary,
     NumericSummary,
     PerformanceSummary,
     ReferenceBuilder,
     ReferenceProfile,
 )
+from detectors.engine import Engine, ModelEngine
+from detectors.intake.join import JOIN_COUNTERS, Joined, OutcomeJoin, Pending
+from detectors.intake.merge import ModelMerge
+from detectors.intake.recent import RecentIds
+from detectors.intake.stage import Intake, Label, Routed
+from detectors.monitor import VersionMonitor
+from detectors.policy import DecisionPolicy
 from detectors.settings import DetectorSettings
 from detectors.signal import BatchMeta, Recovery, Signal, WindowReport
+from detectors.stats.cusum import Alarm, CusumBank, bernoulli_kl, gaussian_threshold, wald_threshold
+from detectors.stats.latch import LatchingBank
 
 __all__ = [
     "DECISION_TYPES",

@@ -2,7 +2,7 @@
 
 `ModelEngine` is stage 2: it runs every model's monitors, version comparisons and
 feedback-loop tests over the routed items of all input partitions (merged by
-`detectors.merge.ModelMerge`), so each model's tests run once, whatever the partition
+`detectors.intake.merge.ModelMerge`), so each model's tests run once, whatever the partition
 count. `Engine` chains an `Intake` and a `ModelEngine` for one partition: what tests and
 benchmarks call with plain events.
 """
@@ -13,23 +13,13 @@ import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from detectors.decision import Decision, decision_id
-from detectors.feedback import (
-    INDEPENDENT,
-    LABEL,
-    PREDICTION,
-    FeedbackMonitor,
-    Record,
-    feedback_tag,
-)
-from detectors.intake import Intake, Routed
-from detectors.monitor import VersionMonitor
-from detectors.reference import (
+from detectors.drift.reference import (
     ReferenceProfile,
     brier,
     estimated_error,
@@ -38,13 +28,47 @@ from detectors.reference import (
     positive,
     prediction_error,
 )
+from detectors.feedback.monitor import (
+    INDEPENDENT,
+    LABEL,
+    PREDICTION,
+    FeedbackMonitor,
+    Record,
+    feedback_tag,
+)
+from detectors.intake.stage import Intake, Routed
+from detectors.monitor import VersionMonitor
 from detectors.settings import DetectorSettings
-from detectors.versions import ModelVersions, Rows
+from detectors.versions.registry import ModelVersions, Rows
 from schemas.records import Event, Outcome, Prediction
 
-LabelBatch = tuple[list[Any], list[int], list[int], list[str], list[int]]
-"""One version's joined labels in a batch, as columns: (prediction, label) pairs, item
-positions, outcome event times, event ids, prediction event times."""
+
+class LabelBatch(NamedTuple):
+    """One version's joined labels in a batch, as columns."""
+
+    pairs: list[tuple[Any, Any]]
+    """(prediction, label) of each label."""
+    seqs: list[int]
+    """Item positions in merge order."""
+    ts: list[int]
+    """Outcome event times."""
+    event_ids: list[str]
+    prediction_ts: list[int]
+    """Event times of the predictions the labels are for."""
+
+
+@dataclass(slots=True)
+class _Sorted:
+    """One batch of routed items, sorted by what reads them (`ModelEngine._sort`)."""
+
+    preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]] = field(default_factory=dict)
+    """Predictions and their positions per (model, version)."""
+    labels: dict[tuple[str, str], LabelBatch] = field(default_factory=dict)
+    loops: list[Record] = field(default_factory=list)
+    """Records of the models that watch feedback loops, in order (most models have none)."""
+    independent: dict[str, int] = field(default_factory=dict)
+    """Last position of an independent outcome per model (they may create state)."""
+
 
 _NAN = math.nan
 
@@ -108,13 +132,18 @@ class ModelEngine:
     def process(self, items: Sequence[Routed]) -> list[Decision]:
         """Feed a batch of routed items (predictions, joined and independent outcomes) in
         merge order; return new decisions."""
-        preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]] = {}
-        labels: dict[tuple[str, str], LabelBatch] = {}
-        loops: list[Record] = []
-        """Items with feedback-loop fields, in order (most models have none)."""
-        independent: dict[str, int] = {}
-        """Last position of an independent outcome per model (they may create state)."""
-        no_action = self._no_action
+        batch = self._sort(items)
+        decisions = self._decide(batch)
+        for d in decisions:
+            name = f"{d.type}:{d.kind}"
+            self.decision_counts[name] = self.decision_counts.get(name, 0) + 1
+        self._remember_models(batch.preds, batch.labels, batch.loops, batch.independent)
+        return decisions
+
+    def _sort(self, items: Sequence[Routed]) -> _Sorted:
+        """Number the items in merge order and sort them by what reads them: predictions
+        and labels per (model, version), feedback-loop records per model."""
+        batch = _Sorted()
         seq = self.seq - 1
         previous: Event | None = None
         for item in items:
@@ -125,112 +154,120 @@ class ModelEngine:
             if not (kind == LABEL and previous is not None and event.event_id == previous.event_id):
                 seq += 1
             previous = event if kind == LABEL else None
-            model_id = event.model_id
             if kind == PREDICTION:
-                p: Prediction = event  # type: ignore[assignment]
-                key = (model_id, p.model_version)
-                bucket = preds.get(key)
-                if bucket is None:
-                    bucket = preds[key] = ([], [])
-                bucket[0].append(p)
-                bucket[1].append(seq)
-                if p.segment is not None or p.action is not None or p.exploration:
-                    stop_words = (
-                        no_action[model_id] if model_id in no_action else self._feedback_words(p)
-                    )
-                    if stop_words is not None and (feedback := self.loops[model_id]).sampled(
-                        p.request_id
-                    ):
-                        action = p.action
-                        tag_key = feedback_tag(p.segment, action, p.exploration, stop_words)
-                        registry = feedback.registry
-                        tag = registry.ids.get(tag_key)
-                        if tag is None:
-                            tag = registry.id(tag_key)
-                        found = action if type(action) is tuple else p.prediction
-                        loops.append(
-                            (
-                                model_id,
-                                PREDICTION,
-                                seq,
-                                p.ts,
-                                p.event_id,
-                                tag,
-                                found if type(found) is tuple else None,
-                                None,
-                                p.ts,
-                            )
-                        )
+                self._sort_prediction(batch, event, seq)  # type: ignore[arg-type]
             elif kind == LABEL:
-                j = item.label
-                assert j is not None
-                if (
-                    j.tag is not None
-                    and self.settings_for(model_id).feedback_enabled
-                    and (feedback := self.feedback(model_id)).sampled(event.request_id)
-                ):
-                    loops.append(
-                        (
-                            model_id,
-                            LABEL,
-                            seq,
-                            event.ts,
-                            event.event_id,
-                            feedback.registry.id(j.tag),
-                            j.prediction,
-                            j.label,
-                            j.prediction_ts,
-                        )
-                    )
-                lab = labels.get((model_id, j.model_version))
-                if lab is None:
-                    lab = labels[(model_id, j.model_version)] = ([], [], [], [], [])
-                lab[0].append((j.prediction, j.label))
-                lab[1].append(seq)
-                lab[2].append(event.ts)
-                lab[3].append(event.event_id)
-                lab[4].append(j.prediction_ts)
+                self._sort_label(batch, item, seq)
             else:
-                outcome: Outcome = event  # type: ignore[assignment]
-                independent[model_id] = seq
-                if not self.settings_for(model_id).feedback_enabled or not self.feedback(
-                    model_id
-                ).sampled(outcome.request_id):
-                    continue  # counted as an outcome; nothing else uses it
-                segment = outcome.segment
-                loops.append(
-                    (
-                        model_id,
-                        INDEPENDENT,
-                        seq,
-                        outcome.ts,
-                        outcome.event_id,
-                        tuple(segment.items()) if segment else (),
-                        None,
-                        outcome.label,
-                        outcome.ts,
-                    )
-                )
+                self._sort_independent(batch, event, seq)  # type: ignore[arg-type]
         self.seq = seq + 1
+        return batch
 
+    def _sort_prediction(self, batch: _Sorted, p: Prediction, seq: int) -> None:
+        model_id = p.model_id
+        key = (model_id, p.model_version)
+        bucket = batch.preds.get(key)
+        if bucket is None:
+            bucket = batch.preds[key] = ([], [])
+        bucket[0].append(p)
+        bucket[1].append(seq)
+        if p.segment is None and p.action is None and not p.exploration:
+            return
+        no_action = self._no_action
+        stop_words = no_action[model_id] if model_id in no_action else self._feedback_words(p)
+        if stop_words is None or not (feedback := self.loops[model_id]).sampled(p.request_id):
+            return
+        action = p.action
+        tag_key = feedback_tag(p.segment, action, p.exploration, stop_words)
+        registry = feedback.registry
+        tag = registry.ids.get(tag_key)
+        if tag is None:
+            tag = registry.id(tag_key)
+        found = action if type(action) is tuple else p.prediction
+        batch.loops.append(
+            Record(
+                model_id,
+                PREDICTION,
+                seq,
+                p.ts,
+                p.event_id,
+                tag,
+                found if type(found) is tuple else None,
+                None,
+                p.ts,
+            )
+        )
+
+    def _sort_label(self, batch: _Sorted, item: Routed, seq: int) -> None:
+        event, j = item.event, item.label
+        assert j is not None
+        model_id = event.model_id
+        if (
+            j.tag is not None
+            and self.settings_for(model_id).feedback_enabled
+            and (feedback := self.feedback(model_id)).sampled(event.request_id)
+        ):
+            batch.loops.append(
+                Record(
+                    model_id,
+                    LABEL,
+                    seq,
+                    event.ts,
+                    event.event_id,
+                    feedback.registry.id(j.tag),
+                    j.prediction,
+                    j.label,
+                    j.prediction_ts,
+                )
+            )
+        lab = batch.labels.get((model_id, j.model_version))
+        if lab is None:
+            lab = batch.labels[(model_id, j.model_version)] = LabelBatch([], [], [], [], [])
+        lab.pairs.append((j.prediction, j.label))
+        lab.seqs.append(seq)
+        lab.ts.append(event.ts)
+        lab.event_ids.append(event.event_id)
+        lab.prediction_ts.append(j.prediction_ts)
+
+    def _sort_independent(self, batch: _Sorted, outcome: Outcome, seq: int) -> None:
+        model_id = outcome.model_id
+        batch.independent[model_id] = seq
+        if not self.settings_for(model_id).feedback_enabled or not self.feedback(model_id).sampled(
+            outcome.request_id
+        ):
+            return  # counted as an outcome; nothing else uses it
+        segment = outcome.segment
+        batch.loops.append(
+            Record(
+                model_id,
+                INDEPENDENT,
+                seq,
+                outcome.ts,
+                outcome.event_id,
+                tuple(segment.items()) if segment else (),
+                None,
+                outcome.label,
+                outcome.ts,
+            )
+        )
+
+    def _decide(self, batch: _Sorted) -> list[Decision]:
+        """Run the monitors, version comparisons and feedback-loop tests on a sorted
+        batch; decisions in merge order."""
         decisions: list[Decision] = []
-        rows = self._labelled_rows(labels)
-        matured, released = self._matured(labels, rows)
+        rows = self._labelled_rows(batch.labels)
+        matured, released = self._matured(batch.labels, rows)
         empty_labels: tuple[list[Any], list[int], list[int], list[str]] = ([], [], [], [])
-        for key in {**preds, **released}:
-            batch, seqs = preds.get(key, ([], []))
-            made = self.monitor(*key).process(batch, seqs, *released.get(key, empty_labels))
+        for key in {**batch.preds, **released}:
+            predictions, seqs = batch.preds.get(key, ([], []))
+            made = self.monitor(*key).process(predictions, seqs, *released.get(key, empty_labels))
             decisions += [self._read_labels(d) for d in made]
-        decisions += self._compare_versions(preds, matured, rows)
-        if loops:
-            decisions += self._feedback_loops(loops)
+        decisions += self._compare_versions(batch.preds, matured, rows)
+        if batch.loops:
+            decisions += self._feedback_loops(batch.loops)
         if self.loops:
             decisions = [self._caution(d) for d in decisions]
         decisions.sort(key=lambda d: (d.seq, d.kind, d.type))
-        for d in decisions:
-            name = f"{d.type}:{d.kind}"
-            self.decision_counts[name] = self.decision_counts.get(name, 0) + 1
-        self._remember_models(preds, labels, loops, independent)
         return decisions
 
     def _remember_models(
@@ -267,7 +304,7 @@ class ModelEngine:
 
     def _read_labels(self, decision: Decision) -> Decision:
         """A decision made on labels (concept drift, live accuracy against the offline
-        reference) says how they were read (`detectors.maturity`)."""
+        reference) says how they were read (`detectors.versions.maturity`)."""
         on_labels = decision.kind == "concept_drift" or (
             decision.kind == "online_offline_gap" and "online_error_rate" in decision.evidence
         )
@@ -311,12 +348,12 @@ class ModelEngine:
     def _feedback_loops(self, loops: list[Record]) -> list[Decision]:
         """Feed the feedback-loop monitors in arrival order; their decisions name the stable
         version, and a loop found within the window after a promotion also rolls it back."""
-        touched = sorted({r[0] for r in loops})
+        touched = sorted({r.model_id for r in loops})
         by_model: dict[str, list[Record]] = {touched[0]: loops}
         if len(touched) > 1:
             by_model = {model_id: [] for model_id in touched}
             for record in loops:
-                by_model[record[0]].append(record)
+                by_model[record.model_id].append(record)
         for model_id in touched:
             self.feedback(model_id).observe(by_model[model_id])
         decisions: list[Decision] = []
@@ -377,7 +414,7 @@ class ModelEngine:
     ]:
         """The batch's labels that the version comparisons (rows, per model) and the
         concept monitors (pairs, per version) may read now: those whose predictions' cohort
-        has matured (`detectors.maturity`). Where the label delays do not depend on the
+        has matured (`detectors.versions.maturity`). Where the label delays do not depend on the
         outcome (horizon 0) and nothing is held, that is every label, passed through as
         it came."""
         matured: dict[str, Rows] = {}
@@ -409,9 +446,9 @@ class ModelEngine:
         labelled: dict[str, Rows],
         labelled_all: dict[str, Rows],
     ) -> list[Decision]:
-        """Version comparisons of every model seen in this batch (see `detectors.versions`),
-        on the labelled rows that matured (``labelled``); the estimate gap keeps its own
-        cohorts of all of them (``labelled_all``)."""
+        """Version comparisons of every model seen in this batch (see
+        `detectors.versions.registry`), on the labelled rows that matured (``labelled``); the
+        estimate gap keeps its own cohorts of all of them (``labelled_all``)."""
         for (model_id, version), (p, _) in preds.items():
             self.model_versions(model_id).observe(
                 version, p[-1].role, np.fromiter((q.ts for q in p), np.int64, len(p))

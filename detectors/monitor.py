@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from detectors import concept as concept_module
-from detectors.categorical import CategoricalChannel
-from detectors.channel import Channel
-from detectors.concept import ConceptMonitor
 from detectors.decision import Decision
-from detectors.numeric import NumericChannel
+from detectors.drift import concept as concept_module
+from detectors.drift.categorical import CategoricalChannel
+from detectors.drift.channel import Channel
+from detectors.drift.concept import ConceptMonitor
+from detectors.drift.numeric import NumericChannel
+from detectors.drift.reference import ReferenceBuilder, ReferenceProfile, from_wire, to_wire
 from detectors.policy import DecisionPolicy
-from detectors.reference import ReferenceBuilder, ReferenceProfile, from_wire, to_wire
 from detectors.settings import DetectorSettings
 from detectors.signal import BatchMeta, Recovery, Signal, WindowReport
 from schemas.records import Prediction

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from detectors.decision import Decision
+from detectors.drift.reference import ReferenceProfile
 from detectors.engine import ModelEngine
-from detectors.intake import Intake, Routed
-from detectors.merge import ModelMerge
-from detectors.reference import ReferenceProfile
+from detectors.intake.merge import ModelMerge
+from detectors.intake.stage import Intake, Routed
 from detectors.settings import DetectorSettings
 from schemas.records import Event
 

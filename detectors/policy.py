@@ -3,7 +3,7 @@
 Per model version and decision kind the policy keeps an *episode*. The first signal of a
 kind opens one and emits the alert; later signals of that kind join the open episode.
 A sequential test that alarmed stays latched until its own reverse test finds the
-quantity back at the reference (`detectors.latch`), and an episode closes only when every
+quantity back at the reference (`detectors.stats.latch`), and an episode closes only when every
 test it holds has recovered, at least ``cooldown_events`` have passed and the last
 ``recover_windows`` windows were clean: a change that persists is one episode however
 long it lasts, and one that comes back after a real recovery is a new one. A drift on

@@ -112,7 +112,7 @@ class DetectorSettings:
     concept_detector: str = "cusum"
     """What watches the labelled error stream: ``cusum`` (the bank above) or one of
     River's detectors, ``adwin``, ``ddm``, ``hddm_a``, ``hddm_w``, with their parameters
-    derived from the false-alarm budget (`detectors.river_bridge`). The bank is the
+    derived from the false-alarm budget (`detectors.drift.river_bridge`). The bank is the
     default because it was at least as fast as each of them at the same budget on the
     MOA benchmark (``benchmarks/moa_quality.py``)."""
 
@@ -120,7 +120,7 @@ class DetectorSettings:
     """What watches each numeric input feature's normal scores for drift: ``cusum`` (the
     mean and variance CUSUMs above) or one of River's detectors, ``adwin``, ``kswin``,
     ``hddm_a``, ``hddm_w``, with parameters derived from the same false-alarm budget
-    (`detectors.river_bridge`); quality and window tests stay. Categorical features keep
+    (`detectors.drift.river_bridge`); quality and window tests stay. Categorical features keep
     their CUSUMs. ``benchmarks/detection_quality.py --detectors`` compares them."""
 
     prediction_detector: str = "cusum"
@@ -256,7 +256,7 @@ class DetectorSettings:
 
     label_maturity_max_held: int = 20_000
     """Labelled events held per model while their cohort matures, for the version
-    comparisons and for the concept monitors (`detectors.versions.HeldLabels`,
+    comparisons and for the concept monitors (`detectors.versions.registry.HeldLabels`,
     `HeldPairs`); beyond it the oldest are read early. Bounds the state of a
     high-volume model whose labels are slow and ordered by outcome."""
 
@@ -293,7 +293,7 @@ class DetectorSettings:
     feedback_history_buckets: int = 336
     """Closed buckets the feedback-loop tests look back over (two weeks of hours), and so
     the longest time scale they test: every test compares the last L buckets with those
-    before, for L on a ladder from one bucket up (`detectors.onset`), so a loop that moves
+    before, for L on a ladder from one bucket up (`detectors.stats.onset`), so a loop that moves
     hourly and a staircase that steps once a day at a retrain are both seen without
     choosing a bucket size. A bucket keeps counts per segment value and a few indices,
     not item counts, so weeks of them are small."""
@@ -346,7 +346,7 @@ class DetectorSettings:
     merge_lateness_ms: int = 60_000
     """How far (event time) the model stage lets a model's furthest input partition run
     ahead of one that has gone quiet before it stops waiting for it (see
-    `detectors.merge`). A minute is many times the skew between partitions a worker reads
+    `detectors.intake.merge`). A minute is many times the skew between partitions a worker reads
     side by side, and is the extra wait a model pays only when one of its partitions
     stops carrying it."""
 

@@ -26,7 +26,7 @@ UNKNOWN_TYPE: Final = "unknown_type"
 WRONG_TOPIC: Final = "wrong_topic"
 FUTURE_TIMESTAMP: Final = "future_timestamp"
 """Valid, but dated further ahead of its partition's recent traffic than
-``max_future_skew_ms`` allows (see `detectors.clock.EventClock`)."""
+``max_future_skew_ms`` allows (see `detectors.intake.clock.EventClock`)."""
 
 FOREIGN_REASONS: Final = (
     "missing_correlation_id",

@@ -3,7 +3,7 @@
 from streams.config import Config, Topics, load_config, load_profile
 from streams.reference_build import build_profile
 from streams.replay import ReplayResult, replay
-from streams.simulate import SCENARIOS, StreamSpec, generate
+from streams.simulation.traffic import SCENARIOS, StreamSpec, generate
 
 __all__ = [
     "SCENARIOS",

@@ -4,7 +4,7 @@ faust-streaming owns what it is good at and where its per-message cost is irrele
 process lifecycle (start-up, signals, orderly shutdown of every service) and the
 low-volume ``driftline.references`` topic, whose agent loads reference profiles into
 running workers. The prediction/outcome hot path stays on aiokafka batches inside the
-`DetectorService` (see streams/worker.py for the measured reason).
+`DetectorService` (see streams/worker/worker.py for the measured reason).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import faust
 import mode
 import orjson
 
-from detectors.reference import ReferenceProfile
+from detectors.drift.reference import ReferenceProfile
 from schemas.exceptions import ConfigError
 from streams.config import Config, profile_key
 from streams.kafka import KafkaSettings

@@ -2,7 +2,7 @@
 
 Used by ``driftline demo`` and the test suite. In-memory: it lacks idempotent producers
 and transactions, and answers ``ListOffsets(LATEST)`` wrongly; driftline does not rely on
-either (see streams/worker.py).
+either (see streams/worker/worker.py).
 """
 
 from __future__ import annotations

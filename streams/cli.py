@@ -30,7 +30,6 @@ from streams.config import (
     profile_key,
     required_topics,
 )
-from streams.foreign import to_foreign
 from streams.kafka import (
     KafkaSettings,
     create_topics,
@@ -38,10 +37,7 @@ from streams.kafka import (
     publish_profile,
     wait_for_broker,
 )
-from streams.live import LiveView, observe, version_scores
 from streams.logs import FORMATS, LEVELS, configure
-from streams.loops import SIMULATIONS
-from streams.loops import simulate as simulate_loop
 from streams.reference_build import DEFAULT_MAX_ROWS, build_profile
 from streams.replay import (
     Progress,
@@ -52,9 +48,13 @@ from streams.replay import (
     replay_records,
     summary_table,
 )
-from streams.report import read_decisions, render
 from streams.runtime import tune_gc
-from streams.simulate import SCENARIOS, StreamSpec, generate, with_canary
+from streams.simulation.foreign import to_foreign
+from streams.simulation.loops import SIMULATIONS
+from streams.simulation.loops import simulate as simulate_loop
+from streams.simulation.traffic import SCENARIOS, StreamSpec, generate, with_canary
+from streams.views.live import LiveView, observe, version_scores
+from streams.views.report import read_decisions, render
 from streams.worker import WorkerSettings
 
 

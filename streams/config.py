@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from detectors.reference import ReferenceProfile
+from detectors.drift.reference import ReferenceProfile
 from detectors.settings import DetectorSettings
 from schemas.exceptions import ConfigError
 from schemas.formats import InputSettings
@@ -40,7 +40,7 @@ class Topics:
     """Each input partition's routed items, keyed by model: the model stage's input."""
     rekeyed: str = "driftline.rekeyed"
     """Foreign input formats only: their records and the outcomes, keyed by correlation id
-    (a repartition topic; see `streams.rekey`). Unused with the driftline format."""
+    (a repartition topic; see `streams.worker.rekey`). Unused with the driftline format."""
 
     def for_decision(self, decision_type: str) -> str:
         return {"alert": self.alerts, "retrain": self.retrain, "rollback": self.rollback}[
@@ -70,7 +70,7 @@ class Config:
     references: Mapping[str, ReferenceProfile] = field(default_factory=dict)
     topics: Topics = field(default_factory=Topics)
     worker: Mapping[str, Any] = field(default_factory=dict)
-    """``[worker]`` as given (validated by `streams.worker.WorkerSettings`)."""
+    """``[worker]`` as given (validated by `streams.worker.worker.WorkerSettings`)."""
     kafka: Mapping[str, Any] = field(default_factory=dict)
     """``[kafka]`` as given (validated by `streams.kafka.KafkaSettings`)."""
     input: InputSettings = field(default_factory=InputSettings)

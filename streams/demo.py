@@ -32,8 +32,8 @@ from schemas.records import Event, Prediction
 from streams.broker import EmbeddedBroker, free_port
 from streams.config import Config
 from streams.kafka import KafkaSettings, create_topics
-from streams.loops import policing
-from streams.simulate import StreamSpec, generate, with_canary
+from streams.simulation.loops import policing
+from streams.simulation.traffic import StreamSpec, generate, with_canary
 from streams.worker import Worker, WorkerSettings
 
 DEMO_PARTITIONS = 2

@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
-from detectors.reference import ReferenceProfile
+from detectors.drift.reference import ReferenceProfile
 from detectors.settings import reject_unknown
 from schemas.exceptions import ConfigError, DriftlineError
 from streams.config import Topics
@@ -112,7 +112,7 @@ class KafkaSettings:
 
 MIN_REQUEST_SIZE = 600_000
 """Smallest usable ``max_request_size``: a checkpoint chunk (512 KiB, see
-`streams.state_store.CHUNK_BYTES`) with its key and headers must fit."""
+`streams.checkpointing.store.CHUNK_BYTES`) with its key and headers must fit."""
 
 PRODUCER_LINGER_MS = 5
 """Outputs are low-volume; a few milliseconds of batching costs little latency."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from detectors.reference import ReferenceBuilder, ReferenceProfile
+from detectors.drift.reference import ReferenceBuilder, ReferenceProfile
 from detectors.settings import DetectorSettings
 from schemas.decode import outcome_from_dict, prediction_from_dict
 from schemas.exceptions import ConfigError, DecodeError

@@ -13,9 +13,9 @@ from typing import IO
 import numpy as np
 import orjson
 
-from detectors.clock import PartitionClock
 from detectors.decision import Decision
 from detectors.engine import Engine
+from detectors.intake.clock import PartitionClock
 from detectors.pipeline import StagedPipeline
 from detectors.settings import DetectorSettings
 from schemas.deadletter import DeadLetter
@@ -24,8 +24,8 @@ from schemas.exceptions import DecodeError
 from schemas.formats import InputSettings, SourceRecord
 from schemas.formats.recorded import record_from_line
 from schemas.records import Event
-from streams.ingest import ForeignIntake
-from streams.ingest import letter as foreign_letter
+from streams.formats.ingest import ForeignIntake
+from streams.formats.ingest import letter as foreign_letter
 from streams.kafka import partition_for
 
 REPLAY_BATCH_EVENTS = 4_096

@@ -12,7 +12,7 @@ from detectors.decision import Decision
 from detectors.engine import Engine
 from detectors.settings import DetectorSettings
 from schemas.records import Event, Prediction
-from streams.simulate import StreamSpec, generate
+from streams.simulation.traffic import StreamSpec, generate
 
 BATCH = 4_096
 

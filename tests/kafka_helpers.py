@@ -16,9 +16,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.decode import encode
 from schemas.records import Event, Prediction
+from streams.checkpointing.store import read_checkpoints
 from streams.config import Config, Topics
 from streams.kafka import KafkaSettings, create_topics
-from streams.state_store import read_checkpoints
 from streams.worker import Worker
 
 TEST_WORKER = {

@@ -1,7 +1,10 @@
 """Runs the ``driftline`` command line with one host name resolved to an address of the
 caller's choice: a line of ``/etc/hosts`` for this process alone.
 
-    python tests/resolve_as.py NAME ADDRESS worker --config w.toml
+    python -m tests.resolve_as NAME ADDRESS worker --config w.toml
+
+(as a module: run as a script, its folder would come first on the path, and
+``tests/detectors`` would hide the ``detectors`` package)
 
 The network-cut tests use it to give each worker process its own route to the broker
 (its own proxy, on its own loopback address), so that one route can be cut while the

@@ -30,7 +30,7 @@ def test_the_examples_are_found() -> None:
     """The collection above sees the modules that carry examples (it cannot pass empty)."""
     attempted = sum(
         doctest.testmod(importlib.import_module(name)).attempted
-        for name in ("detectors.cusum", "detectors.decision", "schemas.decode")
+        for name in ("detectors.stats.cusum", "detectors.decision", "schemas.decode")
         if name in MODULES
     )
     assert attempted >= 3

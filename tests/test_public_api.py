@@ -8,14 +8,14 @@ import jsonschema
 import orjson
 import pytest
 
+from detectors.drift.reference import ReferenceBuilder
 from detectors.engine import Engine
-from detectors.reference import ReferenceBuilder
 from detectors.settings import DetectorSettings
 from schemas import DecodeError, decode, load_schema
 from schemas.deadletter import DeadLetter
-
-from .conftest import run_engine
-from .test_decode import VALID
+from tests import ROOT
+from tests.conftest import run_engine
+from tests.schemas.test_decode import VALID
 
 
 @pytest.mark.parametrize("package", ["schemas", "detectors", "streams"])
@@ -88,9 +88,8 @@ def test_decisions_and_profiles_match_their_schemas(make_stream) -> None:
 def test_readme_documents_every_detector_setting_with_its_default() -> None:
     """The README's settings table names every setting with its current default."""
     from dataclasses import fields  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     rows = {}
     for line in readme.splitlines():
         cells = [c.strip() for c in line.split("|")]

@@ -28,7 +28,7 @@ class SourceRecord:
     """Record headers by name (the last value wins when a name repeats)."""
     partitions: int = 0
     """Partitions of its topic, when known (0: unknown). Pairing waits for every
-    partition of a source topic before it expires anything (see `detectors.pairing`)."""
+    partition of a source topic before it expires anything (see `detectors.versions.pairing`)."""
 
     @property
     def source_id(self) -> str:

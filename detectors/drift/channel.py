@@ -1,0 +1,314 @@
+"""Shared machinery of a monitored channel: sequential tests plus tumbling window tests.
+
+A channel is a group of features of one kind (numeric inputs, categorical inputs, the
+prediction). Subclasses supply log-likelihood-ratio increments for their sequential tests
+and histogram counts for their window tests; this class calibrates, batches, and turns
+crossings into `Signal` objects.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import chi2
+
+from detectors.settings import DetectorSettings
+from detectors.signal import BatchMeta, Recovery, Signal, WindowReport
+from detectors.stats.cusum import Alarm
+from detectors.stats.latch import LatchingBank
+
+
+@dataclass(frozen=True, slots=True)
+class TestSpec:
+    """Static description of one sequential test column."""
+
+    kind: str
+    feature: str
+    detector: str
+    design: dict[str, Any]
+
+
+def histogram_test(counts: np.ndarray, ref_probs: np.ndarray) -> tuple[float, float, float]:
+    """G-test and PSI of observed bin ``counts`` against reference bin probabilities.
+
+    Returns ``(psi, g, p_value)``. Bins are smoothed by half an event so empty bins do not
+    make PSI infinite.
+
+    >>> psi, g, p = histogram_test(np.array([50, 50]), np.array([0.5, 0.5]))
+    >>> round(psi, 6), round(p, 3)
+    (0.0, 1.0)
+    """
+    n = counts.sum()
+    if n == 0:
+        return 0.0, 0.0, 1.0
+    expected = n * ref_probs
+    nz = counts > 0
+    g = float(2.0 * np.sum(counts[nz] * np.log(counts[nz] / expected[nz])))
+    k = len(counts)
+    observed = (counts + 0.5) / (n + 0.5 * k)
+    psi = float(np.sum((observed - ref_probs) * np.log(observed / ref_probs)))
+    p = float(chi2.sf(max(g, 0.0), k - 1))
+    return psi, g, p
+
+
+class Channel(ABC):
+    """Sequential CUSUM tests and window histogram tests over a group of features."""
+
+    def __init__(self, kind: str, settings: DetectorSettings) -> None:
+        self.kind = kind
+        self.settings = settings
+        self.specs: list[TestSpec] = self._specs()
+        self.test_ids = [
+            f"{s.kind}:{s.feature}:{s.detector}:{sorted(s.design.items())}" for s in self.specs
+        ]
+        self.bank = LatchingBank(*self._columns())
+        self.window_alpha = 0.0
+        self.window_count = 0
+        self.window_first_ts: int | None = None
+        self.window_counts = self._empty_counts()
+        self.last_window_counts: Any = None
+        """Histogram counts of the last closed window (for display; not checkpointed)."""
+        self.window_bad = np.zeros(len(self.feature_names))
+
+    # -- what subclasses provide -------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def feature_names(self) -> list[str]: ...
+
+    @abstractmethod
+    def _specs(self) -> list[TestSpec]: ...
+
+    @abstractmethod
+    def _thresholds(self, arl: float) -> np.ndarray: ...
+
+    @abstractmethod
+    def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per test column: family (`detectors.stats.latch`), reference value, design value."""
+
+    @abstractmethod
+    def _stats(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Per event and column: the family's sufficient statistic, and whether it counts."""
+
+    @abstractmethod
+    def _empty_counts(self) -> list[np.ndarray]: ...
+
+    @abstractmethod
+    def _add_counts(self, data: Any) -> None: ...
+
+    @abstractmethod
+    def _bad(self, data: Any) -> np.ndarray: ...
+
+    @abstractmethod
+    def _ref_probs(self, feature: int) -> np.ndarray: ...
+
+    @abstractmethod
+    def _effect(self, spec: TestSpec, mean_llr: float) -> tuple[float, str, dict[str, Any]]: ...
+
+    @abstractmethod
+    def _slice(self, data: Any, start: int, stop: int) -> Any: ...
+
+    def _other_alarms(self, data: Any) -> list[Alarm]:
+        """Alarms of tests outside the bank (River's detectors, `detectors.drift.river_bridge`),
+        whose columns follow the bank's in ``specs``."""
+        return []
+
+    def _other_signal(self, alarm: Alarm, meta: BatchMeta) -> Signal:
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------
+
+    @property
+    def n_tests(self) -> int:
+        """Sequential tests plus one window test per feature (for the budget split)."""
+        return len(self.specs) + len(self.feature_names)
+
+    def calibrate(self, arl_per_test: float) -> None:
+        """Set thresholds so each test false-alarms once per ``arl_per_test`` events."""
+        self.bank.calibrate(self._thresholds(arl_per_test), arl_per_test)
+        self.window_alpha = self.settings.window_events / arl_per_test
+
+    def update(
+        self, data: Any, meta: BatchMeta
+    ) -> tuple[list[Signal], list[WindowReport | Recovery]]:
+        """Feed a batch; window boundaries fall on the same events whatever the batching.
+
+        A sequential test that alarms latches until its quantity is back at the reference
+        (`detectors.stats.latch`); its return is reported as a `Recovery` among the reports.
+        """
+        signals: list[Signal] = []
+        reports: list[WindowReport | Recovery] = []
+        n = len(meta)
+        pos = 0
+        window = self.settings.window_events
+        while pos < n:
+            take = min(n - pos, window - self.window_count)
+            part = self._slice(data, pos, pos + take)
+            part_meta = meta.slice(pos, pos + take)
+            if self.window_first_ts is None:
+                self.window_first_ts = int(part_meta.ts[0])
+            alarms = self.bank.update(*self._stats(part)) + self._other_alarms(part)
+            alarms.sort(key=lambda a: a.row)
+            for alarm in alarms:
+                if alarm.recovered:
+                    reports.append(self._recovery(alarm, part_meta))
+                else:
+                    signals.append(self._sequential_signal(alarm, part_meta))
+            self._add_counts(part)
+            self.window_bad += self._bad(part).sum(axis=0)
+            self.window_count += take
+            pos += take
+            if self.window_count == window:
+                closed_signals, report = self._close_window(part_meta)
+                signals.extend(closed_signals)
+                reports.append(report)
+        return signals, reports
+
+    def _sequential_signal(self, alarm: Alarm, meta: BatchMeta) -> Signal:
+        if alarm.column >= len(self.bank.thresholds):
+            return self._other_signal(alarm, meta)
+        spec = self.specs[alarm.column]
+        run = max(alarm.run_length, 1)
+        mean_llr = alarm.statistic / run
+        effect, unit, extra = self._effect(spec, mean_llr)
+        start_row = max(alarm.row - run + 1, 0)
+        return Signal(
+            seq=int(meta.seq[alarm.row]),
+            kind=spec.kind,
+            feature=spec.feature,
+            detector=spec.detector,
+            statistic="cusum_llr",
+            value=round(alarm.statistic, 6),
+            threshold=round(float(self.bank.thresholds[alarm.column]), 6),
+            p_value=None,
+            effect=round(effect, 6),
+            effect_unit=unit,
+            strength=round(mean_llr, 6),
+            ts=int(meta.ts[alarm.row]),
+            event_id=meta.event_ids[alarm.row],
+            first_ts=int(meta.ts[start_row]),
+            count=run,
+            config={**spec.design, "false_alarm_arl": _arl_from(self)},
+            extra=extra,
+            test=self.test_ids[alarm.column],
+        )
+
+    def _recovery(self, alarm: Alarm, meta: BatchMeta) -> Recovery:
+        spec = self.specs[alarm.column]
+        return Recovery(
+            seq=int(meta.seq[alarm.row]),
+            kind=spec.kind,
+            feature=spec.feature,
+            detector=spec.detector,
+            ts=int(meta.ts[alarm.row]),
+            count=alarm.run_length,
+            test=self.test_ids[alarm.column],
+        )
+
+    def _close_window(self, meta: BatchMeta) -> tuple[list[Signal], WindowReport]:
+        signals = []
+        drifted = False
+        last = len(meta) - 1
+        for f, name in enumerate(self.feature_names):
+            counts = self.window_counts[f]
+            psi, g, p = histogram_test(counts, self._ref_probs(f))
+            over_floor = psi >= self.settings.psi_floor
+            drifted = drifted or (over_floor and p < max(self.window_alpha, 1e-3))
+            if over_floor and p < self.window_alpha:
+                signals.append(
+                    Signal(
+                        seq=int(meta.seq[last]),
+                        kind=self.kind,
+                        feature=name,
+                        detector="window_psi",
+                        statistic="g_test",
+                        value=round(g, 6),
+                        threshold=round(float(chi2.isf(self.window_alpha, len(counts) - 1)), 6),
+                        p_value=p,
+                        effect=round(psi, 6),
+                        effect_unit="psi",
+                        strength=round(psi, 6),
+                        ts=int(meta.ts[last]),
+                        event_id=meta.event_ids[last],
+                        first_ts=int(self.window_first_ts or meta.ts[0]),
+                        count=self.window_count,
+                        config={
+                            "window_events": self.settings.window_events,
+                            "psi_floor": self.settings.psi_floor,
+                            "alpha": self.window_alpha,
+                            "bins": len(counts),
+                        },
+                        extra={
+                            "invalid_rate": round(float(self.window_bad[f]) / self.window_count, 6)
+                        },
+                    )
+                )
+        report = WindowReport(int(meta.seq[last]), self.kind, drifted, int(meta.ts[last]))
+        self.last_window_counts = self.window_counts
+        self.window_count = 0
+        self.window_first_ts = None
+        self.window_counts = self._empty_counts()
+        self.window_bad = np.zeros(len(self.feature_names))
+        return signals, report
+
+    def distribution(self, feature: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A feature's reference bin shares and its current histogram counts (the open
+        window once it holds half a window, else the last closed one); None when the
+        channel does not monitor it."""
+        if feature not in self.feature_names:
+            return None
+        f = self.feature_names.index(feature)
+        counts = self.window_counts[f]
+        if self.window_count < self.settings.window_events // 2 and (
+            self.last_window_counts is not None
+        ):
+            counts = self.last_window_counts[f]
+        return self._ref_probs(f), np.asarray(counts, np.float64)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "bank": self.bank.state(),
+            "window_count": self.window_count,
+            "window_first_ts": self.window_first_ts,
+            "window_counts": [c.tolist() for c in self.window_counts],
+            "window_bad": self.window_bad.tolist(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.bank.restore(state["bank"])
+        self.window_count = state["window_count"]
+        self.window_first_ts = state["window_first_ts"]
+        self.window_counts = [np.asarray(c, dtype=np.float64) for c in state["window_counts"]]
+        self.window_bad = np.asarray(state["window_bad"], dtype=np.float64)
+
+
+def _arl_from(channel: Channel) -> float:
+    alpha = channel.window_alpha
+    return round(channel.settings.window_events / alpha) if alpha > 0 else 0.0
+
+
+def bernoulli_llr_terms(p0: np.ndarray, p1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-event log-likelihood ratios of a 1 and of a 0 for Bernoulli ``p1`` vs ``p0``."""
+    return np.log(p1 / p0), np.log((1.0 - p1) / (1.0 - p0))
+
+
+def bernoulli_rate(mean_llr: float, one: float, zero: float) -> float:
+    """The event rate implied by an average log-likelihood ratio per event."""
+    if one == zero:
+        return 0.0
+    return min(max((mean_llr - zero) / (one - zero), 0.0), 1.0)
+
+
+def rate_band(p: np.ndarray, n: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(upper, lower)`` edges of a rate's normal confidence band, ``z`` standard errors
+    from estimates ``p`` over ``n`` reference events (kept inside (0, 1)).
+
+    >>> hi, lo = rate_band(np.array([0.05]), np.array([10_000.0]), 2.0)
+    >>> round(float(hi[0]), 4), round(float(lo[0]), 4)
+    (0.0544, 0.0456)
+    """
+    se = np.sqrt(p * (1 - p) / np.maximum(n, 1.0))
+    return np.minimum(p + z * se, 0.99), np.maximum(p - z * se, p / 4)

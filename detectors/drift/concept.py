@@ -1,0 +1,485 @@
+"""Concept drift: the error rate of joined predictions against the reference error rate."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from detectors.drift.channel import bernoulli_llr_terms, bernoulli_rate
+from detectors.drift.reference import (
+    PerformanceSummary,
+    from_wire,
+    infer_task,
+    performance_summary,
+    prediction_error,
+    to_wire,
+)
+from detectors.drift.river_bridge import RiverErrorDetector
+from detectors.settings import DetectorSettings
+from detectors.signal import Recovery, Signal, WindowReport
+from detectors.stats.cusum import bernoulli_kl, gaussian_threshold
+from detectors.stats.latch import BERNOULLI, LatchingBank
+
+REFERENCE_STEP = 1_000
+"""Judged labels between the points at which a learning reference may absorb labels and
+its tests be redesigned: the learning happens at the same labels whatever the batching."""
+
+REFRESH_GROWTH = 1.25
+"""The tests are redesigned when the reference has grown by this factor since the last
+design (a handful of redesigns per decade of labels)."""
+
+
+def n_tests(settings: DetectorSettings) -> int:
+    """The bank of error-rate CUSUMs and the windowed online/offline comparison."""
+    return settings.error_rate_designs + 1
+
+
+class ConceptMonitor:
+    """Watches the 0/1 error stream of labelled predictions.
+
+    A bank of Bernoulli CUSUMs against the reference error rate catches a rise quickly; a
+    window of labelled events compares accuracy with the offline figure
+    (``online_offline_gap``) when the reference came from offline data. Without an offline
+    figure, the first ``label_warmup_events`` labelled predictions set the reference rate,
+    and it goes on learning: labelled events more than ``reference_lag_labels`` old join it
+    (in steps of `REFERENCE_STEP`, up to ``reference_max_labels``) while no test is in
+    alarm, so the confidence margin the tests add to it shrinks from 2 standard errors of
+    5,000 labels (1.3 points at a 0.3 error rate) towards those of all in-control traffic.
+    Labels seen while a test is in alarm never join it.
+    """
+
+    def __init__(
+        self, settings: DetectorSettings, performance: PerformanceSummary | None, offline: bool
+    ) -> None:
+        self.settings = settings
+        self.offline = offline and performance is not None
+        self.task: str | None = performance.task if performance else None
+        self.tolerance = performance.residual_tolerance if performance else None
+        self.reference_rate: float | None = performance.error_rate if performance else None
+        self.reference_count = performance.count if performance else 0
+        self.judged = 0
+        """Labelled events judged since the reference was set."""
+        self.marks: list[tuple[int, int]] = []
+        """(judged, cumulative errors) every `REFERENCE_STEP` judged events since the last
+        point the reference may learn from: the lag buffer, in counts."""
+        self.cum_errors = 0
+        self.learned: tuple[int, float] = (0, 0.0)
+        """(events, errors) absorbed into the reference so far."""
+        self.base = (self.reference_count, (self.reference_rate or 0.0) * self.reference_count)
+        """The reference before it learned: (events, errors)."""
+        self.refreshed_count = self.reference_count
+        self.warmup: list[tuple[Any, Any]] = []
+        self.bank = LatchingBank(np.array([BERNOULLI]), np.array([0.5]), np.array([0.6]))
+        """Placeholder until the reference rate is known (`_set_threshold` builds the real one)."""
+        self.river: RiverErrorDetector | None = None
+        """River's detector in place of the bank, when ``concept_detector`` names one."""
+        self.arl: float | None = None
+        self.window_n = 0
+        self.window_errors = 0
+        self.window_first_ts: int | None = None
+        self.skipped = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.reference_rate is not None and self.arl is not None
+
+    def calibrate(self, arl_per_test: float) -> None:
+        self.arl = arl_per_test
+        self._set_threshold()
+
+    def _set_threshold(self) -> None:
+        if self.arl is None or self.reference_rate is None:
+            return
+        p0, p1 = self._design()
+        kl = bernoulli_kl(p1, np.full(len(p1), p0))
+        self.bank = LatchingBank(np.full(len(p1), BERNOULLI), np.full(len(p1), p0), p1)
+        self.bank.calibrate(np.array([gaussian_threshold(self.arl, k) for k in kl]), self.arl)
+        name = self.settings.concept_detector
+        if name != "cusum":
+            base = float(p1[min(2, len(p1) - 1)])
+            if self.river is None:
+                self.river = RiverErrorDetector(name, self.arl, p0, base)
+            elif not self.river.latched:
+                self.river.redesign(self.arl, p0, base)
+
+    def _design(self) -> tuple[float, np.ndarray]:
+        """Null and design error rates; the null is the reference's upper confidence bound.
+
+        The designs are a bank of ``error_rate_designs`` CUSUMs spaced by factors of two
+        around the base rise (``error_rate_ratio`` or ``error_rate_min_change``, the
+        larger): four and two times it, it, and halvings. One CUSUM is fast only near its
+        design (the base design alone needs about four times the information limit for a
+        rise of half its size, and twice it for one four times as large); the bank keeps
+        every rise from a quarter to four times the base within about 1.3 times of it,
+        for a budget split ``error_rate_designs`` ways (ln 5 = 1.6 on the threshold).
+        """
+        estimate = float(self.reference_rate or 0.0)
+        se = math.sqrt(estimate * (1 - estimate) / max(self.reference_count, 1))
+        p0 = min(estimate + self.settings.reference_uncertainty_z * se, 0.99)
+        base = max(p0 * (self.settings.error_rate_ratio - 1), self.settings.error_rate_min_change)
+        steps = base * 2.0 ** (2 - np.arange(self.settings.error_rate_designs))
+        p1 = np.minimum(p0 + steps, 0.999)
+        return p0, p1
+
+    def update(
+        self,
+        pairs: list[tuple[Any, Any]],
+        seq: list[int],
+        ts: list[int],
+        event_ids: list[str],
+    ) -> tuple[list[Signal], list[WindowReport | Recovery]]:
+        """Feed labelled (prediction, label) pairs in arrival order."""
+        signals: list[Signal] = []
+        reports: list[WindowReport | Recovery] = []
+        start = 0
+        if self.reference_rate is None:
+            start = self._warm(pairs)
+        if start >= len(pairs):
+            return signals, reports
+        if not self.ready:
+            self.skipped += len(pairs) - start
+            return signals, reports
+        assert self.task is not None
+        errors = np.array(
+            [
+                prediction_error(
+                    self.task, p, y, self.settings.classification_threshold, self.tolerance
+                )
+                for p, y in pairs[start:]
+            ],
+            dtype=object,
+        )
+        judged = np.flatnonzero(errors != None)  # noqa: E711 (element-wise None test)
+        if len(judged) == 0:
+            return signals, reports
+        e = errors[judged].astype(np.float64)
+        rows = judged + start
+        pos = 0
+        while pos < len(e):
+            stop = min(len(e), pos + REFERENCE_STEP - self.judged % REFERENCE_STEP)
+            self._sequential(e[pos:stop], rows[pos:stop], seq, ts, event_ids, signals, reports)
+            self.judged += stop - pos
+            self.cum_errors += int(e[pos:stop].sum())
+            pos = stop
+            if self.judged % REFERENCE_STEP == 0:
+                self._learn()
+        self._windows(e, rows, seq, ts, event_ids, signals, reports)
+        return signals, reports
+
+    def _learn(self) -> None:
+        """At a step boundary: absorb what is old enough into the reference, or, while a
+        test is in alarm, forget what is waiting so the changed period never joins it."""
+        lag = self.settings.reference_lag_labels
+        if self.offline or lag <= 0:
+            return
+        if self.bank.latched.any() or (self.river is not None and self.river.latched):
+            self.marks = [(self.judged, self.cum_errors)]
+            return
+        self.marks.append((self.judged, self.cum_errors))
+        ripe = [m for m in self.marks if m[0] <= self.judged - lag]
+        if not ripe:
+            return
+        start_judged, start_errors = self.marks[0]
+        upto_judged, upto_errors = ripe[-1]
+        self.marks = [m for m in self.marks if m[0] >= upto_judged]
+        room = self.settings.reference_max_labels - self.base[0] - self.learned[0]
+        add = min(upto_judged - start_judged, max(room, 0))
+        if add <= 0:
+            return
+        errors = (upto_errors - start_errors) * add / (upto_judged - start_judged)
+        self.learned = (self.learned[0] + add, self.learned[1] + errors)
+        count = self.base[0] + self.learned[0]
+        self.reference_rate = (self.base[1] + self.learned[1]) / count
+        self.reference_count = count
+        if count >= REFRESH_GROWTH * self.refreshed_count:
+            self.refreshed_count = count
+            old = self.bank
+            self._set_threshold()
+            self.bank.statistic[:] = old.statistic
+            self.bank.run_length[:] = old.run_length
+
+    def _sequential(
+        self,
+        e: np.ndarray,
+        rows: np.ndarray,
+        seq: list[int],
+        ts: list[int],
+        event_ids: list[str],
+        signals: list[Signal],
+        reports: list[WindowReport | Recovery],
+    ) -> None:
+        p0, designs = self._design()
+        if self.river is not None:
+            self._river(e, rows, seq, ts, event_ids, signals, reports, p0)
+            return
+        k = len(designs)
+        stats = np.repeat(e[:, None], k, axis=1)
+        # The bank watches one quantity: the first of its CUSUMs to alarm speaks for it,
+        # and it has recovered when the last latched one has.
+        latched = int(self.bank.latched.sum())
+        test = "concept_drift::cusum_error_rate"
+        for alarm in self.bank.update(stats, np.ones((len(e), k), dtype=bool)):
+            row = int(rows[alarm.row])
+            p1 = float(designs[alarm.column])
+            latched += -1 if alarm.recovered else 1
+            if alarm.recovered and latched == 0:
+                reports.append(
+                    Recovery(
+                        seq[row],
+                        "concept_drift",
+                        None,
+                        "cusum_error_rate",
+                        ts[row],
+                        alarm.run_length,
+                        test,
+                    )
+                )
+            if alarm.recovered or latched > 1:
+                continue
+            one, zero = (float(v) for v in bernoulli_llr_terms(np.array(p0), np.array(p1)))
+            run = max(alarm.run_length, 1)
+            rate = bernoulli_rate(alarm.statistic / run, one, zero)
+            first = int(rows[max(alarm.row - run + 1, 0)])
+            signals.append(
+                Signal(
+                    seq=seq[row],
+                    kind="concept_drift",
+                    feature=None,
+                    detector="cusum_error_rate",
+                    statistic="cusum_llr",
+                    value=round(alarm.statistic, 6),
+                    threshold=round(float(self.bank.thresholds[alarm.column]), 6),
+                    p_value=None,
+                    effect=round(rate - float(self.reference_rate or 0.0), 6),
+                    effect_unit="error_rate_increase",
+                    strength=round(alarm.statistic / run, 6),
+                    ts=ts[row],
+                    event_id=event_ids[row],
+                    first_ts=ts[first],
+                    count=run,
+                    config={
+                        "reference_error_rate": round(p0, 6),
+                        "design_error_rate": round(p1, 6),
+                        "false_alarm_arl": self.arl,
+                    },
+                    extra={
+                        "task": self.task,
+                        "error_rate": round(rate, 6),
+                        "reference_error_rate": round(float(self.reference_rate or 0.0), 6),
+                        "reference_upper_bound": round(p0, 6),
+                    },
+                    test=test,
+                )
+            )
+
+    def _river(
+        self,
+        e: np.ndarray,
+        rows: np.ndarray,
+        seq: list[int],
+        ts: list[int],
+        event_ids: list[str],
+        signals: list[Signal],
+        reports: list[WindowReport | Recovery],
+        p0: float,
+    ) -> None:
+        assert self.river is not None
+        name = self.river.name
+        test = f"concept_drift::river_{name}"
+        for alarm in self.river.update(e):
+            row = int(rows[alarm.row])
+            if alarm.recovered:
+                reports.append(
+                    Recovery(
+                        seq[row],
+                        "concept_drift",
+                        None,
+                        f"river_{name}",
+                        ts[row],
+                        alarm.run_length,
+                        test,
+                    )
+                )
+                continue
+            rate = alarm.statistic
+            first = int(rows[max(alarm.row - alarm.run_length + 1, 0)])
+            signals.append(
+                Signal(
+                    seq=seq[row],
+                    kind="concept_drift",
+                    feature=None,
+                    detector=f"river_{name}",
+                    statistic="recent_error_rate",
+                    value=round(rate, 6),
+                    threshold=round(p0, 6),
+                    p_value=None,
+                    effect=round(rate - float(self.reference_rate or 0.0), 6),
+                    effect_unit="error_rate_increase",
+                    strength=round(rate - p0, 6),
+                    ts=ts[row],
+                    event_id=event_ids[row],
+                    first_ts=ts[first],
+                    count=alarm.run_length,
+                    config={
+                        "river_detector": name,
+                        **self.river.params,
+                        "false_alarm_arl": self.arl,
+                        "reference_error_rate": round(p0, 6),
+                    },
+                    extra={
+                        "task": self.task,
+                        "error_rate": round(rate, 6),
+                        "reference_error_rate": round(float(self.reference_rate or 0.0), 6),
+                        "reference_upper_bound": round(p0, 6),
+                    },
+                    test=test,
+                )
+            )
+
+    def _warm(self, pairs: list[tuple[Any, Any]]) -> int:
+        need = self.settings.label_warmup_events - len(self.warmup)
+        take = pairs[:need]
+        self.warmup.extend((p, y) for p, y in take if y is not None)
+        if len(self.warmup) >= self.settings.label_warmup_events:
+            preds = [p for p, _ in self.warmup]
+            labels = [y for _, y in self.warmup]
+            summary = performance_summary(preds, labels, self.settings)
+            if summary is not None:
+                self.task = summary.task
+                self.tolerance = summary.residual_tolerance
+                self.reference_rate = summary.error_rate
+                self.reference_count = summary.count
+                self.base = (summary.count, summary.error_rate * summary.count)
+                self.refreshed_count = summary.count
+                self._set_threshold()
+            elif infer_task(preds, labels) is None:
+                self.warmup.clear()
+            self.warmup = []
+        return len(take)
+
+    def _windows(
+        self,
+        e: np.ndarray,
+        rows: np.ndarray,
+        seq: list[int],
+        ts: list[int],
+        event_ids: list[str],
+        signals: list[Signal],
+        reports: list[WindowReport | Recovery],
+    ) -> None:
+        size = self.settings.label_window_events
+        pos = 0
+        while pos < len(e):
+            take = min(len(e) - pos, size - self.window_n)
+            if self.window_first_ts is None:
+                self.window_first_ts = ts[int(rows[pos])]
+            self.window_errors += int(e[pos : pos + take].sum())
+            self.window_n += take
+            pos += take
+            if self.window_n == size:
+                row = int(rows[pos - 1])
+                self._close_window(seq[row], ts[row], event_ids[row], signals, reports)
+
+    def _close_window(
+        self,
+        seq: int,
+        ts: int,
+        event_id: str,
+        signals: list[Signal],
+        reports: list[WindowReport | Recovery],
+    ) -> None:
+        p0, _ = self._design()
+        offline_rate = float(self.reference_rate or 0.0)
+        n = self.window_n
+        rate = self.window_errors / n
+        se = math.sqrt(max(p0 * (1 - p0), 1e-9) / n)
+        p_value = float(norm.sf((rate - p0) / se))
+        gap = rate - p0
+        alpha = self.settings.label_window_events / (self.arl or 1.0)
+        drifted = gap >= self.settings.accuracy_gap_floor and p_value < 1e-3
+        reports.append(WindowReport(seq, "concept_drift", drifted, ts))
+        if self.offline and gap >= self.settings.accuracy_gap_floor and p_value < alpha:
+            signals.append(
+                Signal(
+                    seq=seq,
+                    kind="online_offline_gap",
+                    feature=None,
+                    detector="window_error_rate",
+                    statistic="z_error_rate",
+                    value=round((rate - p0) / se, 6),
+                    threshold=round(float(norm.isf(alpha)), 6),
+                    p_value=p_value,
+                    effect=round(gap, 6),
+                    effect_unit="error_rate_increase",
+                    strength=round(gap, 6),
+                    ts=ts,
+                    event_id=event_id,
+                    first_ts=int(self.window_first_ts or ts),
+                    count=n,
+                    config={
+                        "label_window_events": n,
+                        "gap_floor": self.settings.accuracy_gap_floor,
+                        "alpha": alpha,
+                    },
+                    extra={
+                        "online_error_rate": round(rate, 6),
+                        "offline_error_rate": round(offline_rate, 6),
+                        "offline_upper_bound": round(p0, 6),
+                        "offline_count": self.reference_count,
+                    },
+                )
+            )
+        self.window_n = 0
+        self.window_errors = 0
+        self.window_first_ts = None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "tolerance": self.tolerance,
+            "reference_rate": self.reference_rate,
+            "reference_count": self.reference_count,
+            "warmup": [[to_wire(p), y] for p, y in self.warmup],
+            "learning": {
+                "judged": self.judged,
+                "cum_errors": self.cum_errors,
+                "marks": self.marks,
+                "learned": list(self.learned),
+                "base": list(self.base),
+                "refreshed_count": self.refreshed_count,
+            },
+            "bank": self.bank.state(),
+            "river": None if self.river is None else self.river.state(),
+            "arl": self.arl,
+            "window": [self.window_n, self.window_errors, self.window_first_ts],
+            "skipped": self.skipped,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.task = state["task"]
+        self.tolerance = state["tolerance"]
+        self.reference_rate = state["reference_rate"]
+        self.reference_count = state["reference_count"]
+        self.warmup = [(from_wire(p), y) for p, y in state["warmup"]]
+        learning = state.get("learning")
+        if learning is not None:
+            self.judged = learning["judged"]
+            self.cum_errors = learning["cum_errors"]
+            self.marks = [(int(a), int(b)) for a, b in learning["marks"]]
+            self.learned = (learning["learned"][0], learning["learned"][1])
+            self.base = (learning["base"][0], learning["base"][1])
+            self.refreshed_count = learning["refreshed_count"]
+        else:
+            self.base = (self.reference_count, (self.reference_rate or 0.0) * self.reference_count)
+            self.refreshed_count = self.reference_count
+        self.arl = state["arl"]
+        if self.arl is not None:
+            self.calibrate(self.arl)
+        self.bank.restore(state["bank"])
+        if self.river is not None and state.get("river"):
+            self.river.restore(state["river"])
+        self.window_n, self.window_errors, self.window_first_ts = state["window"]
+        self.skipped = state["skipped"]

@@ -1,0 +1,292 @@
+"""Stage 1 of the pipeline, one per input partition: dedupe, join, and route by model.
+
+Predictions and outcomes are co-partitioned by ``request_id``, so the join has to happen
+where both sides of a request land. Everything after the join is per model, so the
+intake hands each model's items (`Routed`) on to the model stage (`detectors.intake.merge`,
+then `detectors.engine.ModelEngine`), which sees the model's traffic of every partition
+together: a model's tests, warm-up and false-alarm budget do not depend on how many
+partitions its topics have.
+
+Each item carries the position that orders it in the model stage: ``slot``, the
+partition's event-time watermark of its model when the item was made (never decreasing
+along a partition), and ``seq``, the partition's running count of items (what the model
+stage uses to recognise an item re-sent after a crash).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from detectors.drift.reference import from_wire, to_wire
+from detectors.feedback.monitor import INDEPENDENT, LABEL, PREDICTION, TagRegistry, feedback_tag
+from detectors.intake.join import OutcomeJoin
+from detectors.intake.recent import RecentIds
+from detectors.settings import DetectorSettings
+from schemas.records import Event, Outcome, Prediction
+
+INTAKE_COUNTERS = ("events", "predictions", "outcomes", "duplicates")
+
+
+class Label(NamedTuple):
+    """A prediction joined with its outcome, as the model stage needs it."""
+
+    model_version: str
+    prediction: Any
+    label: Any
+    prediction_ts: int
+    tag: tuple[Any, ...] | None
+    """The prediction's feedback tag (acted, exploration, segment pairs), if it had one."""
+
+
+class Routed(NamedTuple):
+    """One item for the model stage."""
+
+    kind: int
+    """`PREDICTION`, `LABEL` (a joined outcome) or `INDEPENDENT` (an independent outcome)."""
+    seq: int
+    """Position among the items of its input partition (re-sent items repeat it)."""
+    slot: int
+    """The partition's event-time watermark of the model when the item was made."""
+    event: Event
+    """The prediction, or the outcome."""
+    label: Label | None
+    """For a joined outcome: what it was joined with."""
+    trace: str | None = None
+    """W3C ``traceparent`` of the record the item came from, if it had one: a decision
+    this item triggers carries it, so a trace shows why a rollback happened."""
+
+
+class Intake:
+    """Dedupe and join of one input partition; routes items per model.
+
+    Parameters
+    ----------
+    settings
+        Default detector settings.
+    model_settings
+        Per-model overrides (feedback-loop detection on or off, its "not acted" words).
+    """
+
+    def __init__(
+        self,
+        settings: DetectorSettings | None = None,
+        model_settings: Mapping[str, DetectorSettings] | None = None,
+    ) -> None:
+        self.settings = settings or DetectorSettings()
+        self.model_settings = dict(model_settings or {})
+        s = self.settings
+        self.join = OutcomeJoin(s.join_ttl_ms, s.join_max_pending, s.join_memory)
+        self.seen = RecentIds(s.dedupe_horizon)
+        self.seq = 0
+        self.counts = dict.fromkeys(INTAKE_COUNTERS, 0)
+        self.watermarks: OrderedDict[str, int] = OrderedDict()
+        """Per model, the largest event time admitted here (least recently seen first,
+        bounded by ``max_models``)."""
+        self.tags: dict[str, TagRegistry] = {}
+        """Per model, ids of the feedback tags predictions carry through the join."""
+        self._no_action: dict[str, frozenset[str] | None] = {}
+
+    def settings_for(self, model_id: str) -> DetectorSettings:
+        return self.model_settings.get(model_id, self.settings)
+
+    def process(
+        self, events: Sequence[Event], traces: Sequence[str | None] | None = None
+    ) -> dict[str, list[Routed]]:
+        """Route a batch of decoded events (in arrival order) to their models' items;
+        ``traces`` (one per event, or None) are the records' ``traceparent`` headers."""
+        out: dict[str, list[Routed]] = {}
+        join, seen, watermarks = self.join, self.seen, self.watermarks
+        duplicates = n_predictions = 0
+        seq = self.seq
+        trace_of = iter(traces) if traces is not None else None
+        trace = None
+        for event in events:
+            if trace_of is not None:
+                trace = next(trace_of)
+            if not seen.add(event.event_id):
+                duplicates += 1
+                continue
+            model_id = event.model_id
+            slot = watermarks.get(model_id)
+            if slot is None or event.ts > slot:
+                slot = watermarks[model_id] = event.ts
+            items = out.get(model_id)
+            if items is None:
+                items = out[model_id] = []
+            if type(event) is Prediction:
+                n_predictions += 1
+                items.append(Routed(PREDICTION, seq, slot, event, None, trace))
+                seq += 1
+                tag = self._tag(event)
+                joined = join.add_prediction(
+                    event.request_id,
+                    (model_id, event.model_version, event.prediction, event.ts, tag),
+                )
+                outcome = None
+            else:
+                outcome = event
+                if outcome.independent:  # type: ignore[union-attr]
+                    items.append(Routed(INDEPENDENT, seq, slot, event, None, trace))
+                    seq += 1
+                    continue
+                joined = join.add_outcome(
+                    outcome.request_id,
+                    model_id,
+                    outcome.label,  # type: ignore[union-attr]
+                    outcome.ts,
+                )
+            for j in joined:
+                if outcome is None:  # the outcome came first: rebuild it from the join
+                    found: Event = Outcome(
+                        event.event_id, event.request_id, model_id, event.ts, j.label
+                    )
+                else:
+                    found = outcome
+                registry = self.tags.get(model_id)
+                carried = (
+                    registry.tags[j.tag] if registry is not None and j.tag is not None else None
+                )
+                items.append(
+                    Routed(
+                        LABEL,
+                        seq,
+                        slot,
+                        found,
+                        Label(j.model_version, j.prediction, j.label, j.prediction_ts, carried),
+                        trace,
+                    )
+                )
+                seq += 1
+        self.seq = seq
+        counts = self.counts
+        counts["events"] += len(events)
+        counts["duplicates"] += duplicates
+        counts["predictions"] += n_predictions
+        counts["outcomes"] += len(events) - duplicates - n_predictions
+        for model_id in out:
+            watermarks.move_to_end(model_id)
+        while len(watermarks) > self.settings.max_models:
+            model_id = watermarks.popitem(last=False)[0]
+            self.tags.pop(model_id, None)
+            self._no_action.pop(model_id, None)
+        return out
+
+    def _tag(self, event: Prediction) -> int | None:
+        """Id of the prediction's feedback tag, or None (no feedback fields, or feedback-loop
+        detection off for its model)."""
+        if event.segment is None and event.action is None and not event.exploration:
+            return None
+        model_id = event.model_id
+        words = self._no_action.get(model_id, frozenset())
+        if model_id not in self._no_action:
+            settings = self.settings_for(model_id)
+            words = self._no_action[model_id] = (
+                no_action_words(settings) if settings.feedback_enabled else None
+            )
+        if words is None:
+            return None
+        registry = self.tags.get(model_id)
+        if registry is None:
+            registry = self.tags[model_id] = TagRegistry(
+                max_tags=self.settings_for(model_id).feedback_max_tags
+            )
+        return registry.id(feedback_tag(event.segment, event.action, event.exploration, words))
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "seen": self.seen.state(),
+            "counts": dict(self.counts),
+            "join": self.join.state(),
+            "watermarks": list(self.watermarks.items()),
+            "tags": {m: r.state() for m, r in self.tags.items()},
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.seq = state["seq"]
+        self.seen.restore(state["seen"])
+        self.counts = {**dict.fromkeys(INTAKE_COUNTERS, 0), **state["counts"]}
+        self.join.restore(state["join"])
+        self.watermarks = OrderedDict((m, int(w)) for m, w in state["watermarks"])
+        self.tags = {
+            m: TagRegistry.from_state(r, self.settings_for(m).feedback_max_tags)
+            for m, r in state["tags"].items()
+        }
+        self._no_action = {}
+
+
+def item_to_wire(item: Routed) -> list[Any]:
+    """An item as a JSON-compatible row (the summaries topic and checkpoints); a trace,
+    when there is one, is a last element (rows without it are what older versions wrote)."""
+    e = item.event
+    if item.kind == PREDICTION:
+        p: Prediction = e  # type: ignore[assignment]
+        row = [
+            PREDICTION, item.seq, item.slot, p.event_id, p.request_id, p.ts,
+            p.model_version, to_wire(p.prediction), p.features, p.scores, p.role,
+            p.segment, list(p.action) if type(p.action) is tuple else p.action,
+            p.exploration,
+        ]  # fmt: skip
+    else:
+        o: Outcome = e  # type: ignore[assignment]
+        row = [item.kind, item.seq, item.slot, o.event_id, o.request_id, o.ts, o.label]
+        if item.kind == INDEPENDENT:
+            row.append(o.segment)
+        else:
+            label = item.label
+            assert label is not None
+            row += [
+                label.model_version, to_wire(label.prediction), label.prediction_ts, label.tag
+            ]  # fmt: skip
+    if item.trace is not None:
+        row.append(item.trace)
+    return row
+
+
+def item_from_wire(row: list[Any], model_id: str) -> Routed:
+    """Inverse of `item_to_wire` (the model id travels once per message, as its key)."""
+    kind, seq, slot, event_id, request_id, ts = row[:6]
+    trace = row[_TRACE_AT[kind]] if len(row) > _TRACE_AT.get(kind, len(row)) else None
+    if kind == PREDICTION:
+        version, prediction, features, scores, role, segment, action, exploration = row[6:14]
+        event: Event = Prediction(
+            event_id, request_id, model_id, version, ts, features, from_wire(prediction),
+            scores, role, segment, tuple(action) if type(action) is list else action,
+            exploration,
+        )  # fmt: skip
+        return Routed(kind, seq, slot, event, None, trace)
+    if kind == INDEPENDENT:
+        outcome = Outcome(event_id, request_id, model_id, ts, row[6], row[7], True)
+        return Routed(kind, seq, slot, outcome, None, trace)
+    if kind != LABEL:
+        raise ValueError(f"unknown item kind {kind!r}")
+    version, prediction, prediction_ts, tag = row[7:11]
+    if tag is not None:
+        tag = (bool(tag[0]), bool(tag[1]), tuple((k, v) for k, v in tag[2]))
+    label = Label(version, from_wire(prediction), row[6], prediction_ts, tag)
+    outcome = Outcome(event_id, request_id, model_id, ts, row[6])
+    return Routed(kind, seq, slot, outcome, label, trace)
+
+
+_TRACE_AT = {PREDICTION: 14, INDEPENDENT: 8, LABEL: 11}
+"""Position of the optional trace in a wire row, by item kind."""
+
+
+def no_action_words(settings: DetectorSettings) -> frozenset[str]:
+    """The action strings that mean "not acted" (lower case)."""
+    return frozenset(v.strip().lower() for v in settings.feedback_no_action.split(",") if v.strip())
+
+
+__all__ = [
+    "INDEPENDENT",
+    "LABEL",
+    "PREDICTION",
+    "Intake",
+    "Label",
+    "Routed",
+    "item_from_wire",
+    "item_to_wire",
+    "no_action_words",
+]

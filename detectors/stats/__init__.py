@@ -1,0 +1,1 @@
+"""Sequential-test building blocks: CUSUM banks, tests that latch, onset scans."""

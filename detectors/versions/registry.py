@@ -1,0 +1,996 @@
+"""Which versions of a model are live, in which role, and how they compare.
+
+Per model: every version's role (from its predictions), when it first and last served,
+and its recent share of traffic. Three comparisons run on top, all anytime-valid (they may
+be looked at after every event):
+
+* **Canary vs stable** on the same period of traffic
+  (`detectors.versions.comparison.MeanComparison`):
+  error rate and Brier score once outcomes arrive (a regression emits one ``rollback``,
+  ``from_version`` = canary, ``to_version`` = stable), and, as alerts, the label-free
+  estimated error from the canary's own scores, its positive-prediction rate, its rate of
+  missing inputs and the delay of its outcomes.
+* **Champion vs challenger or shadow** on the same requests
+  (`detectors.versions.comparison.PairedComparison`): a better challenger is an
+  ``alert``/``challenger_better``.
+* **After a promotion** (a newer champion becomes the stable one), the new champion against
+  the old one: concurrently when the old one still serves or shadows, otherwise against the
+  old one's last labelled events. A regression emits ``rollback``/``promotion_regression``.
+
+Per version, the realised error rate is also checked against the label-free estimate from
+its scores (``alert``/``performance_estimate_gap``): a gap means the scores are not
+calibrated and the label-free estimates of that version cannot be trusted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.decision import Decision, decision_id
+from detectors.settings import DetectorSettings
+from detectors.versions.comparison import MeanComparison, MeanVerdict, PairedComparison
+from detectors.versions.maturity import COHORT_MS, Cohort, Cohorts, LabelMaturity, cohorts_matured
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One quantity a canary is compared on."""
+
+    name: str
+    labelled: bool
+    """Needs outcomes (compared on joined events) or not (compared on predictions)."""
+    action: str
+    """``rollback`` or ``alert`` when the canary is significantly worse."""
+    worse_only: bool
+    """Only a higher canary value counts (losses); otherwise either direction does."""
+    prior_var: float
+    unit: str
+    describe: str
+    """What a regression on it means, for the recommendation."""
+
+
+CANARY_METRICS = (
+    Metric("error_rate", True, "rollback", True, 0.25, "error_rate_increase", "makes more errors"),
+    Metric(
+        "brier_score",
+        True,
+        "rollback",
+        True,
+        0.25,
+        "brier_score_increase",
+        "has worse calibrated scores (higher Brier score)",
+    ),
+    Metric(
+        "estimated_error",
+        False,
+        "alert",
+        True,
+        0.25,
+        "estimated_error_increase",
+        "is less confident: its own scores estimate more errors (labels still pending)",
+    ),
+    Metric(
+        "positive_rate",
+        False,
+        "alert",
+        False,
+        0.25,
+        "positive_rate_difference",
+        "predicts the positive class at a different rate",
+    ),
+    Metric(
+        "missing_rate",
+        False,
+        "alert",
+        True,
+        0.25,
+        "missing_rate_increase",
+        "receives more missing inputs (data quality)",
+    ),
+    Metric(
+        "outcome_latency",
+        True,
+        "alert",
+        True,
+        1.0,
+        "log10_seconds_increase",
+        "gets its outcomes later",
+    ),
+)
+"""Everything a canary is compared on, in the order verdicts are reported."""
+
+ROLLBACK_METRICS = sum(m.action == "rollback" for m in CANARY_METRICS)
+
+
+@dataclass(slots=True)
+class Rows:
+    """Events of one model in arrival order, one column per quantity (NaN = not known)."""
+
+    versions: np.ndarray
+    seqs: list[int]
+    ts: list[int]
+    event_ids: list[str]
+    values: Mapping[str, np.ndarray]
+
+    def take(self, index: np.ndarray) -> Rows:
+        """The rows at ``index``, in that order."""
+        return Rows(
+            versions=self.versions[index],
+            seqs=[self.seqs[i] for i in index.tolist()],
+            ts=[self.ts[i] for i in index.tolist()],
+            event_ids=[self.event_ids[i] for i in index.tolist()],
+            values={k: v[index] for k, v in self.values.items()},
+        )
+
+    @staticmethod
+    def join(parts: list[Rows]) -> Rows:
+        """The rows of ``parts`` one after the other."""
+        if len(parts) == 1:
+            return parts[0]
+        return Rows(
+            versions=np.concatenate([p.versions for p in parts]),
+            seqs=[x for p in parts for x in p.seqs],
+            ts=[x for p in parts for x in p.ts],
+            event_ids=[x for p in parts for x in p.event_ids],
+            values={k: np.concatenate([p.values[k] for p in parts]) for k in parts[0].values},
+        )
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def state(self) -> list[Any]:
+        return [
+            self.versions.tolist(),
+            self.seqs,
+            self.ts,
+            self.event_ids,
+            {k: v.tolist() for k, v in self.values.items()},
+        ]
+
+    @classmethod
+    def from_state(cls, state: list[Any]) -> Rows:
+        versions, seqs, ts, event_ids, values = state
+        return cls(
+            versions=np.array(versions, dtype=object),
+            seqs=list(seqs),
+            ts=list(ts),
+            event_ids=list(event_ids),
+            values={k: np.array(v, dtype=np.float64) for k, v in values.items()},
+        )
+
+
+class HeldLabels:
+    """Labelled rows held back until their predictions' cohort has matured.
+
+    The version comparisons (canary vs stable, a promoted version vs the one it replaced,
+    champion vs challenger on the same requests) read labelled rows as they arrive. When
+    labels arrive in an order that depends on the outcome, a young version's labels are
+    the early outcome's alone and it looks better or worse than it is (an equal canary
+    was rolled back on every seed of such a stream). So its rows wait here until the
+    minute their prediction was made lies the maturity horizon behind the newest label
+    (`detectors.versions.maturity`). A horizon of 0 (delays that do not depend on the outcome)
+    passes rows straight through, so the comparisons keep their speed there; an unknown
+    horizon (too few labels of each outcome yet) holds everything. Both labelled rows of
+    a pair (one outcome, two versions) are released together. At most ``limit`` rows are
+    held: beyond it the oldest predictions' rows are released early (counted in
+    ``forced``), which bounds the state of a high-volume model with slow labels.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held: Rows | None = None
+        self.watermark = -(2**62)
+        """Largest label event time seen."""
+        self.forced = 0
+
+    def release(self, rows: Rows, horizon_ms: float | None) -> Rows | None:
+        """Add this batch's labelled rows; the rows whose cohort matured, cohort by
+        cohort (oldest predictions first), each pair together."""
+        if len(rows):
+            self.watermark = max(self.watermark, int(max(rows.ts)))
+        if horizon_ms == 0.0 and self.held is None:
+            return rows if len(rows) else None
+        held = rows if self.held is None else Rows.join([self.held, rows])
+        if not len(held):
+            self.held = None
+            return None
+        start = held.values["prediction_ts"] - held.values["prediction_ts"] % COHORT_MS
+        ready = cohorts_matured(start, horizon_ms, self.watermark)
+        excess = len(held) - int(ready.sum()) - self.limit
+        if excess > 0:
+            waiting = np.flatnonzero(~ready)
+            oldest = waiting[np.argsort(start[waiting], kind="stable")[:excess]]
+            ready[oldest] = True
+            self.forced += excess
+        # A pair's rows (one outcome, several versions) go together or not at all.
+        seqs = np.asarray(held.seqs)
+        _, group = np.unique(seqs, return_inverse=True)
+        waiting_groups = np.unique(group[~ready])
+        ready &= ~np.isin(group, waiting_groups)
+        out = np.flatnonzero(ready)
+        rest = np.flatnonzero(~ready)
+        self.held = held.take(rest) if len(rest) else None
+        if not len(out):
+            return None
+        order = out[np.lexsort((np.asarray(seqs[out]), start[out]))]
+        return held.take(order)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "watermark": self.watermark,
+            "forced": self.forced,
+            "held": None if self.held is None else self.held.state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.watermark = state["watermark"]
+        self.forced = state["forced"]
+        self.held = None if state["held"] is None else Rows.from_state(state["held"])
+
+
+class HeldPairs:
+    """Joined (prediction, label) pairs of one model's versions held until their cohort
+    has matured, for the versions' concept monitors (error-rate drift and the online vs
+    offline comparison), by the same rule as `HeldLabels`: a model whose first labels
+    are its early outcome's alone would otherwise learn its warm-up error rate from them
+    and take the late outcome's arrival for concept drift. Each entry is ``[prediction
+    time, prediction, label, position, event time, event id]``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held: dict[str, list[list[Any]]] = {}
+        self.forced = 0
+
+    def add(
+        self,
+        version: str,
+        pairs: list[Any],
+        seqs: list[int],
+        ts: list[int],
+        ids: list[str],
+        prediction_ts: list[int],
+    ) -> None:
+        self.held.setdefault(version, []).extend(
+            [t0, p, y, q, t, i]
+            for (p, y), q, t, i, t0 in zip(pairs, seqs, ts, ids, prediction_ts, strict=True)
+        )
+
+    def release(
+        self, horizon_ms: float | None, watermark: int
+    ) -> dict[str, tuple[list[Any], list[int], list[int], list[str]]]:
+        """Per version, the pairs whose cohort matured (cohort by cohort, oldest first),
+        as (pairs, positions, event times, event ids)."""
+        total = sum(len(v) for v in self.held.values())
+        excess = total - self.limit
+        cut = None
+        if excess > 0:
+            # The oldest predictions beyond the bound are released early (counted).
+            starts = sorted(e[0] for v in self.held.values() for e in v)
+            cut = starts[excess - 1]
+        out = {}
+        for version in list(self.held):
+            entries = self.held[version]
+            times = np.array([e[0] for e in entries], dtype=np.float64)
+            ready = cohorts_matured(times - times % COHORT_MS, horizon_ms, watermark)
+            go, stay = [], []
+            for e, mature in zip(entries, ready.tolist(), strict=True):
+                if mature or (cut is not None and e[0] <= cut):
+                    if not mature:
+                        self.forced += 1
+                    go.append(e)
+                else:
+                    stay.append(e)
+            if stay:
+                self.held[version] = stay
+            else:
+                del self.held[version]
+            if go:
+                go.sort(key=lambda e: (e[0] - e[0] % COHORT_MS, e[3]))
+                out[version] = (
+                    [(e[1], e[2]) for e in go],
+                    [e[3] for e in go],
+                    [e[4] for e in go],
+                    [e[5] for e in go],
+                )
+        return out
+
+    def drop(self, version: str) -> None:
+        self.held.pop(version, None)
+
+    def state(self) -> dict[str, Any]:
+        return {"forced": self.forced, "held": self.held}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.forced = state["forced"]
+        self.held = {k: [list(e) for e in v] for k, v in state["held"].items()}
+
+
+@dataclass(slots=True)
+class VersionInfo:
+    """What is known about one version of a model."""
+
+    role: str
+    first_ts: int
+    last_ts: int
+    events: int = 0
+    """Predictions served so far."""
+    traffic: float = -math.inf
+    """Log of the event-time-decayed prediction count (see `ModelVersions.observe`)."""
+    history: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    """Recent labelled errors in two generations: [previous n, previous errors, current n,
+    current errors]."""
+
+
+class ModelVersions:
+    """Version registry and version comparisons of one model."""
+
+    def __init__(self, model_id: str, settings: DetectorSettings) -> None:
+        self.model_id = model_id
+        self.settings = settings
+        self.versions: dict[str, VersionInfo] = {}
+        self.anchor: int | None = None
+        """Event time the decayed traffic counts are relative to."""
+        self.champion: str | None = None
+        """The stable champion as of the last batch (to notice promotions)."""
+        self.canaries: dict[str, tuple[str, dict[str, MeanComparison]]] = {}
+        """Canary version -> (stable version it is compared with, comparison per metric)."""
+        self.promotions: dict[str, tuple[str, MeanComparison]] = {}
+        """Newly promoted champion -> (champion it replaced, error-rate comparison)."""
+        self.challengers: dict[str, tuple[str, PairedComparison]] = {}
+        """Challenger or shadow version -> (champion it is paired with, comparison)."""
+        self.gaps: dict[str, MeanComparison] = {}
+        """Version -> realised minus estimated error on its labelled events."""
+        self.maturity = self._maturity()
+        """The model's label delays (when a cohort of predictions has its labels)."""
+        self.cohorts = Cohorts()
+        self.held = HeldLabels(settings.label_maturity_max_held)
+        self.held_pairs = HeldPairs(settings.label_maturity_max_held)
+        """Labelled gaps held until their prediction minute matured."""
+        self.gap_alerted: dict[str, str] = {}
+        """Direction of a reported estimate gap (``more``/``fewer`` errors) -> version."""
+        self.decided: set[str] = set()
+        """``version:comparison`` keys already decided (one decision each)."""
+
+    # -- registry ----------------------------------------------------------------------
+
+    def observe(self, version: str, role: str, ts: np.ndarray) -> None:
+        """A batch of predictions of one version (all with this role), their event times.
+
+        The traffic count decays with half-life ``version_half_life_ms`` of event time;
+        it is kept as a log relative to the model's first event time, so it neither
+        overflows nor depends on how events were batched.
+        """
+        if self.anchor is None:
+            self.anchor = int(ts[0])
+        first, last = int(ts.min()), int(ts.max())
+        info = self.versions.get(version)
+        if info is None:
+            info = self.versions[version] = VersionInfo(role, first, last)
+        info.role = role
+        info.first_ts = min(info.first_ts, first)
+        info.last_ts = max(info.last_ts, last)
+        info.events += len(ts)
+        exponents = (ts - self.anchor) * (LN2 / self.settings.version_half_life_ms)
+        top = float(exponents.max())
+        batch = top + math.log(float(np.exp(exponents - top).sum()))
+        info.traffic = float(np.logaddexp(info.traffic, batch))
+
+    def stable(self) -> str | None:
+        """The champion serving the most recent traffic (the rollback target)."""
+        champions = [(v.traffic, name) for name, v in self.versions.items() if v.role == "champion"]
+        return max(champions)[1] if champions else None
+
+    def live_canaries(self) -> list[str]:
+        return [
+            name
+            for name, v in self.versions.items()
+            if v.role == "canary" and f"{name}:canary" not in self.decided
+        ]
+
+    def note_promotion(self) -> None:
+        """After a batch: a newer champion that became stable was promoted; start comparing
+        it with the one it replaced (seeded with that one's recent labelled errors)."""
+        current = self.stable()
+        previous, self.champion = self.champion, current
+        if previous is None or current is None or current == previous:
+            return
+        old = self.versions.get(previous)
+        if old is None or self.versions[current].first_ts <= old.first_ts:
+            return  # back to an older version: a rollback, not a promotion
+        comparison = self._mean_comparison(
+            CANARY_METRICS[0], self.settings.rollback_alpha, self.settings.comparison_tau
+        )
+        prev_n, prev_x, cur_n, cur_x = old.history
+        errors = prev_x + cur_x
+        comparison.preload_baseline(round(prev_n + cur_n), errors, errors)
+        self.promotions[current] = (previous, comparison)
+
+    def prune(self) -> int:
+        """Forget the least recently seen versions beyond ``max_versions_per_model`` (never
+        the stable champion), with their comparisons; returns how many were dropped."""
+        limit = self.settings.max_versions_per_model
+        if len(self.versions) <= limit:
+            return 0
+        keep = {self.champion, self.stable()}
+        order = sorted(self.versions, key=lambda name: (self.versions[name].last_ts, name))
+        dropped = 0
+        for name in order:
+            if len(self.versions) <= limit:
+                break
+            if name in keep:
+                continue
+            del self.versions[name]
+            for table in (self.canaries, self.promotions, self.challengers, self.gaps):
+                table.pop(name, None)
+            self.cohorts.drop(name)
+            self.decided = {key for key in self.decided if not key.startswith(f"{name}:")}
+            dropped += 1
+        return dropped
+
+    def matured(self, rows: Rows) -> Rows | None:
+        """This batch's labelled rows taught to the label-delay model; the labelled rows
+        whose cohort matured, for the version comparisons (see `HeldLabels`)."""
+        values = rows.values
+        self.maturity.observe(
+            values["outcome_class"],
+            values["outcome_latency"],
+            values["prediction_ts"],
+            np.asarray(rows.ts, dtype=np.float64),
+        )
+        return self.held.release(rows, self.maturity.horizon_ms())
+
+    def maturity_evidence(self) -> dict[str, Any]:
+        """How labels were read (for the evidence of every decision made on labels)."""
+        horizon = self.maturity.horizon_ms()
+        return {
+            "horizon_s": None if horizon is None else round(horizon / 1000.0, 3),
+            "quantile": self.settings.label_maturity_quantile,
+            "outcome_dependent_delays": self.maturity.outcome_dependent(),
+            "delay_distance": round(self.maturity.delay_distance(), 6),
+            "compared": "labels of predictions older than the horizon, by the minute they "
+            "were made; the horizon is 0 while the two outcomes' label delays do not differ "
+            "(labels in are then a random sample of the predictions)",
+        }
+
+    def record_errors(self, rows: Rows) -> None:
+        """Keep each version's recent labelled errors (the baseline after a promotion)."""
+        errors = rows.values["error_rate"]
+        limit = self.settings.promotion_baseline_labels
+        for version in set(rows.versions.tolist()):
+            info = self.versions.get(version)
+            if info is None:
+                continue
+            mine = errors[(rows.versions == version) & np.isfinite(errors)]
+            h = info.history
+            while len(mine):
+                take = mine[: max(limit - round(h[2]), 0)]
+                h[2] += len(take)
+                h[3] += float(take.sum())
+                mine = mine[len(take) :]
+                if h[2] >= limit:
+                    h[:] = [h[2], h[3], 0.0, 0.0]
+
+    # -- canary vs stable --------------------------------------------------------------
+
+    def _mean_comparison(self, metric: Metric, alpha: float, tau: float) -> MeanComparison:
+        return MeanComparison(
+            tau=tau,
+            alpha=alpha,
+            margin=self.settings.rollback_margin,
+            min_each=self.settings.comparison_min_labels,
+            worse_only=metric.worse_only,
+            prior_var=metric.prior_var,
+        )
+
+    def _canary_comparisons(self) -> dict[str, MeanComparison]:
+        # The rollback metrics share rollback_alpha (Bonferroni), so an equal canary is
+        # rolled back with probability at most rollback_alpha; each alert metric has its own.
+        s = self.settings
+        comparisons = {}
+        for metric in CANARY_METRICS:
+            rollback = metric.action == "rollback"
+            alpha = s.rollback_alpha / ROLLBACK_METRICS if rollback else s.rollback_alpha
+            tau = s.outcome_latency_tau if metric.name == "outcome_latency" else s.comparison_tau
+            comparisons[metric.name] = self._mean_comparison(metric, alpha, tau)
+        return comparisons
+
+    def compare_canaries(self, rows: Rows, labelled: bool) -> list[Decision]:
+        """Every live canary against the stable champion on this batch's rows."""
+        stable = self.stable()
+        if stable is None:
+            return []
+        decisions = []
+        for canary in self.live_canaries():
+            mine = (rows.versions == canary) | (rows.versions == stable)
+            if not mine.any():
+                continue
+            existing = self.canaries.get(canary)
+            if existing is None or existing[0] != stable:
+                existing = self.canaries[canary] = (stable, self._canary_comparisons())
+            comparisons = existing[1]
+            rollback: tuple[int, Metric, MeanVerdict] | None = None
+            found: list[tuple[str, int, Metric, MeanVerdict]] = []
+            for metric in CANARY_METRICS:
+                key = f"{canary}:canary:{metric.name}"
+                values = rows.values.get(metric.name)
+                if metric.labelled != labelled or values is None or key in self.decided:
+                    continue
+                use = np.flatnonzero(mine & np.isfinite(values))
+                if not len(use):
+                    continue
+                verdict = comparisons[metric.name].update(rows.versions[use] == canary, values[use])
+                if verdict is None:
+                    continue
+                row = int(use[verdict.index])
+                if metric.action == "rollback":
+                    if rollback is None or row < rollback[0]:
+                        rollback = (row, metric, verdict)
+                    continue
+                self.decided.add(key)
+                found.append(("alert", row, metric, verdict))
+            if rollback is not None:
+                self.decided.add(f"{canary}:canary")
+                found.append(("rollback", *rollback))
+            decisions += [
+                self._mean_decision(kind, canary, stable, m, v, rows, r, comparisons[m.name])
+                for kind, r, m, v in found
+            ]
+        return decisions
+
+    def compare_promotions(self, rows: Rows) -> list[Decision]:
+        """Newly promoted champions against the champion they replaced (error rate)."""
+        decisions = []
+        errors = rows.values["error_rate"]
+        for new, (old, comparison) in list(self.promotions.items()):
+            key = f"{new}:promotion"
+            if key in self.decided:
+                continue
+            use = np.flatnonzero(
+                ((rows.versions == new) | (rows.versions == old)) & np.isfinite(errors)
+            )
+            if not len(use):
+                continue
+            verdict = comparison.update(rows.versions[use] == new, errors[use])
+            if verdict is None:
+                continue
+            self.decided.add(key)
+            row = int(use[verdict.index])
+            decisions.append(
+                self._mean_decision(
+                    "rollback", new, old, CANARY_METRICS[0], verdict, rows, row, comparison
+                )
+            )
+        return decisions
+
+    def _mean_decision(
+        self,
+        type_: str,
+        version: str,
+        baseline: str,
+        metric: Metric,
+        verdict: MeanVerdict,
+        rows: Rows,
+        row: int,
+        comparison: MeanComparison,
+    ) -> Decision:
+        """A canary or promotion verdict as a decision; its configuration and confidence
+        are the comparison's own (the rollback metrics split ``rollback_alpha`` between
+        them, and outcome latency has its own ``tau``)."""
+        info = self.versions[version]
+        promoted = type_ == "rollback" and self.versions[version].role == "champion"
+        kind = "promotion_regression" if promoted else "canary_regression"
+        label = "Promoted version" if promoted else "Canary"
+        action = (
+            f"route its traffic back to {baseline}"
+            if type_ == "rollback"
+            else "hold the rollout and look into it"
+        )
+        pending = "" if metric.labelled else " This is judged before labels arrive."
+        base_events = self.versions[baseline].events if baseline in self.versions else 0
+        return Decision(
+            decision_id=decision_id(
+                self.model_id,
+                version,
+                type_,
+                kind,
+                baseline,
+                *(() if type_ == "rollback" else (metric.name,)),
+            ),
+            type=type_,
+            kind=kind,
+            model_id=self.model_id,
+            model_version=version,
+            severity="critical" if type_ == "rollback" else "warning",
+            features=(),
+            detector={
+                "name": "anytime_valid_mean_comparison",
+                "config": {
+                    "metric": metric.name,
+                    "alpha": comparison.alpha,
+                    "tau": comparison.tau,
+                    "margin": self.settings.rollback_margin,
+                    "min_each": self.settings.comparison_min_labels,
+                },
+            },
+            evidence={
+                "statistic": f"{metric.name}_difference",
+                "value": round(verdict.difference, 6),
+                "threshold": self.settings.rollback_margin,
+                "p_value": None,
+                "confidence_interval": [round(verdict.lower, 6), round(verdict.upper, 6)],
+                "confidence": 1 - comparison.alpha,
+                "window": {
+                    "first_ts": info.first_ts,
+                    "last_ts": rows.ts[row],
+                    "count": verdict.candidate_n + verdict.baseline_n,
+                },
+                "reference": f"{'previous champion' if promoted else 'stable version'} {baseline}",
+                "trigger_event_id": rows.event_ids[row],
+                "labels_pending": not metric.labelled,
+                **({"label_maturity": self.maturity_evidence()} if metric.labelled else {}),
+                "candidate": {
+                    "version": version,
+                    "events": verdict.candidate_n,
+                    metric.name: round(verdict.candidate_mean, 6),
+                },
+                "baseline": {
+                    "version": baseline,
+                    "events": verdict.baseline_n,
+                    metric.name: round(verdict.baseline_mean, 6),
+                },
+            },
+            impact={
+                "traffic_share": round(info.events / max(info.events + base_events, 1), 6),
+                "effect_size": round(verdict.difference, 6),
+                "effect_unit": metric.unit,
+            },
+            ts=rows.ts[row],
+            seq=rows.seqs[row],
+            recommendation=f"{label} {version} {metric.describe} than {baseline}: {action}."
+            + pending,
+            from_version=version if type_ == "rollback" else None,
+            to_version=baseline if type_ == "rollback" else None,
+        )
+
+    # -- label-free estimate vs realised -----------------------------------------------
+
+    def check_estimates(self, rows: Rows) -> list[Decision]:
+        """Per version, realised minus estimated error on labelled events with scores, on
+        matured cohorts only (`detectors.versions.maturity`): labels that arrive in an order that
+        depends on the outcome would otherwise bias the realised side."""
+        values = rows.values
+        gap = values["error_rate"] - values["estimated_error"]
+        horizon = self.maturity.horizon_ms()
+        ready: list[tuple[int, str, Cohort]] = []
+        usable = np.isfinite(gap)
+        for version in sorted(set(rows.versions[usable].tolist())):
+            if f"{version}:estimate_gap" in self.decided or version not in self.versions:
+                continue
+            use = np.flatnonzero(usable & (rows.versions == version))
+            ts = values["prediction_ts"][use]
+            starts = (ts - ts % COHORT_MS).astype(np.int64)
+            hours, inverse = np.unique(starts, return_inverse=True)
+            g = gap[use]
+            n = np.bincount(inverse, minlength=len(hours))
+            total = np.bincount(inverse, weights=g, minlength=len(hours))
+            total_sq = np.bincount(inverse, weights=g * g, minlength=len(hours))
+            last = np.zeros(len(hours), np.int64)
+            last[inverse] = use  # the last row of each hour (rows are in arrival order)
+            for j, start in enumerate(hours.tolist()):
+                row = int(last[j])
+                found = self.cohorts.add(
+                    version,
+                    start,
+                    int(n[j]),
+                    float(total[j]),
+                    float(total_sq[j]),
+                    [rows.seqs[row], rows.ts[row], rows.event_ids[row]],
+                    horizon,
+                )
+                if found is not None:
+                    ready.append((start, version, found))
+        # Cohorts are compared in the order their predictions were made, whether they
+        # matured in this batch or came complete: fed in any other order (say, every
+        # cohort that came complete at once first), the sequence would select by outcome.
+        ready += self.cohorts.release(horizon)
+        ready.sort(key=lambda r: (r[0], r[1]))
+        decisions = []
+        for _, version, cohort in ready:
+            key = f"{version}:estimate_gap"
+            if key in self.decided or version not in self.versions:
+                continue
+            comparison = self.gaps.get(version)
+            if comparison is None:
+                comparison = self.gaps[version] = self._gap_comparison()
+            verdict = comparison.update_summary(cohort.n, cohort.total, cohort.total_sq)
+            if verdict is None:
+                continue
+            self.decided.add(key)
+            self.cohorts.drop(version)
+            direction = "more" if verdict.difference > 0 else "fewer"
+            earlier = self.gap_alerted.get(direction)
+            if (
+                earlier is not None
+                and earlier in self.versions
+                and self.versions[earlier].role == "champion"
+                and self.versions[version].role == "champion"
+            ):
+                # A successor champion (a retrain) with the same gap as one already
+                # reported: the same finding, not a new one.
+                continue
+            self.gap_alerted[direction] = version
+            decisions.append(self._gap_decision(version, verdict, cohort.last, horizon))
+        return decisions
+
+    def _maturity(self) -> LabelMaturity:
+        return LabelMaturity(
+            self.settings.label_maturity_quantile, self.settings.label_maturity_min_labels
+        )
+
+    def _gap_comparison(self) -> MeanComparison:
+        return MeanComparison(
+            tau=self.settings.comparison_tau,
+            alpha=self.settings.rollback_alpha,
+            margin=self.settings.estimate_gap_margin,
+            min_each=self.settings.comparison_min_labels,
+            prior_var=0.25,
+            one_sample=True,
+        )
+
+    def _gap_decision(
+        self, version: str, verdict: MeanVerdict, last: list[Any], horizon_ms: float | None
+    ) -> Decision:
+        seq, ts, event_id = last
+        direction = "more" if verdict.difference > 0 else "fewer"
+        return Decision(
+            decision_id=decision_id(
+                self.model_id, version, "alert", "performance_estimate_gap", "realised"
+            ),
+            type="alert",
+            kind="performance_estimate_gap",
+            model_id=self.model_id,
+            model_version=version,
+            severity="warning",
+            features=(),
+            detector={
+                "name": "anytime_valid_mean_comparison",
+                "config": {
+                    "metric": "realised_minus_estimated_error",
+                    "alpha": self.settings.rollback_alpha,
+                    "margin": self.settings.estimate_gap_margin,
+                    "estimator": "confidence_based (expected error from the model's scores)",
+                },
+            },
+            evidence={
+                "statistic": "realised_minus_estimated_error",
+                "value": round(verdict.difference, 6),
+                "threshold": self.settings.estimate_gap_margin,
+                "p_value": None,
+                "confidence_interval": [round(verdict.lower, 6), round(verdict.upper, 6)],
+                "confidence": 1 - self.settings.rollback_alpha,
+                "window": {
+                    "first_ts": self.versions[version].first_ts,
+                    "last_ts": ts,
+                    "count": verdict.candidate_n,
+                },
+                "reference": "label-free estimate from the version's own scores",
+                "label_maturity": {
+                    "horizon_s": None if horizon_ms is None else round(horizon_ms / 1000.0, 3),
+                    "quantile": self.settings.label_maturity_quantile,
+                    "compared": "labels of predictions older than the horizon, by the minute "
+                    "they were made (labels that arrive in an order that depends on the "
+                    "outcome are not a random sample until their cohort is in)",
+                },
+                "trigger_event_id": event_id,
+            },
+            impact={
+                "traffic_share": 1.0,
+                "effect_size": round(verdict.difference, 6),
+                "effect_unit": "error_rate_difference",
+            },
+            ts=ts,
+            seq=seq,
+            recommendation=f"Version {version} makes {direction} errors than its own scores "
+            "predict: its scores are not calibrated, so label-free performance estimates "
+            "for it are not reliable. Recalibrate (e.g. isotonic on recent labels) before "
+            "relying on them.",
+        )
+
+    # -- champion vs challenger / shadow on the same requests ---------------------------
+
+    def _paired_comparison(self) -> PairedComparison:
+        # Discordant pairs are a fraction of all pairs: a quarter of the labelled minimum.
+        return PairedComparison(
+            alpha=self.settings.rollback_alpha,
+            prior=self.settings.paired_prior,
+            min_discordant=self.settings.comparison_min_labels // 4,
+        )
+
+    def compare_pairs(self, rows: Rows) -> list[Decision]:
+        """Labelled events sharing an outcome (same ``seq``) from the champion and a
+        challenger or shadow form a pair. A better challenger is reported; a better
+        *previous* champion (shadowing the one promoted over it) means a rollback."""
+        champion = self.stable()
+        if champion is None:
+            return []
+        errors = rows.values["error_rate"]
+        groups: dict[int, dict[str, tuple[float, int]]] = {}
+        for i, (version, seq) in enumerate(zip(rows.versions.tolist(), rows.seqs, strict=True)):
+            if math.isfinite(errors[i]):
+                groups.setdefault(seq, {})[version] = (float(errors[i]), i)
+        pairs: dict[str, list[tuple[bool, bool, int]]] = {}
+        for group in groups.values():
+            if champion not in group:
+                continue
+            champion_error, _ = group[champion]
+            for version, (error, row) in group.items():
+                info = self.versions.get(version)
+                if info is None or info.role not in ("challenger", "shadow"):
+                    continue
+                pairs.setdefault(version, []).append((not error, not champion_error, row))
+        previous = self.promotions.get(champion, (None, None))[0]
+        decisions = []
+        for candidate, got in pairs.items():
+            key = f"{candidate}:paired:{champion}"
+            if key in self.decided:
+                continue
+            existing = self.challengers.get(candidate)
+            if existing is None or existing[0] != champion:
+                existing = self.challengers[candidate] = (champion, self._paired_comparison())
+            verdict = existing[1].update(
+                np.array([r[0] for r in got]), np.array([r[1] for r in got])
+            )
+            if verdict is None:
+                continue
+            self.decided.add(key)
+            if not verdict.candidate_better:
+                continue
+            row = got[verdict.index][2]
+            rollback = candidate == previous
+            decisions.append(
+                self._paired_decision(candidate, champion, verdict, rows, row, rollback)
+            )
+        return decisions
+
+    def _paired_decision(
+        self,
+        candidate: str,
+        champion: str,
+        verdict: Any,
+        rows: Rows,
+        row: int,
+        rollback: bool,
+    ) -> Decision:
+        role = self.versions[candidate].role
+        if rollback:
+            type_, kind, version = "rollback", "promotion_regression", champion
+            text = (
+                f"Champion {champion} is less accurate than {candidate}, the version it "
+                f"replaced, on the same requests: route traffic back to {candidate}."
+            )
+        else:
+            type_, kind, version = "alert", "challenger_better", candidate
+            text = (
+                f"{role.capitalize()} {candidate} is more accurate than champion {champion} "
+                "on the same requests: consider promoting it."
+            )
+        return Decision(
+            decision_id=decision_id(self.model_id, version, type_, kind, candidate, champion),
+            type=type_,
+            kind=kind,
+            model_id=self.model_id,
+            model_version=version,
+            severity="critical" if rollback else "info",
+            features=(),
+            detector={
+                "name": "paired_discordance_e_process",
+                "config": {
+                    "alpha": self.settings.rollback_alpha,
+                    "prior": self.settings.paired_prior,
+                },
+            },
+            evidence={
+                "statistic": "e_value",
+                "value": verdict.e_value,
+                "threshold": 1 / self.settings.rollback_alpha,
+                "p_value": min(1.0, 1 / verdict.e_value),
+                "window": {
+                    "first_ts": self.versions[candidate].first_ts,
+                    "last_ts": rows.ts[row],
+                    "count": verdict.pairs,
+                },
+                "reference": f"champion version {champion} on the same requests",
+                "trigger_event_id": rows.event_ids[row],
+                "candidate_only_right": verdict.candidate_only,
+                "champion_only_right": verdict.baseline_only,
+                "disagreement_rate": round(verdict.disagreement_rate, 6),
+                "label_maturity": self.maturity_evidence(),
+            },
+            impact={
+                "traffic_share": 1.0,
+                "effect_size": round(
+                    (verdict.candidate_only - verdict.baseline_only) / verdict.pairs, 6
+                ),
+                "effect_unit": "accuracy_difference",
+            },
+            ts=rows.ts[row],
+            seq=rows.seqs[row],
+            recommendation=text,
+            from_version=champion if rollback else None,
+            to_version=candidate if rollback else None,
+        )
+
+    # -- state -------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "versions": {
+                k: [v.role, v.first_ts, v.last_ts, v.events, v.traffic, v.history]
+                for k, v in self.versions.items()
+            },
+            "anchor": self.anchor,
+            "champion": self.champion,
+            "canaries": {
+                k: [s, {m: c.state() for m, c in comps.items()}]
+                for k, (s, comps) in self.canaries.items()
+            },
+            "promotions": {k: [old, c.state()] for k, (old, c) in self.promotions.items()},
+            "challengers": {k: [c, p.state()] for k, (c, p) in self.challengers.items()},
+            "gaps": {k: c.state() for k, c in self.gaps.items()},
+            "maturity": self.maturity.state(),
+            "cohorts": self.cohorts.state(),
+            "held": self.held.state(),
+            "held_pairs": self.held_pairs.state(),
+            "gap_alerted": self.gap_alerted,
+            "decided": sorted(self.decided),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.versions = {
+            k: VersionInfo(role, first, last, events, traffic, list(history))
+            for k, (role, first, last, events, traffic, history) in state["versions"].items()
+        }
+        self.anchor = state["anchor"]
+        self.champion = state["champion"]
+        self.canaries = {}
+        for canary, (stable, comparison_states) in state["canaries"].items():
+            comparisons = self._canary_comparisons()
+            for name, comparison_state in comparison_states.items():
+                comparisons[name].restore(comparison_state)
+            self.canaries[canary] = (stable, comparisons)
+        self.promotions = {}
+        for new, (old, comparison_state) in state["promotions"].items():
+            comparison = self._mean_comparison(
+                CANARY_METRICS[0], self.settings.rollback_alpha, self.settings.comparison_tau
+            )
+            comparison.restore(comparison_state)
+            self.promotions[new] = (old, comparison)
+        self.challengers = {}
+        for candidate, (champion, paired_state) in state["challengers"].items():
+            paired = self._paired_comparison()
+            paired.restore(paired_state)
+            self.challengers[candidate] = (champion, paired)
+        self.gaps = {}
+        for version, gap_state in state["gaps"].items():
+            self.gaps[version] = self._gap_comparison()
+            self.gaps[version].restore(gap_state)
+        self.maturity = self._maturity()
+        self.cohorts = Cohorts()
+        if "maturity" in state:  # checkpoints before label maturity start afresh
+            self.maturity.restore(state["maturity"])
+            self.cohorts.restore(state["cohorts"])
+        self.held = HeldLabels(self.settings.label_maturity_max_held)
+        self.held_pairs = HeldPairs(self.settings.label_maturity_max_held)
+        if "held" in state:  # checkpoints before held labels hold none
+            self.held.restore(state["held"])
+        if "held_pairs" in state:
+            self.held_pairs.restore(state["held_pairs"])
+        self.gap_alerted = dict(state.get("gap_alerted", {}))
+        self.decided = set(state["decided"])

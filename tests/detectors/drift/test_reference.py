@@ -1,0 +1,135 @@
+"""Reference profiles: building from files, loading, and the online/offline comparison."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import orjson
+import pytest
+
+from detectors.drift.reference import ReferenceProfile
+from detectors.engine import Engine
+from detectors.settings import DetectorSettings
+from schemas.decode import encode
+from schemas.exceptions import ConfigError
+from streams.config import load_config, load_profile
+from streams.reference_build import build_profile
+from tests.conftest import run_engine
+
+
+def write_jsonl(path: Path, events) -> Path:
+    path.write_bytes(b"".join(encode(e) + b"\n" for e in events))
+    return path
+
+
+def test_profile_from_jsonl_events_has_features_and_offline_accuracy(make_stream, tmp_path) -> None:
+    """Predictions joined with outcomes give feature summaries and an offline error rate."""
+    events = make_stream(scenario="stationary", n_predictions=20_000, change_at=20_000, seed=8)
+    profile = build_profile(write_jsonl(tmp_path / "train.jsonl", events), model_id="credit-risk")
+    assert sorted(profile.numeric) == [f"x{i}" for i in range(10)]
+    assert sorted(profile.categorical) == ["device", "region"]
+    assert profile.prediction_numeric is not None
+    assert profile.performance is not None
+    assert profile.performance.task == "binary"
+    assert 0.2 < profile.performance.error_rate < 0.4
+
+
+def test_profile_round_trips_through_its_file_format(make_stream, tmp_path) -> None:
+    """to_dict/from_dict are inverse, through JSON."""
+    events = make_stream(scenario="stationary", n_predictions=5_000, change_at=5_000, seed=8)
+    profile = build_profile(write_jsonl(tmp_path / "t.jsonl", events), model_id="m", name="train")
+    path = tmp_path / "profile.json"
+    path.write_bytes(orjson.dumps(profile.to_dict()))
+    assert load_profile(path) == profile
+
+
+def test_profile_from_csv(tmp_path) -> None:
+    """CSV columns become features; label and prediction columns are recognised."""
+    path = tmp_path / "train.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["age", "city", "prediction", "label"])
+        for i in range(500):
+            writer.writerow([20 + i % 50, ["oslo", "rome"][i % 2], "yes" if i % 3 else "no", "yes"])
+    profile = build_profile(path, model_id="m")
+    assert list(profile.numeric) == ["age"]
+    assert list(profile.categorical) == ["city"]
+    assert profile.performance is not None
+    assert profile.performance.task == "multiclass"
+    assert abs(profile.performance.error_rate - 1 / 3) < 0.01
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not json\n", "train.jsonl:1: not valid JSON"),
+        (b'{"type": "prediction", "event_id": "e"}\n', "train.jsonl:1: request_id is required"),
+        (b'{"x": 1}\n', "expected a prediction, an outcome, or an object with 'features'"),
+        (b"", "holds no rows"),
+    ],
+)
+def test_bad_training_files_name_the_line(tmp_path, content, message) -> None:
+    """Errors in a training file say which line and what is wrong."""
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        build_profile(path, model_id="m")
+    assert message in str(info.value)
+
+
+def test_bad_profiles_are_rejected_clearly(tmp_path) -> None:
+    """A file that is not a profile, or a profile without a model, is refused by name."""
+    path = tmp_path / "p.json"
+    path.write_bytes(b'{"format": "something-else"}')
+    with pytest.raises(ConfigError, match="not a driftline reference profile"):
+        load_profile(path)
+    anonymous = ReferenceProfile(name="x", count=1).to_dict()
+    path.write_bytes(orjson.dumps(anonymous))
+    with pytest.raises(ConfigError, match="names no model_id"):
+        load_config(references=[str(path)])
+
+
+def test_offline_profile_reveals_an_online_offline_gap(make_stream, tmp_path) -> None:
+    """With an offline profile, live accuracy below the offline figure is reported as
+    online_offline_gap, and training-serving skew as data drift against the profile."""
+    train = make_stream(scenario="stationary", n_predictions=20_000, change_at=20_000, seed=9)
+    profile = build_profile(write_jsonl(tmp_path / "train.jsonl", train), model_id="credit-risk")
+    live = make_stream(scenario="concept", n_predictions=30_000, change_at=0, seed=10)
+    engine = Engine(DetectorSettings(), {"credit-risk": profile})
+    decisions = run_engine(live, engine=engine)
+    kinds = {d.kind for d in decisions}
+    assert "online_offline_gap" in kinds
+    gap = next(d for d in decisions if d.kind == "online_offline_gap")
+    assert gap.evidence["reference"] == "profile:train"
+    signal = gap.evidence["signals"][0]
+    assert signal["online_error_rate"] > signal["offline_error_rate"] + 0.02
+
+
+def test_profile_without_change_is_quiet(make_stream, tmp_path) -> None:
+    """Live traffic like the training data raises nothing against the offline profile."""
+    train = make_stream(scenario="stationary", n_predictions=20_000, change_at=20_000, seed=12)
+    profile = build_profile(write_jsonl(tmp_path / "train.jsonl", train), model_id="credit-risk")
+    live = make_stream(scenario="stationary", n_predictions=60_000, change_at=60_000, seed=13)
+    assert run_engine(live, engine=Engine(DetectorSettings(), {"credit-risk": profile})) == []
+
+
+def test_inputs_unlike_training_from_go_live_are_training_serving_skew(
+    make_stream, tmp_path
+) -> None:
+    """Inputs shifted from the first live event on are skew (online_offline_gap with the
+    comparison named); the same shift arriving later in the version's life is data drift."""
+    train = make_stream(scenario="stationary", n_predictions=20_000, change_at=20_000, seed=14)
+    profile = build_profile(write_jsonl(tmp_path / "train.jsonl", train), model_id="credit-risk")
+    from_start = make_stream(scenario="mean_shift", n_predictions=40_000, change_at=0, seed=15)
+    decisions = run_engine(from_start, engine=Engine(DetectorSettings(), {"credit-risk": profile}))
+    skew = [d for d in decisions if d.evidence.get("comparison") == "training_serving_skew"]
+    assert [(d.type, d.kind, d.features[0]) for d in skew] == [
+        ("alert", "online_offline_gap", "x0")
+    ]
+    assert "data_drift" not in {d.kind for d in decisions}  # the same shift, reported once
+    later = make_stream(scenario="mean_shift", n_predictions=60_000, change_at=30_000, seed=15)
+    decisions = run_engine(later, engine=Engine(DetectorSettings(), {"credit-risk": profile}))
+    alerts = {d.kind for d in decisions if d.type == "alert"}
+    assert "data_drift" in alerts
+    assert "online_offline_gap" not in alerts

@@ -1,0 +1,86 @@
+"""Latching CUSUMs: one alarm per persistent change, a recovery once the quantity is back,
+exact whatever the batching or a restore in between."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors.stats.latch import BERNOULLI, GAUSS_MEAN, GAUSS_VAR, LatchingBank
+
+FAMILY = np.array([GAUSS_MEAN, GAUSS_VAR, BERNOULLI])
+NULL = np.array([0.0, 1.0, 0.1])
+DESIGN = np.array([0.3, 1.5, 0.15])
+ARL = 1e8
+
+
+def _bank() -> LatchingBank:
+    bank = LatchingBank(FAMILY, NULL, DESIGN)
+    bank.calibrate(np.array([17.0, 17.0, 17.0]), ARL)
+    return bank
+
+
+def _stream(seed: int, spans: list[tuple[int, int]], n: int) -> np.ndarray:
+    """Statistics of the three families; changed (mean +0.4, variance x1.8, rate 0.17)
+    inside ``spans``."""
+    rng = np.random.default_rng(seed)
+    changed = np.zeros(n, dtype=bool)
+    for start, stop in spans:
+        changed[start:stop] = True
+    z = rng.normal(0.0, 1.0, n) + 0.4 * changed
+    s = rng.normal(0.0, 1.0, n) * np.where(changed, np.sqrt(1.8), 1.0)
+    e = (rng.uniform(size=n) < np.where(changed, 0.17, 0.1)).astype(np.float64)
+    return np.column_stack([z, s * s, e])
+
+
+def _run(bank: LatchingBank, t: np.ndarray, batch: int) -> list[tuple[int, int, bool]]:
+    out = []
+    valid = np.ones_like(t, dtype=bool)
+    for i in range(0, len(t), batch):
+        out += [
+            (c.row + i, c.column, c.recovered)
+            for c in bank.update(t[i : i + batch], valid[i : i + batch])
+        ]
+    return out
+
+
+def test_a_change_that_persists_for_200k_events_is_one_alarm_per_test() -> None:
+    """A plain CUSUM restarts and alarms again every few hundred events; latched, each
+    family alarms once and never recovers while the change stays."""
+    t = _stream(1, [(5_000, 205_000)], 205_000)
+    crossings = _run(_bank(), t, 4096)
+    assert sorted((col, rec) for _, col, rec in crossings) == [(0, False), (1, False), (2, False)]
+    assert all(row >= 5_000 for row, _, _ in crossings)
+
+
+def test_recovery_then_a_new_alarm_when_the_change_returns() -> None:
+    """Change, back to the reference for 40k events, change again: alarm, recovery, alarm
+    per family, each recovery after the change ended."""
+    t = _stream(2, [(5_000, 40_000), (80_000, 120_000)], 120_000)
+    crossings = _run(_bank(), t, 4096)
+    for col in range(3):
+        mine = [(row, rec) for row, c, rec in crossings if c == col]
+        assert [rec for _, rec in mine] == [False, True, False], mine
+        assert 5_000 <= mine[0][0] < 40_000 <= mine[1][0] < 80_000 <= mine[2][0]
+
+
+@pytest.mark.parametrize("batch", [1, 7, 1000])
+def test_batching_does_not_change_a_crossing(batch) -> None:
+    """Same crossings at any batch size (one event at a time is the reference)."""
+    t = _stream(3, [(1_000, 6_000), (12_000, 15_000)], 20_000)
+    crossings = _run(_bank(), t, batch)
+    assert len(crossings) >= 6
+    assert crossings == _run(_bank(), t, 20_000 if batch == 1 else 1)
+
+
+def test_a_restored_bank_continues_exactly() -> None:
+    """State saved while latched and restored into a fresh bank gives the same crossings."""
+    t = _stream(4, [(3_000, 20_000)], 60_000)
+    whole = _run(_bank(), t, 5_000)
+    first = _bank()
+    head = _run(first, t[:10_000], 5_000)
+    assert first.latched.any()
+    second = _bank()
+    second.restore(first.state())
+    tail = [(row + 10_000, col, rec) for row, col, rec in _run(second, t[10_000:], 5_000)]
+    assert head + tail == whole

@@ -1,0 +1,259 @@
+"""The stream worker against a real (embedded) broker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import time
+import urllib.request
+from datetime import datetime
+
+import orjson
+
+from detectors.settings import DetectorSettings
+from streams.broker import free_port
+from streams.worker import Worker, WorkerSettings
+from tests.kafka_helpers import (
+    TEST_WORKER,
+    config_for,
+    decisions,
+    kafka,
+    produce,
+    read_all,
+    read_records,
+    setup_topics,
+    topics_for,
+    wait_committed,
+)
+from tests.kafka_helpers import (
+    checkpoints as read_checkpoints_of,
+)
+
+SMALL = DetectorSettings(warmup_events=3_000, window_events=2_000, label_warmup_events=1_000)
+_names = itertools.count()
+
+BAD = [
+    (b"not json", "invalid_json"),
+    (b'{"event_id": "x", "request_id": "r"}', "schema_violation"),
+    (
+        b'{"type": "outcome", "event_id": "o", "request_id": "r", "model_id": "m", '
+        b'"ts": 1, "label": 1}',
+        "wrong_topic",
+    ),
+]
+
+
+async def run_until_committed(
+    bootstrap,
+    topics,
+    group,
+    partitions,
+    total,
+    detectors=SMALL,
+    metrics_port=None,
+    before_stop=None,
+):
+    settings = WorkerSettings(group_id=group, metrics_port=metrics_port, **TEST_WORKER)
+    worker = Worker(config_for(topics, detectors), kafka(bootstrap), settings)
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_committed(
+            bootstrap, group, topics, partitions, total, tasks=[task], workers=[worker]
+        )
+        if before_stop is not None:
+            await before_stop()
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+    return worker
+
+
+async def test_worker_decides_dead_letters_and_accounts_for_everything(broker, make_stream) -> None:
+    """Drift is published to the alert topic, bad messages to the dead-letter topic with
+    their reasons and origin, and consumed = processed + duplicates + dead-lettered."""
+    topics = topics_for(f"e2e{next(_names)}")
+    await setup_topics(broker, topics, 2)
+    events = list(
+        make_stream(scenario="mean_shift", n_predictions=20_000, change_at=8_000, seed=31)
+    )
+    events.insert(100, events[50])  # a duplicate
+    counts = await produce(broker, topics, events, [(topics.predictions, raw) for raw, _ in BAD])
+    total = sum(counts.values())
+    port = free_port()
+    scraped: list[str] = []
+
+    async def scrape() -> None:
+        await asyncio.sleep(1.2)  # one gauge refresh after the last batch
+        url = f"http://127.0.0.1:{port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+        scraped.append(body.decode())
+
+    await run_until_committed(
+        broker, topics, "g-e2e", 2, total, metrics_port=port, before_stop=scrape
+    )
+    metrics = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in scraped[0].splitlines()
+        if line.startswith("driftline_")
+    }
+    consumed = sum(
+        v
+        for k, v in metrics.items()
+        if k.startswith("driftline_records_consumed_total") and topics.summaries not in k
+    )
+    assert consumed == total
+    # Stage 2 read every summaries message it was sent, and merged every item in order.
+    summaries_read = sum(
+        v
+        for k, v in metrics.items()
+        if k.startswith("driftline_records_consumed_total") and topics.summaries in k
+    )
+    assert summaries_read > 0
+    assert metrics["driftline_summaries_bytes_total"] > 0
+    assert metrics.get('driftline_merge_items_total{status="late"}', 0) == 0
+    assert metrics.get('driftline_merge_items_total{status="duplicate"}', 0) == 0
+    assert (
+        metrics[
+            f'driftline_records_dead_lettered_total{{reason="invalid_json",topic="{topics.predictions}"}}'
+        ]
+        == 1
+    )
+    assert metrics['driftline_decisions_total{kind="data_drift",type="alert"}'] == 1
+    assert metrics["driftline_processing_latency_seconds_count"] > 0
+    assert metrics["driftline_last_checkpoint_timestamp_seconds"] > time.time() - 60
+    assert metrics["driftline_records_duplicate_total"] == 1
+    assert 'driftline_drift_score{kind="data_drift",model_id="credit-risk"}' in metrics
+    assert not any("request_id" in k or "event_id" in k for k in metrics)
+
+    found = await decisions(broker, topics)
+    drift = [d for d in found if d["kind"] == "data_drift" and d["type"] == "alert"]
+    assert drift and drift[0]["features"][0] == "x0"
+    # Each decision is also a binary-mode CloudEvent: attributes in ce_* headers.
+    for value, headers in await read_records(broker, topics.alerts):
+        decision = orjson.loads(value)
+        assert headers["ce_specversion"] == b"1.0"
+        assert headers["ce_id"].decode() == decision["decision_id"]
+        assert headers["ce_type"].decode() == f"io.driftline.alert.{decision['kind']}"
+        assert headers["ce_source"] == b"/driftline/g-e2e"
+        assert headers["ce_subject"].decode() == decision["model_id"]
+        assert headers["content-type"] == b"application/json"
+        when = datetime.fromisoformat(headers["ce_time"].decode().replace("Z", "+00:00"))
+        assert round(when.timestamp() * 1000) == decision["ts"]
+    letters = [orjson.loads(v) for v in await read_all(broker, topics.deadletter)]
+    assert sorted(letter["reason"] for letter in letters) == sorted(r for _, r in BAD)
+    assert {base64.b64decode(letter["original_b64"]) for letter in letters} == {
+        raw for raw, _ in BAD
+    }
+    assert all(letter["source"]["topic"] == topics.predictions for letter in letters)
+
+    checkpoints = await read_checkpoints_of(broker, topics.state, "g-e2e")
+    consumed = sum(c.state["consumed"] for c in checkpoints.values())
+    processed = sum(
+        c.state["intake"]["counts"]["predictions"] + c.state["intake"]["counts"]["outcomes"]
+        for c in checkpoints.values()
+    )
+    duplicates = sum(c.state["intake"]["counts"]["duplicates"] for c in checkpoints.values())
+    dead = sum(sum(c.state["dead_letters"].values()) for c in checkpoints.values())
+    assert (consumed, processed + duplicates + dead, duplicates, dead) == (
+        total,
+        total,
+        1,
+        len(BAD),
+    )
+
+
+async def test_worker_rolls_back_a_bad_canary(broker, make_stream) -> None:
+    """Through the broker: a canary 5 points worse on 10 % of traffic is rolled back to the
+    stable version on the rollback topic (the model stage judges the canary on both
+    partitions' traffic together)."""
+    from streams.simulation.traffic import with_canary  # noqa: PLC0415
+
+    topics = topics_for(f"canary{next(_names)}")
+    await setup_topics(broker, topics, 2)
+    base = list(make_stream(scenario="stationary", n_predictions=80_000, change_at=80_000, seed=91))
+    events = with_canary(base, 0.10, 0.12, seed=91)
+    total = sum((await produce(broker, topics, events)).values())
+    await run_until_committed(broker, topics, "g-canary", 2, total)
+    rollbacks = [orjson.loads(v) for v in await read_all(broker, topics.rollback)]
+    assert rollbacks, "no rollback published"
+    assert {(r["kind"], r["from_version"], r["to_version"]) for r in rollbacks} == {
+        ("canary_regression", "v2", "v1")
+    }
+    assert len({r["decision_id"] for r in rollbacks}) == 1
+
+
+async def test_worker_flags_a_feedback_loop(broker) -> None:
+    """Through the broker: patrol predictions with segment and action, their outcomes, and
+    citizen reports as independent outcomes on the outcomes topic; the runaway allocation
+    is flagged once on the alerts topic (the model stage sees both partitions: one loop,
+    one id)."""
+    from streams.simulation.loops import simulate  # noqa: PLC0415
+
+    topics = topics_for(f"loop{next(_names)}")
+    await setup_topics(broker, topics, 2)
+    events = simulate("policing_loop", 3)
+    total = sum((await produce(broker, topics, events)).values())
+    worker = await run_until_committed(broker, topics, "g-loop", 2, total)
+    alerts = [orjson.loads(v) for v in await read_all(broker, topics.alerts)]
+    loops = [a for a in alerts if a["kind"] == "feedback_loop"]
+    merges = {m: g.counts for s in worker.model_shards.values() for m, g in s.merges.items()}
+    assert loops, ([a["kind"] for a in alerts], merges)
+    assert {(a["type"], a["severity"], a["evidence"]["reference_available"]) for a in loops} == {
+        ("alert", "critical", True)
+    }
+    assert len({a["decision_id"] for a in loops}) == 1
+
+
+async def test_a_live_stream_is_merged_in_order_and_decided_as_replay_decides(
+    broker, make_stream
+) -> None:
+    """Records produced while the worker runs (each input partition catches up after every
+    fetch) are merged in event-time order: no late items, and the decisions, timestamps
+    included, are replay's at the same partition count. Input partitions that declared
+    themselves idle the moment they caught up made 65 % of such a stream late."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
+
+    from detectors.pipeline import StagedPipeline  # noqa: PLC0415
+    from schemas.decode import encode  # noqa: PLC0415
+    from schemas.records import Prediction  # noqa: PLC0415
+    from streams.replay import Staged, replay  # noqa: PLC0415
+
+    topics = topics_for(f"live{next(_names)}")
+    await setup_topics(broker, topics, 4)
+    events = list(
+        make_stream(scenario="mean_shift", n_predictions=20_000, change_at=8_000, seed=31)
+    )
+    group = "g-live"
+    settings = WorkerSettings(group_id=group, **TEST_WORKER)
+    worker = Worker(config_for(topics, SMALL), kafka(broker), settings)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(5)  # the group has formed: what follows arrives live
+    producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=5)
+    await producer.start()
+    rate = 4_000  # records per second
+    started = time.monotonic()
+    try:
+        for i, event in enumerate(events):
+            topic = topics.predictions if isinstance(event, Prediction) else topics.outcomes
+            await producer.send(topic, encode(event), key=event.request_id.encode())
+            if i % 400 == 0:
+                ahead = i / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    try:
+        await wait_committed(broker, group, topics, 4, len(events), tasks=[task], workers=[worker])
+        late = sum(
+            m.counts["late_items"] for s in worker.model_shards.values() for m in s.merges.values()
+        )
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+    assert late == 0
+    native = replay([encode(e) for e in events], Staged(StagedPipeline(4, SMALL, {}, {})))
+    found = sorted((d["type"], d["kind"], d["ts"]) for d in await decisions(broker, topics))
+    assert found == sorted((d.type, d.kind, d.ts) for d in native.decisions)
+    assert any(kind == "data_drift" for _, kind, _ in found)
