@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from detectors.decision import Decision, decision_id
+from detectors.decision import Decision, Impact, Trigger, build_decision
 from detectors.settings import DetectorSettings
 from detectors.signal import Recovery, Signal, WindowReport
 
@@ -220,51 +220,38 @@ class DecisionPolicy:
     def _escalation(self, kind: str, episode: Episode, report: WindowReport) -> Decision:
         ranked = sorted(episode.features.items(), key=lambda kv: (-kv[1], kv[0]))
         window = self.settings.window_events
-        return Decision(
-            decision_id=self._id("retrain", kind),
-            type="retrain",
+        return build_decision(
+            id_parts=self._id_parts("retrain", kind),
+            type_="retrain",
             kind=kind,
             model_id=self.model_id,
             model_version=self.model_version,
             severity="warning",
             features=tuple(name for name, _ in ranked),
-            detector={
-                "name": "sustained_drift",
-                "config": {
-                    "sustain_windows": self.settings.sustain_windows,
-                    "window_events": window,
-                },
-            },
-            evidence={
-                "statistic": "drifted_windows",
-                "value": episode.drifted_streak,
-                "threshold": self.settings.sustain_windows,
-                "p_value": None,
-                "window": {
-                    "first_ts": report.ts,
-                    "last_ts": report.ts,
-                    "count": episode.drifted_streak * window,
-                },
-                "reference": self.reference,
+            detector="sustained_drift",
+            config={"sustain_windows": self.settings.sustain_windows, "window_events": window},
+            statistic="drifted_windows",
+            value=episode.drifted_streak,
+            threshold=self.settings.sustain_windows,
+            p_value=None,
+            first_ts=report.ts,
+            count=episode.drifted_streak * window,
+            reference=self.reference,
+            trigger=Trigger(report.ts, report.seq),
+            details={
                 "alert_id": episode.alert_id,
                 "signals": [{"feature": n, "strength": v} for n, v in ranked],
             },
-            impact={
-                "traffic_share": 1.0,
-                "effect_size": ranked[0][1] if ranked else 0.0,
-                "effect_unit": "kl_per_event",
-            },
-            ts=report.ts,
-            seq=report.seq,
+            impact=Impact(1.0, ranked[0][1] if ranked else 0.0, "kl_per_event"),
             recommendation=f"Drift sustained over {episode.drifted_streak} windows after the "
             "alert: retrain on recent data (features ranked by effect).",
         )
 
-    def _id(self, type_: str, kind: str) -> str:
+    def _id_parts(self, type_: str, kind: str) -> tuple[object, ...]:
         """Same model, version, type, kind and episode ordinal: same id. A restarted
         worker, another partition's shard or another batching that finds the same episode
         re-emits the same id, so consumers deduplicate on it."""
-        return decision_id(self.model_id, self.model_version, type_, kind, self.opened.get(kind, 0))
+        return (self.model_id, self.model_version, type_, kind, self.opened.get(kind, 0))
 
     def _decision(self, type_: str, group: list[Signal], severity: str) -> Decision:
         top = group[0]
@@ -273,42 +260,34 @@ class DecisionPolicy:
             if s.feature is not None and s.feature not in features:
                 features.append(s.feature)
         detectors = sorted({s.detector for s in group})
-        did = self._id(type_, top.kind)
         share = 1.0
         if top.effect_unit == "frequency_ratio":
             share = float(top.extra.get("observed_share", 1.0))
         elif top.effect_unit in ("invalid_rate", "missing_rate"):
             share = float(top.effect)
-        return Decision(
-            decision_id=did,
-            type=type_,
+        return build_decision(
+            id_parts=self._id_parts(type_, top.kind),
+            type_=type_,
             kind=PUBLISHED_KIND.get(top.kind, top.kind),
             model_id=self.model_id,
             model_version=self.model_version,
             severity=severity,
             features=tuple(features),
-            detector={
-                "name": top.detector if len(detectors) == 1 else "+".join(detectors),
-                "config": top.config,
-            },
-            evidence={
-                "statistic": top.statistic,
-                "value": top.value,
-                "threshold": top.threshold,
-                "p_value": top.p_value,
-                "window": {"first_ts": top.first_ts, "last_ts": top.ts, "count": top.count},
-                "reference": self.reference,
-                "trigger_event_id": top.event_id,
+            detector=top.detector if len(detectors) == 1 else "+".join(detectors),
+            config=top.config,
+            statistic=top.statistic,
+            value=top.value,
+            threshold=top.threshold,
+            p_value=top.p_value,
+            first_ts=top.first_ts,
+            count=top.count,
+            reference=self.reference,
+            trigger=Trigger(top.ts, top.seq, top.event_id),
+            details={
                 "comparison": top.kind if top.kind in PUBLISHED_KIND else None,
                 "signals": [_signal_evidence(s) for s in group],
             },
-            impact={
-                "traffic_share": round(min(max(share, 0.0), 1.0), 6),
-                "effect_size": top.effect,
-                "effect_unit": top.effect_unit,
-            },
-            ts=top.ts,
-            seq=top.seq,
+            impact=Impact(round(min(max(share, 0.0), 1.0), 6), top.effect, top.effect_unit),
             recommendation=RECOMMENDATION[top.kind],
         )
 

@@ -37,7 +37,7 @@ from zlib import crc32
 import numpy as np
 from scipy.stats import norm
 
-from detectors.decision import Decision, decision_id
+from detectors.decision import Decision, Impact, Trigger, build_decision
 from detectors.settings import DetectorSettings
 from detectors.stats.onset import (
     Scan,
@@ -984,51 +984,43 @@ class FeedbackMonitor:
             signals.append({k: v for k, v in dependence.items() if k != "available"})
         if confirmation.get("available"):
             signals.append({k: v for k, v in confirmation.items() if k != "available"})
-        return Decision(
-            decision_id=decision_id(self.model_id, "alert", "feedback_loop", _group(key)),
-            type="alert",
+        return build_decision(
+            id_parts=(self.model_id, "alert", "feedback_loop", _group(key)),
+            type_="alert",
             kind="feedback_loop",
             model_id=self.model_id,
             model_version="",
             severity="critical" if has_reference else "warning",
-            features=(),
-            detector={
-                "name": "feedback_loop",
-                "config": {
-                    "sample_rate": 1.0 / (1 << self.sample_shift),
-                    "bucket_ms": self.bucket_ms,
-                    "history_buckets": self.settings.feedback_history_buckets,
-                    "alpha": self.settings.feedback_alpha,
-                    "fdr": self.settings.feedback_fdr,
-                },
+            detector="feedback_loop",
+            config={
+                "sample_rate": 1.0 / (1 << self.sample_shift),
+                "bucket_ms": self.bucket_ms,
+                "history_buckets": self.settings.feedback_history_buckets,
+                "alpha": self.settings.feedback_alpha,
+                "fdr": self.settings.feedback_fdr,
             },
-            evidence={
-                "statistic": finding.test,
-                "value": round(finding.score, 6),
-                "threshold": round(z_star, 6),
-                "p_value": float(norm.sf(finding.score)),
-                "window": {
-                    "first_ts": onset,
-                    "last_ts": ts,
-                    "count": sum(b.events for b in after),
-                },
+            statistic=finding.test,
+            value=round(finding.score, 6),
+            threshold=round(z_star, 6),
+            p_value=float(norm.sf(finding.score)),
+            first_ts=onset,
+            count=sum(b.events for b in after),
+            reference=reference_text,
+            trigger=Trigger(ts, seq, event_id),
+            details={
                 "onset_ts": onset,
                 "scale_hours": round(scan.after * self.bucket_ms / 3_600_000, 3),
-                "reference": reference_text,
                 "reference_available": has_reference,
-                "trigger_event_id": event_id,
                 "history_first_ts": history[0].start_ts,
                 "buckets": len(history),
                 "involved": involved,
                 "signals": signals,
             },
-            impact={
-                "traffic_share": round(finding.share, 6),
-                "effect_size": round(scan.change, 6),
-                "effect_unit": "log_ratio" if exposure else "log_odds_change",
-            },
-            ts=ts,
-            seq=seq,
+            impact=Impact(
+                round(finding.share, 6),
+                round(scan.change, 6),
+                "log_ratio" if exposure else "log_odds_change",
+            ),
             recommendation=f"Possible feedback loop: {finding_text} {basis}. {RECOMMENDATION}",
             segment=segment,
         )

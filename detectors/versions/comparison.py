@@ -110,6 +110,15 @@ class MeanComparison:
         self.sums = np.zeros(2)
         self.sumsq = np.zeros(2)
 
+    def config(self) -> dict[str, Any]:
+        """The configuration this comparison runs with (what a decision reports)."""
+        return {
+            "alpha": self.alpha,
+            "tau": self.tau,
+            "margin": self.margin,
+            "min_each": self.min_each,
+        }
+
     def preload_baseline(self, n: int, total: float, total_sq: float) -> None:
         """Start the baseline side from earlier statistics (a version that no longer
         serves, compared with the one that replaced it)."""
@@ -256,6 +265,10 @@ class PairedComparison:
         self.candidate_only = 0
         self.baseline_only = 0
         self.pairs = 0
+
+    def config(self) -> dict[str, Any]:
+        """The configuration this comparison runs with (what a decision reports)."""
+        return {"alpha": self.alpha, "prior": self.prior, "min_discordant": self.min_discordant}
 
     def update(
         self, candidate_right: np.ndarray, baseline_right: np.ndarray

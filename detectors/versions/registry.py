@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.decision import Decision, decision_id
+from detectors.decision import Decision, Impact, Trigger, build_decision
 from detectors.settings import DetectorSettings
 from detectors.versions.comparison import MeanComparison, MeanVerdict, PairedComparison
 from detectors.versions.maturity import COHORT_MS, Cohort, Cohorts, LabelMaturity, cohorts_matured
@@ -594,8 +594,8 @@ class ModelVersions:
         )
         pending = "" if metric.labelled else " This is judged before labels arrive."
         base_events = self.versions[baseline].events if baseline in self.versions else 0
-        return Decision(
-            decision_id=decision_id(
+        return build_decision(
+            id_parts=(
                 self.model_id,
                 version,
                 type_,
@@ -603,36 +603,24 @@ class ModelVersions:
                 baseline,
                 *(() if type_ == "rollback" else (metric.name,)),
             ),
-            type=type_,
+            type_=type_,
             kind=kind,
             model_id=self.model_id,
             model_version=version,
             severity="critical" if type_ == "rollback" else "warning",
-            features=(),
-            detector={
-                "name": "anytime_valid_mean_comparison",
-                "config": {
-                    "metric": metric.name,
-                    "alpha": comparison.alpha,
-                    "tau": comparison.tau,
-                    "margin": self.settings.rollback_margin,
-                    "min_each": self.settings.comparison_min_labels,
-                },
-            },
-            evidence={
-                "statistic": f"{metric.name}_difference",
-                "value": round(verdict.difference, 6),
-                "threshold": self.settings.rollback_margin,
-                "p_value": None,
+            detector="anytime_valid_mean_comparison",
+            config={"metric": metric.name, **comparison.config()},
+            statistic=f"{metric.name}_difference",
+            value=round(verdict.difference, 6),
+            threshold=comparison.margin,
+            p_value=None,
+            first_ts=info.first_ts,
+            count=verdict.candidate_n + verdict.baseline_n,
+            reference=f"{'previous champion' if promoted else 'stable version'} {baseline}",
+            trigger=Trigger(rows.ts[row], rows.seqs[row], rows.event_ids[row]),
+            details={
                 "confidence_interval": [round(verdict.lower, 6), round(verdict.upper, 6)],
                 "confidence": 1 - comparison.alpha,
-                "window": {
-                    "first_ts": info.first_ts,
-                    "last_ts": rows.ts[row],
-                    "count": verdict.candidate_n + verdict.baseline_n,
-                },
-                "reference": f"{'previous champion' if promoted else 'stable version'} {baseline}",
-                "trigger_event_id": rows.event_ids[row],
                 "labels_pending": not metric.labelled,
                 **({"label_maturity": self.maturity_evidence()} if metric.labelled else {}),
                 "candidate": {
@@ -646,20 +634,15 @@ class ModelVersions:
                     metric.name: round(verdict.baseline_mean, 6),
                 },
             },
-            impact={
-                "traffic_share": round(info.events / max(info.events + base_events, 1), 6),
-                "effect_size": round(verdict.difference, 6),
-                "effect_unit": metric.unit,
-            },
-            ts=rows.ts[row],
-            seq=rows.seqs[row],
+            impact=Impact(
+                round(info.events / max(info.events + base_events, 1), 6),
+                round(verdict.difference, 6),
+                metric.unit,
+            ),
             recommendation=f"{label} {version} {metric.describe} than {baseline}: {action}."
             + pending,
-            from_version=version if type_ == "rollback" else None,
-            to_version=baseline if type_ == "rollback" else None,
+            rollback=(version, baseline) if type_ == "rollback" else None,
         )
-
-    # -- label-free estimate vs realised -----------------------------------------------
 
     def check_estimates(self, rows: Rows) -> list[Decision]:
         """Per version, realised minus estimated error on labelled events with scores, on
@@ -726,7 +709,7 @@ class ModelVersions:
                 # reported: the same finding, not a new one.
                 continue
             self.gap_alerted[direction] = version
-            decisions.append(self._gap_decision(version, verdict, cohort.last, horizon))
+            decisions.append(self._gap_decision(version, verdict, cohort.last, horizon, comparison))
         return decisions
 
     def _maturity(self) -> LabelMaturity:
@@ -745,42 +728,39 @@ class ModelVersions:
         )
 
     def _gap_decision(
-        self, version: str, verdict: MeanVerdict, last: list[Any], horizon_ms: float | None
+        self,
+        version: str,
+        verdict: MeanVerdict,
+        last: list[Any],
+        horizon_ms: float | None,
+        comparison: MeanComparison,
     ) -> Decision:
         seq, ts, event_id = last
         direction = "more" if verdict.difference > 0 else "fewer"
-        return Decision(
-            decision_id=decision_id(
-                self.model_id, version, "alert", "performance_estimate_gap", "realised"
-            ),
-            type="alert",
+        return build_decision(
+            id_parts=(self.model_id, version, "alert", "performance_estimate_gap", "realised"),
+            type_="alert",
             kind="performance_estimate_gap",
             model_id=self.model_id,
             model_version=version,
             severity="warning",
-            features=(),
-            detector={
-                "name": "anytime_valid_mean_comparison",
-                "config": {
-                    "metric": "realised_minus_estimated_error",
-                    "alpha": self.settings.rollback_alpha,
-                    "margin": self.settings.estimate_gap_margin,
-                    "estimator": "confidence_based (expected error from the model's scores)",
-                },
+            detector="anytime_valid_mean_comparison",
+            config={
+                "metric": "realised_minus_estimated_error",
+                **comparison.config(),
+                "estimator": "confidence_based (expected error from the model's scores)",
             },
-            evidence={
-                "statistic": "realised_minus_estimated_error",
-                "value": round(verdict.difference, 6),
-                "threshold": self.settings.estimate_gap_margin,
-                "p_value": None,
+            statistic="realised_minus_estimated_error",
+            value=round(verdict.difference, 6),
+            threshold=comparison.margin,
+            p_value=None,
+            first_ts=self.versions[version].first_ts,
+            count=verdict.candidate_n,
+            reference="label-free estimate from the version's own scores",
+            trigger=Trigger(ts, seq, event_id),
+            details={
                 "confidence_interval": [round(verdict.lower, 6), round(verdict.upper, 6)],
-                "confidence": 1 - self.settings.rollback_alpha,
-                "window": {
-                    "first_ts": self.versions[version].first_ts,
-                    "last_ts": ts,
-                    "count": verdict.candidate_n,
-                },
-                "reference": "label-free estimate from the version's own scores",
+                "confidence": 1 - comparison.alpha,
                 "label_maturity": {
                     "horizon_s": None if horizon_ms is None else round(horizon_ms / 1000.0, 3),
                     "quantile": self.settings.label_maturity_quantile,
@@ -788,22 +768,13 @@ class ModelVersions:
                     "they were made (labels that arrive in an order that depends on the "
                     "outcome are not a random sample until their cohort is in)",
                 },
-                "trigger_event_id": event_id,
             },
-            impact={
-                "traffic_share": 1.0,
-                "effect_size": round(verdict.difference, 6),
-                "effect_unit": "error_rate_difference",
-            },
-            ts=ts,
-            seq=seq,
+            impact=Impact(1.0, round(verdict.difference, 6), "error_rate_difference"),
             recommendation=f"Version {version} makes {direction} errors than its own scores "
             "predict: its scores are not calibrated, so label-free performance estimates "
             "for it are not reliable. Recalibrate (e.g. isotonic on recent labels) before "
             "relying on them.",
         )
-
-    # -- champion vs challenger / shadow on the same requests ---------------------------
 
     def _paired_comparison(self) -> PairedComparison:
         # Discordant pairs are a fraction of all pairs: a quarter of the labelled minimum.
@@ -855,7 +826,9 @@ class ModelVersions:
             row = got[verdict.index][2]
             rollback = candidate == previous
             decisions.append(
-                self._paired_decision(candidate, champion, verdict, rows, row, rollback)
+                self._paired_decision(
+                    candidate, champion, verdict, rows, row, rollback, existing[1]
+                )
             )
         return decisions
 
@@ -867,6 +840,7 @@ class ModelVersions:
         rows: Rows,
         row: int,
         rollback: bool,
+        comparison: PairedComparison,
     ) -> Decision:
         role = self.versions[candidate].role
         if rollback:
@@ -881,50 +855,36 @@ class ModelVersions:
                 f"{role.capitalize()} {candidate} is more accurate than champion {champion} "
                 "on the same requests: consider promoting it."
             )
-        return Decision(
-            decision_id=decision_id(self.model_id, version, type_, kind, candidate, champion),
-            type=type_,
+        return build_decision(
+            id_parts=(self.model_id, version, type_, kind, candidate, champion),
+            type_=type_,
             kind=kind,
             model_id=self.model_id,
             model_version=version,
             severity="critical" if rollback else "info",
-            features=(),
-            detector={
-                "name": "paired_discordance_e_process",
-                "config": {
-                    "alpha": self.settings.rollback_alpha,
-                    "prior": self.settings.paired_prior,
-                },
-            },
-            evidence={
-                "statistic": "e_value",
-                "value": verdict.e_value,
-                "threshold": 1 / self.settings.rollback_alpha,
-                "p_value": min(1.0, 1 / verdict.e_value),
-                "window": {
-                    "first_ts": self.versions[candidate].first_ts,
-                    "last_ts": rows.ts[row],
-                    "count": verdict.pairs,
-                },
-                "reference": f"champion version {champion} on the same requests",
-                "trigger_event_id": rows.event_ids[row],
+            detector="paired_discordance_e_process",
+            config=comparison.config(),
+            statistic="e_value",
+            value=verdict.e_value,
+            threshold=1 / comparison.alpha,
+            p_value=min(1.0, 1 / verdict.e_value),
+            first_ts=self.versions[candidate].first_ts,
+            count=verdict.pairs,
+            reference=f"champion version {champion} on the same requests",
+            trigger=Trigger(rows.ts[row], rows.seqs[row], rows.event_ids[row]),
+            details={
                 "candidate_only_right": verdict.candidate_only,
                 "champion_only_right": verdict.baseline_only,
                 "disagreement_rate": round(verdict.disagreement_rate, 6),
                 "label_maturity": self.maturity_evidence(),
             },
-            impact={
-                "traffic_share": 1.0,
-                "effect_size": round(
-                    (verdict.candidate_only - verdict.baseline_only) / verdict.pairs, 6
-                ),
-                "effect_unit": "accuracy_difference",
-            },
-            ts=rows.ts[row],
-            seq=rows.seqs[row],
+            impact=Impact(
+                1.0,
+                round((verdict.candidate_only - verdict.baseline_only) / verdict.pairs, 6),
+                "accuracy_difference",
+            ),
             recommendation=text,
-            from_version=champion if rollback else None,
-            to_version=candidate if rollback else None,
+            rollback=(champion, candidate) if rollback else None,
         )
 
     # -- state -------------------------------------------------------------------------
