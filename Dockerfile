@@ -5,6 +5,8 @@ COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY detectors ./detectors
 COPY streams ./streams
+# driftline/ links to the three folders: they install as driftline.detectors, ...
+COPY driftline ./driftline
 RUN pip install --no-cache-dir .
 USER nobody
 ENTRYPOINT ["driftline"]

@@ -21,11 +21,11 @@ from collections import Counter
 
 import numpy as np
 
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from detectors.signal import Signal
-from schemas.records import Outcome, Prediction
-from streams.simulation.traffic import StreamSpec, generate
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.signal import Signal
+from driftline.schemas.records import Outcome, Prediction
+from driftline.streams.simulation.traffic import StreamSpec, generate
 
 
 def long_tail_stream(n: int, seed: int) -> list:

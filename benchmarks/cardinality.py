@@ -18,9 +18,9 @@ import zlib
 
 import orjson
 
-from detectors.engine import Engine
-from streams.runtime import tune_gc
-from streams.simulation.traffic import hostile
+from driftline.detectors.engine import Engine
+from driftline.streams.runtime import tune_gc
+from driftline.streams.simulation.traffic import hostile
 
 BATCH = 4_096
 """Events per engine call, as replay batches them."""

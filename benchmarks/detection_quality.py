@@ -18,11 +18,11 @@ import time
 import numpy as np
 from river import drift
 
-from detectors.drift.reference import prediction_error
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from schemas.records import Outcome, Prediction
-from streams.simulation.traffic import (
+from driftline.detectors.drift.reference import prediction_error
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Outcome, Prediction
+from driftline.streams.simulation.traffic import (
     CHANGED_FEATURE,
     DEVICES,
     NUMERIC,

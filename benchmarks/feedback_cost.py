@@ -32,12 +32,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from schemas.records import Event, Outcome, Prediction
-from streams.runtime import tune_gc
-from streams.simulation.loops import HOUR_MS, SIMULATIONS, TS0_MS, simulate
-from streams.simulation.traffic import StreamSpec, generate
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Event, Outcome, Prediction
+from driftline.streams.runtime import tune_gc
+from driftline.streams.simulation.loops import HOUR_MS, SIMULATIONS, TS0_MS, simulate
+from driftline.streams.simulation.traffic import StreamSpec, generate
 
 BATCH = 4_096
 
@@ -107,8 +107,8 @@ async def worker_cost(events: list[Event], repeat: int) -> None:
     """Worker records/s with and without the feedback fields, best of ``repeat`` each."""
     import worker_throughput as wt  # noqa: PLC0415 (a sibling script)
 
-    from streams.broker import EmbeddedBroker  # noqa: PLC0415
-    from streams.kafka import KafkaSettings, create_topics  # noqa: PLC0415
+    from driftline.streams.broker import EmbeddedBroker  # noqa: PLC0415
+    from driftline.streams.kafka import KafkaSettings, create_topics  # noqa: PLC0415
 
     rates: dict[str, list[float]] = {"with": [], "without": []}
     on = replace(wt.SETTINGS, feedback_enabled=True)

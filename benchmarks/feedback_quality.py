@@ -30,10 +30,10 @@ from collections import Counter
 import numpy as np
 from feedback_worlds import HOUR, WORLDS, World  # the script's own folder is on sys.path
 
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from detectors.stats.onset import threshold
-from schemas.records import Prediction
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.stats.onset import threshold
+from driftline.schemas.records import Prediction
 
 BATCH = 4_096
 

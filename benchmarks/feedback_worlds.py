@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas.records import Event, Outcome, Prediction
+from driftline.schemas.records import Event, Outcome, Prediction
 
 HOUR = 3_600_000
 DAY = 24 * HOUR

@@ -16,14 +16,14 @@ import argparse
 import statistics
 import time
 
-from detectors.pipeline import StagedPipeline
-from schemas.decode import encode
-from schemas.formats import InputSettings
-from schemas.formats.recorded import record_to_line
-from streams.replay import Staged, replay, replay_records
-from streams.runtime import tune_gc
-from streams.simulation.foreign import MAPPING, to_foreign
-from streams.simulation.traffic import StreamSpec, generate
+from driftline.detectors.pipeline import StagedPipeline
+from driftline.schemas.decode import encode
+from driftline.schemas.formats import InputSettings
+from driftline.schemas.formats.recorded import record_to_line
+from driftline.streams.replay import Staged, replay, replay_records
+from driftline.streams.runtime import tune_gc
+from driftline.streams.simulation.foreign import MAPPING, to_foreign
+from driftline.streams.simulation.traffic import StreamSpec, generate
 
 
 def main() -> None:

@@ -31,9 +31,9 @@ from detection_quality import run_driftline  # the script's own folder is on sys
 from river import drift
 from worlds import WORLDS, generate
 
-from detectors.drift.river_bridge import ERROR_DETECTORS
-from detectors.settings import DetectorSettings
-from schemas.records import Outcome, Prediction
+from driftline.detectors.drift.river_bridge import ERROR_DETECTORS
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Outcome, Prediction
 
 DELTAS = (0.002, 1e-4, 1e-6, 1e-8)
 """ADWIN confidence values tried, River's default first."""

@@ -26,11 +26,11 @@ import numpy as np
 from river import linear_model
 from river.datasets import synth
 
-from detectors.pipeline import StagedPipeline
-from detectors.settings import DetectorSettings
-from schemas.records import Event, Outcome, Prediction
-from streams.replay import Staged
-from streams.simulation.traffic import StreamSpec, generate
+from driftline.detectors.pipeline import StagedPipeline
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Event, Outcome, Prediction
+from driftline.streams.replay import Staged
+from driftline.streams.simulation.traffic import StreamSpec, generate
 
 BATCH = 4_096
 PARTITIONS = (1, 4, 12)

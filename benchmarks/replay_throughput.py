@@ -16,12 +16,12 @@ import tracemalloc
 
 import orjson
 
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from schemas.decode import encode
-from streams.replay import replay
-from streams.runtime import tune_gc
-from streams.simulation.traffic import StreamSpec, generate
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.decode import encode
+from driftline.streams.replay import replay
+from driftline.streams.runtime import tune_gc
+from driftline.streams.simulation.traffic import StreamSpec, generate
 
 
 def bare_loop(lines: list[bytes]) -> float:

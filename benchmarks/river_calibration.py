@@ -23,7 +23,7 @@ import numpy as np
 from river import drift
 from river.drift import binary
 
-from detectors.drift.river_bridge import ADWIN_SCORE_EVENTS, HDDM_CLIP
+from driftline.detectors.drift.river_bridge import ADWIN_SCORE_EVENTS, HDDM_CLIP
 
 
 def false_alarms(detector: object, values: list[float]) -> int:

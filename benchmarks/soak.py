@@ -25,16 +25,16 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from schemas.decode import encode
-from schemas.records import Event, Prediction
-from streams.broker import EmbeddedBroker
-from streams.config import Config, Topics
-from streams.kafka import KafkaSettings, create_topics
-from streams.runtime import tune_gc
-from streams.simulation.traffic import StreamSpec, generate
-from streams.worker import Worker, WorkerSettings
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.decode import encode
+from driftline.schemas.records import Event, Prediction
+from driftline.streams.broker import EmbeddedBroker
+from driftline.streams.config import Config, Topics
+from driftline.streams.kafka import KafkaSettings, create_topics
+from driftline.streams.runtime import tune_gc
+from driftline.streams.simulation.traffic import StreamSpec, generate
+from driftline.streams.worker import Worker, WorkerSettings
 
 CHUNK_PREDICTIONS = 200_000
 """Predictions per generated chunk; later chunks are the same events with new ids and

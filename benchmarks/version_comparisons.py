@@ -16,8 +16,8 @@ import argparse
 import statistics
 import time
 
-from detectors.engine import Engine
-from streams.simulation.traffic import StreamSpec, generate, with_canary, with_promotion
+from driftline.detectors.engine import Engine
+from driftline.streams.simulation.traffic import StreamSpec, generate, with_canary, with_promotion
 
 BATCH = 4_096
 

@@ -26,15 +26,15 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from detectors.settings import DetectorSettings
-from schemas.decode import encode
-from schemas.records import Event, Prediction
-from streams.broker import EmbeddedBroker
-from streams.config import Config, Topics
-from streams.kafka import KafkaSettings, create_topics
-from streams.runtime import tune_gc
-from streams.simulation.traffic import StreamSpec, generate
-from streams.worker import Worker, WorkerSettings
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.decode import encode
+from driftline.schemas.records import Event, Prediction
+from driftline.streams.broker import EmbeddedBroker
+from driftline.streams.config import Config, Topics
+from driftline.streams.kafka import KafkaSettings, create_topics
+from driftline.streams.runtime import tune_gc
+from driftline.streams.simulation.traffic import StreamSpec, generate
+from driftline.streams.worker import Worker, WorkerSettings
 
 PARTITIONS = 4
 SETTINGS = DetectorSettings(warmup_events=3_000, window_events=2_000, label_warmup_events=1_000)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from river.datasets import synth
 
-from schemas.records import Outcome, Prediction
+from driftline.schemas.records import Outcome, Prediction
 
 START_MS = 1_700_000_000_000
 EVENT_MS = 10

@@ -3,28 +3,34 @@
 The same events in the same order give the same decisions, online or in replay.
 """
 
-from detectors.decision import DECISION_TYPES, SEVERITIES, Decision, decision_id
-from detectors.drift.categorical import CategoricalChannel
-from detectors.drift.concept import ConceptMonitor
-from detectors.drift.numeric import NumericChannel
-from detectors.drift.reference import (
+from driftline.detectors.decision import DECISION_TYPES, SEVERITIES, Decision, decision_id
+from driftline.detectors.drift.categorical import CategoricalChannel
+from driftline.detectors.drift.concept import ConceptMonitor
+from driftline.detectors.drift.numeric import NumericChannel
+from driftline.detectors.drift.reference import (
     CategoricalSummary,
     NumericSummary,
     PerformanceSummary,
     ReferenceBuilder,
     ReferenceProfile,
 )
-from detectors.engine import Engine, ModelEngine
-from detectors.intake.join import JOIN_COUNTERS, Joined, OutcomeJoin, Pending
-from detectors.intake.merge import ModelMerge
-from detectors.intake.recent import RecentIds
-from detectors.intake.stage import Intake, Label, Routed
-from detectors.monitor import VersionMonitor
-from detectors.policy import DecisionPolicy
-from detectors.settings import DetectorSettings
-from detectors.signal import BatchMeta, Recovery, Signal, WindowReport
-from detectors.stats.cusum import Alarm, CusumBank, bernoulli_kl, gaussian_threshold, wald_threshold
-from detectors.stats.latch import LatchingBank
+from driftline.detectors.engine import Engine, ModelEngine
+from driftline.detectors.intake.join import JOIN_COUNTERS, Joined, OutcomeJoin, Pending
+from driftline.detectors.intake.merge import ModelMerge
+from driftline.detectors.intake.recent import RecentIds
+from driftline.detectors.intake.stage import Intake, Label, Routed
+from driftline.detectors.monitor import VersionMonitor
+from driftline.detectors.policy import DecisionPolicy
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.signal import BatchMeta, Recovery, Signal, WindowReport
+from driftline.detectors.stats.cusum import (
+    Alarm,
+    CusumBank,
+    bernoulli_kl,
+    gaussian_threshold,
+    wald_threshold,
+)
+from driftline.detectors.stats.latch import LatchingBank
 
 __all__ = [
     "DECISION_TYPES",

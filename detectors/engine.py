@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from detectors.decision import Decision, decision_id
-from detectors.drift.reference import (
+from driftline.detectors.decision import Decision, decision_id
+from driftline.detectors.drift.reference import (
     ReferenceProfile,
     brier,
     estimated_error,
@@ -28,7 +28,7 @@ from detectors.drift.reference import (
     positive,
     prediction_error,
 )
-from detectors.feedback.monitor import (
+from driftline.detectors.feedback.monitor import (
     INDEPENDENT,
     LABEL,
     PREDICTION,
@@ -36,11 +36,11 @@ from detectors.feedback.monitor import (
     Record,
     feedback_tag,
 )
-from detectors.intake.stage import Intake, Routed
-from detectors.monitor import VersionMonitor
-from detectors.settings import DetectorSettings
-from detectors.versions.registry import ModelVersions, Rows
-from schemas.records import Event, Outcome, Prediction
+from driftline.detectors.intake.stage import Intake, Routed
+from driftline.detectors.monitor import VersionMonitor
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.versions.registry import ModelVersions, Rows
+from driftline.schemas.records import Event, Outcome, Prediction
 
 
 class LabelBatch(NamedTuple):

@@ -11,17 +11,22 @@ from typing import Any
 
 import numpy as np
 
-from detectors.decision import Decision
-from detectors.drift import concept as concept_module
-from detectors.drift.categorical import CategoricalChannel
-from detectors.drift.channel import Channel
-from detectors.drift.concept import ConceptMonitor
-from detectors.drift.numeric import NumericChannel
-from detectors.drift.reference import ReferenceBuilder, ReferenceProfile, from_wire, to_wire
-from detectors.policy import DecisionPolicy
-from detectors.settings import DetectorSettings
-from detectors.signal import BatchMeta, Recovery, Signal, WindowReport
-from schemas.records import Prediction
+from driftline.detectors.decision import Decision
+from driftline.detectors.drift import concept as concept_module
+from driftline.detectors.drift.categorical import CategoricalChannel
+from driftline.detectors.drift.channel import Channel
+from driftline.detectors.drift.concept import ConceptMonitor
+from driftline.detectors.drift.numeric import NumericChannel
+from driftline.detectors.drift.reference import (
+    ReferenceBuilder,
+    ReferenceProfile,
+    from_wire,
+    to_wire,
+)
+from driftline.detectors.policy import DecisionPolicy
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.signal import BatchMeta, Recovery, Signal, WindowReport
+from driftline.schemas.records import Prediction
 
 _NUMERIC_TYPES = frozenset({int, float, type(None)})
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from detectors.decision import Decision
-from detectors.drift.reference import ReferenceProfile
-from detectors.engine import ModelEngine
-from detectors.intake.merge import ModelMerge
-from detectors.intake.stage import Intake, Routed
-from detectors.settings import DetectorSettings
-from schemas.records import Event
+from driftline.detectors.decision import Decision
+from driftline.detectors.drift.reference import ReferenceProfile
+from driftline.detectors.engine import ModelEngine
+from driftline.detectors.intake.merge import ModelMerge
+from driftline.detectors.intake.stage import Intake, Routed
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Event
 
 
 class StagedPipeline:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from detectors.decision import Decision, Impact, Trigger, build_decision
-from detectors.settings import DetectorSettings
-from detectors.signal import Recovery, Signal, WindowReport
+from driftline.detectors.decision import Decision, Impact, Trigger, build_decision
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.signal import Recovery, Signal, WindowReport
 
 SEVERITY = {
     "data_drift": "warning",

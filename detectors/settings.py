@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from schemas.exceptions import ConfigError
+from driftline.schemas.exceptions import ConfigError
 
 CONCEPT_DETECTORS = ("cusum", "adwin", "ddm", "hddm_a", "hddm_w")
 """Choices of ``concept_detector``."""

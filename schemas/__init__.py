@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 
-from schemas.deadletter import DeadLetter
-from schemas.decode import REASONS, decode, encode, parse_ts
-from schemas.exceptions import ConfigError, DecodeError, DriftlineError
-from schemas.records import ROLES, Event, Outcome, Prediction
+from driftline.schemas.deadletter import DeadLetter
+from driftline.schemas.decode import REASONS, decode, encode, parse_ts
+from driftline.schemas.exceptions import ConfigError, DecodeError, DriftlineError
+from driftline.schemas.records import ROLES, Event, Outcome, Prediction
 
 SCHEMA_NAMES = ("prediction", "outcome", "decision", "deadletter", "reference_profile")
 """Names of the JSON Schema documents shipped with the package."""

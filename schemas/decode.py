@@ -13,8 +13,8 @@ from typing import Any, Final
 
 import orjson
 
-from schemas.exceptions import DecodeError
-from schemas.records import ROLES, Event, Outcome, Prediction
+from driftline.schemas.exceptions import DecodeError
+from driftline.schemas.records import ROLES, Event, Outcome, Prediction
 
 INVALID_JSON: Final = "invalid_json"
 NOT_AN_OBJECT: Final = "not_an_object"

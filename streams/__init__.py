@@ -1,9 +1,9 @@
 """driftline's I/O side: Kafka, offsets, checkpoints, metrics and the command line."""
 
-from streams.config import Config, Topics, load_config, load_profile
-from streams.reference_build import build_profile
-from streams.replay import ReplayResult, replay
-from streams.simulation.traffic import SCENARIOS, StreamSpec, generate
+from driftline.streams.config import Config, Topics, load_config, load_profile
+from driftline.streams.reference_build import build_profile
+from driftline.streams.replay import ReplayResult, replay
+from driftline.streams.simulation.traffic import SCENARIOS, StreamSpec, generate
 
 __all__ = [
     "SCENARIOS",

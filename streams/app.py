@@ -19,11 +19,11 @@ import faust
 import mode
 import orjson
 
-from detectors.drift.reference import ReferenceProfile
-from schemas.exceptions import ConfigError
-from streams.config import Config, profile_key
-from streams.kafka import KafkaSettings
-from streams.worker import Worker, WorkerSettings
+from driftline.detectors.drift.reference import ReferenceProfile
+from driftline.schemas.exceptions import ConfigError
+from driftline.streams.config import Config, profile_key
+from driftline.streams.kafka import KafkaSettings
+from driftline.streams.worker import Worker, WorkerSettings
 
 log = logging.getLogger("driftline.app")
 

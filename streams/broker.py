@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from schemas.exceptions import DriftlineError
+from driftline.schemas.exceptions import DriftlineError
 
 START_TIMEOUT_S = 15.0
 """The broker binds within a second here; fifteen leaves room for a loaded CI machine."""

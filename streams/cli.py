@@ -14,14 +14,14 @@ from typing import Any
 
 import orjson
 
-from detectors.decision import Decision
-from detectors.pipeline import StagedPipeline
-from schemas.decode import encode
-from schemas.exceptions import ConfigError, DriftlineError
-from schemas.formats import FORMATS as INPUT_FORMATS
-from schemas.formats.recorded import record_to_line
-from streams.app import run_app
-from streams.config import (
+from driftline.detectors.decision import Decision
+from driftline.detectors.pipeline import StagedPipeline
+from driftline.schemas.decode import encode
+from driftline.schemas.exceptions import ConfigError, DriftlineError
+from driftline.schemas.formats import FORMATS as INPUT_FORMATS
+from driftline.schemas.formats.recorded import record_to_line
+from driftline.streams.app import run_app
+from driftline.streams.config import (
     Config,
     Topics,
     layered,
@@ -30,16 +30,16 @@ from streams.config import (
     profile_key,
     required_topics,
 )
-from streams.kafka import (
+from driftline.streams.kafka import (
     KafkaSettings,
     create_topics,
     preflight,
     publish_profile,
     wait_for_broker,
 )
-from streams.logs import FORMATS, LEVELS, configure
-from streams.reference_build import DEFAULT_MAX_ROWS, build_profile
-from streams.replay import (
+from driftline.streams.logs import FORMATS, LEVELS, configure
+from driftline.streams.reference_build import DEFAULT_MAX_ROWS, build_profile
+from driftline.streams.replay import (
     Progress,
     Staged,
     decision_line,
@@ -48,14 +48,14 @@ from streams.replay import (
     replay_records,
     summary_table,
 )
-from streams.runtime import tune_gc
-from streams.simulation.foreign import to_foreign
-from streams.simulation.loops import SIMULATIONS
-from streams.simulation.loops import simulate as simulate_loop
-from streams.simulation.traffic import SCENARIOS, StreamSpec, generate, with_canary
-from streams.views.live import LiveView, observe, version_scores
-from streams.views.report import read_decisions, render
-from streams.worker import WorkerSettings
+from driftline.streams.runtime import tune_gc
+from driftline.streams.simulation.foreign import to_foreign
+from driftline.streams.simulation.loops import SIMULATIONS
+from driftline.streams.simulation.loops import simulate as simulate_loop
+from driftline.streams.simulation.traffic import SCENARIOS, StreamSpec, generate, with_canary
+from driftline.streams.views.live import LiveView, observe, version_scores
+from driftline.streams.views.report import read_decisions, render
+from driftline.streams.worker import WorkerSettings
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -272,7 +272,7 @@ def _reference_publish(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from streams.demo import run_demo  # noqa: PLC0415 (imports the simulator only when needed)
+    from driftline.streams.demo import run_demo  # noqa: PLC0415 (imports the simulator only when needed)
 
     tune_gc()
     asyncio.run(run_demo(args.duration, args.rate, args.seed, ui_port=args.ui_port))

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 import orjson
 
-from detectors.drift.reference import ReferenceProfile
-from detectors.settings import DetectorSettings
-from schemas.exceptions import ConfigError
-from schemas.formats import InputSettings
+from driftline.detectors.drift.reference import ReferenceProfile
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.exceptions import ConfigError
+from driftline.schemas.formats import InputSettings
 
 T = TypeVar("T")
 

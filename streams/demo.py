@@ -26,15 +26,15 @@ from typing import TextIO
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from detectors.settings import DetectorSettings
-from schemas.decode import encode
-from schemas.records import Event, Prediction
-from streams.broker import EmbeddedBroker, free_port
-from streams.config import Config
-from streams.kafka import KafkaSettings, create_topics
-from streams.simulation.loops import policing
-from streams.simulation.traffic import StreamSpec, generate, with_canary
-from streams.worker import Worker, WorkerSettings
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.decode import encode
+from driftline.schemas.records import Event, Prediction
+from driftline.streams.broker import EmbeddedBroker, free_port
+from driftline.streams.config import Config
+from driftline.streams.kafka import KafkaSettings, create_topics
+from driftline.streams.simulation.loops import policing
+from driftline.streams.simulation.traffic import StreamSpec, generate, with_canary
+from driftline.streams.worker import Worker, WorkerSettings
 
 DEMO_PARTITIONS = 2
 """Input partitions: enough to show sharded state, few enough for quick warm-ups."""

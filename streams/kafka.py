@@ -17,11 +17,11 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
-from detectors.drift.reference import ReferenceProfile
-from detectors.settings import reject_unknown
-from schemas.exceptions import ConfigError, DriftlineError
-from streams.config import Topics
-from streams.faults import Silenced
+from driftline.detectors.drift.reference import ReferenceProfile
+from driftline.detectors.settings import reject_unknown
+from driftline.schemas.exceptions import ConfigError, DriftlineError
+from driftline.streams.config import Topics
+from driftline.streams.faults import Silenced
 
 log = logging.getLogger("driftline.kafka")
 

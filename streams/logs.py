@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import orjson
 
-from schemas.exceptions import ConfigError
+from driftline.schemas.exceptions import ConfigError
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")

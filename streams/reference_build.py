@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
-from detectors.drift.reference import ReferenceBuilder, ReferenceProfile
-from detectors.settings import DetectorSettings
-from schemas.decode import outcome_from_dict, prediction_from_dict
-from schemas.exceptions import ConfigError, DecodeError
+from driftline.detectors.drift.reference import ReferenceBuilder, ReferenceProfile
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.decode import outcome_from_dict, prediction_from_dict
+from driftline.schemas.exceptions import ConfigError, DecodeError
 
 DEFAULT_MAX_ROWS = 200_000
 """Rows kept (reservoir-sampled, seeded) for the summaries: quantiles and frequencies from

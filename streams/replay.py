@@ -13,20 +13,20 @@ from typing import IO
 import numpy as np
 import orjson
 
-from detectors.decision import Decision
-from detectors.engine import Engine
-from detectors.intake.clock import PartitionClock
-from detectors.pipeline import StagedPipeline
-from detectors.settings import DetectorSettings
-from schemas.deadletter import DeadLetter
-from schemas.decode import DEFAULT_MAX_MESSAGE_BYTES, FUTURE_TIMESTAMP, decode
-from schemas.exceptions import DecodeError
-from schemas.formats import InputSettings, SourceRecord
-from schemas.formats.recorded import record_from_line
-from schemas.records import Event
-from streams.formats.ingest import ForeignIntake
-from streams.formats.ingest import letter as foreign_letter
-from streams.kafka import partition_for
+from driftline.detectors.decision import Decision
+from driftline.detectors.engine import Engine
+from driftline.detectors.intake.clock import PartitionClock
+from driftline.detectors.pipeline import StagedPipeline
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.deadletter import DeadLetter
+from driftline.schemas.decode import DEFAULT_MAX_MESSAGE_BYTES, FUTURE_TIMESTAMP, decode
+from driftline.schemas.exceptions import DecodeError
+from driftline.schemas.formats import InputSettings, SourceRecord
+from driftline.schemas.formats.recorded import record_from_line
+from driftline.schemas.records import Event
+from driftline.streams.formats.ingest import ForeignIntake
+from driftline.streams.formats.ingest import letter as foreign_letter
+from driftline.streams.kafka import partition_for
 
 REPLAY_BATCH_EVENTS = 4_096
 """Events decoded before the detectors run: large enough to amortise numpy's per-call

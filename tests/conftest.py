@@ -8,11 +8,11 @@ from functools import cache
 import numpy as np
 import pytest
 
-from detectors.decision import Decision
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from schemas.records import Event, Prediction
-from streams.simulation.traffic import StreamSpec, generate
+from driftline.detectors.decision import Decision
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Event, Prediction
+from driftline.streams.simulation.traffic import StreamSpec, generate
 
 BATCH = 4_096
 
@@ -52,7 +52,7 @@ def make_stream() -> Callable[..., tuple[Event, ...]]:
 @pytest.fixture(scope="session")
 def broker():
     """One embedded broker (tansu) for the whole session, on a free loopback port."""
-    from streams.broker import EmbeddedBroker  # noqa: PLC0415 (only Kafka tests need it)
+    from driftline.streams.broker import EmbeddedBroker  # noqa: PLC0415 (only Kafka tests need it)
 
     with EmbeddedBroker() as running:
         yield running.bootstrap_servers

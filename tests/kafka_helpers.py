@@ -14,12 +14,12 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas.decode import encode
-from schemas.records import Event, Prediction
-from streams.checkpointing.store import read_checkpoints
-from streams.config import Config, Topics
-from streams.kafka import KafkaSettings, create_topics
-from streams.worker import Worker
+from driftline.schemas.decode import encode
+from driftline.schemas.records import Event, Prediction
+from driftline.streams.checkpointing.store import read_checkpoints
+from driftline.streams.config import Config, Topics
+from driftline.streams.kafka import KafkaSettings, create_topics
+from driftline.streams.worker import Worker
 
 TEST_WORKER = {
     "session_timeout_ms": 6_000,

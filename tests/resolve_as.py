@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Any
 
-from streams.cli import main
+from driftline.streams.cli import main
 
 
 def resolve(name: str, address: str) -> None:

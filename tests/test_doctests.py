@@ -8,9 +8,7 @@ import pkgutil
 
 import pytest
 
-import detectors
-import schemas
-import streams
+from driftline import detectors, schemas, streams
 
 MODULES = sorted(
     info.name
@@ -30,7 +28,11 @@ def test_the_examples_are_found() -> None:
     """The collection above sees the modules that carry examples (it cannot pass empty)."""
     attempted = sum(
         doctest.testmod(importlib.import_module(name)).attempted
-        for name in ("detectors.stats.cusum", "detectors.decision", "schemas.decode")
+        for name in (
+            "driftline.detectors.stats.cusum",
+            "driftline.detectors.decision",
+            "driftline.schemas.decode",
+        )
         if name in MODULES
     )
     assert attempted >= 3

@@ -8,17 +8,19 @@ import jsonschema
 import orjson
 import pytest
 
-from detectors.drift.reference import ReferenceBuilder
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from schemas import DecodeError, decode, load_schema
-from schemas.deadletter import DeadLetter
+from driftline.detectors.drift.reference import ReferenceBuilder
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas import DecodeError, decode, load_schema
+from driftline.schemas.deadletter import DeadLetter
 from tests import ROOT
 from tests.conftest import run_engine
 from tests.schemas.test_decode import VALID
 
 
-@pytest.mark.parametrize("package", ["schemas", "detectors", "streams"])
+@pytest.mark.parametrize(
+    "package", ["driftline.schemas", "driftline.detectors", "driftline.streams"]
+)
 def test_every_exported_name_resolves(package: str) -> None:
     """Each name in __all__ is importable from the package."""
     module = importlib.import_module(package)

@@ -7,17 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from detectors.drift.channel import (
+from driftline.detectors.drift.channel import (
     Channel,
     TestSpec,
     bernoulli_llr_terms,
     bernoulli_rate,
     rate_band,
 )
-from detectors.drift.reference import OTHER, CategoricalSummary, category_key
-from detectors.settings import DetectorSettings
-from detectors.stats.cusum import bernoulli_kl, gaussian_threshold
-from detectors.stats.latch import BERNOULLI
+from driftline.detectors.drift.reference import OTHER, CategoricalSummary, category_key
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.stats.cusum import bernoulli_kl, gaussian_threshold
+from driftline.detectors.stats.latch import BERNOULLI
 
 
 class CategoricalChannel(Channel):

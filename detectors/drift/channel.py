@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
-from detectors.settings import DetectorSettings
-from detectors.signal import BatchMeta, Recovery, Signal, WindowReport
-from detectors.stats.cusum import Alarm
-from detectors.stats.latch import LatchingBank
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.signal import BatchMeta, Recovery, Signal, WindowReport
+from driftline.detectors.stats.cusum import Alarm
+from driftline.detectors.stats.latch import LatchingBank
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from detectors.drift.channel import bernoulli_llr_terms, bernoulli_rate
-from detectors.drift.reference import (
+from driftline.detectors.drift.channel import bernoulli_llr_terms, bernoulli_rate
+from driftline.detectors.drift.reference import (
     PerformanceSummary,
     from_wire,
     infer_task,
@@ -17,11 +17,11 @@ from detectors.drift.reference import (
     prediction_error,
     to_wire,
 )
-from detectors.drift.river_bridge import RiverErrorDetector
-from detectors.settings import DetectorSettings
-from detectors.signal import Recovery, Signal, WindowReport
-from detectors.stats.cusum import bernoulli_kl, gaussian_threshold
-from detectors.stats.latch import BERNOULLI, LatchingBank
+from driftline.detectors.drift.river_bridge import RiverErrorDetector
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.signal import Recovery, Signal, WindowReport
+from driftline.detectors.stats.cusum import bernoulli_kl, gaussian_threshold
+from driftline.detectors.stats.latch import BERNOULLI, LatchingBank
 
 REFERENCE_STEP = 1_000
 """Judged labels between the points at which a learning reference may absorb labels and

@@ -9,19 +9,19 @@ from typing import Any
 
 import numpy as np
 
-from detectors.drift.channel import (
+from driftline.detectors.drift.channel import (
     Channel,
     TestSpec,
     bernoulli_llr_terms,
     bernoulli_rate,
     rate_band,
 )
-from detectors.drift.reference import NumericSummary, bin_index, normal_scores
-from detectors.drift.river_bridge import RiverChannel
-from detectors.settings import DetectorSettings
-from detectors.signal import BatchMeta, Signal
-from detectors.stats.cusum import Alarm, bernoulli_kl, gaussian_threshold
-from detectors.stats.latch import BERNOULLI, GAUSS_MEAN, GAUSS_VAR, kl_divergence
+from driftline.detectors.drift.reference import NumericSummary, bin_index, normal_scores
+from driftline.detectors.drift.river_bridge import RiverChannel
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.signal import BatchMeta, Signal
+from driftline.detectors.stats.cusum import Alarm, bernoulli_kl, gaussian_threshold
+from driftline.detectors.stats.latch import BERNOULLI, GAUSS_MEAN, GAUSS_VAR, kl_divergence
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtri
 
-from detectors.settings import DetectorSettings
-from schemas.exceptions import ConfigError
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.exceptions import ConfigError
 
 FORMAT = "driftline.reference/1"
 """Format tag written into every profile file."""

@@ -49,9 +49,9 @@ from river import drift
 from river.drift import binary
 from scipy.special import ndtri
 
-from detectors.stats.cusum import Alarm
-from detectors.stats.latch import BERNOULLI, GAUSS_MEAN, LatchingBank
-from schemas.exceptions import ConfigError
+from driftline.detectors.stats.cusum import Alarm
+from driftline.detectors.stats.latch import BERNOULLI, GAUSS_MEAN, LatchingBank
+from driftline.schemas.exceptions import ConfigError
 
 ERROR_DETECTORS = ("adwin", "ddm", "hddm_a", "hddm_w")
 """River detectors selectable for the error stream (besides the default ``cusum``)."""

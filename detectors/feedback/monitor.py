@@ -37,9 +37,9 @@ from zlib import crc32
 import numpy as np
 from scipy.stats import norm
 
-from detectors.decision import Decision, Impact, Trigger, build_decision
-from detectors.settings import DetectorSettings
-from detectors.stats.onset import (
+from driftline.detectors.decision import Decision, Impact, Trigger, build_decision
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.stats.onset import (
     Scan,
     contrast_rise,
     difference,

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any
 
-from detectors.intake.stage import Routed
+from driftline.detectors.intake.stage import Routed
 
 _slot = attrgetter("slot")
 _seq = attrgetter("seq")

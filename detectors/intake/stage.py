@@ -19,12 +19,18 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from detectors.drift.reference import from_wire, to_wire
-from detectors.feedback.monitor import INDEPENDENT, LABEL, PREDICTION, TagRegistry, feedback_tag
-from detectors.intake.join import OutcomeJoin
-from detectors.intake.recent import RecentIds
-from detectors.settings import DetectorSettings
-from schemas.records import Event, Outcome, Prediction
+from driftline.detectors.drift.reference import from_wire, to_wire
+from driftline.detectors.feedback.monitor import (
+    INDEPENDENT,
+    LABEL,
+    PREDICTION,
+    TagRegistry,
+    feedback_tag,
+)
+from driftline.detectors.intake.join import OutcomeJoin
+from driftline.detectors.intake.recent import RecentIds
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Event, Outcome, Prediction
 
 INTAKE_COUNTERS = ("events", "predictions", "outcomes", "duplicates")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.stats.cusum import Alarm, bernoulli_kl, gaussian_threshold
+from driftline.detectors.stats.cusum import Alarm, bernoulli_kl, gaussian_threshold
 
 GAUSS_MEAN, GAUSS_VAR, BERNOULLI = range(3)
 """Column families: the mean of unit-variance scores, the variance of zero-mean scores

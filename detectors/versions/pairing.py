@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from schemas.decode import prediction_from_dict
-from schemas.exceptions import DecodeError
-from schemas.formats.parts import RequestPart, ResponsePart, SourceRecord
-from schemas.formats.tensors import TENSOR_MISMATCH
-from schemas.records import Prediction
+from driftline.schemas.decode import prediction_from_dict
+from driftline.schemas.exceptions import DecodeError
+from driftline.schemas.formats.parts import RequestPart, ResponsePart, SourceRecord
+from driftline.schemas.formats.tensors import TENSOR_MISMATCH
+from driftline.schemas.records import Prediction
 
 RESPONSE_WITHOUT_REQUEST: Final = "response_without_request"
 """Dead-letter reason of a response whose request did not arrive within the TTL."""
@@ -51,7 +51,7 @@ class Unpaired:
 class Pairing:
     """Requests and responses meet here by correlation id.
 
-    >>> from schemas.formats.parts import RequestPart, ResponsePart, SourceRecord
+    >>> from driftline.schemas.formats.parts import RequestPart, ResponsePart, SourceRecord
     >>> pairing = Pairing(ttl_ms=1_000, max_pending=10)
     >>> src = SourceRecord("t", 0, 0, 1_700_000_000_000, b"{}")
     >>> pairing.add(RequestPart("r1", "m", 1_700_000_000_000, [{"x": 1.0}, {"x": 2.0}]), src)

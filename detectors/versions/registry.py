@@ -31,10 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from detectors.decision import Decision, Impact, Trigger, build_decision
-from detectors.settings import DetectorSettings
-from detectors.versions.comparison import MeanComparison, MeanVerdict, PairedComparison
-from detectors.versions.maturity import COHORT_MS, Cohort, Cohorts, LabelMaturity, cohorts_matured
+from driftline.detectors.decision import Decision, Impact, Trigger, build_decision
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.versions.comparison import MeanComparison, MeanVerdict, PairedComparison
+from driftline.detectors.versions.maturity import (
+    COHORT_MS,
+    Cohort,
+    Cohorts,
+    LabelMaturity,
+    cohorts_matured,
+)
 
 LN2 = math.log(2.0)
 

@@ -10,13 +10,13 @@ from `schemas.decode.REASONS`, so it is dead-lettered like any other bad input.
 
 from __future__ import annotations
 
-from schemas.formats.correlation import correlation_key
-from schemas.formats.kserve import read_kserve
-from schemas.formats.mapped import read_mapped, resolve_pointer
-from schemas.formats.parts import RequestPart, ResponsePart, SourceRecord
-from schemas.formats.seldon import SeldonTopic, read_seldon, seldon_pattern
-from schemas.formats.settings import FORMATS, InputSettings
-from schemas.formats.tensors import Tensor, rows_from_tensors
+from driftline.schemas.formats.correlation import correlation_key
+from driftline.schemas.formats.kserve import read_kserve
+from driftline.schemas.formats.mapped import read_mapped, resolve_pointer
+from driftline.schemas.formats.parts import RequestPart, ResponsePart, SourceRecord
+from driftline.schemas.formats.seldon import SeldonTopic, read_seldon, seldon_pattern
+from driftline.schemas.formats.settings import FORMATS, InputSettings
+from driftline.schemas.formats.tensors import Tensor, rows_from_tensors
 
 __all__ = [
     "FORMATS",

@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from schemas.decode import outcome_from_dict
-from schemas.exceptions import DecodeError
-from schemas.formats import kserve, mapped, seldon
-from schemas.formats.parts import SourceRecord
-from schemas.formats.settings import InputSettings
-from schemas.formats.values import json_body
+from driftline.schemas.decode import outcome_from_dict
+from driftline.schemas.exceptions import DecodeError
+from driftline.schemas.formats import kserve, mapped, seldon
+from driftline.schemas.formats.parts import SourceRecord
+from driftline.schemas.formats.settings import InputSettings
+from driftline.schemas.formats.values import json_body
 
 ROW_SUFFIX: Final = re.compile(r"(?::\d+)+$")
 """Row suffixes of batched requests' request ids (``<id>:<row>``)."""

@@ -17,18 +17,18 @@ import base64
 from collections.abc import Mapping
 from typing import Any, Final
 
-from schemas.decode import parse_ts
-from schemas.exceptions import DecodeError
-from schemas.formats.parts import RequestPart, ResponsePart, SourceRecord
-from schemas.formats.settings import InputSettings
-from schemas.formats.tensors import (
+from driftline.schemas.decode import parse_ts
+from driftline.schemas.exceptions import DecodeError
+from driftline.schemas.formats.parts import RequestPart, ResponsePart, SourceRecord
+from driftline.schemas.formats.settings import InputSettings
+from driftline.schemas.formats.tensors import (
     TENSOR_MISMATCH,
     Tensor,
     predictions_from_tensors,
     rows_from_tensors,
 )
-from schemas.formats.values import feature_row, json_body
-from schemas.records import PredictionValue
+from driftline.schemas.formats.values import feature_row, json_body
+from driftline.schemas.records import PredictionValue
 
 REQUEST_TYPE: Final = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE: Final = "org.kubeflow.serving.inference.response"

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.decode import prediction_from_dict
-from schemas.exceptions import DecodeError
-from schemas.formats.parts import SourceRecord
-from schemas.formats.settings import InputSettings
-from schemas.formats.values import json_body
-from schemas.records import Prediction
+from driftline.schemas.decode import prediction_from_dict
+from driftline.schemas.exceptions import DecodeError
+from driftline.schemas.formats.parts import SourceRecord
+from driftline.schemas.formats.settings import InputSettings
+from driftline.schemas.formats.values import json_body
+from driftline.schemas.records import Prediction
 
 _MISSING = object()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from schemas.records import FeatureValue, PredictionValue
+from driftline.schemas.records import FeatureValue, PredictionValue
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from schemas.exceptions import DecodeError
-from schemas.formats.parts import SourceRecord
+from driftline.schemas.exceptions import DecodeError
+from driftline.schemas.formats.parts import SourceRecord
 
 
 def record_from_line(raw: bytes, line: int) -> SourceRecord:

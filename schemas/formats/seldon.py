@@ -19,11 +19,11 @@ from typing import Any, Final
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from schemas.exceptions import DecodeError
-from schemas.formats.oip_proto import ModelInferRequest, ModelInferResponse
-from schemas.formats.parts import RequestPart, ResponsePart, SourceRecord
-from schemas.formats.settings import InputSettings
-from schemas.formats.tensors import (
+from driftline.schemas.exceptions import DecodeError
+from driftline.schemas.formats.oip_proto import ModelInferRequest, ModelInferResponse
+from driftline.schemas.formats.parts import RequestPart, ResponsePart, SourceRecord
+from driftline.schemas.formats.settings import InputSettings
+from driftline.schemas.formats.tensors import (
     FLOAT_TYPES,
     TENSOR_MISMATCH,
     UNKNOWN_DATATYPE,
@@ -31,7 +31,7 @@ from schemas.formats.tensors import (
     predictions_from_tensors,
     rows_from_tensors,
 )
-from schemas.formats.values import feature_row, json_body
+from driftline.schemas.formats.values import feature_row, json_body
 
 INFER_TYPE_HEADER: Final = "seldon-infer-type"
 REQUEST_ID_HEADER: Final = "x-request-id"

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
-from schemas.exceptions import ConfigError
+from driftline.schemas.exceptions import ConfigError
 
 FORMATS: Final = ("driftline", "kserve", "seldon", "mapped")
 """Input formats: driftline's own contract, KServe's inference logger, Seldon Core 2's

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from schemas.exceptions import DecodeError
-from schemas.records import FeatureValue, PredictionValue
+from driftline.schemas.exceptions import DecodeError
+from driftline.schemas.records import FeatureValue, PredictionValue
 
 TENSOR_MISMATCH: Final = "tensor_mismatch"
 """A tensor's data does not match its shape or datatype."""

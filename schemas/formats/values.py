@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from schemas.decode import MAX_FEATURES
-from schemas.exceptions import DecodeError
+from driftline.schemas.decode import MAX_FEATURES
+from driftline.schemas.exceptions import DecodeError
 
 
 def json_body(raw: bytes, what: str) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas.exceptions import DriftlineError
+from driftline.schemas.exceptions import DriftlineError
 
 CHUNK_BYTES = 512 * 1024
 """Chunk size: half of Kafka's default 1 MB message limit, leaving room for headers."""

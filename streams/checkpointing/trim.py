@@ -25,9 +25,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.errors import KafkaError, PolicyViolationError
 
-from streams.checkpointing.store import read_state_log, trim_point
-from streams.kafka import KafkaSettings
-from streams.metrics import Metrics
+from driftline.streams.checkpointing.store import read_state_log, trim_point
+from driftline.streams.kafka import KafkaSettings
+from driftline.streams.metrics import Metrics
 
 log = logging.getLogger("driftline.state")
 

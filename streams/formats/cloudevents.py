@@ -6,7 +6,7 @@ CloudEvents attributes travel as ``ce_*`` headers, and ``datacontenttype`` as
 router) reads the decisions without a translator, and one that does not sees the same
 JSON as before.
 
->>> from detectors.decision import Decision
+>>> from driftline.detectors.decision import Decision
 >>> d = Decision("ab" * 16, "alert", "data_drift", "credit-risk", "v1", "critical", ("x0",),
 ...              {}, {}, {}, 1_767_225_600_000, 7, "Look at x0.")
 >>> dict(decision_headers(d, "/driftline/prod"))["ce_type"]
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from detectors.decision import Decision
+from driftline.detectors.decision import Decision
 
 SPEC_VERSION = b"1.0"
 TYPE_PREFIX = "io.driftline"

@@ -15,11 +15,11 @@ from typing import Any, Final, NamedTuple
 import orjson
 from aiokafka import ConsumerRecord
 
-from detectors.versions.pairing import Pairing
-from schemas.deadletter import DeadLetter
-from schemas.decode import decode
-from schemas.exceptions import DecodeError
-from schemas.formats import (
+from driftline.detectors.versions.pairing import Pairing
+from driftline.schemas.deadletter import DeadLetter
+from driftline.schemas.decode import decode
+from driftline.schemas.exceptions import DecodeError
+from driftline.schemas.formats import (
     InputSettings,
     RequestPart,
     ResponsePart,
@@ -28,7 +28,7 @@ from schemas.formats import (
     read_mapped,
     read_seldon,
 )
-from schemas.records import Event
+from driftline.schemas.records import Event
 
 SOURCE_HEADER: Final = "driftline-source"
 """Header the re-key stage adds: the original topic, partition, offset (JSON)."""

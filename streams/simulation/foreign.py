@@ -17,12 +17,12 @@ from typing import Any, Final
 
 import orjson
 
-from schemas.decode import encode
-from schemas.formats import SourceRecord
-from schemas.formats.kserve import REQUEST_TYPE as KSERVE_REQUEST
-from schemas.formats.kserve import RESPONSE_TYPE as KSERVE_RESPONSE
-from schemas.formats.oip_proto import ModelInferRequest, ModelInferResponse
-from schemas.records import Event, Outcome, Prediction
+from driftline.schemas.decode import encode
+from driftline.schemas.formats import SourceRecord
+from driftline.schemas.formats.kserve import REQUEST_TYPE as KSERVE_REQUEST
+from driftline.schemas.formats.kserve import RESPONSE_TYPE as KSERVE_RESPONSE
+from driftline.schemas.formats.oip_proto import ModelInferRequest, ModelInferResponse
+from driftline.schemas.records import Event, Outcome, Prediction
 
 MAPPING: Final = {
     "request_id": "/meta/id",

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from schemas.records import Event, Outcome, Prediction
+from driftline.schemas.records import Event, Outcome, Prediction
 
 HOUR_MS = 3_600_000
 INCIDENT_RATE = 0.2 / 3.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from schemas.records import Event, Outcome, Prediction
+from driftline.schemas.records import Event, Outcome, Prediction
 
 SCENARIOS = ("stationary", "mean_shift", "variance", "categorical", "concept", "prediction_only")
 """What changes at the change point (nothing for ``stationary``)."""

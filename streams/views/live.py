@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from detectors.engine import ModelEngine
-from detectors.feedback.monitor import PAIR, Bucket
-from streams.views.report import (
+from driftline.detectors.engine import ModelEngine
+from driftline.detectors.feedback.monitor import PAIR, Bucket
+from driftline.streams.views.report import (
     MARGIN,
     STYLE,
     WIDTH,

@@ -295,7 +295,7 @@ def render(decisions: Iterable[dict[str, Any]], title: str, source: str, charts:
 def read_decisions(lines: Iterable[bytes], source: str) -> list[dict[str, Any]]:
     """Decision objects from a JSONL file; a line that is not a decision is an error that
     names it."""
-    from schemas.exceptions import ConfigError  # noqa: PLC0415 (schemas is below streams)
+    from driftline.schemas.exceptions import ConfigError  # noqa: PLC0415 (schemas is below streams)
 
     out = []
     for n, line in enumerate(lines, start=1):

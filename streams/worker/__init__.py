@@ -6,7 +6,7 @@ partition; `alignment` orders a partition's two input topics; `publishing` deliv
 outputs; `rekey` is stage 0 of foreign formats; `settings` is ``[worker]``.
 """
 
-from streams.worker.settings import WorkerSettings
-from streams.worker.worker import Worker, run_worker
+from driftline.streams.worker.settings import WorkerSettings
+from driftline.streams.worker.worker import Worker, run_worker
 
 __all__ = ["Worker", "WorkerSettings", "run_worker"]

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from streams.worker.settings import WorkerSettings
-from streams.worker.shards import Shard
+from driftline.streams.worker.settings import WorkerSettings
+from driftline.streams.worker.shards import Shard
 
 ALIGN_BEHIND_FACTOR = 10
 """A topic whose high watermark says it holds more is waited for this many times

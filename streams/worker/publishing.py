@@ -19,8 +19,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from schemas.deadletter import DeadLetter
-from schemas.exceptions import PublishError
+from driftline.schemas.deadletter import DeadLetter
+from driftline.schemas.exceptions import PublishError
 
 RETRY_BACKOFF_S = 0.1
 """First wait before a retry; doubled after each failed attempt."""

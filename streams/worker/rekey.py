@@ -40,15 +40,15 @@ from aiokafka.errors import (
     UnknownMemberIdError,
 )
 
-from schemas.deadletter import DeadLetter
-from schemas.exceptions import DecodeError
-from schemas.formats import InputSettings, SourceRecord, seldon_pattern
-from schemas.formats.correlation import correlation_id, correlation_key
-from streams.config import Topics
-from streams.formats.ingest import SOURCE_HEADER, letter, source_header
-from streams.kafka import KafkaSettings
-from streams.metrics import Metrics
-from streams.worker.publishing import Publisher, send_dead_letters
+from driftline.schemas.deadletter import DeadLetter
+from driftline.schemas.exceptions import DecodeError
+from driftline.schemas.formats import InputSettings, SourceRecord, seldon_pattern
+from driftline.schemas.formats.correlation import correlation_id, correlation_key
+from driftline.streams.config import Topics
+from driftline.streams.formats.ingest import SOURCE_HEADER, letter, source_header
+from driftline.streams.kafka import KafkaSettings
+from driftline.streams.metrics import Metrics
+from driftline.streams.worker.publishing import Publisher, send_dead_letters
 
 log = logging.getLogger("driftline.rekey")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.settings import reject_unknown
-from schemas.exceptions import ConfigError
+from driftline.detectors.settings import reject_unknown
+from driftline.schemas.exceptions import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

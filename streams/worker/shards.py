@@ -9,13 +9,13 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from detectors.engine import ModelEngine, split_legacy_state
-from detectors.intake.clock import PartitionClock
-from detectors.intake.merge import ModelMerge
-from detectors.intake.recent import RecentIds
-from detectors.intake.stage import Intake, item_from_wire, item_to_wire
-from streams.checkpointing.store import Checkpoint
-from streams.formats.ingest import ForeignIntake
+from driftline.detectors.engine import ModelEngine, split_legacy_state
+from driftline.detectors.intake.clock import PartitionClock
+from driftline.detectors.intake.merge import ModelMerge
+from driftline.detectors.intake.recent import RecentIds
+from driftline.detectors.intake.stage import Intake, item_from_wire, item_to_wire
+from driftline.streams.checkpointing.store import Checkpoint
+from driftline.streams.formats.ingest import ForeignIntake
 
 log = logging.getLogger("driftline.worker")
 

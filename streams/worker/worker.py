@@ -56,30 +56,30 @@ from aiokafka.errors import (
     UnknownMemberIdError,
 )
 
-from detectors.decision import Decision
-from detectors.drift.reference import ReferenceProfile
-from detectors.engine import ModelEngine
-from detectors.intake.join import JOIN_COUNTERS
-from detectors.intake.stage import LABEL, Intake, Routed, item_from_wire, item_to_wire
-from schemas.deadletter import DeadLetter
-from schemas.decode import DEFAULT_MAX_MESSAGE_BYTES, FUTURE_TIMESTAMP, decode
-from schemas.exceptions import ConfigError, DecodeError
-from schemas.formats import SourceRecord
-from schemas.records import Event
-from streams.checkpointing.store import Checkpoint, read_checkpoints, write_checkpoint
-from streams.checkpointing.trim import StateTrimmer
-from streams.config import Config
-from streams.faults import ConnectionLog
-from streams.formats.cloudevents import decision_headers, source_of
-from streams.formats.ingest import ForeignIntake, letter, original
-from streams.kafka import KafkaSettings
-from streams.metrics import DRIFT_SCORE_MODELS, Metrics
-from streams.views.live import LiveView, model_scores, observe, version_scores
-from streams.worker.alignment import aligned
-from streams.worker.publishing import Publisher, send_dead_letters
-from streams.worker.rekey import Rekeyer, input_topics
-from streams.worker.settings import WorkerSettings
-from streams.worker.shards import ModelShard, Shard
+from driftline.detectors.decision import Decision
+from driftline.detectors.drift.reference import ReferenceProfile
+from driftline.detectors.engine import ModelEngine
+from driftline.detectors.intake.join import JOIN_COUNTERS
+from driftline.detectors.intake.stage import LABEL, Intake, Routed, item_from_wire, item_to_wire
+from driftline.schemas.deadletter import DeadLetter
+from driftline.schemas.decode import DEFAULT_MAX_MESSAGE_BYTES, FUTURE_TIMESTAMP, decode
+from driftline.schemas.exceptions import ConfigError, DecodeError
+from driftline.schemas.formats import SourceRecord
+from driftline.schemas.records import Event
+from driftline.streams.checkpointing.store import Checkpoint, read_checkpoints, write_checkpoint
+from driftline.streams.checkpointing.trim import StateTrimmer
+from driftline.streams.config import Config
+from driftline.streams.faults import ConnectionLog
+from driftline.streams.formats.cloudevents import decision_headers, source_of
+from driftline.streams.formats.ingest import ForeignIntake, letter, original
+from driftline.streams.kafka import KafkaSettings
+from driftline.streams.metrics import DRIFT_SCORE_MODELS, Metrics
+from driftline.streams.views.live import LiveView, model_scores, observe, version_scores
+from driftline.streams.worker.alignment import aligned
+from driftline.streams.worker.publishing import Publisher, send_dead_letters
+from driftline.streams.worker.rekey import Rekeyer, input_topics
+from driftline.streams.worker.settings import WorkerSettings
+from driftline.streams.worker.shards import ModelShard, Shard
 
 log = logging.getLogger("driftline.worker")
 

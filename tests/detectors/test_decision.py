@@ -5,8 +5,8 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from detectors.decision import Impact, Trigger, build_decision
-from schemas import load_schema
+from driftline.detectors.decision import Impact, Trigger, build_decision
+from driftline.schemas import load_schema
 
 
 def _decision(**changes):  # type: ignore[no-untyped-def]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.simulation.traffic import CHANGED_FEATURE
+from driftline.streams.simulation.traffic import CHANGED_FEATURE
 from tests.conftest import run_engine, served_at
 
 CHANGE_AT = 30_000

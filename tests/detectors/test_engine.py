@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from schemas.records import Outcome, Prediction
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Outcome, Prediction
 from tests.conftest import run_engine
 
 SMALL = DetectorSettings(warmup_events=2_000, window_events=2_000, label_warmup_events=1_000)

@@ -9,10 +9,10 @@ from dataclasses import replace
 
 import pytest
 
-from detectors.drift.reference import ReferenceBuilder
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from schemas.records import Prediction
+from driftline.detectors.drift.reference import ReferenceBuilder
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Prediction
 from tests.conftest import run_engine, served_at
 
 CHANGE_AT = 30_000

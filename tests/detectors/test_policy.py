@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from detectors.settings import DetectorSettings
-from schemas.records import Prediction
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Prediction
 from tests.conftest import run_engine
 
 

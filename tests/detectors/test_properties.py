@@ -9,11 +9,11 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from schemas.decode import MAX_FEATURES, REASONS, decode, encode
-from schemas.exceptions import DecodeError
-from schemas.records import Outcome, Prediction
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.decode import MAX_FEATURES, REASONS, decode, encode
+from driftline.schemas.exceptions import DecodeError
+from driftline.schemas.records import Outcome, Prediction
 
 T0 = 1_700_000_000_000
 PROPERTY = settings(

@@ -9,8 +9,8 @@ import jsonschema
 import orjson
 import pytest
 
-from schemas import load_schema
-from schemas.deadletter import MAX_HEADER_BYTES, DeadLetter
+from driftline.schemas import load_schema
+from driftline.schemas.deadletter import MAX_HEADER_BYTES, DeadLetter
 
 LIMIT = 1_048_576 - 512
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from schemas import DecodeError, Outcome, Prediction, decode, encode, parse_ts
+from driftline.schemas import DecodeError, Outcome, Prediction, decode, encode, parse_ts
 
 VALID = {
     "type": "prediction",

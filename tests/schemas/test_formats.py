@@ -9,12 +9,12 @@ import struct
 import orjson
 import pytest
 
-from detectors.pipeline import StagedPipeline
-from detectors.versions.pairing import Pairing
-from schemas import load_schema
-from schemas.decode import REASONS, encode
-from schemas.exceptions import ConfigError, DecodeError
-from schemas.formats import (
+from driftline.detectors.pipeline import StagedPipeline
+from driftline.detectors.versions.pairing import Pairing
+from driftline.schemas import load_schema
+from driftline.schemas.decode import REASONS, encode
+from driftline.schemas.exceptions import ConfigError, DecodeError
+from driftline.schemas.formats import (
     InputSettings,
     RequestPart,
     ResponsePart,
@@ -26,12 +26,12 @@ from schemas.formats import (
     read_seldon,
     seldon_pattern,
 )
-from schemas.formats.correlation import correlation_id
-from schemas.formats.oip_proto import ModelInferRequest
-from schemas.formats.recorded import record_from_line, record_to_line
-from streams.formats.ingest import ForeignIntake
-from streams.replay import Staged, replay, replay_records
-from streams.simulation.foreign import MAPPING, to_foreign
+from driftline.schemas.formats.correlation import correlation_id
+from driftline.schemas.formats.oip_proto import ModelInferRequest
+from driftline.schemas.formats.recorded import record_from_line, record_to_line
+from driftline.streams.formats.ingest import ForeignIntake
+from driftline.streams.replay import Staged, replay, replay_records
+from driftline.streams.simulation.foreign import MAPPING, to_foreign
 from tests import ROOT
 from tests.streams.worker.test_worker import SMALL
 
@@ -430,8 +430,8 @@ def test_every_reason_is_in_the_dead_letter_schema() -> None:
 def test_items_carry_their_trace_through_the_summaries_wire() -> None:
     """A trace rides as the wire row's last element; rows without one (older workers,
     older checkpoints) decode as before."""
-    from detectors.intake.stage import PREDICTION, Routed, item_from_wire, item_to_wire  # noqa: PLC0415
-    from schemas.records import Prediction  # noqa: PLC0415
+    from driftline.detectors.intake.stage import PREDICTION, Routed, item_from_wire, item_to_wire  # noqa: PLC0415
+    from driftline.schemas.records import Prediction  # noqa: PLC0415
 
     p = Prediction("e", "r", "m", "v", TS, {"x": 1.0}, 0.5)
     traced = Routed(PREDICTION, 3, TS, p, None, "00-" + "a" * 32 + "-" + "b" * 16 + "-01")
@@ -443,11 +443,11 @@ def test_items_carry_their_trace_through_the_summaries_wire() -> None:
 def test_decisions_find_the_trace_of_their_triggering_event() -> None:
     """Positions are counted as the model engine counts them (the labels of one outcome
     share one), and the decision's CloudEvent headers carry the trace."""
-    from detectors.decision import Decision  # noqa: PLC0415
-    from detectors.intake.stage import LABEL, PREDICTION, Label, Routed  # noqa: PLC0415
-    from schemas.records import Outcome, Prediction  # noqa: PLC0415
-    from streams.formats.cloudevents import decision_headers  # noqa: PLC0415
-    from streams.worker.worker import _traces_by_position  # noqa: PLC0415
+    from driftline.detectors.decision import Decision  # noqa: PLC0415
+    from driftline.detectors.intake.stage import LABEL, PREDICTION, Label, Routed  # noqa: PLC0415
+    from driftline.schemas.records import Outcome, Prediction  # noqa: PLC0415
+    from driftline.streams.formats.cloudevents import decision_headers  # noqa: PLC0415
+    from driftline.streams.worker.worker import _traces_by_position  # noqa: PLC0415
 
     p = Prediction("e1", "r1", "m", "v", TS, {"x": 1.0}, 0.5)
     o = Outcome("o1", "r1", "m", TS + 1, 1)
@@ -469,7 +469,7 @@ def test_the_readme_input_examples_load(tmp_path) -> None:
     """Every TOML example of README 'Input formats' is a configuration that loads."""
     import re  # noqa: PLC0415
 
-    from streams.config import load_config  # noqa: PLC0415
+    from driftline.streams.config import load_config  # noqa: PLC0415
 
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Input formats") : readme.index("## Decisions")]

@@ -8,10 +8,10 @@ import time
 
 import orjson
 
-from detectors.drift.reference import ReferenceBuilder
-from detectors.settings import DetectorSettings
-from streams.cli import main
-from streams.simulation.traffic import StreamSpec
+from driftline.detectors.drift.reference import ReferenceBuilder
+from driftline.detectors.settings import DetectorSettings
+from driftline.streams.cli import main
+from driftline.streams.simulation.traffic import StreamSpec
 from tests.conftest import stream
 from tests.kafka_helpers import (
     decisions,

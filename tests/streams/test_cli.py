@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from streams.cli import main
+from driftline.streams.cli import main
 
 
 def simulate(tmp_path: Path, scenario: str = "mean_shift", n: int = 30_000) -> Path:

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas.exceptions import ConfigError
-from streams.cli import _worker_parts, build_parser, main
-from streams.config import Topics, load_config
+from driftline.schemas.exceptions import ConfigError
+from driftline.streams.cli import _worker_parts, build_parser, main
+from driftline.streams.config import Topics, load_config
 
 
 def parts(tmp_path, toml: str, *flags: str):

@@ -12,11 +12,11 @@ from dataclasses import fields
 import pytest
 import yaml
 
-from detectors.settings import DetectorSettings
-from streams.cli import build_parser
-from streams.kafka import KafkaSettings
-from streams.metrics import Metrics
-from streams.worker import WorkerSettings
+from driftline.detectors.settings import DetectorSettings
+from driftline.streams.cli import build_parser
+from driftline.streams.kafka import KafkaSettings
+from driftline.streams.metrics import Metrics
+from driftline.streams.worker import WorkerSettings
 from tests import ROOT
 
 

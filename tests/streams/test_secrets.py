@@ -12,8 +12,8 @@ import zlib
 from dataclasses import replace
 from pathlib import Path
 
-from streams.broker import free_port
-from streams.worker import Worker, WorkerSettings
+from driftline.streams.broker import free_port
+from driftline.streams.worker import Worker, WorkerSettings
 from tests.kafka_helpers import (
     TEST_WORKER,
     config_for,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.kafka import BrokerUnavailable, KafkaSettings, wait_for_broker
+from driftline.streams.broker import EmbeddedBroker, free_port
+from driftline.streams.kafka import BrokerUnavailable, KafkaSettings, wait_for_broker
 
 
 def test_worker_without_a_broker_exits_with_one_line_naming_the_address(tmp_path) -> None:
@@ -113,7 +113,7 @@ def _worker_once(broker: str, tmp_path: Path, *flags: str) -> subprocess.Complet
 
 
 def _topic_flags(prefix: str) -> list[str]:
-    from streams.config import Topics  # noqa: PLC0415
+    from driftline.streams.config import Topics  # noqa: PLC0415
 
     topics = Topics.prefixed(prefix)
     return [x for name in Topics.names() for x in (f"--{name}-topic", getattr(topics, name))]
@@ -132,7 +132,7 @@ def test_missing_topics_are_one_line_naming_them_and_the_fix(broker, tmp_path) -
 async def test_a_broker_without_idempotent_producers_is_one_line(broker, tmp_path) -> None:
     """The embedded broker has no idempotent producer: with enable_idempotence on (the
     default), exit 2 and one line that says how to go on."""
-    from streams.config import Topics  # noqa: PLC0415
+    from driftline.streams.config import Topics  # noqa: PLC0415
     from tests.kafka_helpers import setup_topics  # noqa: PLC0415
 
     await setup_topics(broker, Topics.prefixed("idem"), 1)

@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import orjson
 
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from schemas.records import Outcome, Prediction
-from streams.simulation.traffic import hostile as simulate_hostile
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Outcome, Prediction
+from driftline.streams.simulation.traffic import hostile as simulate_hostile
 
 T0 = 1_700_000_000_000
 BOUNDS = DetectorSettings(

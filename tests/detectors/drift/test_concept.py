@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from river.datasets import synth
 
-from detectors.drift.concept import ConceptMonitor
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from schemas.records import Outcome, Prediction
+from driftline.detectors.drift.concept import ConceptMonitor
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Outcome, Prediction
 
 ARL = 1e9
 """Per-test average run length under the null, about what the default budget gives."""

@@ -8,10 +8,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from detectors.drift.numeric import NumericChannel
-from detectors.drift.reference import summarise_numeric
-from detectors.settings import DetectorSettings
-from detectors.signal import BatchMeta
+from driftline.detectors.drift.numeric import NumericChannel
+from driftline.detectors.drift.reference import summarise_numeric
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.signal import BatchMeta
 
 ARL = 20_000
 """Per-test average run length under the null: small, so false alarms are common enough

@@ -8,13 +8,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from detectors.drift.reference import ReferenceProfile
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from schemas.decode import encode
-from schemas.exceptions import ConfigError
-from streams.config import load_config, load_profile
-from streams.reference_build import build_profile
+from driftline.detectors.drift.reference import ReferenceProfile
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.decode import encode
+from driftline.schemas.exceptions import ConfigError
+from driftline.streams.config import load_config, load_profile
+from driftline.streams.reference_build import build_profile
 from tests.conftest import run_engine
 
 

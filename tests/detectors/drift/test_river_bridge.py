@@ -10,11 +10,11 @@ import pickle
 
 import pytest
 
-from detectors.drift.concept import ConceptMonitor
-from detectors.drift.river_bridge import ERROR_DETECTORS, RiverErrorDetector
-from detectors.settings import CHANNEL_DETECTORS as CHOICES
-from detectors.settings import DetectorSettings
-from schemas.exceptions import ConfigError
+from driftline.detectors.drift.concept import ConceptMonitor
+from driftline.detectors.drift.river_bridge import ERROR_DETECTORS, RiverErrorDetector
+from driftline.detectors.settings import CHANNEL_DETECTORS as CHOICES
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.exceptions import ConfigError
 from tests.detectors.drift.test_concept import _pairs, _run
 
 ARL = 1e8
@@ -96,7 +96,7 @@ def test_each_channel_detector_finds_a_shift_once_and_its_return(name) -> None:
     HDDM_W finds nothing, and that is River's bound, not a fault of the wrapping: its
     McDiarmid bound on an EWMA (lambda 0.05) at a confidence of 1e-7 is about 0.45 of the
     value range, more than a 3 sd move of scores clipped to +-4 (tried up to 3 sd)."""
-    from detectors.drift.river_bridge import RiverChannel  # noqa: PLC0415
+    from driftline.detectors.drift.river_bridge import RiverChannel  # noqa: PLC0415
 
     n, stop = (20_000, 12_000) if name != "kswin" else (9_000, 7_000)
     z, valid = _scores(3, n, [(4_000, stop, 1.0)])
@@ -117,7 +117,7 @@ def test_each_channel_detector_finds_a_shift_once_and_its_return(name) -> None:
 def test_a_downward_shift_latches_downward_and_recovers() -> None:
     """A move down is watched for its return from below (a recovery test built for a
     rise would release at once)."""
-    from detectors.drift.river_bridge import RiverChannel  # noqa: PLC0415
+    from driftline.detectors.drift.river_bridge import RiverChannel  # noqa: PLC0415
 
     z, valid = _scores(4, 30_000, [(5_000, 20_000, -0.8)])
     channel = RiverChannel("adwin", 2, 0)
@@ -136,7 +136,7 @@ def test_river_on_the_data_channel_through_the_engine(name, shift, make_stream) 
     through JSON mid-stream gives the same decisions."""
     import orjson  # noqa: PLC0415
 
-    from detectors.engine import Engine  # noqa: PLC0415
+    from driftline.detectors.engine import Engine  # noqa: PLC0415
     from tests.conftest import run_engine, served_at  # noqa: PLC0415
 
     settings = DetectorSettings(data_detector=name, prediction_detector=name)

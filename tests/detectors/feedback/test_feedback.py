@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from detectors.engine import Engine
-from detectors.feedback.monitor import action_taken, feedback_tag
-from detectors.settings import DetectorSettings
-from schemas.records import Prediction
-from streams.simulation.loops import HOUR_MS, TS0_MS, simulate
+from driftline.detectors.engine import Engine
+from driftline.detectors.feedback.monitor import action_taken, feedback_tag
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Prediction
+from driftline.streams.simulation.loops import HOUR_MS, TS0_MS, simulate
 from tests.conftest import run_engine
 
 SEEDS = range(10)
@@ -157,7 +157,7 @@ def test_sampling_at_high_volume_keeps_detection_and_quiet_controls() -> None:
 def test_a_request_is_sampled_with_its_outcome() -> None:
     """Sampling is a function of the request id alone: stable across monitors (replay,
     every worker) and about the nominal rate."""
-    from detectors.feedback.monitor import FeedbackMonitor  # noqa: PLC0415
+    from driftline.detectors.feedback.monitor import FeedbackMonitor  # noqa: PLC0415
 
     first, second = (
         FeedbackMonitor("m", DetectorSettings()),
@@ -173,7 +173,7 @@ def test_a_request_is_sampled_with_its_outcome() -> None:
 def test_retraining_a_model_in_a_loop_comes_with_a_caution() -> None:
     """Once a loop is flagged on a model, its retrain decisions warn that retraining on
     the labels it steered feeds the loop; other models' are untouched."""
-    from detectors.decision import Decision  # noqa: PLC0415
+    from driftline.detectors.decision import Decision  # noqa: PLC0415
 
     engine = Engine()
     assert loops_found(simulate("policing_loop", 0), engine)
@@ -241,7 +241,7 @@ def test_label_coverage_is_a_rate_when_labels_arrive_buckets_later() -> None:
 def test_a_label_never_counts_twice_against_its_bucket() -> None:
     """Direct: more labels than predictions for a bucket (replayed outcomes) leave the
     coverage at 1."""
-    from detectors.feedback.monitor import LABEL, PREDICTION, FeedbackMonitor, Record  # noqa: PLC0415
+    from driftline.detectors.feedback.monitor import LABEL, PREDICTION, FeedbackMonitor, Record  # noqa: PLC0415
 
     monitor = FeedbackMonitor("m", DetectorSettings())
     tag = monitor.registry.id((True, False, (("region", "a"),)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detectors.intake.clock import CLOCK_WINDOW, EventClock, PartitionClock
+from driftline.detectors.intake.clock import CLOCK_WINDOW, EventClock, PartitionClock
 
 SKEW = 15 * 60 * 1000
 T0 = 1_700_000_000_000

@@ -8,13 +8,13 @@ import random
 
 import orjson
 
-from detectors.intake.merge import ModelMerge
-from detectors.intake.stage import Intake, item_from_wire, item_to_wire
-from detectors.pipeline import StagedPipeline
-from detectors.settings import DetectorSettings
-from schemas.records import Outcome, Prediction
-from streams.kafka import partition_for
-from streams.simulation.traffic import StreamSpec, generate
+from driftline.detectors.intake.merge import ModelMerge
+from driftline.detectors.intake.stage import Intake, item_from_wire, item_to_wire
+from driftline.detectors.pipeline import StagedPipeline
+from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Outcome, Prediction
+from driftline.streams.kafka import partition_for
+from driftline.streams.simulation.traffic import StreamSpec, generate
 from tests.detectors.test_engine import SMALL
 
 

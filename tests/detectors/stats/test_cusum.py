@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.stats.cusum import CusumBank, bernoulli_kl, gaussian_threshold
+from driftline.detectors.stats.cusum import CusumBank, bernoulli_kl, gaussian_threshold
 
 
 def sequential(llr: np.ndarray, h: np.ndarray) -> list[tuple[int, int]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detectors.stats.latch import BERNOULLI, GAUSS_MEAN, GAUSS_VAR, LatchingBank
+from driftline.detectors.stats.latch import BERNOULLI, GAUSS_MEAN, GAUSS_VAR, LatchingBank
 
 FAMILY = np.array([GAUSS_MEAN, GAUSS_VAR, BERNOULLI])
 NULL = np.array([0.0, 1.0, 0.1])

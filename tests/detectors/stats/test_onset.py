@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.stats.onset import (
+from driftline.detectors.stats.onset import (
     dispersion,
     log_level_rise,
     pooled_log_split,

@@ -7,7 +7,7 @@ import statistics
 import numpy as np
 import pytest
 
-from detectors.versions.comparison import MeanComparison, PairedComparison
+from driftline.detectors.versions.comparison import MeanComparison, PairedComparison
 
 SEEDS = range(10)
 BATCH = 65_536
@@ -99,7 +99,7 @@ def test_state_round_trip_continues_exactly() -> None:
 
 def canary_stream(make_stream, seed: int, flip: float, n: int = 120_000):
     """A stable champion v1 with a canary v2 on 10 % of requests."""
-    from streams.simulation.traffic import with_canary  # noqa: PLC0415
+    from driftline.streams.simulation.traffic import with_canary  # noqa: PLC0415
 
     events = list(make_stream(scenario="stationary", n_predictions=n, change_at=n, seed=seed))
     return with_canary(events, 0.10, flip, seed)
@@ -108,7 +108,7 @@ def canary_stream(make_stream, seed: int, flip: float, n: int = 120_000):
 def test_worse_canary_is_rolled_back_through_the_engine(make_stream) -> None:
     """Through the engine: a canary 5 points worse gets one rollback decision, back to the
     stable version, with the interval and the canary's traffic share as evidence."""
-    from detectors.engine import Engine  # noqa: PLC0415
+    from driftline.detectors.engine import Engine  # noqa: PLC0415
     from tests.conftest import run_engine  # noqa: PLC0415
 
     decisions = run_engine(canary_stream(make_stream, 71, 0.12), engine=Engine())
@@ -129,7 +129,7 @@ def test_worse_canary_is_rolled_back_through_the_engine(make_stream) -> None:
 
 def test_equal_canary_is_not_rolled_back_through_the_engine(make_stream) -> None:
     """Through the engine: an equal canary raises no rollback (and no drift)."""
-    from detectors.engine import Engine  # noqa: PLC0415
+    from driftline.detectors.engine import Engine  # noqa: PLC0415
     from tests.conftest import run_engine  # noqa: PLC0415
 
     decisions = run_engine(canary_stream(make_stream, 72, 0.0), engine=Engine())
@@ -139,7 +139,7 @@ def test_equal_canary_is_not_rolled_back_through_the_engine(make_stream) -> None
 def challenger_stream(make_stream, seed: int, champion_flip: float, n: int = 60_000):
     """Every request scored by champion v1 and challenger v2 (same request_id); the
     champion flips a share of its scores, the challenger serves the true scores."""
-    from schemas.records import Prediction  # noqa: PLC0415
+    from driftline.schemas.records import Prediction  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
     out = []
@@ -178,7 +178,7 @@ def challenger_stream(make_stream, seed: int, champion_flip: float, n: int = 60_
 def test_better_challenger_is_reported_through_the_engine(make_stream) -> None:
     """Champion and challenger on the same requests: the better challenger gets one
     challenger_better alert with the paired evidence."""
-    from detectors.engine import Engine  # noqa: PLC0415
+    from driftline.detectors.engine import Engine  # noqa: PLC0415
     from tests.conftest import run_engine  # noqa: PLC0415
 
     decisions = run_engine(challenger_stream(make_stream, 81, 0.12), engine=Engine())
@@ -191,7 +191,7 @@ def test_better_challenger_is_reported_through_the_engine(make_stream) -> None:
 
 def test_equal_challenger_is_not_reported_through_the_engine(make_stream) -> None:
     """Same scores from both versions: pairs are fed and none is discordant, so no alert."""
-    from detectors.engine import Engine  # noqa: PLC0415
+    from driftline.detectors.engine import Engine  # noqa: PLC0415
     from tests.conftest import run_engine  # noqa: PLC0415
 
     engine = Engine()

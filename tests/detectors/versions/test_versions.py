@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.engine import Engine
-from detectors.settings import DetectorSettings
-from detectors.versions.registry import ModelVersions
-from streams.simulation.traffic import with_canary, with_promotion
+from driftline.detectors.engine import Engine
+from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.versions.registry import ModelVersions
+from driftline.streams.simulation.traffic import with_canary, with_promotion
 from tests.conftest import run_engine
 
 
@@ -156,7 +156,7 @@ def _outcome_ordered_stream(
     arrive 1-6 hours after the prediction and positive ones a day later (repayments
     before defaults). From ``canary_from_hour`` on, a fifth of the traffic goes to a
     canary v2 that inverts a ``canary_flip`` share of its scores."""
-    from schemas.records import Outcome, Prediction  # noqa: PLC0415
+    from driftline.schemas.records import Outcome, Prediction  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
     hour = 3_600_000
@@ -244,8 +244,8 @@ def test_a_retrained_model_with_the_same_miscalibration_gets_one_gap_alert() -> 
     first version's gap is reported, its successors' identical gaps are not."""
     from dataclasses import replace  # noqa: PLC0415
 
-    from schemas.records import Prediction  # noqa: PLC0415
-    from streams.simulation.loops import simulate  # noqa: PLC0415
+    from driftline.schemas.records import Prediction  # noqa: PLC0415
+    from driftline.streams.simulation.loops import simulate  # noqa: PLC0415
 
     events = [
         replace(e, prediction=0.3) if type(e) is Prediction else e

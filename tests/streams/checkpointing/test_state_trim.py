@@ -10,7 +10,7 @@ import os
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.checkpointing.store import (
+from driftline.streams.checkpointing.store import (
     CHUNK_BYTES,
     Checkpoint,
     read_checkpoints,
@@ -18,9 +18,9 @@ from streams.checkpointing.store import (
     trim_point,
     write_checkpoint,
 )
-from streams.checkpointing.trim import StateTrimmer
-from streams.kafka import KafkaSettings
-from streams.metrics import Metrics
+from driftline.streams.checkpointing.trim import StateTrimmer
+from driftline.streams.kafka import KafkaSettings
+from driftline.streams.metrics import Metrics
 from tests.kafka_helpers import topics_for
 
 

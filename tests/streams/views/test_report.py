@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.cli import main
+from driftline.streams.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
@@ -193,8 +193,8 @@ async def test_the_live_view_shows_the_worker_as_it_runs(broker, make_stream, tm
     import asyncio  # noqa: PLC0415
 
     async_api = pytest.importorskip("playwright.async_api")
-    from streams.broker import free_port  # noqa: PLC0415
-    from streams.worker import Worker, WorkerSettings  # noqa: PLC0415
+    from driftline.streams.broker import free_port  # noqa: PLC0415
+    from driftline.streams.worker import Worker, WorkerSettings  # noqa: PLC0415
     from tests.kafka_helpers import (  # noqa: PLC0415
         TEST_WORKER,
         config_for,
@@ -209,7 +209,7 @@ async def test_the_live_view_shows_the_worker_as_it_runs(broker, make_stream, tm
 
     topics = topics_for("live")
     await setup_topics(broker, topics, 1)
-    from streams.simulation.traffic import with_canary  # noqa: PLC0415
+    from driftline.streams.simulation.traffic import with_canary  # noqa: PLC0415
 
     base = make_stream(scenario="mean_shift", n_predictions=20_000, change_at=8_000, seed=31)
     events = with_canary(list(base), 0.10, 0.0, seed=31)  # an equal canary: still running
@@ -298,9 +298,9 @@ async def test_the_live_view_shows_the_worker_as_it_runs(broker, make_stream, tm
 def test_the_live_view_draws_allocation_shares_of_a_feedback_loop() -> None:
     """After the policing loop, the live fragment has one share series per district, and
     the last point of each is that district's share of the last closed bucket."""
-    from detectors.engine import Engine  # noqa: PLC0415
-    from streams.simulation.loops import simulate  # noqa: PLC0415
-    from streams.views.live import LiveView  # noqa: PLC0415
+    from driftline.detectors.engine import Engine  # noqa: PLC0415
+    from driftline.streams.simulation.loops import simulate  # noqa: PLC0415
+    from driftline.streams.views.live import LiveView  # noqa: PLC0415
     from tests.conftest import run_engine  # noqa: PLC0415
 
     engine = Engine()

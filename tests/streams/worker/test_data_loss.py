@@ -20,12 +20,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-import streams.worker.worker
-from schemas.decode import encode
-from schemas.exceptions import PublishError
-from schemas.records import Event, Prediction
-from streams.simulation.traffic import StreamSpec
-from streams.worker import Worker, WorkerSettings
+from driftline.schemas.decode import encode
+from driftline.schemas.exceptions import PublishError
+from driftline.schemas.records import Event, Prediction
+from driftline.streams.simulation.traffic import StreamSpec
+from driftline.streams.worker import Worker, WorkerSettings
+from driftline.streams.worker import worker as worker_module
 from tests.conftest import stream
 from tests.kafka_helpers import (
     TEST_WORKER,
@@ -178,7 +178,7 @@ async def test_a_refused_dead_letter_stops_the_worker_without_checkpointing_past
     await setup_topics(broker, topics, 1)
     group = f"g-loss-refused{next(_runs)}"
     with monkeypatch.context() as patch:
-        patch.setattr(streams.worker.worker, "RECORD_OVERHEAD_BYTES", -(64 << 10))
+        patch.setattr(worker_module, "RECORD_OVERHEAD_BYTES", -(64 << 10))
         failing = worker(broker, topics, group)
         with pytest.raises(PublishError, match=topics.deadletter):
             await asyncio.wait_for(failing.run(), 90)

@@ -17,13 +17,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas.decode import encode
-from streams.broker import EmbeddedBroker, free_port
-from streams.cli import main
-from streams.faults import ConnectionLog
-from streams.metrics import Metrics
-from streams.simulation.traffic import StreamSpec
-from streams.worker import Worker, WorkerSettings
+from driftline.schemas.decode import encode
+from driftline.streams.broker import EmbeddedBroker, free_port
+from driftline.streams.cli import main
+from driftline.streams.faults import ConnectionLog
+from driftline.streams.metrics import Metrics
+from driftline.streams.simulation.traffic import StreamSpec
+from driftline.streams.worker import Worker, WorkerSettings
 from tests import ROOT
 from tests.conftest import stream
 from tests.kafka_helpers import (
@@ -141,7 +141,8 @@ async def test_a_cut_during_a_checkpoint_write_resumes_with_nothing_lost(
     confirmed, before its state records are acknowledged) and comes back 8 s later: the
     write completes or is superseded, the worker resumes by itself, and the state covers
     every record once."""
-    import streams.worker.worker  # noqa: PLC0415 (the module whose checkpoint writer is wrapped)
+    # The module whose checkpoint writer is wrapped:
+    from driftline.streams.worker import worker as worker_module  # noqa: PLC0415
 
     proxy, bootstrap = await start_proxy(proxied_broker)
     topics = topics_for("cutcp")
@@ -169,7 +170,7 @@ async def test_a_cut_during_a_checkpoint_write_resumes_with_nothing_lost(
         topics_for("cutcp-run"), predictions=topics.predictions, outcomes=topics.outcomes
     )
     await setup_topics(bootstrap, mine, 1)
-    real_write = streams.worker.worker.write_checkpoint
+    real_write = worker_module.write_checkpoint
     writes = 0
     restored = asyncio.Event()
 
@@ -186,7 +187,7 @@ async def test_a_cut_during_a_checkpoint_write_resumes_with_nothing_lost(
             asyncio.get_running_loop().create_task(restore_later())
         return await real_write(*args, **kwargs)
 
-    monkeypatch.setattr(streams.worker.worker, "write_checkpoint", cut_mid_write)
+    monkeypatch.setattr(worker_module, "write_checkpoint", cut_mid_write)
     settings = WorkerSettings(group_id="g-cutcp", max_batch_records=500, **TEST_WORKER)
     worker = Worker(config_for(mine, SMALL), kafka(bootstrap), settings)
     task = asyncio.create_task(worker.run())

@@ -13,9 +13,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 
-from schemas.exceptions import PublishError
-from streams.simulation.traffic import StreamSpec
-from streams.worker import Worker, WorkerSettings
+from driftline.schemas.exceptions import PublishError
+from driftline.streams.simulation.traffic import StreamSpec
+from driftline.streams.worker import Worker, WorkerSettings
 from tests.conftest import stream
 from tests.kafka_helpers import (
     TEST_WORKER,

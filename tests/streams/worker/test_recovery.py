@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from schemas.decode import encode
-from streams.cli import main
-from streams.simulation.traffic import StreamSpec
+from driftline.schemas.decode import encode
+from driftline.streams.cli import main
+from driftline.streams.simulation.traffic import StreamSpec
 from tests.conftest import stream
 from tests.kafka_helpers import (
     TEST_WORKER,
@@ -131,7 +131,7 @@ async def test_kill_minus_9_loses_nothing_and_duplicates_nothing(
 
 async def test_two_workers_share_partitions_and_agree(broker, produced, reference_run) -> None:
     """Two workers in one group split the partitions and together decide the same."""
-    from streams.worker import Worker, WorkerSettings  # noqa: PLC0415
+    from driftline.streams.worker import Worker, WorkerSettings  # noqa: PLC0415
     from tests.kafka_helpers import config_for, kafka  # noqa: PLC0415
 
     topics, total = produced
@@ -220,7 +220,7 @@ def test_the_worker_on_4_partitions_detects_as_one_partition_does(
 
 def test_worker_config_file_parses(tmp_path) -> None:
     """The TOML the tests write is a valid worker configuration."""
-    from streams.cli import _worker_parts, build_parser  # noqa: PLC0415
+    from driftline.streams.cli import _worker_parts, build_parser  # noqa: PLC0415
 
     config = write_config(tmp_path / "w.toml", topics_for("x"), "g", DETECTORS)
     args = build_parser().parse_args(["worker", "--config", str(config)])
@@ -278,8 +278,8 @@ async def test_state_that_cannot_be_read_at_assignment_is_retried_then_fails_the
     callback raises)."""
     from aiokafka.errors import KafkaConnectionError  # noqa: PLC0415
 
-    from streams.worker import Worker, WorkerSettings  # noqa: PLC0415
-    from streams.worker import worker as worker_module  # noqa: PLC0415
+    from driftline.streams.worker import Worker, WorkerSettings  # noqa: PLC0415
+    from driftline.streams.worker import worker as worker_module  # noqa: PLC0415
     from tests.kafka_helpers import config_for, kafka  # noqa: PLC0415
 
     topics, total = produced

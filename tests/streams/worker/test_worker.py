@@ -11,9 +11,9 @@ from datetime import datetime
 
 import orjson
 
-from detectors.settings import DetectorSettings
-from streams.broker import free_port
-from streams.worker import Worker, WorkerSettings
+from driftline.detectors.settings import DetectorSettings
+from driftline.streams.broker import free_port
+from driftline.streams.worker import Worker, WorkerSettings
 from tests.kafka_helpers import (
     TEST_WORKER,
     config_for,
@@ -167,7 +167,7 @@ async def test_worker_rolls_back_a_bad_canary(broker, make_stream) -> None:
     """Through the broker: a canary 5 points worse on 10 % of traffic is rolled back to the
     stable version on the rollback topic (the model stage judges the canary on both
     partitions' traffic together)."""
-    from streams.simulation.traffic import with_canary  # noqa: PLC0415
+    from driftline.streams.simulation.traffic import with_canary  # noqa: PLC0415
 
     topics = topics_for(f"canary{next(_names)}")
     await setup_topics(broker, topics, 2)
@@ -188,7 +188,7 @@ async def test_worker_flags_a_feedback_loop(broker) -> None:
     citizen reports as independent outcomes on the outcomes topic; the runaway allocation
     is flagged once on the alerts topic (the model stage sees both partitions: one loop,
     one id)."""
-    from streams.simulation.loops import simulate  # noqa: PLC0415
+    from driftline.streams.simulation.loops import simulate  # noqa: PLC0415
 
     topics = topics_for(f"loop{next(_names)}")
     await setup_topics(broker, topics, 2)
@@ -214,10 +214,10 @@ async def test_a_live_stream_is_merged_in_order_and_decided_as_replay_decides(
     themselves idle the moment they caught up made 65 % of such a stream late."""
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
-    from detectors.pipeline import StagedPipeline  # noqa: PLC0415
-    from schemas.decode import encode  # noqa: PLC0415
-    from schemas.records import Prediction  # noqa: PLC0415
-    from streams.replay import Staged, replay  # noqa: PLC0415
+    from driftline.detectors.pipeline import StagedPipeline  # noqa: PLC0415
+    from driftline.schemas.decode import encode  # noqa: PLC0415
+    from driftline.schemas.records import Prediction  # noqa: PLC0415
+    from driftline.streams.replay import Staged, replay  # noqa: PLC0415
 
     topics = topics_for(f"live{next(_names)}")
     await setup_topics(broker, topics, 4)

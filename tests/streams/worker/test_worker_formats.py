@@ -16,13 +16,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from detectors.pipeline import StagedPipeline
-from schemas.decode import encode
-from schemas.formats import InputSettings, SourceRecord
-from streams.config import Config
-from streams.replay import Staged, replay
-from streams.simulation.foreign import MAPPING, to_foreign
-from streams.worker import Worker, WorkerSettings
+from driftline.detectors.pipeline import StagedPipeline
+from driftline.schemas.decode import encode
+from driftline.schemas.formats import InputSettings, SourceRecord
+from driftline.streams.config import Config
+from driftline.streams.replay import Staged, replay
+from driftline.streams.simulation.foreign import MAPPING, to_foreign
+from driftline.streams.worker import Worker, WorkerSettings
 from tests.kafka_helpers import (
     TEST_WORKER,
     decisions,
