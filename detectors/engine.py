@@ -32,6 +32,7 @@ from driftline.detectors.feedback.monitor import (
     INDEPENDENT,
     LABEL,
     PREDICTION,
+    R_MODEL,
     FeedbackMonitor,
     Record,
     feedback_tag,
@@ -185,7 +186,7 @@ class ModelEngine:
             tag = registry.id(tag_key)
         found = action if type(action) is tuple else p.prediction
         batch.loops.append(
-            Record(
+            (
                 model_id,
                 PREDICTION,
                 seq,
@@ -208,7 +209,7 @@ class ModelEngine:
             and (feedback := self.feedback(model_id)).sampled(event.request_id)
         ):
             batch.loops.append(
-                Record(
+                (
                     model_id,
                     LABEL,
                     seq,
@@ -238,7 +239,7 @@ class ModelEngine:
             return  # counted as an outcome; nothing else uses it
         segment = outcome.segment
         batch.loops.append(
-            Record(
+            (
                 model_id,
                 INDEPENDENT,
                 seq,
@@ -348,12 +349,12 @@ class ModelEngine:
     def _feedback_loops(self, loops: list[Record]) -> list[Decision]:
         """Feed the feedback-loop monitors in arrival order; their decisions name the stable
         version, and a loop found within the window after a promotion also rolls it back."""
-        touched = sorted({r.model_id for r in loops})
+        touched = sorted({r[R_MODEL] for r in loops})
         by_model: dict[str, list[Record]] = {touched[0]: loops}
         if len(touched) > 1:
             by_model = {model_id: [] for model_id in touched}
             for record in loops:
-                by_model[record.model_id].append(record)
+                by_model[record[R_MODEL]].append(record)
         for model_id in touched:
             self.feedback(model_id).observe(by_model[model_id])
         decisions: list[Decision] = []

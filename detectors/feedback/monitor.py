@@ -31,7 +31,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import Any, Final
 from zlib import crc32
 
 import numpy as np
@@ -91,24 +91,26 @@ Tag = tuple[bool, bool, tuple[tuple[str, str], ...]]
 PREDICTION, LABEL, INDEPENDENT = 0, 1, 2
 
 
-class Record(NamedTuple):
-    """An event for the feedback monitor, in arrival order."""
+Record = tuple[str, int, int, int, str, Any, Any, Any, int]
+"""An event for the feedback monitor, in arrival order: a tuple read by the indices below.
+Not a NamedTuple: measured with `benchmarks/feedback_cost.py`, one cost about 1 us more per
+event on the loop simulations (building one takes about 0.5 us, each field read 25 ns
+more), on a path whose cost is already above its target."""
 
-    model_id: str
-    kind: int
-    """`PREDICTION`, `LABEL` (a joined outcome) or `INDEPENDENT` (an outcome of no
-    prediction: a report, a complaint)."""
-    seq: int
-    """The item's position in the model stage's merge order."""
-    ts: int
-    event_id: str
-    tag: Any
-    """The prediction's tag id (`TagRegistry`); an independent outcome's segment pairs."""
-    items: Any
-    """Items shown (a ranked list) or the prediction a label is for; None otherwise."""
-    label: Any
-    prediction_ts: int
-    """Event time of the prediction a label is for (its own ``ts`` for the other kinds)."""
+R_MODEL: Final = 0
+R_KIND: Final = 1
+R_SEQ: Final = 2
+R_TS: Final = 3
+R_EVENT_ID: Final = 4
+R_TAG: Final = 5
+R_ITEMS: Final = 6
+R_LABEL: Final = 7
+R_PREDICTION_TS: Final = 8
+"""A record's fields: model id; kind (`PREDICTION`, `LABEL` for a joined outcome,
+`INDEPENDENT` for an outcome of no prediction); position in the model stage's merge order;
+event time; event id; the prediction's tag id (`TagRegistry`), or an independent outcome's
+segment pairs; the items shown (a ranked list) or the prediction a label is for, else None;
+the label; the event time of the prediction a label is for (its own time otherwise)."""
 
 
 def feedback_tag(
@@ -325,33 +327,33 @@ class RawBucket:
         self.events += len(run)
         self.volume += len(run) << shift
         own_ids, explore_ids, tags = registry.own, registry.explore, registry.tags
-        predictions = [r for r in run if r.kind == PREDICTION]
+        predictions = [r for r in run if r[R_KIND] == PREDICTION]
         if predictions:
-            self.predictions.update([r.tag for r in predictions])
-            shown = [r for r in predictions if r.items is not None and r.tag in own_ids]
+            self.predictions.update([r[R_TAG] for r in predictions])
+            shown = [r for r in predictions if r[R_ITEMS] is not None and r[R_TAG] in own_ids]
             if shown:
-                _count(self.exposure, OVERALL, chain.from_iterable(r.items for r in shown))
+                _count(self.exposure, OVERALL, chain.from_iterable(r[R_ITEMS] for r in shown))
                 self.shown[OVERALL] += len(shown)
                 for r in shown:
-                    for pair in tags[r.tag][2][:max_cohorts]:
-                        _count(self.exposure, key(pair), r.items)
+                    for pair in tags[r[R_TAG]][2][:max_cohorts]:
+                        _count(self.exposure, key(pair), r[R_ITEMS])
                         self.shown[key(pair)] += 1
-        labels = [r for r in run if r.kind == LABEL and r.label is not None]
+        labels = [r for r in run if r[R_KIND] == LABEL and r[R_LABEL] is not None]
         if labels:
-            explore = [r for r in labels if r.tag in explore_ids]
-            own = [r for r in labels if r.tag in own_ids]
-            self.explore_positive.update([r.tag for r in explore if is_positive(r.label)])
-            self.explore_clicks.update([r.label for r in explore if type(r.label) is str])
-            self.clicks.update([r.label for r in own if type(r.label) is str])
+            explore = [r for r in labels if r[R_TAG] in explore_ids]
+            own = [r for r in labels if r[R_TAG] in own_ids]
+            self.explore_positive.update([r[R_TAG] for r in explore if is_positive(r[R_LABEL])])
+            self.explore_clicks.update([r[R_LABEL] for r in explore if type(r[R_LABEL]) is str])
+            self.clicks.update([r[R_LABEL] for r in own if type(r[R_LABEL]) is str])
             # Agreement needs a class or a ranked list; scores are skipped.
-            for r in [r for r in own if type(r.items) is not float]:
-                agreed = _agrees(r.items, r.label)
+            for r in [r for r in own if type(r[R_ITEMS]) is not float]:
+                agreed = _agrees(r[R_ITEMS], r[R_LABEL])
                 if agreed is not None:
                     self.agreement[0] += agreed
                     self.agreement[1] += 1
-        independent = [r for r in run if r.kind == INDEPENDENT and is_positive(r.label)]
+        independent = [r for r in run if r[R_KIND] == INDEPENDENT and is_positive(r[R_LABEL])]
         if independent:
-            self.independent.update([r.tag for r in independent])
+            self.independent.update([r[R_TAG] for r in independent])
 
     def label(self, tag: int) -> None:
         """A label of a prediction made in this bucket (never more labels than
@@ -517,8 +519,8 @@ class FeedbackMonitor:
         # These records were sampled with the shift in force before this call; a close
         # below changes it for the next batch only.
         self.batch_shift = self.sample_shift
-        own_ts = [r.ts for r in records if r.kind == PREDICTION]
-        other_ts = [r.ts for r in records if r.kind != PREDICTION]
+        own_ts = [r[R_TS] for r in records if r[R_KIND] == PREDICTION]
+        other_ts = [r[R_TS] for r in records if r[R_KIND] != PREDICTION]
         own_max = max(own_ts, default=self.watermarks[0])
         other_max = max(other_ts, default=self.watermarks[1])
         final = min(own_max, other_max) if other_max > -_NEVER else own_max
@@ -531,8 +533,8 @@ class FeedbackMonitor:
             if self.open and len(self.open) > self.settings.feedback_windows:
                 self._close(records[-1])
             return
-        ts = np.fromiter((r.ts for r in records), np.float64, len(records))
-        is_prediction = np.fromiter((r.kind == PREDICTION for r in records), bool, len(records))
+        ts = np.fromiter((r[R_TS] for r in records), np.float64, len(records))
+        is_prediction = np.fromiter((r[R_KIND] == PREDICTION for r in records), bool, len(records))
         own = np.maximum.accumulate(np.where(is_prediction, ts, self.watermarks[0]))
         other = np.maximum.accumulate(np.where(is_prediction, self.watermarks[1], ts))
         self.watermarks = [float(own[-1]), float(other[-1])]
@@ -572,7 +574,7 @@ class FeedbackMonitor:
         if len(self.history) > recent:
             self.history[-recent - 1].forget_items()
         self.closed_through = oldest
-        self.decisions += self._evaluate(trigger.ts, trigger.seq, trigger.event_id)
+        self.decisions += self._evaluate(trigger[R_TS], trigger[R_SEQ], trigger[R_EVENT_ID])
         volume = closed.volume
         shift = 0
         while volume >> (shift + 1) >= self.settings.feedback_sample_target:
@@ -581,7 +583,7 @@ class FeedbackMonitor:
 
     def _add(self, run: list[Record]) -> None:
         bucket_ms, floor = self.bucket_ms, self.closed_through + self.bucket_ms
-        starts = [r.ts - r.ts % bucket_ms for r in run]
+        starts = [r[R_TS] - r[R_TS] % bucket_ms for r in run]
         if min(starts) < floor:  # too late for a closed bucket: counts in the oldest open
             starts = [max(start, floor) for start in starts]
         groups: dict[int, list[Record]]
@@ -596,7 +598,7 @@ class FeedbackMonitor:
             if bucket is None:
                 bucket = self.open[start] = RawBucket(start)
             bucket.add(records, self.registry, self.settings.feedback_max_cohorts, self.batch_shift)
-        labels = [r for r in run if r.kind == LABEL]
+        labels = [r for r in run if r[R_KIND] == LABEL]
         if labels:
             self._cover(labels)
 
@@ -606,15 +608,15 @@ class FeedbackMonitor:
         bucket_ms = self.bucket_ms
         closed: dict[int, Bucket] | None = None
         for r in labels:
-            start = r.prediction_ts - r.prediction_ts % bucket_ms
+            start = r[R_PREDICTION_TS] - r[R_PREDICTION_TS] % bucket_ms
             raw = self.open.get(start)
             if raw is not None:
-                raw.label(r.tag)
+                raw.label(r[R_TAG])
                 continue
             if closed is None:
                 closed = {b.start_ts: b for b in self.history}
             bucket = closed.get(start)
-            acted, explore, _ = self.registry.tags[r.tag]
+            acted, explore, _ = self.registry.tags[r[R_TAG]]
             if bucket is None or explore:
                 self.unmatched_labels += bucket is None
                 continue

@@ -241,17 +241,17 @@ def test_label_coverage_is_a_rate_when_labels_arrive_buckets_later() -> None:
 def test_a_label_never_counts_twice_against_its_bucket() -> None:
     """Direct: more labels than predictions for a bucket (replayed outcomes) leave the
     coverage at 1."""
-    from driftline.detectors.feedback.monitor import LABEL, PREDICTION, FeedbackMonitor, Record  # noqa: PLC0415
+    from driftline.detectors.feedback.monitor import LABEL, PREDICTION, FeedbackMonitor  # noqa: PLC0415
 
     monitor = FeedbackMonitor("m", DetectorSettings())
     tag = monitor.registry.id((True, False, (("region", "a"),)))
     ts = TS0_MS
     predictions = [
-        Record("m", PREDICTION, i, ts + i, f"p{i}", tag, None, None, ts + i) for i in range(10)
+        ("m", PREDICTION, i, ts + i, f"p{i}", tag, None, None, ts + i) for i in range(10)
     ]
     monitor.observe(predictions)
     labels = [
-        Record("m", LABEL, 10 + i, ts + 100 + i, f"o{i % 10}", tag, 0.1, 0, ts + i % 10)
+        ("m", LABEL, 10 + i, ts + 100 + i, f"o{i % 10}", tag, 0.1, 0, ts + i % 10)
         for i in range(25)
     ]
     monitor.observe(labels)
