@@ -57,7 +57,8 @@ class WorkerSettings:
     of a stream that really paused by only that much."""
     publish_timeout_s: float = 120.0
     """How long an output refused for a reason that can pass (broker away, leader
-    election, delivery timeout) is retried before the worker stops. Two minutes rides
+    election, delivery timeout), or a read of the state of newly assigned partitions, is
+    retried before the worker stops. Two minutes rides
     out a broker restart; a longer outage stops the worker cleanly (nothing committed
     past the undelivered output) for its supervisor to restart."""
     state_trim_interval_s: float = 300.0
