@@ -59,6 +59,31 @@ CONNECTION_MESSAGES: Final = (
 """Message templates aiokafka logs for the same faults when the error is not an argument."""
 
 
+class Backoff:
+    """Pauses between attempts at something that can pass (a broker away, a leader
+    election): doubling from ``first_s`` up to ``longest_s``, until ``timeout_s`` after
+    the first attempt.
+
+    >>> b = Backoff(timeout_s=60, first_s=0.1, longest_s=0.3)
+    >>> [b.next_pause() for _ in range(4)], b.expired
+    ([0.1, 0.2, 0.3, 0.3], False)
+    """
+
+    def __init__(self, timeout_s: float, first_s: float, longest_s: float) -> None:
+        self.deadline = time.monotonic() + timeout_s
+        self.pause = first_s
+        self.longest_s = longest_s
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def next_pause(self) -> float:
+        """How long to wait before the next attempt (each call doubles the next one)."""
+        pause, self.pause = self.pause, min(self.pause * 2, self.longest_s)
+        return pause
+
+
 class ConnectionLog(logging.Filter):
     """Collapses aiokafka's connection-fault records into one line per outage.
 

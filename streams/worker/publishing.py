@@ -12,7 +12,6 @@ what to do, and the worker stops without checkpointing past it.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from driftline.schemas.deadletter import DeadLetter
 from driftline.schemas.exceptions import PublishError
+from driftline.streams.faults import Backoff
 
 RETRY_BACKOFF_S = 0.1
 """First wait before a retry; doubled after each failed attempt."""
@@ -100,16 +100,14 @@ class Publisher:
         await self.producer.flush()
         queued, self.queued = self.queued, []
         for item in queued:
-            deadline = time.monotonic() + self.timeout_s
-            backoff = RETRY_BACKOFF_S
+            backoff = Backoff(self.timeout_s, RETRY_BACKOFF_S, MAX_RETRY_BACKOFF_S)
             while True:
                 try:
                     await item.future
                     break
                 except KafkaError as exc:
-                    self._give_up_unless_retryable(exc, item.topic, item.value, deadline)
-                    await self._wait(backoff)
-                    backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
+                    self._give_up_unless_retryable(exc, item.topic, item.value, backoff)
+                    await self._wait(backoff.next_pause())
                     item.future = await self._send(
                         item.topic,
                         item.value,
@@ -128,8 +126,7 @@ class Publisher:
         headers: list[tuple[str, bytes]] | None = None,
         timestamp_ms: int | None = None,
     ) -> asyncio.Future[Any]:
-        deadline = time.monotonic() + self.timeout_s
-        backoff = RETRY_BACKOFF_S
+        backoff = Backoff(self.timeout_s, RETRY_BACKOFF_S, MAX_RETRY_BACKOFF_S)
         while True:
             try:
                 return await self.producer.send(
@@ -141,9 +138,8 @@ class Publisher:
                     timestamp_ms=timestamp_ms,
                 )
             except KafkaError as exc:
-                self._give_up_unless_retryable(exc, topic, value, deadline)
-                await self._wait(backoff)
-                backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
+                self._give_up_unless_retryable(exc, topic, value, backoff)
+                await self._wait(backoff.next_pause())
 
     async def _wait(self, seconds: float) -> None:
         if self.on_retry is not None:
@@ -151,7 +147,7 @@ class Publisher:
         await asyncio.sleep(seconds)
 
     def _give_up_unless_retryable(
-        self, exc: KafkaError, topic: str, value: bytes, deadline: float
+        self, exc: KafkaError, topic: str, value: bytes, backoff: Backoff
     ) -> None:
         if not retryable(exc):
             raise PublishError(
@@ -159,7 +155,7 @@ class Publisher:
                 f"{exc}; fix the topic or its limits (max_request_size, message.max.bytes, "
                 "ACLs) and restart: nothing past the last checkpoint was committed"
             ) from exc
-        if time.monotonic() > deadline:
+        if backoff.expired:
             raise PublishError(
                 f"cannot publish to {topic!r}: still failing after {self.timeout_s:g} s "
                 f"({type(exc).__name__}: {exc}); check the broker, then restart: nothing "

@@ -69,7 +69,7 @@ from driftline.schemas.records import Event
 from driftline.streams.checkpointing.store import Checkpoint, read_checkpoints, write_checkpoint
 from driftline.streams.checkpointing.trim import StateTrimmer
 from driftline.streams.config import Config
-from driftline.streams.faults import ConnectionLog
+from driftline.streams.faults import Backoff, ConnectionLog
 from driftline.streams.formats.cloudevents import decision_headers, source_of
 from driftline.streams.formats.ingest import ForeignIntake, letter, original
 from driftline.streams.kafka import KafkaSettings
@@ -449,8 +449,7 @@ class Worker:
         has none (the committed offset, else the log's beginning); retried with backoff
         while the broker cannot answer, for up to ``publish_timeout_s``."""
         assert self.consumer is not None
-        deadline = time.monotonic() + self.settings.publish_timeout_s
-        backoff = ACQUIRE_RETRY_S
+        backoff = Backoff(self.settings.publish_timeout_s, ACQUIRE_RETRY_S, MAX_ACQUIRE_RETRY_S)
         while True:
             try:
                 reader = AIOKafkaConsumer(**self.kafka.client_options(), enable_auto_commit=False)
@@ -469,15 +468,15 @@ class Worker:
                     positions[tp] = committed
                 return checkpoints, positions
             except (KafkaError, OSError) as exc:
-                if time.monotonic() + backoff > deadline:
+                if backoff.expired:
                     raise
+                pause = backoff.next_pause()
                 log.warning(
                     "reading the state of partitions being assigned failed, retrying in %.1f s: %s",
-                    backoff,
+                    pause,
                     _one_line(exc),
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_ACQUIRE_RETRY_S)
+                await asyncio.sleep(pause)
 
     async def release(self, names: set[str]) -> None:
         """Checkpoint and drop the shards of revoked partitions."""
