@@ -419,7 +419,8 @@ class Worker:
             if checkpoint is not None:
                 shard.restore(checkpoint)
             for topic in inputs:
-                shard.offsets.setdefault(topic, positions[TopicPartition(topic, p)])
+                if topic not in shard.offsets:
+                    shard.offsets[topic] = positions[TopicPartition(topic, p)]
             shards[p] = shard
             log.info("partition %d: %s", p, "restored" if checkpoint else "new shard")
         for p, shard in shards.items():
@@ -435,7 +436,8 @@ class Worker:
             if checkpoint is not None:
                 model_shard.restore(checkpoint)
             tp = TopicPartition(self.topics.summaries, q)
-            model_shard.offsets.setdefault(tp.topic, positions[tp])
+            if tp.topic not in model_shard.offsets:
+                model_shard.offsets[tp.topic] = positions[tp]
             log.info("summaries partition %d: %s", q, "restored" if checkpoint else "new shard")
             self.consumer.seek(tp, model_shard.offsets[tp.topic])
             model_shard.covered = dict(model_shard.offsets)
@@ -445,10 +447,11 @@ class Worker:
     async def _read_positions(
         self, tps: list[TopicPartition]
     ) -> tuple[dict[str, Checkpoint], dict[TopicPartition, int]]:
-        """The group's latest checkpoints, and where each partition starts when its shard
-        has none (the committed offset, else the log's beginning); retried with backoff
+        """The group's latest checkpoints, and where each partition without one starts
+        (the committed offset, else the log's beginning); retried with backoff
         while the broker cannot answer, for up to ``publish_timeout_s``."""
         assert self.consumer is not None
+        summaries = self.topics.summaries
         backoff = Backoff(self.settings.publish_timeout_s, ACQUIRE_RETRY_S, MAX_ACQUIRE_RETRY_S)
         while True:
             try:
@@ -462,6 +465,10 @@ class Worker:
                     await reader.stop()
                 positions = {}
                 for tp in tps:
+                    name = f"m{tp.partition}" if tp.topic == summaries else str(tp.partition)
+                    checkpoint = checkpoints.get(name)
+                    if checkpoint is not None and tp.topic in checkpoint.offsets:
+                        continue  # the checkpoint says where this partition resumes
                     committed = await self.consumer.committed(tp)
                     if committed is None:
                         committed = (await self.consumer.beginning_offsets([tp]))[tp]
