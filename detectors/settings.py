@@ -39,12 +39,14 @@ class DetectorSettings:
     rate; 5,000 puts its standard error under 0.7 percentage points at any error rate."""
 
     reference_uncertainty_z: float = 2.0
-    """Every test against an estimated reference takes the edge of the estimate's
-    confidence band (this many standard errors from it, on the test's own side) as its
-    null: the error-rate tests, the category-share tests (a 5 % share estimated at 4.6 %
-    from the warm-up otherwise drifts in ordinary traffic), the invalid and missing-rate
-    tests, and the variance tests (sqrt(2 / n) on the scores' variance). A reference
-    estimated from few events does not make ordinary noise look like change."""
+    """Tests against an estimated reference take the edge of the estimate's confidence band
+    (this many standard errors from it, on the test's own side) as their null: the
+    category-share tests (a 5 % share estimated at 4.6 % from the warm-up otherwise drifts
+    in ordinary traffic), the invalid and missing-rate tests, the variance tests
+    (sqrt(2 / n) on the scores' variance), the small mean designs, River's error-stream
+    detectors and the online/offline window. A reference estimated from few events does
+    not make ordinary noise look like change. The error-rate bank chooses a margin per
+    design instead (`detectors.stats.margin`)."""
 
     mean_shift_sd: float = 0.3
     """Design mean shift of the sequential tests, in reference standard deviations. The

@@ -20,8 +20,8 @@ from driftline.detectors.drift.reference import (
 from driftline.detectors.drift.river_bridge import RiverErrorDetector
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.signal import Recovery, Signal, WindowReport
-from driftline.detectors.stats.cusum import bernoulli_kl, gaussian_threshold
 from driftline.detectors.stats.latch import BERNOULLI, LatchingBank
+from driftline.detectors.stats.margin import calibrated_nulls
 
 REFERENCE_STEP = 1_000
 """Judged labels between the points at which a learning reference may absorb labels and
@@ -74,6 +74,8 @@ class ConceptMonitor:
         self.warmup: list[tuple[Any, Any]] = []
         self.bank = LatchingBank(np.array([BERNOULLI]), np.array([0.5]), np.array([0.6]))
         """Placeholder until the reference rate is known (`_set_threshold` builds the real one)."""
+        self.nulls = self.bank.null
+        self.designs = self.bank.design
         self.river: RiverErrorDetector | None = None
         """River's detector in place of the bank, when ``concept_detector`` names one."""
         self.arl: float | None = None
@@ -93,20 +95,24 @@ class ConceptMonitor:
     def _set_threshold(self) -> None:
         if self.arl is None or self.reference_rate is None:
             return
-        p0, p1 = self._design()
-        kl = bernoulli_kl(p1, np.full(len(p1), p0))
-        self.bank = LatchingBank(np.full(len(p1), BERNOULLI), np.full(len(p1), p0), p1)
-        self.bank.calibrate(np.array([gaussian_threshold(self.arl, k) for k in kl]), self.arl)
+        estimate, se, steps = self._steps()
+        family = np.full(len(steps), BERNOULLI)
+        self.nulls, self.designs, thresholds = calibrated_nulls(
+            family, np.full(len(steps), estimate), np.full(len(steps), se), steps, self.arl
+        )
+        self.bank = LatchingBank(family, self.nulls, self.designs)
+        self.bank.calibrate(thresholds, self.arl)
         name = self.settings.concept_detector
         if name != "cusum":
+            p0, p1 = self._design()
             base = float(p1[min(2, len(p1) - 1)])
             if self.river is None:
                 self.river = RiverErrorDetector(name, self.arl, p0, base)
             elif not self.river.latched:
                 self.river.redesign(self.arl, p0, base)
 
-    def _design(self) -> tuple[float, np.ndarray]:
-        """Null and design error rates; the null is the reference's upper confidence bound.
+    def _steps(self) -> tuple[float, float, np.ndarray]:
+        """The reference error rate, its standard error, and the bank's design rises.
 
         The designs are a bank of ``error_rate_designs`` CUSUMs spaced by factors of two
         around the base rise (``error_rate_ratio`` or ``error_rate_min_change``, the
@@ -115,14 +121,26 @@ class ConceptMonitor:
         rise of half its size, and twice it for one four times as large); the bank keeps
         every rise from a quarter to four times the base within about 1.3 times of it,
         for a budget split ``error_rate_designs`` ways (ln 5 = 1.6 on the threshold).
+        Each design's null stands as far above the estimate, and its threshold as high,
+        as `detectors.stats.margin.calibrated_nulls` finds fastest for its rise within the
+        budget, the reference's sampling error included: a large rise takes almost no
+        margin, a rise near the reference's own noise a wide one.
         """
         estimate = float(self.reference_rate or 0.0)
         se = math.sqrt(estimate * (1 - estimate) / max(self.reference_count, 1))
-        p0 = min(estimate + self.settings.reference_uncertainty_z * se, 0.99)
-        base = max(p0 * (self.settings.error_rate_ratio - 1), self.settings.error_rate_min_change)
+        base = max(
+            estimate * (self.settings.error_rate_ratio - 1), self.settings.error_rate_min_change
+        )
         steps = base * 2.0 ** (2 - np.arange(self.settings.error_rate_designs))
-        p1 = np.minimum(p0 + steps, 0.999)
-        return p0, p1
+        return estimate, se, steps
+
+    def _design(self) -> tuple[float, np.ndarray]:
+        """Null and design error rates of River's detectors and the windowed online/offline
+        comparison: the null is the reference's upper confidence bound
+        (``reference_uncertainty_z`` standard errors above it)."""
+        estimate, se, steps = self._steps()
+        p0 = min(estimate + self.settings.reference_uncertainty_z * se, 0.99)
+        return p0, np.minimum(p0 + steps, 0.999)
 
     def update(
         self,
@@ -211,11 +229,10 @@ class ConceptMonitor:
         signals: list[Signal],
         reports: list[WindowReport | Recovery],
     ) -> None:
-        p0, designs = self._design()
         if self.river is not None:
-            self._river(e, rows, seq, ts, event_ids, signals, reports, p0)
+            self._river(e, rows, seq, ts, event_ids, signals, reports, self._design()[0])
             return
-        k = len(designs)
+        k = len(self.designs)
         stats = np.repeat(e[:, None], k, axis=1)
         # The bank watches one quantity: the first of its CUSUMs to alarm speaks for it,
         # and it has recovered when the last latched one has.
@@ -223,7 +240,8 @@ class ConceptMonitor:
         test = "concept_drift::cusum_error_rate"
         for alarm in self.bank.update(stats, np.ones((len(e), k), dtype=bool)):
             row = int(rows[alarm.row])
-            p1 = float(designs[alarm.column])
+            p0 = float(self.nulls[alarm.column])
+            p1 = float(self.designs[alarm.column])
             latched += -1 if alarm.recovered else 1
             if alarm.recovered and latched == 0:
                 reports.append(
@@ -269,6 +287,7 @@ class ConceptMonitor:
                         "task": self.task,
                         "error_rate": round(rate, 6),
                         "reference_error_rate": round(float(self.reference_rate or 0.0), 6),
+                        "reference_standard_error": round(self._steps()[1], 6),
                         "reference_upper_bound": round(p0, 6),
                     },
                     test=test,
