@@ -31,11 +31,13 @@ import numpy as np
 from feedback_worlds import HOUR, WORLDS, World  # the script's own folder is on sys.path
 
 from driftline.detectors.engine import Engine
+from driftline.detectors.intake.stage import no_action_words
 from driftline.detectors.settings import DetectorSettings
-from driftline.detectors.stats.onset import threshold
+from driftline.detectors.stats.onset import MIN_BEFORE, threshold
 from driftline.schemas.records import Prediction
 
 BATCH = 4_096
+NOT_ACTED = no_action_words(DetectorSettings())
 
 
 def run(world: World, settings: DetectorSettings) -> tuple[list, np.ndarray, np.ndarray]:
@@ -75,6 +77,53 @@ def dispatch_limit(world: World, z: float) -> float | None:
     return 1.5 * (z * math.sqrt(r * (1 - r) / rate) / slopes[top]) ** (2 / 3)
 
 
+def share_limit(world: World, z: float, history_hours: int) -> float | None:
+    """Hours after the onset at which the allocation test could first reach ``z`` with
+    hindsight: the same difference in log odds (a segment's share of the acted-on
+    predictions against its share of requests, the last ``w`` hourly buckets against all
+    before them within ``history_hours``), on this world's realised counts, at the best
+    ``w`` and for the segment and direction that move most, with binomial noise only (no
+    overdispersion) and no correction for trying many windows. A test that does not know
+    the window or the segment cannot be earlier in expectation."""
+    acted: dict[int, Counter[str]] = {}
+    asked: dict[int, Counter[str]] = {}
+    for e in world.events:
+        if type(e) is not Prediction or not e.segment:
+            continue
+        hour = (e.ts - world.onset_ts) // HOUR
+        segment = next(iter(e.segment.values()))
+        asked.setdefault(hour, Counter())[segment] += 1
+        if e.action is not None and str(e.action).lower() not in NOT_ACTED:
+            acted.setdefault(hour, Counter())[segment] += 1
+    first, last = min(asked), max(asked)
+    hours = np.arange(first, last + 1)
+    segments = sorted({s for c in asked.values() for s in c})
+    a = np.array([[acted.get(h, Counter())[s] for s in segments] for h in hours], float)
+    q = np.array([[asked.get(h, Counter())[s] for s in segments] for h in hours], float)
+    start = int(np.searchsorted(hours, 0))
+    for end in range(start + 1, len(hours) + 1):
+        lo = max(0, end - history_hours)
+        ca, cq = a[lo:end][::-1].cumsum(axis=0), q[lo:end][::-1].cumsum(axis=0)
+        ta, tq = ca[-1], cq[-1]
+        best = 0.0
+        for w in range(1, end - lo - MIN_BEFORE + 1):
+            aw, qw = ca[w - 1], cq[w - 1]
+            ab, qb = ta - aw, tq - qw
+            terms = [(aw, aw.sum()), (ab, ab.sum()), (qw, qw.sum()), (qb, qb.sum())]
+            logits, variances = zip(*(_logit(x, n) for x, n in terms), strict=True)
+            change = (logits[0] - logits[2]) - (logits[1] - logits[3])
+            zs = np.abs(change) / np.sqrt(sum(variances))
+            best = max(best, float(zs.max()))
+        if best >= z:
+            return float(hours[end - 1] + 1)
+    return None
+
+
+def _logit(x: np.ndarray, n: float) -> tuple[np.ndarray, np.ndarray]:
+    p = (x + 0.5) / (n + 1.0)
+    return np.log(p / (1.0 - p)), 1.0 / ((n + 1.0) * p * (1.0 - p))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
@@ -82,6 +131,7 @@ def main() -> None:
     parser.add_argument(
         "--alpha", type=float, default=None, help="feedback_alpha (default: the setting's)"
     )
+    parser.add_argument("--per-seed", action="store_true", help="each loop seed's delay and limit")
     args = parser.parse_args()
     settings = DetectorSettings(**({} if args.alpha is None else {"feedback_alpha": args.alpha}))
     print(f"feedback_alpha = {settings.feedback_alpha}")
@@ -112,11 +162,21 @@ def main() -> None:
                     onset_served = served[int(np.searchsorted(ts, world.onset_ts))]
                     served_at.append(int(served[first.seq] - onset_served))
                     severities[first.severity] += 1
+                found = None
                 if name == "dispatch" and variant == loop:
                     z = threshold(settings.feedback_alpha, 2 * 5 * 12)
                     found = dispatch_limit(world, z)
                     if found is not None:
                         limits.append(found)
+                if name == "lending" and variant == loop:
+                    z = threshold(settings.feedback_alpha, 2 * 3 * 12)
+                    found = share_limit(world, z, settings.feedback_history_buckets)
+                    if found is not None:
+                        limits.append(found)
+                if args.per_seed and variant == loop:
+                    mine = f"{hours[-1]:.0f}" if loops else "-"
+                    bound = f"{found:.0f}" if found is not None else "-"
+                    print(f"    seed {seed}: flagged at {mine} h, limit {bound} h", flush=True)
             delay = (
                 f"{statistics.median(hours):.1f} ({min(hours):.1f}-{max(hours):.1f})"
                 if hours

@@ -35,6 +35,7 @@ from driftline.detectors.feedback.monitor import (
     R_MODEL,
     FeedbackMonitor,
     Record,
+    Tag,
     feedback_tag,
 )
 from driftline.detectors.intake.stage import Intake, Routed
@@ -156,7 +157,7 @@ class ModelEngine:
                 seq += 1
             previous = event if kind == LABEL else None
             if kind == PREDICTION:
-                self._sort_prediction(batch, event, seq)  # type: ignore[arg-type]
+                self._sort_prediction(batch, event, seq, item.tag)  # type: ignore[arg-type]
             elif kind == LABEL:
                 self._sort_label(batch, item, seq)
             else:
@@ -164,7 +165,11 @@ class ModelEngine:
         self.seq = seq + 1
         return batch
 
-    def _sort_prediction(self, batch: _Sorted, p: Prediction, seq: int) -> None:
+    def _sort_prediction(
+        self, batch: _Sorted, p: Prediction, seq: int, built: Tag | None = None
+    ) -> None:
+        """``built``: the feedback tag stage 1 made for the join, when the item came from
+        this process (the same function of the same fields and words)."""
         model_id = p.model_id
         key = (model_id, p.model_version)
         bucket = batch.preds.get(key)
@@ -179,7 +184,7 @@ class ModelEngine:
         if stop_words is None or not (feedback := self.loops[model_id]).sampled(p.request_id):
             return
         action = p.action
-        tag_key = feedback_tag(p.segment, action, p.exploration, stop_words)
+        tag_key = built or feedback_tag(p.segment, action, p.exploration, stop_words)
         registry = feedback.registry
         tag = registry.ids.get(tag_key)
         if tag is None:

@@ -128,6 +128,8 @@ def feedback_tag(
 OVERFLOW_VALUE = "(other)"
 """Segment key and value standing for every combination first seen after
 ``feedback_max_tags`` (at most four pooled tags: acted or not, exploration or not)."""
+OVERFLOW_PAIRS = ((OVERFLOW_VALUE, OVERFLOW_VALUE),)
+"""The segment pairs of a pooled tag."""
 
 
 class TagRegistry:
@@ -149,7 +151,7 @@ class TagRegistry:
     def id(self, tag: Tag) -> int:
         found = self.ids.get(tag)
         if found is None and self.max_tags is not None and len(self.tags) >= self.max_tags:
-            pooled = (tag[0], tag[1], ((OVERFLOW_VALUE, OVERFLOW_VALUE),))
+            pooled = (tag[0], tag[1], OVERFLOW_PAIRS)
             found = self.ids.get(pooled)
             if found is None:
                 found = self._add(pooled)

@@ -23,7 +23,9 @@ from driftline.detectors.drift.reference import from_wire, to_wire
 from driftline.detectors.feedback.monitor import (
     INDEPENDENT,
     LABEL,
+    OVERFLOW_PAIRS,
     PREDICTION,
+    Tag,
     TagRegistry,
     feedback_tag,
 )
@@ -62,6 +64,9 @@ class Routed(NamedTuple):
     trace: str | None = None
     """W3C ``traceparent`` of the record the item came from, if it had one: a decision
     this item triggers carries it, so a trace shows why a rollback happened."""
+    tag: Tag | None = None
+    """For a prediction: its feedback tag as this stage built it for the join (not sent
+    on the wire; the model stage builds it again for an item that came from there)."""
 
 
 class Intake:
@@ -93,6 +98,8 @@ class Intake:
         self.tags: dict[str, TagRegistry] = {}
         """Per model, ids of the feedback tags predictions carry through the join."""
         self._no_action: dict[str, frozenset[str] | None] = {}
+        self._built: Tag | None = None
+        """The tag `_tag` built last (before any pooling by the registry)."""
 
     def settings_for(self, model_id: str) -> DetectorSettings:
         return self.model_settings.get(model_id, self.settings)
@@ -123,9 +130,13 @@ class Intake:
                 items = out[model_id] = []
             if type(event) is Prediction:
                 n_predictions += 1
-                items.append(Routed(PREDICTION, seq, slot, event, None, trace))
-                seq += 1
                 tag = self._tag(event)
+                items.append(
+                    Routed(PREDICTION, seq, slot, event, None, trace, self._built)
+                    if tag is not None
+                    else Routed(PREDICTION, seq, slot, event, None, trace)
+                )
+                seq += 1
                 joined = join.add_prediction(
                     event.request_id,
                     (model_id, event.model_version, event.prediction, event.ts, tag),
@@ -198,7 +209,14 @@ class Intake:
             registry = self.tags[model_id] = TagRegistry(
                 max_tags=self.settings_for(model_id).feedback_max_tags
             )
-        return registry.id(feedback_tag(event.segment, event.action, event.exploration, words))
+        found = registry.id(feedback_tag(event.segment, event.action, event.exploration, words))
+        # The registry's own copy, which lives as long as the registry: an item that held
+        # the tag just built would keep three young tuples alive per prediction until the
+        # model stage reads it (measured: more garbage-collector work than the tag saves).
+        # A tag pooled into the overflow is not the prediction's own: none then.
+        tag = registry.tags[found]
+        self._built = None if tag[2] == OVERFLOW_PAIRS else tag
+        return found
 
     def state(self) -> dict[str, Any]:
         return {
