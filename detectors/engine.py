@@ -181,7 +181,10 @@ class ModelEngine:
             return
         no_action = self._no_action
         stop_words = no_action[model_id] if model_id in no_action else self._feedback_words(p)
-        if stop_words is None or not (feedback := self.loops[model_id]).sampled(p.request_id):
+        if stop_words is None:
+            return
+        feedback = self.loops[model_id]
+        if feedback.sample_shift and not feedback.sampled(p.request_id):
             return
         action = p.action
         tag_key = built or feedback_tag(p.segment, action, p.exploration, stop_words)
@@ -211,7 +214,10 @@ class ModelEngine:
         if (
             j.tag is not None
             and self.settings_for(model_id).feedback_enabled
-            and (feedback := self.feedback(model_id)).sampled(event.request_id)
+            and (
+                not (feedback := self.feedback(model_id)).sample_shift
+                or feedback.sampled(event.request_id)
+            )
         ):
             batch.loops.append(
                 (
