@@ -46,9 +46,10 @@ class ConceptMonitor:
     figure, the first ``label_warmup_events`` labelled predictions set the reference rate,
     and it goes on learning: labelled events more than ``reference_lag_labels`` old join it
     (in steps of `REFERENCE_STEP`, up to ``reference_max_labels``) while no test is in
-    alarm, so the confidence margin the tests add to it shrinks from 2 standard errors of
-    5,000 labels (1.3 points at a 0.3 error rate) towards those of all in-control traffic.
-    Labels seen while a test is in alarm never join it.
+    alarm, so its standard error, and with it the margins and thresholds the tests take
+    for it (`detectors.stats.margin`), shrinks from that of 5,000 labels (0.65 points at a
+    0.3 error rate) towards that of all in-control traffic. Labels seen while a test is in
+    alarm never join it.
     """
 
     def __init__(
