@@ -45,8 +45,13 @@ LABEL_RATE = 0.5
 MEAN_LABEL_DELAY = 2_750
 
 
-def streams(events: list) -> tuple[dict[str, list[float]], list[tuple[int, float]]]:
-    """Feature values in serving order, and (served index, error) at each label's arrival."""
+def streams(
+    events: list, task: str = "binary"
+) -> tuple[dict[str, list[float]], list[tuple[int, float]]]:
+    """Feature values in serving order, and (served index, error) at each label's arrival.
+
+    A regression's error is what driftline judges too: a residual beyond the 0.9 quantile
+    of the first ``label_warmup_events`` labels' residuals."""
     features: dict[str, list[float]] = {}
     errors: list[tuple[int, float]] = []
     pending: dict[str, float] = {}
@@ -59,8 +64,16 @@ def streams(events: list) -> tuple[dict[str, list[float]], list[tuple[int, float
             served += 1
         elif type(e) is Outcome:
             p = pending.pop(e.request_id, None)
-            if p is not None:
+            if p is None:
+                continue
+            if task == "regression":
+                errors.append((served, abs(p - float(e.label))))
+            else:
                 errors.append((served, float((p >= 0.5) != bool(e.label))))
+    if task == "regression" and errors:
+        warm = [r for _, r in errors[: DetectorSettings().label_warmup_events]]
+        tolerance = float(np.quantile(warm, 0.9))
+        errors = [(i, float(r > tolerance)) for i, r in errors]
     return features, errors
 
 
@@ -129,7 +142,7 @@ def main() -> None:
                 else:
                     ours_fa += 1
             stationary_events += n
-            features, errors = streams(events)
+            features, errors = streams(events, world.task)
             values = [*features.values(), [e for _, e in errors]]
             for delta in DELTAS:
                 theirs_fa[delta] += sum(len(adwin_alarms(v, delta)) for v in values)
@@ -175,7 +188,7 @@ def main() -> None:
             ours.append(int(served[hits[0].seq]) - start if hits else None)
             kinds = Counter(d.type for d in after)
             per_change.append(max(kinds.values(), default=0))
-            features, errors = streams(events)
+            features, errors = streams(events, world.task)
             if world.kind == "concept_drift":
                 idx = [i for i, _ in errors]
                 vals = [e for _, e in errors]

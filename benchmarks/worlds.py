@@ -3,9 +3,10 @@ on the pre-drift part and then frozen, and labels that arrive late or never.
 
 Independent of `streams.simulation.traffic` (the project's own simulator, which the tests and the
 detectors were tuned on): the inputs come from `river.datasets.synth` (SEA, Agrawal with its
-uniform salaries and integer ages and years, Hyperplane, RandomRBFDrift), the concept
-changes are MOA's own (`ConceptDriftStream`, abrupt or gradual), and the model is a
-logistic regression fitted here. Used by `benchmarks/detection_quality.py --suite moa`.
+uniform salaries and integer ages and years, Hyperplane, RandomRBFDrift, FriedmanDrift),
+the concept changes are MOA's own (`ConceptDriftStream`, abrupt or gradual; Friedman's
+global abrupt and slow gradual drifts), and the model is a logistic regression fitted
+here (a linear one for Friedman's regression target). Used by `benchmarks/moa_quality.py`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class World:
     """Events before ``change_at`` at which the change begins: half the width of a gradual
     MOA transition, which River centres on its position (12 % of the new concept there).
     Delays are counted from ``change_at - lead``."""
+    task: str = "binary"
+    """``binary`` (a frozen logistic model) or ``regression`` (a frozen linear one)."""
 
 
 def _concept(before: Callable[[int], object], after: Callable[[int], object], width: int):
@@ -86,6 +89,24 @@ def _ramped(make: Callable[[int], object], feature: str, amount: float, width: i
             share = 1.0 if width == 0 else min((i - change_at) / width, 1.0)
             v = x[feature] + amount * sd * share
             yield {**x, feature: round(v) if isinstance(x[feature], int) else v}, y
+
+    return source
+
+
+def _friedman(drift_type: str, width: int = 0):
+    """River's FriedmanDrift (a regression target of ten uniform inputs, five of them
+    relevant): the concept changes at ``change_at`` (``gra``: over all of the input
+    space at once; ``gsg``: old and new concepts mixed half and half for ``width`` events,
+    then the new one), and never comes back within the stream."""
+
+    def source(seed: int, n: int, change_at: int) -> Iterator[tuple[dict, float]]:
+        stream = synth.FriedmanDrift(
+            drift_type=drift_type,
+            position=(change_at, n + 1),
+            transition_window=width,
+            seed=seed,
+        )
+        return itertools.islice(iter(stream), n)
 
     return source
 
@@ -180,6 +201,21 @@ WORLDS = {
             None,
             _plain(lambda s: synth.Hyperplane(seed=s, n_features=10, noise_percentage=0.1)),
         ),
+        World(
+            "friedman_stationary",
+            None,
+            None,
+            lambda seed, n, change_at: _friedman("gra")(seed, n, n),
+            task="regression",
+        ),
+        World("friedman_abrupt", "concept_drift", None, _friedman("gra"), task="regression"),
+        World(
+            "friedman_gradual",
+            "concept_drift",
+            None,
+            _friedman("gsg", 20_000),
+            task="regression",
+        ),
     ]
 }
 
@@ -212,6 +248,19 @@ class FrozenModel:
         return 1 / (1 + np.exp(-(self.w[0] + z @ self.w[1:])))
 
 
+class FrozenLinear:
+    """A least-squares linear regression fitted once, then frozen (for regression worlds:
+    Friedman's target is not linear, so the model has a residual error to watch)."""
+
+    def __init__(self, rows: list[dict], labels: list[float]) -> None:
+        self.names = sorted(rows[0])
+        x = np.column_stack([np.ones(len(rows)), _design(rows, self.names)])
+        self.w = np.linalg.lstsq(x, np.asarray(labels, dtype=np.float64), rcond=None)[0]
+
+    def predict(self, rows: list[dict]) -> np.ndarray:
+        return self.w[0] + _design(rows, self.names) @ self.w[1:]
+
+
 def generate(
     world: World,
     seed: int,
@@ -224,9 +273,13 @@ def generate(
     for a share ``label_rate`` of them, ``label_delay`` events (uniform) later."""
     pairs = list(world.source(seed, n, change_at))
     rows = [{str(k): v for k, v in x.items()} for x, _ in pairs]
-    labels = [int(y) for _, y in pairs]
-    model = FrozenModel(rows[:TRAIN_EVENTS], labels[:TRAIN_EVENTS])
-    scores = model.predict(rows)
+    labels: list[int] | list[float]
+    if world.task == "regression":
+        labels = [round(float(y), 4) for _, y in pairs]
+        scores = FrozenLinear(rows[:TRAIN_EVENTS], labels[:TRAIN_EVENTS]).predict(rows)
+    else:
+        labels = [int(y) for _, y in pairs]
+        scores = FrozenModel(rows[:TRAIN_EVENTS], labels[:TRAIN_EVENTS]).predict(rows)
     rng = np.random.default_rng(seed + 1_000)
     labelled = rng.uniform(size=n) < label_rate
     delay = rng.integers(label_delay[0], label_delay[1] + 1, size=n)
