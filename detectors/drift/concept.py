@@ -128,7 +128,10 @@ class ConceptMonitor:
         margin, a rise near the reference's own noise a wide one.
         """
         estimate = float(self.reference_rate or 0.0)
-        se = math.sqrt(estimate * (1 - estimate) / max(self.reference_count, 1))
+        n = max(self.reference_count, 1)
+        # A reference without errors (or without correct predictions) is not exact: its
+        # standard error is taken as at least that of one event in n.
+        se = math.sqrt(max(estimate * (1 - estimate), 1 / n) / n)
         base = max(
             estimate * (self.settings.error_rate_ratio - 1), self.settings.error_rate_min_change
         )

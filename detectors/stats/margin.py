@@ -109,12 +109,16 @@ def calibrated_nulls(
     up = np.where(var_family, step >= 1.0, step >= 0.0)
     sign = np.where(up, 1.0, -1.0)
     # (g, c): null and design for every margin on the grid
+    rate = family == BERNOULLI
     null = estimate[None, :] + sign[None, :] * grid[:, None] * se[None, :]
-    null = _clip(family, null)
+    # A rate's null stays at or below 0.99 and its design at or below 0.999, so a design
+    # rise always has room (a model that is wrong nearly always has nothing to detect).
+    null = np.where(rate, np.minimum(_clip(family, null), 0.99), null)
     design = np.where(var_family, null * step, null + step)
-    design = _clip(family, design)
+    design = np.where(rate, np.minimum(_clip(family, design), 0.999), _clip(family, design))
     fam = np.broadcast_to(family, (g, c))
-    kl = kl_divergence(fam.ravel(), design.ravel(), null.ravel()).reshape(g, c)
+    kl = np.maximum(kl_divergence(fam.ravel(), design.ravel(), null.ravel()), 1e-12)
+    kl = kl.reshape(g, c)
     h_nominal = np.array([gaussian_threshold(arl, k) for k in kl.ravel()]).reshape(g, c)
     target = alarm_rate(fam.ravel(), null.ravel(), design.ravel(), null.ravel(), h_nominal.ravel())
     # Expected rate over the reference's error, by quadrature; solve for h by bisection.

@@ -107,3 +107,16 @@ def test_a_mean_design_far_above_the_reference_noise_takes_little_margin() -> No
     assert np.all(np.abs(null) <= 0.005 + 1e-12)
     assert np.allclose(design - null, [0.3, -0.3])
     assert np.allclose(h, gaussian_threshold(1e9, 0.045), atol=0.05)
+
+
+@pytest.mark.parametrize("estimate", [0.0, 0.5, 0.995, 1.0])
+def test_rates_at_the_edges_get_a_design_above_the_null_and_a_finite_threshold(
+    estimate: float,
+) -> None:
+    """A reference with no errors, or with nothing but errors, still gives tests whose
+    design lies above their null (so an llr exists) and finite thresholds."""
+    se = math.sqrt(max(estimate * (1 - estimate), 1 / 5_000) / 5_000)
+    null, design, h = calibrated_nulls(FAMILY, np.full(5, estimate), np.full(5, se), STEPS, 1e9)
+    assert np.all(design > null)
+    assert np.all((null > 0) & (design < 1))
+    assert np.all(np.isfinite(h) & (h >= 1.0))
