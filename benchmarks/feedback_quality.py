@@ -83,8 +83,9 @@ def share_limit(world: World, z: float, history_hours: int) -> float | None:
     predictions against its share of requests, the last ``w`` hourly buckets against all
     before them within ``history_hours``), on this world's realised counts, at the best
     ``w`` and for the segment and direction that move most, with binomial noise only (no
-    overdispersion) and no correction for trying many windows. A test that does not know
-    the window or the segment cannot be earlier in expectation."""
+    overdispersion) and no correction for trying many windows. On the same counts the
+    monitor's own test (windows on a ladder, the same segments and directions, variance
+    inflated by an overdispersion of at least 1) cannot cross earlier."""
     acted: dict[int, Counter[str]] = {}
     asked: dict[int, Counter[str]] = {}
     for e in world.events:
