@@ -98,8 +98,6 @@ class Intake:
         self.tags: dict[str, TagRegistry] = {}
         """Per model, ids of the feedback tags predictions carry through the join."""
         self._no_action: dict[str, frozenset[str] | None] = {}
-        self._built: Tag | None = None
-        """The tag `_tag` built last (before any pooling by the registry)."""
 
     def settings_for(self, model_id: str) -> DetectorSettings:
         return self.model_settings.get(model_id, self.settings)
@@ -130,12 +128,13 @@ class Intake:
                 items = out[model_id] = []
             if type(event) is Prediction:
                 n_predictions += 1
-                tag = self._tag(event)
-                items.append(
-                    Routed(PREDICTION, seq, slot, event, None, trace, self._built)
-                    if tag is not None
-                    else Routed(PREDICTION, seq, slot, event, None, trace)
-                )
+                tagged = self._tag(event)
+                if tagged is None:
+                    tag = None
+                    items.append(Routed(PREDICTION, seq, slot, event, None, trace))
+                else:
+                    tag, built = tagged
+                    items.append(Routed(PREDICTION, seq, slot, event, None, trace, built))
                 seq += 1
                 joined = join.add_prediction(
                     event.request_id,
@@ -190,8 +189,9 @@ class Intake:
             self._no_action.pop(model_id, None)
         return out
 
-    def _tag(self, event: Prediction) -> int | None:
-        """Id of the prediction's feedback tag, or None (no feedback fields, or feedback-loop
+    def _tag(self, event: Prediction) -> tuple[int, Tag | None] | None:
+        """Id of the prediction's feedback tag and the tag itself (None when the registry
+        pooled it into the overflow), or None (no feedback fields, or feedback-loop
         detection off for its model)."""
         if event.segment is None and event.action is None and not event.exploration:
             return None
@@ -215,8 +215,7 @@ class Intake:
         # model stage reads it (measured: more garbage-collector work than the tag saves).
         # A tag pooled into the overflow is not the prediction's own: none then.
         tag = registry.tags[found]
-        self._built = None if tag[2] == OVERFLOW_PAIRS else tag
-        return found
+        return found, None if tag[2] == OVERFLOW_PAIRS else tag
 
     def state(self) -> dict[str, Any]:
         return {

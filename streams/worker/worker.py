@@ -369,8 +369,11 @@ class Worker:
 
     def names(self, tps: list[TopicPartition]) -> set[str]:
         """Checkpoint names of the shards these topic partitions belong to."""
-        summaries = self.topics.summaries
-        return {f"m{tp.partition}" if tp.topic == summaries else str(tp.partition) for tp in tps}
+        return {self._name(tp) for tp in tps}
+
+    def _name(self, tp: TopicPartition) -> str:
+        """Checkpoint name of the shard a topic partition belongs to (``3``, ``m0``)."""
+        return f"m{tp.partition}" if tp.topic == self.topics.summaries else str(tp.partition)
 
     def _intake(self) -> Intake:
         return Intake(self.config.detectors, self.config.model_detectors)
@@ -451,7 +454,6 @@ class Worker:
         (the committed offset, else the log's beginning); retried with backoff
         while the broker cannot answer, for up to ``publish_timeout_s``."""
         assert self.consumer is not None
-        summaries = self.topics.summaries
         backoff = Backoff(self.settings.publish_timeout_s, ACQUIRE_RETRY_S, MAX_ACQUIRE_RETRY_S)
         while True:
             try:
@@ -465,8 +467,7 @@ class Worker:
                     await reader.stop()
                 positions = {}
                 for tp in tps:
-                    name = f"m{tp.partition}" if tp.topic == summaries else str(tp.partition)
-                    checkpoint = checkpoints.get(name)
+                    checkpoint = checkpoints.get(self._name(tp))
                     if checkpoint is not None and tp.topic in checkpoint.offsets:
                         continue  # the checkpoint says where this partition resumes
                     committed = await self.consumer.committed(tp)
