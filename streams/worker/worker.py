@@ -954,8 +954,14 @@ class Worker:
         so it drops these shards; the rejoin that follows restores whatever it is given
         from the state topic."""
         assert self.consumer is not None
+        # Membership is the group's, not a partition's: shards never checkpointed yet
+        # probe with the offsets any shard here covers. A worker that has checkpointed
+        # nothing at all has nothing to probe with (aiokafka refuses an empty commit).
+        covered = self._covered(names) or self._covered(list(self.by_name()))
+        if not covered:
+            return True
         try:
-            await self.consumer.commit(self._covered(names))
+            await self.consumer.commit(covered)
         except GROUP_ERRORS as exc:
             log.warning(
                 "shards %s were given to another member while this worker was away "
@@ -985,8 +991,11 @@ class Worker:
         assert self.consumer is not None
         shards = self.by_name()
         present = [name for name in names if name in shards]
+        covered = self._covered(present)
+        if not covered:  # the shards left in a rebalance, or cover no record yet
+            return
         try:
-            await self.consumer.commit(self._covered(present))
+            await self.consumer.commit(covered)
         except GROUP_ERRORS as exc:
             log.warning("offset commit refused, retried later: %s", _one_line(exc))
             return
