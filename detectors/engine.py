@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
+from zlib import crc32
 
 import numpy as np
 
@@ -57,6 +58,10 @@ class LabelBatch(NamedTuple):
     event_ids: list[str]
     prediction_ts: list[int]
     """Event times of the predictions the labels are for."""
+
+
+_NOT_LOOKED_UP: frozenset[str] = frozenset({"(not looked up)"})
+"""A model whose "not acted" words are not looked up yet."""
 
 
 @dataclass(slots=True)
@@ -179,12 +184,14 @@ class ModelEngine:
         bucket[1].append(seq)
         if p.segment is None and p.action is None and not p.exploration:
             return
-        no_action = self._no_action
-        stop_words = no_action[model_id] if model_id in no_action else self._feedback_words(p)
+        stop_words = self._no_action.get(model_id, _NOT_LOOKED_UP)
+        if stop_words is _NOT_LOOKED_UP:
+            stop_words = self._feedback_words(p)
         if stop_words is None:
             return
         feedback = self.loops[model_id]
-        if feedback.sample_shift and not feedback.sampled(p.request_id):
+        mask = feedback.sample_mask
+        if mask and crc32(p.request_id.encode()) & mask:  # not in the sample
             return
         action = p.action
         tag_key = built or feedback_tag(p.segment, action, p.exploration, stop_words)
@@ -213,10 +220,14 @@ class ModelEngine:
         model_id = event.model_id
         if (
             j.tag is not None
-            and self.settings_for(model_id).feedback_enabled
+            and self.model_settings.get(model_id, self.settings).feedback_enabled
             and (
-                not (feedback := self.feedback(model_id)).sample_shift
-                or feedback.sampled(event.request_id)
+                not (
+                    mask := (
+                        feedback := self.loops.get(model_id) or self.feedback(model_id)
+                    ).sample_mask
+                )
+                or not crc32(event.request_id.encode()) & mask
             )
         ):
             batch.loops.append(
@@ -297,8 +308,9 @@ class ModelEngine:
             last[model_id] = max(last.get(model_id, -1), seqs[-1])
         for (model_id, _), lab in labels.items():
             last[model_id] = max(last.get(model_id, -1), lab[1][-1])
-        for record in loops:
-            last[record[0]] = max(last.get(record[0], -1), record[2])
+        # Records are in merge order: a model's last one has its largest position.
+        for model_id, seq in {record[0]: record[2] for record in loops}.items():
+            last[model_id] = max(last.get(model_id, -1), seq)
         recent = self.recent_models
         for model_id, _ in sorted(last.items(), key=lambda item: item[1]):
             recent[model_id] = None

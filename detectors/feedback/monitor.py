@@ -494,10 +494,12 @@ class FeedbackMonitor:
         """Event time both sides have reached (never decreases)."""
         self.registry = TagRegistry(max_tags=settings.feedback_max_tags)
         self.batch_shift = 0
-        self.sample_shift = 0
-        """Requests are counted when the low ``sample_shift`` bits of their id's CRC-32 are
-        zero: all of them at low volume, a deterministic half, quarter... above
-        ``feedback_sample_target`` events a bucket (see `_close`)."""
+        self.sample_mask = 0
+        """Requests are counted when their id's CRC-32 has none of these bits set (the low
+        `sample_shift` ones): all of them at low volume, a deterministic half, quarter...
+        above ``feedback_sample_target`` events a bucket (see `_close`). The model stage
+        tests it inline (``crc32(request_id.encode()) & mask``): a method call would double
+        the cost of the test."""
         self.history: deque[Bucket] = deque(maxlen=settings.feedback_history_buckets)
         self.decided: set[str] = set()
         self.decisions: list[Decision] = []
@@ -557,12 +559,18 @@ class FeedbackMonitor:
             while len(self.open) > self.settings.feedback_windows:
                 self._close(records[i - 1])
 
+    @property
+    def sample_shift(self) -> int:
+        return self.sample_mask.bit_length()
+
+    @sample_shift.setter
+    def sample_shift(self, shift: int) -> None:
+        self.sample_mask = (1 << shift) - 1
+
     def sampled(self, request_id: str) -> bool:
         """Whether this request is counted (the same answer for its prediction and its
         outcome, in replay and in every worker)."""
-        return not self.sample_shift or not (
-            crc32(request_id.encode()) & ((1 << self.sample_shift) - 1)
-        )
+        return not self.sample_mask or not crc32(request_id.encode()) & self.sample_mask
 
     def _close(self, trigger: Record) -> None:
         """Close the oldest open bucket, evaluate the window, and set the sampling for the

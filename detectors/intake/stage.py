@@ -27,7 +27,7 @@ from driftline.detectors.feedback.monitor import (
     PREDICTION,
     Tag,
     TagRegistry,
-    feedback_tag,
+    action_taken,
 )
 from driftline.detectors.intake.join import OutcomeJoin
 from driftline.detectors.intake.recent import RecentIds
@@ -35,6 +35,13 @@ from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.records import Event, Outcome, Prediction
 
 INTAKE_COUNTERS = ("events", "predictions", "outcomes", "duplicates")
+SEEN_TAG_KEYS = 4_096
+"""Distinct (action, exploration, segment) combinations remembered per model: a model whose
+actions take many values (item ids) starts over when it has seen this many."""
+_UNKNOWN: frozenset[str] = frozenset({"(not looked up)"})
+"""A model whose "not acted" words are not looked up yet."""
+_KEYABLE = frozenset({str, int, bool, float, tuple, type(None)})
+"""Kinds of action a decoded event carries (all hashable)."""
 
 
 class Label(NamedTuple):
@@ -98,6 +105,9 @@ class Intake:
         self.tags: dict[str, TagRegistry] = {}
         """Per model, ids of the feedback tags predictions carry through the join."""
         self._no_action: dict[str, frozenset[str] | None] = {}
+        self._seen: dict[str, dict[tuple[Any, bool, tuple[Any, ...]], tuple[int, Tag | None]]] = {}
+        """Per model, the tag id and tag of the (action, exploration, segment) combinations
+        seen lately: building a tag and finding its id costs more than one look-up."""
 
     def settings_for(self, model_id: str) -> DetectorSettings:
         return self.model_settings.get(model_id, self.settings)
@@ -187,35 +197,55 @@ class Intake:
             model_id = watermarks.popitem(last=False)[0]
             self.tags.pop(model_id, None)
             self._no_action.pop(model_id, None)
+            self._seen.pop(model_id, None)
         return out
 
     def _tag(self, event: Prediction) -> tuple[int, Tag | None] | None:
         """Id of the prediction's feedback tag and the tag itself (None when the registry
         pooled it into the overflow), or None (no feedback fields, or feedback-loop
         detection off for its model)."""
-        if event.segment is None and event.action is None and not event.exploration:
+        segment, action, exploration = event.segment, event.action, event.exploration
+        if segment is None and action is None and not exploration:
             return None
         model_id = event.model_id
-        words = self._no_action.get(model_id, frozenset())
-        if model_id not in self._no_action:
+        words = self._no_action.get(model_id, _UNKNOWN)
+        if words is None:  # feedback-loop detection is off for this model
+            return None
+        pairs = tuple(segment.items()) if segment else ()
+        # What decides the tag, as a key: a ranked list (a tuple once decoded) counts as
+        # acted when it is not empty, and equal actions (1 and True, 0 and False) are
+        # acted alike. Other kinds (a list handed over without decoding) are not kept.
+        kind = type(action)
+        key = (bool(action) if kind is tuple else action, exploration, pairs)
+        seen = self._seen.get(model_id)
+        if seen is not None and kind in _KEYABLE:
+            found = seen.get(key)
+            if found is not None:
+                return found
+        if words is _UNKNOWN:
             settings = self.settings_for(model_id)
             words = self._no_action[model_id] = (
                 no_action_words(settings) if settings.feedback_enabled else None
             )
-        if words is None:
-            return None
+            if words is None:
+                return None
         registry = self.tags.get(model_id)
         if registry is None:
             registry = self.tags[model_id] = TagRegistry(
                 max_tags=self.settings_for(model_id).feedback_max_tags
             )
-        found = registry.id(feedback_tag(event.segment, event.action, event.exploration, words))
+        tag_id = registry.id((action_taken(action, words), exploration, pairs))
         # The registry's own copy, which lives as long as the registry: an item that held
         # the tag just built would keep three young tuples alive per prediction until the
         # model stage reads it (measured: more garbage-collector work than the tag saves).
         # A tag pooled into the overflow is not the prediction's own: none then.
-        tag = registry.tags[found]
-        return found, None if tag[2] == OVERFLOW_PAIRS else tag
+        tag = registry.tags[tag_id]
+        found = tag_id, None if tag[2] == OVERFLOW_PAIRS else tag
+        if kind in _KEYABLE:
+            if seen is None or len(seen) >= SEEN_TAG_KEYS:  # actions of many values: start over
+                seen = self._seen[model_id] = {}
+            seen[key] = found
+        return found
 
     def state(self) -> dict[str, Any]:
         return {
@@ -238,6 +268,7 @@ class Intake:
             for m, r in state["tags"].items()
         }
         self._no_action = {}
+        self._seen = {}
 
 
 def item_to_wire(item: Routed) -> list[Any]:
