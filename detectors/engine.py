@@ -182,19 +182,22 @@ class ModelEngine:
             bucket = batch.preds[key] = ([], [])
         bucket[0].append(p)
         bucket[1].append(seq)
-        if p.segment is None and p.action is None and not p.exploration:
-            return
-        stop_words = self._no_action.get(model_id, _NOT_LOOKED_UP)
-        if stop_words is _NOT_LOOKED_UP:
-            stop_words = self._feedback_words(p)
-        if stop_words is None:
-            return
-        feedback = self.loops[model_id]
+        # A tag stage 1 built says the model's feedback-loop detection is on (same settings).
+        feedback = self.loops.get(model_id) if built is not None else None
+        if feedback is None:
+            if p.segment is None and p.action is None and not p.exploration:
+                return
+            stop_words = self._no_action.get(model_id, _NOT_LOOKED_UP)
+            if stop_words is _NOT_LOOKED_UP:
+                stop_words = self._feedback_words(p)
+            if stop_words is None:
+                return
+            feedback = self.loops[model_id]
         mask = feedback.sample_mask
         if mask and crc32(p.request_id.encode()) & mask:  # not in the sample
             return
         action = p.action
-        tag_key = built or feedback_tag(p.segment, action, p.exploration, stop_words)
+        tag_key = built or feedback_tag(p.segment, action, p.exploration, feedback.no_action)
         registry = feedback.registry
         tag = registry.ids.get(tag_key)
         if tag is None:

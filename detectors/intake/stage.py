@@ -138,7 +138,11 @@ class Intake:
                 items = out[model_id] = []
             if type(event) is Prediction:
                 n_predictions += 1
-                tagged = self._tag(event)
+                tagged = (
+                    self._tag(event)
+                    if event.segment is not None or event.action is not None or event.exploration
+                    else None
+                )
                 if tagged is None:
                     tag = None
                     items.append(Routed(PREDICTION, seq, slot, event, None, trace))
