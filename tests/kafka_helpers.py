@@ -52,10 +52,20 @@ def kafka(bootstrap: str) -> KafkaSettings:
 
 
 async def produce(
-    bootstrap: str, topics: Topics, events: list[Event], extra: list[tuple[str, bytes]] = ()
+    bootstrap: str,
+    topics: Topics,
+    events: list[Event],
+    extra: list[tuple[str, bytes]] = (),
+    compression: str | None = None,
 ) -> dict[str, int]:
-    """Produce events keyed by request_id; returns records produced per topic."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    """Produce events keyed by request_id (record batches compressed with ``compression``,
+    if given); returns records produced per topic."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        max_batch_size=1 << 20,
+        compression_type=compression,
+    )
     await producer.start()
     counts = {topics.predictions: 0, topics.outcomes: 0}
     try:

@@ -40,6 +40,11 @@ def test_environment_overrides_file_and_flags_override_environment(tmp_path, mon
         ("DRIFTLINE_METRICS_PORT", "nine", "DRIFTLINE_METRICS_PORT='nine' is not a valid int"),
         ("DRIFTLINE_ENABLE_IDEMPOTENCE", "maybe", "is not a valid bool"),
         ("DRIFTLINE_SECURITY_PROTOCOL", "SASL_SSL", "needs sasl_mechanism"),
+        (
+            "DRIFTLINE_COMPRESSION_TYPE",
+            "brotli",
+            "compression_type must be one of none, gzip, snappy, lz4, zstd, got 'brotli'",
+        ),
     ],
 )
 def test_bad_environment_values_are_named(tmp_path, monkeypatch, env, value, message) -> None:

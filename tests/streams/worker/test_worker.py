@@ -181,6 +181,19 @@ async def test_committing_shards_that_left_in_a_rebalance_commits_nothing(
     await run_until_committed(broker, topics, "g-left", 2, total, before_stop=commit_departed)
 
 
+async def test_compressed_input_topics_are_read(broker, make_stream) -> None:
+    """Prediction logs written with zstd record batches (as model servers' producers often
+    write them) are read and decided on; the worker's own writes are lz4 (the default)."""
+    topics = topics_for(f"zstd{next(_names)}")
+    await setup_topics(broker, topics, 2)
+    events = make_stream(scenario="mean_shift", n_predictions=12_000, change_at=6_000, seed=13)
+    total = sum((await produce(broker, topics, list(events), compression="zstd")).values())
+    worker = await run_until_committed(broker, topics, "g-zstd", 2, total)
+    assert worker.kafka.compression_type == "lz4"
+    drift = [d for d in await decisions(broker, topics) if d["kind"] == "data_drift"]
+    assert drift and drift[0]["features"][0] == "x0"
+
+
 async def test_worker_rolls_back_a_bad_canary(broker, make_stream) -> None:
     """Through the broker: a canary 5 points worse on 10 % of traffic is rolled back to the
     stable version on the rollback topic (the model stage judges the canary on both
