@@ -11,6 +11,7 @@
    triggering record).
 
     python benchmarks/worker_throughput.py [--predictions 150000] [--paced-seconds 20]
+        [--compare-compression none zstd]
 """
 
 from __future__ import annotations
@@ -131,8 +132,11 @@ async def run_worker(
     until: int,
     timeout_s: float,
     detectors: DetectorSettings = SETTINGS,
+    compression: str | None = None,
 ) -> TimedWorker:
     kafka = KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence=False)
+    if compression is not None:
+        kafka = replace(kafka, compression_type=compression)
     worker = TimedWorker(
         replace(Config(), topics=t, detectors=detectors),
         kafka,
@@ -227,8 +231,18 @@ async def main(args: argparse.Namespace) -> None:
         sent = worker.metrics.summary_bytes._value.get()
         print(
             f"summaries topic: {sent:,.0f} bytes for {input_bytes:,} input bytes "
-            f"({sent / input_bytes:.2f} of the input)"
+            f"({sent / input_bytes:.2f} of the input, before the producer's "
+            f"{worker.kafka.compression_type} compression)"
         )
+        for compression in args.compare_compression:
+            peer = await run_worker(
+                bs, bulk, f"bench-bulk-{compression}", total, 300, compression=compression
+            )
+            peer_rate = peer.handled / (peer.last - (peer.first or peer.last))
+            print(
+                f"worker with compression_type {compression}: {peer_rate:>9,.0f} records/s "
+                f"({peer_rate / rate:.2f} of the default's)"
+            )
 
         paced = topics("paced")
         await create_topics(kafka, paced, PARTITIONS)
@@ -272,6 +286,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--predictions", type=int, default=150_000)
     parser.add_argument("--paced-seconds", type=float, default=20)
+    parser.add_argument(
+        "--compare-compression",
+        nargs="*",
+        default=[],
+        metavar="TYPE",
+        help="also run the worker over the same records with these compression_type values",
+    )
     parser.add_argument(
         "--paced-fraction",
         type=float,

@@ -14,7 +14,14 @@ from typing import Any, Final
 import orjson
 
 from driftline.schemas.exceptions import DecodeError
-from driftline.schemas.records import ROLES, Event, Outcome, Prediction
+from driftline.schemas.records import (
+    ROLES,
+    Event,
+    Outcome,
+    Prediction,
+    make_outcome,
+    make_prediction,
+)
 
 INVALID_JSON: Final = "invalid_json"
 NOT_AN_OBJECT: Final = "not_an_object"
@@ -252,8 +259,7 @@ def prediction_from_dict(obj: dict[str, Any]) -> Prediction:
             _string(obj, field)
     ts = obj.get("ts")
     prediction = obj.get("prediction")
-    # Positional arguments in field order: measurably cheaper than keywords per event.
-    return Prediction(
+    return make_prediction(
         event_id,  # type: ignore[arg-type]
         request_id,  # type: ignore[arg-type]
         model_id,  # type: ignore[arg-type]
@@ -285,14 +291,14 @@ def outcome_from_dict(obj: dict[str, Any]) -> Outcome:
     independent = obj.get("independent", False)
     if type(independent) is not bool:
         raise _fail(SCHEMA_VIOLATION, "independent must be true or false")
-    return Outcome(
-        event_id=_string(obj, "event_id"),
-        request_id=_string(obj, "request_id"),
-        model_id=_string(obj, "model_id"),
-        ts=parse_ts(obj.get("ts")),
-        label=label,
-        segment=_optional_segment(obj.get("segment")),
-        independent=independent,
+    return make_outcome(
+        _string(obj, "event_id"),
+        _string(obj, "request_id"),
+        _string(obj, "model_id"),
+        parse_ts(obj.get("ts")),
+        label,
+        _optional_segment(obj.get("segment")),
+        independent,
     )
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 FeatureValue = float | int | str | bool | None
 """A feature as served: a number, a string, a bool, or null for missing."""
@@ -68,3 +69,69 @@ class Outcome:
 
 
 Event = Prediction | Outcome
+
+
+# Fast construction for the decoder. A frozen dataclass's ``__init__`` sets each field
+# through ``object.__setattr__`` (measured: 2.5 us for a Prediction, 1.6 us for an
+# Outcome); the slots' own descriptors set them in about half that. The records stay
+# frozen: only these two functions write their slots, once, before anyone sees them.
+_new = object.__new__
+(
+    _p_event_id, _p_request_id, _p_model_id, _p_model_version, _p_ts, _p_features,
+    _p_prediction, _p_scores, _p_role, _p_segment, _p_action, _p_exploration,
+) = (Prediction.__dict__[f.name].__set__ for f in fields(Prediction))  # fmt: skip
+(
+    _o_event_id, _o_request_id, _o_model_id, _o_ts, _o_label, _o_segment, _o_independent,
+) = (Outcome.__dict__[f.name].__set__ for f in fields(Outcome))  # fmt: skip
+
+
+def make_prediction(
+    event_id: str,
+    request_id: str,
+    model_id: str,
+    model_version: str,
+    ts: int,
+    features: Mapping[str, FeatureValue],
+    prediction: PredictionValue,
+    scores: Mapping[str, float] | None,
+    role: str,
+    segment: Mapping[str, str] | None,
+    action: Any,
+    exploration: bool,
+) -> Prediction:
+    """``Prediction(...)`` with every field given, in field order, at half the cost."""
+    p = _new(Prediction)
+    _p_event_id(p, event_id)
+    _p_request_id(p, request_id)
+    _p_model_id(p, model_id)
+    _p_model_version(p, model_version)
+    _p_ts(p, ts)
+    _p_features(p, features)
+    _p_prediction(p, prediction)
+    _p_scores(p, scores)
+    _p_role(p, role)
+    _p_segment(p, segment)
+    _p_action(p, action)
+    _p_exploration(p, exploration)
+    return p
+
+
+def make_outcome(
+    event_id: str,
+    request_id: str,
+    model_id: str,
+    ts: int,
+    label: float | int | str | bool | None,
+    segment: Mapping[str, str] | None,
+    independent: bool,
+) -> Outcome:
+    """``Outcome(...)`` with every field given, in field order, at half the cost."""
+    o = _new(Outcome)
+    _o_event_id(o, event_id)
+    _o_request_id(o, request_id)
+    _o_model_id(o, model_id)
+    _o_ts(o, ts)
+    _o_label(o, label)
+    _o_segment(o, segment)
+    _o_independent(o, independent)
+    return o

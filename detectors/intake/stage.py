@@ -32,7 +32,7 @@ from driftline.detectors.feedback.monitor import (
 from driftline.detectors.intake.join import OutcomeJoin
 from driftline.detectors.intake.recent import RecentIds
 from driftline.detectors.settings import DetectorSettings
-from driftline.schemas.records import Event, Outcome, Prediction
+from driftline.schemas.records import Event, Outcome, Prediction, make_outcome, make_prediction
 
 INTAKE_COUNTERS = ("events", "predictions", "outcomes", "duplicates")
 SEEN_TAG_KEYS = 4_096
@@ -169,8 +169,8 @@ class Intake:
                 )
             for j in joined:
                 if outcome is None:  # the outcome came first: rebuild it from the join
-                    found: Event = Outcome(
-                        event.event_id, event.request_id, model_id, event.ts, j.label
+                    found: Event = make_outcome(
+                        event.event_id, event.request_id, model_id, event.ts, j.label, None, False
                     )
                 else:
                     found = outcome
@@ -309,14 +309,14 @@ def item_from_wire(row: list[Any], model_id: str) -> Routed:
     trace = row[_TRACE_AT[kind]] if len(row) > _TRACE_AT.get(kind, len(row)) else None
     if kind == PREDICTION:
         version, prediction, features, scores, role, segment, action, exploration = row[6:14]
-        event: Event = Prediction(
+        event: Event = make_prediction(
             event_id, request_id, model_id, version, ts, features, from_wire(prediction),
             scores, role, segment, tuple(action) if type(action) is list else action,
             exploration,
         )  # fmt: skip
         return Routed(kind, seq, slot, event, None, trace)
     if kind == INDEPENDENT:
-        outcome = Outcome(event_id, request_id, model_id, ts, row[6], row[7], True)
+        outcome = make_outcome(event_id, request_id, model_id, ts, row[6], row[7], True)
         return Routed(kind, seq, slot, outcome, None, trace)
     if kind != LABEL:
         raise ValueError(f"unknown item kind {kind!r}")
@@ -324,7 +324,7 @@ def item_from_wire(row: list[Any], model_id: str) -> Routed:
     if tag is not None:
         tag = (bool(tag[0]), bool(tag[1]), tuple((k, v) for k, v in tag[2]))
     label = Label(version, from_wire(prediction), row[6], prediction_ts, tag)
-    outcome = Outcome(event_id, request_id, model_id, ts, row[6])
+    outcome = make_outcome(event_id, request_id, model_id, ts, row[6], None, False)
     return Routed(kind, seq, slot, outcome, label, trace)
 
 
