@@ -231,8 +231,8 @@ async def main(args: argparse.Namespace) -> None:
         sent = worker.metrics.summary_bytes._value.get()
         print(
             f"summaries topic: {sent:,.0f} bytes for {input_bytes:,} input bytes "
-            f"({sent / input_bytes:.2f} of the input, before the producer's "
-            f"{worker.kafka.compression_type} compression)"
+            f"({sent / input_bytes:.2f} of the input; compression_type "
+            f"{worker.kafka.compression_type})"
         )
         for compression in args.compare_compression:
             peer = await run_worker(

@@ -57,12 +57,13 @@ class KafkaSettings:
     enable_idempotence: bool = True
     """Idempotent producer (no duplicates from producer retries). Real Kafka supports it;
     the embedded test broker does not, so tests and the demo switch it off."""
-    compression_type: str = "lz4"
+    compression_type: str = "none"
     """How the producer compresses what the worker writes: ``none``, ``gzip``, ``snappy``,
-    ``lz4`` or ``zstd``. lz4 by default: the summaries topic carries about as many bytes
-    as the input, and lz4 takes them to under half for about half a microsecond an event
-    of 12 features (``zstd`` to a quarter, at twice lz4's CPU). Input topics may use any of the
-    five, whatever this says."""
+    ``lz4`` or ``zstd``. The summaries topic carries about as many bytes as the input;
+    lz4 takes them to under half, zstd to a quarter, but aiokafka compresses on the
+    worker's event loop, and `benchmarks/worker_throughput.py` measured the worker at
+    0.58-0.65 of its throughput with lz4 and 0.53-0.66 with zstd (two runs). So none by
+    default, Kafka's own producer default; input topics may use any of the five."""
 
     def __post_init__(self) -> None:
         if self.security_protocol not in SECURITY_PROTOCOLS:

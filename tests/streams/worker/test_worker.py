@@ -7,6 +7,7 @@ import base64
 import itertools
 import time
 import urllib.request
+from dataclasses import replace
 from datetime import datetime
 
 import orjson
@@ -53,9 +54,11 @@ async def run_until_committed(
     detectors=SMALL,
     metrics_port=None,
     before_stop=None,
+    compression="none",
 ):
     settings = WorkerSettings(group_id=group, metrics_port=metrics_port, **TEST_WORKER)
-    worker = Worker(config_for(topics, detectors), kafka(bootstrap), settings)
+    clients = replace(kafka(bootstrap), compression_type=compression)
+    worker = Worker(config_for(topics, detectors), clients, settings)
     task = asyncio.create_task(worker.run())
     try:
         await wait_committed(
@@ -183,12 +186,12 @@ async def test_committing_shards_that_left_in_a_rebalance_commits_nothing(
 
 async def test_compressed_input_topics_are_read(broker, make_stream) -> None:
     """Prediction logs written with zstd record batches (as model servers' producers often
-    write them) are read and decided on; the worker's own writes are lz4 (the default)."""
+    write them) are read and decided on; the worker writes its own outputs with lz4."""
     topics = topics_for(f"zstd{next(_names)}")
     await setup_topics(broker, topics, 2)
     events = make_stream(scenario="mean_shift", n_predictions=12_000, change_at=6_000, seed=13)
     total = sum((await produce(broker, topics, list(events), compression="zstd")).values())
-    worker = await run_until_committed(broker, topics, "g-zstd", 2, total)
+    worker = await run_until_committed(broker, topics, "g-zstd", 2, total, compression="lz4")
     assert worker.kafka.compression_type == "lz4"
     drift = [d for d in await decisions(broker, topics) if d["kind"] == "data_drift"]
     assert drift and drift[0]["features"][0] == "x0"
