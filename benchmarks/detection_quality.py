@@ -82,6 +82,12 @@ DELTAS = (0.002, 1e-4, 1e-6, 1e-8)
 """ADWIN confidence values tried on the stationary streams, River's default first."""
 
 
+def matched_delta(false_alarms: dict[float, int], ours: int) -> float:
+    """The brief's like-for-like comparison: ADWIN's delta lowered until it is as quiet as
+    driftline (the largest of `DELTAS` with no more false alarms; else the smallest)."""
+    return next((d for d in DELTAS if false_alarms[d] <= ours), DELTAS[-1])
+
+
 def adwin_result(spec: StreamSpec, events: list, delta: float = DELTAS[0]):
     """ADWIN per stream; delay on the stream the scenario changes, false alarms on all."""
     streams = {name: drift.ADWIN(delta=delta) for name in NUMERIC}
@@ -177,9 +183,7 @@ def main() -> None:
 
     total, ours_fa, theirs_by_delta = stationary(args, settings)
     theirs_fa = theirs_by_delta[DELTAS[0]]
-    # The brief's like-for-like comparison: ADWIN's delta lowered until it is as quiet as
-    # driftline (the largest delta tried with no more false alarms).
-    quiet = next((d for d in DELTAS if theirs_by_delta[d] <= ours_fa), DELTAS[-1])
+    quiet = matched_delta(theirs_by_delta, ours_fa)
     per = 100_000 / total
     print(f"stationary streams: {total:,} predictions in all (plus outcomes)")
     print(

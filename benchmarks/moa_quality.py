@@ -27,7 +27,9 @@ from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
-from detection_quality import run_driftline  # the script's own folder is on sys.path
+
+# The script's own folder is on sys.path.
+from detection_quality import DELTAS, matched_delta, run_driftline
 from river import drift
 from worlds import WORLDS, generate
 
@@ -35,8 +37,6 @@ from driftline.detectors.drift.river_bridge import ERROR_DETECTORS
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.records import Outcome, Prediction
 
-DELTAS = (0.002, 1e-4, 1e-6, 1e-8)
-"""ADWIN confidence values tried, River's default first."""
 CALIBRATION_KIND = "performance_estimate_gap"
 """Realised error unlike the model's own confidence: on SEA and Hyperplane the logistic
 model fitted here is underconfident (10 points) from the first labels, which is true, so
@@ -154,13 +154,11 @@ def main() -> None:
         f"  (and {CALIBRATION_KIND} alerts, true findings about the frozen logistic model's "
         f"scores, not changes: {dict(calibration) or 'none'})"
     )
-    quiet = DELTAS[-1]
     for delta in DELTAS:
         rate = theirs_fa[delta] * 100_000 / stream_events
         count = theirs_fa[delta]
         print(f"  ADWIN delta={delta:g}: {count} false alarms = {rate:.3f} per 100k per stream")
-        if theirs_fa[delta] <= ours_fa and quiet == DELTAS[-1]:
-            quiet = delta
+    quiet = matched_delta(theirs_fa, ours_fa)
     print(f"  matched ADWIN: delta={quiet:g} (largest delta as quiet as driftline)")
 
     arl = settings.false_alarm_budget_events * 100  # per-test ARL of a ~100-test model

@@ -32,6 +32,7 @@ from driftline.detectors.drift.reference import (
 from driftline.detectors.feedback.monitor import (
     INDEPENDENT,
     LABEL,
+    NOT_LOOKED_UP,
     PREDICTION,
     R_MODEL,
     FeedbackMonitor,
@@ -58,10 +59,6 @@ class LabelBatch(NamedTuple):
     event_ids: list[str]
     prediction_ts: list[int]
     """Event times of the predictions the labels are for."""
-
-
-_NOT_LOOKED_UP: frozenset[str] = frozenset({"(not looked up)"})
-"""A model whose "not acted" words are not looked up yet."""
 
 
 @dataclass(slots=True)
@@ -187,8 +184,8 @@ class ModelEngine:
         if feedback is None:
             if p.segment is None and p.action is None and not p.exploration:
                 return
-            stop_words = self._no_action.get(model_id, _NOT_LOOKED_UP)
-            if stop_words is _NOT_LOOKED_UP:
+            stop_words = self._no_action.get(model_id, NOT_LOOKED_UP)
+            if stop_words is NOT_LOOKED_UP:
                 stop_words = self._feedback_words(p)
             if stop_words is None:
                 return

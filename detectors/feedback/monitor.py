@@ -69,6 +69,16 @@ RECOMMENDATION = (
 )
 
 
+def no_action_words(settings: DetectorSettings) -> frozenset[str]:
+    """The action strings that mean "not acted" (lower case)."""
+    return frozenset(v.strip().lower() for v in settings.feedback_no_action.split(",") if v.strip())
+
+
+NOT_LOOKED_UP: frozenset[str] = frozenset({"(not looked up)"})
+"""Stands for a model whose "not acted" words are not looked up yet (in caches where None
+means that its feedback-loop detection is off)."""
+
+
 def action_taken(action: object, no_action: frozenset[str]) -> bool:
     """Whether the system acted on a prediction (no action field: the prediction was
     served, which is the action)."""
@@ -480,9 +490,7 @@ class FeedbackMonitor:
     def __init__(self, model_id: str, settings: DetectorSettings) -> None:
         self.model_id = model_id
         self.settings = settings
-        self.no_action = frozenset(
-            v.strip().lower() for v in settings.feedback_no_action.split(",") if v.strip()
-        )
+        self.no_action = no_action_words(settings)
         self.bucket_ms = settings.feedback_bucket_ms
         self.open: dict[int, RawBucket] = {}
         """Buckets still counting, by start time."""

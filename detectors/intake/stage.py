@@ -23,11 +23,13 @@ from driftline.detectors.drift.reference import from_wire, to_wire
 from driftline.detectors.feedback.monitor import (
     INDEPENDENT,
     LABEL,
+    NOT_LOOKED_UP,
     OVERFLOW_PAIRS,
     PREDICTION,
     Tag,
     TagRegistry,
-    action_taken,
+    feedback_tag,
+    no_action_words,
 )
 from driftline.detectors.intake.join import OutcomeJoin
 from driftline.detectors.intake.recent import RecentIds
@@ -38,8 +40,6 @@ INTAKE_COUNTERS = ("events", "predictions", "outcomes", "duplicates")
 SEEN_TAG_KEYS = 4_096
 """Distinct (action, exploration, segment) combinations remembered per model: a model whose
 actions take many values (item ids) starts over when it has seen this many."""
-_UNKNOWN: frozenset[str] = frozenset({"(not looked up)"})
-"""A model whose "not acted" words are not looked up yet."""
 _KEYABLE = frozenset({str, int, bool, float, tuple, type(None)})
 """Kinds of action a decoded event carries (all hashable)."""
 
@@ -212,7 +212,7 @@ class Intake:
         if segment is None and action is None and not exploration:
             return None
         model_id = event.model_id
-        words = self._no_action.get(model_id, _UNKNOWN)
+        words = self._no_action.get(model_id, NOT_LOOKED_UP)
         if words is None:  # feedback-loop detection is off for this model
             return None
         pairs = tuple(segment.items()) if segment else ()
@@ -226,7 +226,7 @@ class Intake:
             found = seen.get(key)
             if found is not None:
                 return found
-        if words is _UNKNOWN:
+        if words is NOT_LOOKED_UP:
             settings = self.settings_for(model_id)
             words = self._no_action[model_id] = (
                 no_action_words(settings) if settings.feedback_enabled else None
@@ -238,7 +238,7 @@ class Intake:
             registry = self.tags[model_id] = TagRegistry(
                 max_tags=self.settings_for(model_id).feedback_max_tags
             )
-        tag_id = registry.id((action_taken(action, words), exploration, pairs))
+        tag_id = registry.id(feedback_tag(segment, action, exploration, words))
         # The registry's own copy, which lives as long as the registry: an item that held
         # the tag just built would keep three young tuples alive per prediction until the
         # model stage reads it (measured: more garbage-collector work than the tag saves).
@@ -330,11 +330,6 @@ def item_from_wire(row: list[Any], model_id: str) -> Routed:
 
 _TRACE_AT = {PREDICTION: 14, INDEPENDENT: 8, LABEL: 11}
 """Position of the optional trace in a wire row, by item kind."""
-
-
-def no_action_words(settings: DetectorSettings) -> frozenset[str]:
-    """The action strings that mean "not acted" (lower case)."""
-    return frozenset(v.strip().lower() for v in settings.feedback_no_action.split(",") if v.strip())
 
 
 __all__ = [
