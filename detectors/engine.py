@@ -218,17 +218,15 @@ class ModelEngine:
         event, j = item.event, item.label
         assert j is not None
         model_id = event.model_id
+        tag, feedback = j.tag, None
+        if tag is not None:  # the prediction was tagged: the model watches feedback loops
+            feedback = self.loops.get(model_id)
+            if feedback is None and self.settings_for(model_id).feedback_enabled:
+                feedback = self.feedback(model_id)
         if (
-            j.tag is not None
-            and self.model_settings.get(model_id, self.settings).feedback_enabled
-            and (
-                not (
-                    mask := (
-                        feedback := self.loops.get(model_id) or self.feedback(model_id)
-                    ).sample_mask
-                )
-                or not crc32(event.request_id.encode()) & mask
-            )
+            feedback is not None
+            and tag is not None
+            and (not (mask := feedback.sample_mask) or not crc32(event.request_id.encode()) & mask)
         ):
             batch.loops.append(
                 (
@@ -237,7 +235,7 @@ class ModelEngine:
                     seq,
                     event.ts,
                     event.event_id,
-                    feedback.registry.id(j.tag),
+                    feedback.registry.id(tag),
                     j.prediction,
                     j.label,
                     j.prediction_ts,

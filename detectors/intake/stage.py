@@ -76,6 +76,18 @@ class Routed(NamedTuple):
     on the wire; the model stage builds it again for an item that came from there)."""
 
 
+def _tag_key(event: Prediction) -> tuple[Any, bool, tuple[Any, ...]]:
+    """What decides a prediction's feedback tag, as a key: a ranked list (a tuple once
+    decoded) counts as acted when it is not empty, and equal actions (1 and True, 0 and
+    False) are acted alike."""
+    action, segment = event.action, event.segment
+    return (
+        bool(action) if type(action) is tuple else action,
+        event.exploration,
+        tuple(segment.items()) if segment else (),
+    )
+
+
 class Intake:
     """Dedupe and join of one input partition; routes items per model.
 
@@ -206,49 +218,47 @@ class Intake:
 
     def _tag(self, event: Prediction) -> tuple[int, Tag | None] | None:
         """Id of the prediction's feedback tag and the tag itself (None when the registry
-        pooled it into the overflow), or None (no feedback fields, or feedback-loop
-        detection off for its model)."""
-        segment, action, exploration = event.segment, event.action, event.exploration
-        if segment is None and action is None and not exploration:
-            return None
+        pooled it into the overflow), or None (feedback-loop detection off for its model).
+        Called for predictions with a feedback field."""
+        seen = self._seen.get(event.model_id)
+        if seen is None:  # nothing remembered (or feedback-loop detection off)
+            return self._new_tag(event)
+        key = _tag_key(event)
+        try:
+            found = seen.get(key)
+        except TypeError:  # an action no key can hold (a list handed over undecoded)
+            found = None
+        return found if found is not None else self._new_tag(event)
+
+    def _new_tag(self, event: Prediction) -> tuple[int, Tag | None] | None:
+        """`_tag` for a combination not remembered: look the words up, register the tag,
+        and remember it (only keys of the kinds decoding makes)."""
         model_id = event.model_id
         words = self._no_action.get(model_id, NOT_LOOKED_UP)
-        if words is None:  # feedback-loop detection is off for this model
-            return None
-        pairs = tuple(segment.items()) if segment else ()
-        # What decides the tag, as a key: a ranked list (a tuple once decoded) counts as
-        # acted when it is not empty, and equal actions (1 and True, 0 and False) are
-        # acted alike. Other kinds (a list handed over without decoding) are not kept.
-        kind = type(action)
-        key = (bool(action) if kind is tuple else action, exploration, pairs)
-        seen = self._seen.get(model_id)
-        if seen is not None and kind in _KEYABLE:
-            found = seen.get(key)
-            if found is not None:
-                return found
         if words is NOT_LOOKED_UP:
             settings = self.settings_for(model_id)
             words = self._no_action[model_id] = (
                 no_action_words(settings) if settings.feedback_enabled else None
             )
-            if words is None:
-                return None
+        if words is None:  # feedback-loop detection is off for this model
+            return None
         registry = self.tags.get(model_id)
         if registry is None:
             registry = self.tags[model_id] = TagRegistry(
                 max_tags=self.settings_for(model_id).feedback_max_tags
             )
-        tag_id = registry.id(feedback_tag(segment, action, exploration, words))
+        tag_id = registry.id(feedback_tag(event.segment, event.action, event.exploration, words))
         # The registry's own copy, which lives as long as the registry: an item that held
         # the tag just built would keep three young tuples alive per prediction until the
         # model stage reads it (measured: more garbage-collector work than the tag saves).
         # A tag pooled into the overflow is not the prediction's own: none then.
         tag = registry.tags[tag_id]
         found = tag_id, None if tag[2] == OVERFLOW_PAIRS else tag
-        if kind in _KEYABLE:
+        if type(event.action) in _KEYABLE:
+            seen = self._seen.get(model_id)
             if seen is None or len(seen) >= SEEN_TAG_KEYS:  # actions of many values: start over
                 seen = self._seen[model_id] = {}
-            seen[key] = found
+            seen[_tag_key(event)] = found
         return found
 
     def state(self) -> dict[str, Any]:

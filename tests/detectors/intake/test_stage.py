@@ -32,13 +32,18 @@ def predictions(n: int, seed: int, actions: list[object]) -> list[Prediction]:
     return out
 
 
+def feedback_fields(e: Prediction) -> bool:
+    """Whether a prediction carries a feedback field (what stage 1 tags)."""
+    return e.segment is not None or e.action is not None or e.exploration
+
+
 def built(events: list[Prediction], settings: DetectorSettings) -> list[object]:
     """The tags as stage 1 would build them from scratch, event by event."""
     words = no_action_words(settings)
     registries: dict[str, TagRegistry] = {}
     out: list[object] = []
     for e in events:
-        if e.segment is None and e.action is None and not e.exploration:
+        if not feedback_fields(e):
             out.append(None)
             continue
         registry = registries.setdefault(
@@ -60,7 +65,7 @@ def test_remembered_tags_equal_the_tags_built_from_scratch(monkeypatch, remember
     events = predictions(4_000, seed=3, actions=ACTIONS)
     for settings in (DetectorSettings(), DetectorSettings(feedback_max_tags=5)):
         intake = Intake(settings)
-        got = [intake._tag(e) for e in events]
+        got = [intake._tag(e) if feedback_fields(e) else None for e in events]
         assert got == built(events, settings)
         assert any(g is not None and g[1] is None for g in got) == (settings.feedback_max_tags == 5)
         assert all(len(seen) <= remembered for seen in intake._seen.values())
