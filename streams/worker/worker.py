@@ -745,12 +745,13 @@ class Worker:
         events: list[Event] = []
         sources: list[ConsumerRecord] = []
         letters: list[DeadLetter] = []
+        max_bytes = self.max_event_bytes
         for record in records:
             expect = "prediction" if record.topic == predictions else "outcome"
             try:
                 if record.value is None:
                     raise DecodeError("invalid_json", "message has no value (tombstone)")
-                events.append(decode(record.value, expect, max_bytes=self.max_event_bytes))
+                events.append(decode(record.value, expect, max_bytes=max_bytes))
                 sources.append(record)
             except DecodeError as exc:
                 letters.append(letter(exc.reason, exc.message, record))
@@ -1010,7 +1011,9 @@ distributed-tracing extension in binary mode (KServe's logger events)."""
 
 def _traceparent(record: ConsumerRecord) -> str | None:
     """The record's ``traceparent``, if it has one."""
-    found = next((v for k, v in record.headers or () if k.lower() in TRACE_HEADERS), None)
+    if not record.headers:  # most records: no headers at all
+        return None
+    found = next((v for k, v in record.headers if k.lower() in TRACE_HEADERS), None)
     return found.decode("ascii", "replace") if found else None
 
 
