@@ -112,8 +112,9 @@ ACQUIRE_RETRY_S = 0.5
 MAX_ACQUIRE_RETRY_S = 8.0
 """First and longest pause between attempts to read the state of assigned partitions."""
 
-SUMMARY_FORMAT = 1
-"""Version of the summaries topic's messages (see `Worker._forward`)."""
+SUMMARY_FORMAT = 2
+"""Version of the summaries topic's messages (see `Worker._forward`). 2: predictions'
+feature names once per message (``fk``); 1 (still read): once per item."""
 
 SUMMARY_HEADROOM_BYTES = 4_096
 """Input messages are accepted up to ``max_request_size`` less this, so that every
@@ -626,21 +627,23 @@ class Worker:
         key = model_id.encode()
         budget = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES - len(key)
         watermark = shard.intake.watermarks[model_id]
-        all_rows = [item_to_wire(item) for item in items]
+        feature_keys: dict[tuple[str, ...], int] = {}
+        all_rows = [item_to_wire(item, feature_keys) for item in items]
+        names = list(feature_keys)
         parts = [(0, len(items), watermark)]
         while parts:
             start, stop, mark = parts.pop(0)
-            value = orjson.dumps(
-                {"v": SUMMARY_FORMAT, "p": shard.partition, "n": self.partitions,
-                 "w": mark, "i": all_rows[start:stop]},
-                option=orjson.OPT_SERIALIZE_NUMPY,
-            )  # fmt: skip
+            value = self._summary(shard, mark, names, all_rows[start:stop])
             if len(value) > budget and stop - start > 1:
                 half = (start + stop) // 2
                 # The first half's watermark is its last item's slot: nothing before it is
                 # still to come from this partition.
                 parts[:0] = [(start, half, items[half - 1].slot), (half, stop, mark)]
                 continue
+            if len(value) > budget:  # one item, beside the names of the whole batch
+                own: dict[tuple[str, ...], int] = {}
+                row = item_to_wire(items[start], own)
+                value = self._summary(shard, mark, list(own), [row])
             part = items[start:stop]
             if not part:  # only the watermark moved (e.g. outcomes that joined nothing)
                 await self.publisher.send(self.topics.summaries, value, key)
@@ -658,6 +661,17 @@ class Worker:
             await self.publisher.send(self.topics.summaries, value, key, headers=headers)
             self.metrics.summary_bytes.inc(len(value))
 
+    def _summary(
+        self, shard: Shard, mark: int, names: list[tuple[str, ...]], rows: list[list[Any]]
+    ) -> bytes:
+        """One summaries message: rows of items, the feature names their predictions
+        index, and how far the partition's watermark of the model has reached."""
+        return orjson.dumps(
+            {"v": SUMMARY_FORMAT, "p": shard.partition, "n": self.partitions,
+             "w": mark, "fk": names, "i": rows},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )  # fmt: skip
+
     def _local_items(
         self, record: ConsumerRecord, model_id: str, message: dict[str, Any]
     ) -> list[Routed]:
@@ -671,7 +685,8 @@ class Worker:
                 self.local_items -= len(items)
                 return items
         body = message if "i" in message else orjson.loads(record.value or b"")
-        return [item_from_wire(row, model_id) for row in body["i"]]
+        feature_keys = body.get("fk")  # absent in messages of format 1
+        return [item_from_wire(row, model_id, feature_keys) for row in body["i"]]
 
     async def _merge(self, shard: ModelShard, records: list[ConsumerRecord], now_ms: int) -> None:
         """Stage 2: merge the partitions' items per model, run the detectors on what the

@@ -291,3 +291,65 @@ async def test_a_live_stream_is_merged_in_order_and_decided_as_replay_decides(
     found = sorted((d["type"], d["kind"], d["ts"]) for d in await decisions(broker, topics))
     assert found == sorted((d.type, d.kind, d.ts) for d in native.decisions)
     assert any(kind == "data_drift" for _, kind, _ in found)
+
+
+async def test_items_read_back_from_the_summaries_topic_decide_as_replay(
+    broker, make_stream, monkeypatch
+) -> None:
+    """With nothing kept in memory between the stages, the model stage decodes every item
+    from the summaries topic (feature names once per message, format 2) and decides as
+    replay does at the same partition count."""
+    from driftline.detectors.pipeline import StagedPipeline  # noqa: PLC0415
+    from driftline.schemas.decode import encode  # noqa: PLC0415
+    from driftline.streams.replay import Staged, replay  # noqa: PLC0415
+    from driftline.streams.worker import worker as worker_module  # noqa: PLC0415
+
+    monkeypatch.setattr(worker_module, "LOCAL_ITEMS", 0)
+    topics = topics_for(f"wire{next(_names)}")
+    await setup_topics(broker, topics, 2)
+    events = list(make_stream(scenario="mean_shift", n_predictions=12_000, change_at=6_000, seed=7))
+    total = sum((await produce(broker, topics, events)).values())
+    worker = await run_until_committed(broker, topics, "g-wire", 2, total)
+    assert worker.local_items == 0
+    native = replay([encode(e) for e in events], Staged(StagedPipeline(2, SMALL, {}, {})))
+    found = sorted(
+        (d["type"], d["kind"], d["ts"], d["decision_id"], tuple(d["features"]))
+        for d in await decisions(broker, topics)
+    )
+    assert found == sorted(
+        (d.type, d.kind, d.ts, d.decision_id, d.features) for d in native.decisions
+    )
+    assert ("alert", "data_drift") in {(t, k) for t, k, *_ in found}
+
+
+def test_summaries_messages_of_both_formats_give_the_same_items() -> None:
+    """A message of format 1 (an older worker's: feature names in every item) and one of
+    format 2 (names once per message) decode to the same items; so do items whose
+    features have other names or another order than the rest of their message."""
+    from aiokafka import ConsumerRecord  # noqa: PLC0415
+
+    from driftline.detectors.intake.stage import Intake, item_to_wire  # noqa: PLC0415
+    from driftline.schemas.records import Outcome, Prediction  # noqa: PLC0415
+
+    events = [
+        Prediction("p1", "r1", "m", "v1", 10, {"a": 1.5, "b": "x", "c": None}, 0.9),
+        Prediction("p2", "r2", "m", "v1", 11, {"b": "y", "a": 2.5, "c": 3}, 0.1),
+        Prediction("p3", "r3", "m", "v1", 12, {}, 0.4),
+        Outcome("o1", "r1", "m", 20, 1),
+        Prediction("p4", "r4", "m", "v1", 13, {"a": 0.5, "b": "z", "c": None}, 0.7),
+    ]
+    items = Intake().process(events)["m"]
+    worker = Worker(config_for(topics_for("fmt"), SMALL), kafka("127.0.0.1:1"), WorkerSettings())
+    keys: dict[tuple[str, ...], int] = {}
+    rows = [item_to_wire(item, keys) for item in items]
+    assert list(keys) == [("a", "b", "c"), ("b", "a", "c"), ()]
+    messages = [
+        {"v": 1, "p": 0, "n": 1, "w": 20, "i": [item_to_wire(item) for item in items]},
+        {"v": 2, "p": 0, "n": 1, "w": 20, "fk": list(keys), "i": rows},
+    ]
+    for message in messages:
+        value = orjson.dumps(message)
+        record = ConsumerRecord("s", 0, 0, 0, 0, b"m", value, None, 1, len(value), ())
+        got = worker._local_items(record, "m", orjson.loads(value))
+        assert got == [item._replace(tag=None) for item in items]
+        assert [list(i.event.features) for i in got[:3]] == [["a", "b", "c"], ["b", "a", "c"], []]
