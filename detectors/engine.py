@@ -497,7 +497,9 @@ class ModelEngine:
         self, model_id: str, preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]]
     ) -> Rows:
         """Label-free quantities of every prediction of one model, in arrival order."""
-        threshold = self.settings_for(model_id).classification_threshold
+        settings = self.settings_for(model_id)
+        threshold = settings.classification_threshold
+        scored = settings.scores_are_probabilities
         found: list[tuple[int, str, float, float, float, int, str]] = []
         for (model, version), (p, seqs) in preds.items():
             if model != model_id:
@@ -508,7 +510,9 @@ class ModelEngine:
                     (
                         seq,
                         version,
-                        estimated_error(task, event.prediction, event.scores, threshold),
+                        estimated_error(task, event.prediction, event.scores, threshold)
+                        if scored
+                        else _NAN,
                         positive(task, event.prediction, threshold),
                         missing_share(event.features),
                         event.ts,
@@ -526,7 +530,9 @@ class ModelEngine:
         by_model: dict[str, list[tuple[Any, ...]]] = {}
         for (model_id, version), (pairs, seqs, ts, ids, predicted_ts) in labels.items():
             task = self.monitor(model_id, version).concept.task
-            threshold = self.settings_for(model_id).classification_threshold
+            settings = self.settings_for(model_id)
+            threshold = settings.classification_threshold
+            scored = settings.scores_are_probabilities
             found = by_model.setdefault(model_id, [])
             for (prediction, label), seq, t, event_id, t0 in zip(
                 pairs, seqs, ts, ids, predicted_ts, strict=True
@@ -538,8 +544,8 @@ class ModelEngine:
                         seq,
                         version,
                         _NAN if error is None else float(error),
-                        brier(task_here, prediction, label),
-                        estimated_error(task_here, prediction, None, threshold),
+                        brier(task_here, prediction, label) if scored else _NAN,
+                        estimated_error(task_here, prediction, None, threshold) if scored else _NAN,
                         math.log10(max(t - t0, 1) / 1000.0),
                         float(t0),
                         _outcome_class(label),

@@ -154,6 +154,15 @@ class DetectorSettings:
     """Score at or above which a numeric prediction means the positive class, when labels
     are 0/1 or booleans."""
 
+    scores_are_probabilities: bool = True
+    """Whether a numeric prediction in [0, 1] is the probability of the positive class.
+    When it is, the model's own scores estimate its error before labels arrive (the
+    label-free estimate, compared with realised error as ``performance_estimate_gap`` and
+    between versions) and give its Brier score. Set it false, usually per model, for
+    scores that are not probabilities (allocation shares, ranking scores, normalised risk
+    indices): those comparisons would report the scale of the score, not a fault. Error
+    rates at ``classification_threshold`` are kept either way."""
+
     cooldown_events: int = 10_000
     """After a decision, further signals of the same kind for the same version are merged
     into that decision's episode for at least this many events (no alert storms)."""
@@ -430,6 +439,11 @@ class DetectorSettings:
             )
         if not 0 < self.rollback_alpha < 1:
             raise ConfigError(f"rollback_alpha must be in (0, 1), got {self.rollback_alpha}")
+        if type(self.scores_are_probabilities) is not bool:
+            raise ConfigError(
+                "setting scores_are_probabilities must be true or false, "
+                f"got {self.scores_are_probabilities!r}"
+            )
         if self.warmup_events < 100:
             raise ConfigError("warmup_events must be at least 100 for a usable reference")
 

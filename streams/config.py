@@ -112,6 +112,10 @@ def _env_overrides(prefix: str = "DRIFTLINE_") -> dict[str, Any]:
     return out
 
 
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+"""How an environment variable spells a boolean setting (any case)."""
+
+
 def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
     types = {f.name: f.type for f in fields(DetectorSettings)}
     out: dict[str, Any] = {}
@@ -122,6 +126,10 @@ def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
                 out[key] = int(value) if kind == "int" else float(value)
             except ValueError:
                 raise ConfigError(f"setting {key} must be a {kind}, got {value!r}") from None
+        elif isinstance(value, str) and kind == "bool":  # from the environment
+            if value.lower() not in _BOOL_WORDS:
+                raise ConfigError(f"setting {key} must be true or false, got {value!r}")
+            out[key] = _BOOL_WORDS[value.lower()]
         else:
             out[key] = value
     return out
@@ -202,9 +210,9 @@ def layered(cls: type[T], toml: Mapping[str, Any], flags: Mapping[str, Any]) -> 
 def _convert(name: str, kind: str, text: str) -> Any:
     try:
         if kind.startswith("bool"):
-            if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            if text.lower() not in _BOOL_WORDS:
                 raise ValueError
-            return text.lower() in ("1", "true", "yes")
+            return _BOOL_WORDS[text.lower()]
         if kind.startswith("int"):
             return int(text)
         if kind.startswith("float"):

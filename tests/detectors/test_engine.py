@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 
 from driftline.detectors.engine import Engine
@@ -141,6 +143,14 @@ def test_new_version_starts_its_own_reference(make_stream) -> None:
     # v2 serves scores 1.5 times too high: its own scores overstate how often it is right
     # (the label-free estimate disagrees with the outcomes), and that alone is reported.
     assert [(d.kind, d.model_version) for d in decisions] == [("performance_estimate_gap", "v2")]
+    # A model whose scores are not probabilities (say allocation shares) is not told that
+    # its scores are miscalibrated; other models keep the check.
+    not_scores = replace(SMALL, scores_are_probabilities=False)
+    model = switched[0].model_id
+    assert run_engine(switched, engine=Engine(SMALL, model_settings={model: not_scores})) == []
+    renamed = [replace(e, model_id="other") for e in switched]
+    other = run_engine(renamed, engine=Engine(SMALL, model_settings={model: not_scores}))
+    assert [(d.kind, d.model_version) for d in other] == [("performance_estimate_gap", "v2")]
 
 
 def test_checkpoints_from_before_versions_and_feedback_still_restore(make_stream) -> None:

@@ -28,9 +28,11 @@ def test_environment_overrides_file_and_flags_override_environment(tmp_path, mon
     monkeypatch.setenv("DRIFTLINE_WARMUP_EVENTS", "700")
     monkeypatch.setenv("DRIFTLINE_ENABLE_IDEMPOTENCE", "false")
     monkeypatch.setenv("DRIFTLINE_BOOTSTRAP_SERVERS", "env:9092")
+    monkeypatch.setenv("DRIFTLINE_FEEDBACK_ENABLED", "False")
     config, kafka, worker = parts(tmp_path, toml, "--group-id", "from-flag")
     assert (worker.group_id, worker.checkpoint_interval_s) == ("from-flag", 2.0)
     assert config.detectors.warmup_events == 700
+    assert config.detectors.feedback_enabled is False
     assert (kafka.enable_idempotence, kafka.bootstrap_servers) == (False, "env:9092")
 
 
@@ -39,6 +41,7 @@ def test_environment_overrides_file_and_flags_override_environment(tmp_path, mon
     [
         ("DRIFTLINE_METRICS_PORT", "nine", "DRIFTLINE_METRICS_PORT='nine' is not a valid int"),
         ("DRIFTLINE_ENABLE_IDEMPOTENCE", "maybe", "is not a valid bool"),
+        ("DRIFTLINE_FEEDBACK_ENABLED", "maybe", "feedback_enabled must be true or false"),
         ("DRIFTLINE_SECURITY_PROTOCOL", "SASL_SSL", "needs sasl_mechanism"),
         (
             "DRIFTLINE_COMPRESSION_TYPE",
@@ -101,8 +104,8 @@ def test_topics_create_makes_every_topic(broker, tmp_path, capsys) -> None:
 
 
 def test_settings_out_of_range_are_one_line_each(tmp_path) -> None:
-    """A state trim interval below 0 and an unknown channel detector (globally or for one
-    model) are refused with the setting's name."""
+    """A state trim interval below 0, an unknown channel detector (globally or for one
+    model) and a switch that is not a boolean are refused with the setting's name."""
     with pytest.raises(ConfigError, match="state_trim_interval_s must be 0 or positive"):
         parts(tmp_path, "[worker]\nstate_trim_interval_s = -1\n")
     path = tmp_path / "d.toml"
@@ -112,3 +115,8 @@ def test_settings_out_of_range_are_one_line_each(tmp_path) -> None:
     path.write_text('[models.fraud]\nprediction_detector = "page_hinkley"\n')
     with pytest.raises(ConfigError, match=r"prediction_detector 'page_hinkley' is not known"):
         load_config(path)
+    path.write_text('[models.dispatch]\nscores_are_probabilities = "maybe"\n')
+    with pytest.raises(ConfigError, match=r"scores_are_probabilities must be true or false"):
+        load_config(path)
+    path.write_text("[models.dispatch]\nscores_are_probabilities = false\n")
+    assert not load_config(path).model_detectors["dispatch"].scores_are_probabilities
