@@ -26,6 +26,7 @@ import math
 import statistics
 import time
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 from feedback_worlds import HOUR, WORLDS, World  # the script's own folder is on sys.path
@@ -40,11 +41,17 @@ BATCH = 4_096
 NOT_ACTED = no_action_words(DetectorSettings())
 
 
-def run(world: World, settings: DetectorSettings) -> tuple[list, np.ndarray, np.ndarray]:
-    """Decisions, and the event time and predictions served at each position."""
-    engine = Engine(settings)
-    out = []
+def run(
+    world: World, settings: DetectorSettings, not_probabilities: bool = False
+) -> tuple[list, np.ndarray, np.ndarray]:
+    """Decisions, and the event time and predictions served at each position;
+    ``not_probabilities``: the deployment declares that the world's model's scores are not
+    probabilities (``scores_are_probabilities = false`` for it)."""
     events = world.events
+    declared = replace(settings, scores_are_probabilities=False)
+    models = {e.model_id for e in events[:1_000]} if not_probabilities else set()
+    engine = Engine(settings, model_settings=dict.fromkeys(models, declared))
+    out = []
     for i in range(0, len(events), BATCH):
         out += engine.process(events[i : i + BATCH])
     ts = np.fromiter((e.ts for e in events), np.int64, len(events))
@@ -133,6 +140,11 @@ def main() -> None:
         "--alpha", type=float, default=None, help="feedback_alpha (default: the setting's)"
     )
     parser.add_argument("--per-seed", action="store_true", help="each loop seed's delay and limit")
+    parser.add_argument(
+        "--not-probabilities",
+        default="",
+        help="worlds whose models are declared scores_are_probabilities = false (comma-separated)",
+    )
     args = parser.parse_args()
     settings = DetectorSettings(**({} if args.alpha is None else {"feedback_alpha": args.alpha}))
     print(f"feedback_alpha = {settings.feedback_alpha}")
@@ -148,7 +160,8 @@ def main() -> None:
             others: Counter[str] = Counter()
             for seed in range(args.seeds):
                 world = generate(seed, variant)
-                decisions, ts, served = run(world, settings)
+                declared = name in args.not_probabilities.split(",")
+                decisions, ts, served = run(world, settings, declared)
                 loops = [d for d in decisions if d.kind == "feedback_loop" and d.type == "alert"]
                 others.update(f"{d.kind}/{d.type}" for d in decisions if d.kind != "feedback_loop")
                 others.update(
