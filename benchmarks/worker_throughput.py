@@ -148,6 +148,11 @@ async def run_worker(
     compression: str | None = None,
 ) -> TimedWorker:
     kafka = KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence=False)
+    # Each run has its own summaries, state and output topics (the inputs are shared): a
+    # new group reading a summaries topic an earlier run wrote would merge that run's
+    # items as well, and count more work than its own.
+    t = replace(Topics.prefixed(f"{group}.run"), predictions=t.predictions, outcomes=t.outcomes)
+    await create_topics(kafka, t, PARTITIONS)
     if compression is not None:
         kafka = replace(kafka, compression_type=compression)
     settings = WorkerSettings(group_id=group, session_timeout_ms=6_000, heartbeat_interval_ms=500)
@@ -291,7 +296,9 @@ async def main(args: argparse.Namespace) -> None:
             f"p99 {np.percentile(lat, 99) * 1000:.0f} ms, max {lat.max() * 1000:.0f} ms"
         )
         inputs = await record_times(bs, [paced.predictions, paced.outcomes])
-        decisions = await record_times(bs, [paced.alerts, paced.retrain])
+        decisions = await record_times(
+            bs, [paced_worker.topics.alerts, paced_worker.topics.retrain]
+        )
         decided = [
             (ts - inputs[d["evidence"]["trigger_event_id"]][0]) / 1000
             for ts, d in decisions.values()
