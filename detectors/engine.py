@@ -32,7 +32,6 @@ from driftline.detectors.drift.reference import (
 from driftline.detectors.feedback.monitor import (
     INDEPENDENT,
     LABEL,
-    NOT_LOOKED_UP,
     PREDICTION,
     R_MODEL,
     FeedbackMonitor,
@@ -107,8 +106,8 @@ class ModelEngine:
         self.decision_counts: dict[str, int] = {}
         self.versions: dict[str, ModelVersions] = {}
         self.loops: dict[str, FeedbackMonitor] = {}
-        self._no_action: dict[str, frozenset[str] | None] = {}
-        """Per model, the action strings that mean "not acted" (hot-path cache)."""
+        self._feedback_off: set[str] = set()
+        """Models seen whose feedback-loop detection is off (hot-path cache)."""
         self.recent_models: OrderedDict[str, None] = OrderedDict()
         """Models with state, least recently seen first (bounded by ``max_models``)."""
 
@@ -184,12 +183,11 @@ class ModelEngine:
         if feedback is None:
             if p.segment is None and p.action is None and not p.exploration:
                 return
-            stop_words = self._no_action.get(model_id, NOT_LOOKED_UP)
-            if stop_words is NOT_LOOKED_UP:
-                stop_words = self._feedback_words(p)
-            if stop_words is None:
+            if model_id in self._feedback_off:
                 return
-            feedback = self.loops[model_id]
+            feedback = self._watcher(model_id)
+            if feedback is None:
+                return
         mask = feedback.sample_mask
         if mask and crc32(p.request_id.encode()) & mask:  # not in the sample
             return
@@ -218,14 +216,9 @@ class ModelEngine:
         event, j = item.event, item.label
         assert j is not None
         model_id = event.model_id
-        tag, feedback = j.tag, None
-        if tag is not None:  # the prediction was tagged: the model watches feedback loops
-            feedback = self.loops.get(model_id)
-            if feedback is None and self.settings_for(model_id).feedback_enabled:
-                feedback = self.feedback(model_id)
-        if (
-            feedback is not None
-            and tag is not None
+        # Only a tagged prediction's label counts (its model watches feedback loops).
+        if j.tag is not None and (
+            (feedback := self.loops.get(model_id) or self._watcher(model_id)) is not None
             and (not (mask := feedback.sample_mask) or not crc32(event.request_id.encode()) & mask)
         ):
             batch.loops.append(
@@ -235,7 +228,7 @@ class ModelEngine:
                     seq,
                     event.ts,
                     event.event_id,
-                    feedback.registry.id(tag),
+                    feedback.registry.id(j.tag),
                     j.prediction,
                     j.label,
                     j.prediction_ts,
@@ -253,9 +246,8 @@ class ModelEngine:
     def _sort_independent(self, batch: _Sorted, outcome: Outcome, seq: int) -> None:
         model_id = outcome.model_id
         batch.independent[model_id] = seq
-        if not self.settings_for(model_id).feedback_enabled or not self.feedback(model_id).sampled(
-            outcome.request_id
-        ):
+        feedback = self._watcher(model_id)
+        if feedback is None or not feedback.sampled(outcome.request_id):
             return  # counted as an outcome; nothing else uses it
         segment = outcome.segment
         batch.loops.append(
@@ -321,7 +313,7 @@ class ModelEngine:
         self.monitors.pop(model_id, None)
         self.versions.pop(model_id, None)
         self.loops.pop(model_id, None)
-        self._no_action.pop(model_id, None)
+        self._feedback_off.discard(model_id)
         self.counts["evicted_models"] += 1
 
     def _read_labels(self, decision: Decision) -> Decision:
@@ -352,19 +344,21 @@ class ModelEngine:
             evidence={**decision.evidence, "feedback_loop_flagged": True},
         )
 
-    def _feedback_words(self, event: Prediction) -> frozenset[str] | None:
-        """The model's "not acted" action strings, or None when its feedback-loop
-        detection is off (cached per model either way)."""
-        if not self.settings_for(event.model_id).feedback_enabled:
-            self._no_action[event.model_id] = None
-            return None
-        return self.feedback(event.model_id).no_action
+    def _watcher(self, model_id: str) -> FeedbackMonitor | None:
+        """The model's feedback-loop monitor (created on first sight), or None when its
+        feedback-loop detection is off (remembered per model)."""
+        monitor = self.loops.get(model_id)
+        if monitor is None and model_id not in self._feedback_off:
+            if self.settings_for(model_id).feedback_enabled:
+                monitor = self.feedback(model_id)
+            else:
+                self._feedback_off.add(model_id)
+        return monitor
 
     def feedback(self, model_id: str) -> FeedbackMonitor:
         monitor = self.loops.get(model_id)
         if monitor is None:
             monitor = self.loops[model_id] = FeedbackMonitor(model_id, self.settings_for(model_id))
-            self._no_action[model_id] = monitor.no_action
         return monitor
 
     def _feedback_loops(self, loops: list[Record]) -> list[Decision]:

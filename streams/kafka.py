@@ -59,11 +59,12 @@ class KafkaSettings:
     the embedded test broker does not, so tests and the demo switch it off."""
     compression_type: str = "none"
     """How the producer compresses what the worker writes: ``none``, ``gzip``, ``snappy``,
-    ``lz4`` or ``zstd``. The summaries topic carries about as many bytes as the input;
-    lz4 takes them to under half, zstd to a quarter, but aiokafka compresses on the
-    worker's event loop, and `benchmarks/worker_throughput.py` measured the worker at
-    0.58-0.65 of its throughput with lz4 and 0.53-0.66 with zstd (two runs). So none by
-    default, Kafka's own producer default; input topics may use any of the five."""
+    ``lz4`` or ``zstd``. The summaries topic carries about two thirds of the input's
+    bytes; lz4 takes them to under half, zstd to a quarter, but the worker compresses on
+    its own CPU: `benchmarks/worker_throughput.py` measured it at 0.93 of its records per
+    CPU second with zstd and 0.78 with lz4 (aiokafka writes lz4 at level 9). So none by
+    default, Kafka's own producer default, where throughput is the worker's limit; input
+    topics may use any of the five."""
 
     def __post_init__(self) -> None:
         if self.security_protocol not in SECURITY_PROTOCOLS:
