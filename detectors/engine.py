@@ -22,12 +22,10 @@ import numpy as np
 from driftline.detectors.decision import Decision, decision_id
 from driftline.detectors.drift.reference import (
     ReferenceProfile,
-    brier,
     estimated_error,
-    infer_task,
+    label_values,
     missing_share,
     positive,
-    prediction_error,
 )
 from driftline.detectors.feedback.monitor import (
     INDEPENDENT,
@@ -521,41 +519,36 @@ class ModelEngine:
     ) -> dict[str, Rows]:
         """Per model, the labelled events of this batch in arrival order with their error,
         Brier score, label-free estimated error and outcome delay (NaN where not known)."""
-        by_model: dict[str, list[tuple[Any, ...]]] = {}
+        by_model: dict[str, list[Rows]] = {}
         for (model_id, version), (pairs, seqs, ts, ids, predicted_ts) in labels.items():
-            task = self.monitor(model_id, version).concept.task
             settings = self.settings_for(model_id)
-            threshold = settings.classification_threshold
-            scored = settings.scores_are_probabilities
-            found = by_model.setdefault(model_id, [])
-            for (prediction, label), seq, t, event_id, t0 in zip(
-                pairs, seqs, ts, ids, predicted_ts, strict=True
-            ):
-                task_here = task or infer_task([prediction], [label]) or ""
-                error = prediction_error(task_here, prediction, label, threshold, None)
-                found.append(
-                    (
-                        seq,
-                        version,
-                        _NAN if error is None else float(error),
-                        brier(task_here, prediction, label) if scored else _NAN,
-                        estimated_error(task_here, prediction, None, threshold) if scored else _NAN,
-                        math.log10(max(t - t0, 1) / 1000.0),
-                        float(t0),
-                        _outcome_class(label),
-                        t,
-                        event_id,
-                    )
+            predictions, outcomes = (list(c) for c in zip(*pairs, strict=True))
+            error, scores, estimate, classes = label_values(
+                self.monitor(model_id, version).concept.task,
+                predictions,
+                outcomes,
+                settings.classification_threshold,
+                settings.scores_are_probabilities,
+            )
+            t0 = np.array(predicted_ts, dtype=np.int64)
+            delay = np.maximum(np.array(ts, dtype=np.int64) - t0, 1)
+            by_model.setdefault(model_id, []).append(
+                Rows(
+                    versions=np.full(len(seqs), version, dtype=object),
+                    seqs=seqs,
+                    ts=ts,
+                    event_ids=ids,
+                    values={
+                        "error_rate": error,
+                        "brier_score": scores,
+                        "estimated_error": estimate,
+                        "outcome_latency": np.log10(delay / 1000.0),
+                        "prediction_ts": t0.astype(np.float64),
+                        "outcome_class": classes,
+                    },
                 )
-        names = (
-            "error_rate",
-            "brier_score",
-            "estimated_error",
-            "outcome_latency",
-            "prediction_ts",
-            "outcome_class",
-        )
-        return {model_id: _rows(found, names) for model_id, found in by_model.items()}
+            )
+        return {model_id: _in_order(parts) for model_id, parts in by_model.items()}
 
     def state(self) -> dict[str, Any]:
         """JSON-compatible snapshot of everything; `restore` continues exactly from it."""
@@ -727,15 +720,18 @@ def split_legacy_state(state: dict[str, Any]) -> dict[str, Any]:
     return {"intake": intake, "models": models}
 
 
-def _outcome_class(label: object) -> float:
-    """0 or 1 for a binary label (its delays are learnt apart), NaN for any other."""
-    if label is True or label is False or label in (0, 1):
-        return float(label)
-    return _NAN
-
-
 def _position(item: Routed) -> int:
     return item.seq
+
+
+def _in_order(parts: list[Rows]) -> Rows:
+    """One model's rows of every version, in arrival order (the labels one outcome gives
+    share a position and keep their order)."""
+    rows = Rows.join(parts)
+    seqs = rows.seqs
+    if len(parts) == 1 or all(a <= b for a, b in itertools.pairwise(seqs)):
+        return rows
+    return rows.take(np.argsort(np.array(seqs), kind="stable"))
 
 
 def _rows(found: list[Any], names: tuple[str, ...]) -> Rows:

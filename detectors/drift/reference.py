@@ -513,6 +513,60 @@ def positive(task: str | None, prediction: Any, threshold: float) -> float:
     return math.nan if p is None else float(p >= threshold)
 
 
+_BINARY_LABEL_TYPES = frozenset({bool, int, float})
+
+
+def label_values(
+    task: str | None,
+    predictions: list[Any],
+    labels: list[Any],
+    threshold: float,
+    scored: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per (prediction, label) pair: the error (1 or 0; NaN when it cannot be judged),
+    the Brier score and the label-free estimated error (NaN unless ``scored``: the
+    predictions are probabilities), and the outcome class (0 or 1 for a binary label,
+    whose delays are learnt apart; NaN for any other). Without a ``task``, each pair's
+    own is inferred. A binary model's probabilities take a vectorised path that gives
+    the same values as `prediction_error`, `brier` and `estimated_error`.
+
+    >>> [v.tolist() for v in label_values("binary", [0.9, 0.2], [0, False], 0.5, True)]
+    [[1.0, 0.0], [0.81, 0.04000000000000001], [0.09999999999999998, 0.2], [0.0, 0.0]]
+    """
+    n = len(predictions)
+    if (
+        task == "binary"
+        and n
+        and set(map(type, predictions)) == {float}
+        and set(map(type, labels)) <= _BINARY_LABEL_TYPES
+    ):
+        y = np.array(labels, dtype=np.float64)
+        if ((y == 0.0) | (y == 1.0)).all():
+            p = np.array(predictions, dtype=np.float64)
+            above = p >= threshold
+            error = (above != (y == 1.0)).astype(np.float64)
+            if not scored:
+                nothing = np.full(n, math.nan)
+                return error, nothing, nothing.copy(), y
+            probability = (p >= 0.0) & (p <= 1.0)
+            scores = np.where(probability, (p - y) ** 2, math.nan)
+            estimate = np.where(probability, np.where(above, 1.0 - p, p), math.nan)
+            return error, scores, estimate, y
+    error, scores, estimate, classes = (np.empty(n) for _ in range(4))
+    for i, (prediction, label) in enumerate(zip(predictions, labels, strict=True)):
+        task_here = task or infer_task([prediction], [label]) or ""
+        e = prediction_error(task_here, prediction, label, threshold, None)
+        error[i] = math.nan if e is None else e
+        if scored:
+            scores[i] = brier(task_here, prediction, label)
+            estimate[i] = estimated_error(task_here, prediction, None, threshold)
+        else:
+            scores[i] = estimate[i] = math.nan
+        binary = label is True or label is False or label in (0, 1)
+        classes[i] = float(label) if binary else math.nan
+    return error, scores, estimate, classes
+
+
 def missing_share(features: Mapping[str, Any]) -> float:
     """Share of the inputs that are missing (None); NaN without inputs."""
     if not features:

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
-from driftline.detectors.drift.reference import ReferenceProfile
+from driftline.detectors.drift.reference import (
+    ReferenceProfile,
+    brier,
+    estimated_error,
+    infer_task,
+    label_values,
+    prediction_error,
+)
 from driftline.detectors.engine import Engine
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.decode import encode
@@ -133,3 +142,43 @@ def test_inputs_unlike_training_from_go_live_are_training_serving_skew(
     alerts = {d.kind for d in decisions if d.type == "alert"}
     assert "data_drift" in alerts
     assert "online_offline_gap" not in alerts
+
+
+def _one_by_one(task, predictions, labels, threshold, scored):
+    """What every labelled pair's values were, computed one pair at a time."""
+    rows = []
+    for p, y in zip(predictions, labels, strict=True):
+        here = task or infer_task([p], [y]) or ""
+        e = prediction_error(here, p, y, threshold, None)
+        rows.append(
+            (
+                math.nan if e is None else float(e),
+                brier(here, p, y) if scored else math.nan,
+                estimated_error(here, p, None, threshold) if scored else math.nan,
+                float(y) if y is True or y is False or y in (0, 1) else math.nan,
+            )
+        )
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+@pytest.mark.parametrize("scored", [True, False])
+def test_label_values_of_a_batch_equal_those_of_each_pair(scored) -> None:
+    """The vectorised path (a binary model's probabilities) and the general one give the
+    values pair by pair, bit for bit: thresholds hit exactly, scores outside [0, 1],
+    labels as bools, ints and floats; a batch the fast path cannot take (a string label,
+    a hard 0/1 prediction, another task) falls back."""
+    rng = np.random.default_rng(7)
+    p = [float(x) for x in rng.uniform(-0.2, 1.2, 400)] + [0.5, 0.0, 1.0]
+    y = [bool(v) if i % 3 == 0 else (float(v) if i % 3 == 1 else int(v))
+         for i, v in enumerate(rng.integers(0, 2, len(p)))]  # fmt: skip
+    batches = [
+        ("binary", p, y),
+        ("binary", [*p, 1], [*y, 1]),
+        ("binary", [*p, 0.3], [*y, "1"]),
+        (None, p, y),
+        ("multiclass", ["a", "b", "a"], ["a", "a", None]),
+    ]
+    for task, predictions, labels in batches:
+        got = [v.tolist() for v in label_values(task, predictions, labels, 0.5, scored)]
+        want = _one_by_one(task, predictions, labels, 0.5, scored)
+        assert np.array_equal(np.array(got), np.array(want), equal_nan=True), task
