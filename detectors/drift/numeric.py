@@ -16,7 +16,12 @@ from driftline.detectors.drift.channel import (
     bernoulli_rate,
     rate_band,
 )
-from driftline.detectors.drift.reference import NumericSummary, bin_index, normal_scores
+from driftline.detectors.drift.reference import (
+    NumericSummary,
+    bin_index,
+    normal_scores,
+    reference_cdf,
+)
 from driftline.detectors.drift.river_bridge import RiverChannel
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.signal import BatchMeta, Signal
@@ -219,8 +224,9 @@ class NumericChannel(Channel):
         bins = np.empty(x.shape, dtype=np.int64)
         for f, summary in enumerate(self.summaries):
             column = x[:, f]
-            z[:, f] = normal_scores(summary, column)
-            bins[:, f] = bin_index(summary, column, self.settings.histogram_bins)
+            u = reference_cdf(summary, column)
+            z[:, f] = normal_scores(summary, column, u)
+            bins[:, f] = bin_index(summary, column, self.settings.histogram_bins, u)
         low, high = self._range
         with np.errstate(invalid="ignore"):
             bad = np.isnan(x) | (x < low) | (x > high)

@@ -237,7 +237,15 @@ def category_key(value: object) -> str | None:
     return str(value)
 
 
-def normal_scores(summary: NumericSummary, x: np.ndarray) -> np.ndarray:
+def reference_cdf(summary: NumericSummary, x: np.ndarray) -> np.ndarray:
+    """The reference's empirical CDF at each value (interpolated between knots; NaN stays
+    NaN): what `normal_scores` and `bin_index` start from."""
+    return np.interp(x, np.asarray(summary.knots), np.asarray(summary.knot_probs))
+
+
+def normal_scores(
+    summary: NumericSummary, x: np.ndarray, u: np.ndarray | None = None
+) -> np.ndarray:
     """Map values to standard-normal scores through the reference CDF.
 
     Inside the reference range the empirical CDF (interpolated between knots) is sent
@@ -245,11 +253,13 @@ def normal_scores(summary: NumericSummary, x: np.ndarray) -> np.ndarray:
     reference standard deviations, then is clipped at +-`Z_CLIP`. Missing values stay NaN.
     The result is recentred and rescaled by the reference sample's own score moments, so
     under the reference it has mean 0 and variance 1 whatever the feature's distribution.
+    ``u``: `reference_cdf` of ``x``, when the caller has it already.
     """
     knots = np.asarray(summary.knots)
     probs = np.asarray(summary.knot_probs)
     eps = 0.5 / max(summary.count, 1)
-    u = np.interp(x, knots, probs)
+    if u is None:
+        u = np.interp(x, knots, probs)
     z = ndtri(np.clip(u, eps, 1.0 - eps))
     if len(knots) > 1:
         scale = summary.sd if summary.sd > 0 else 1.0
@@ -261,9 +271,13 @@ def normal_scores(summary: NumericSummary, x: np.ndarray) -> np.ndarray:
     return (z - summary.z_mean) / summary.z_sd
 
 
-def bin_index(summary: NumericSummary, x: np.ndarray, bins: int) -> np.ndarray:
-    """Equal-probability bin of each value (by reference CDF); NaN values give -1."""
-    u = np.interp(x, np.asarray(summary.knots), np.asarray(summary.knot_probs))
+def bin_index(
+    summary: NumericSummary, x: np.ndarray, bins: int, u: np.ndarray | None = None
+) -> np.ndarray:
+    """Equal-probability bin of each value (by reference CDF); NaN values give -1.
+    ``u``: `reference_cdf` of ``x``, when the caller has it already."""
+    if u is None:
+        u = reference_cdf(summary, x)
     missing = np.isnan(u)
     idx = np.minimum((np.where(missing, 0.0, u) * bins).astype(np.int64), bins - 1)
     return np.where(missing, -1, idx)
@@ -297,9 +311,10 @@ def summarise_numeric(values: np.ndarray, bad: int, settings: DetectorSettings) 
         bad_rate=0.0,
         count=n,
     )
-    z = normal_scores(provisional, values)
+    u = reference_cdf(provisional, values)
+    z = normal_scores(provisional, values, u)
     z_sd = float(z.std())
-    bins = bin_index(provisional, values, settings.histogram_bins)
+    bins = bin_index(provisional, values, settings.histogram_bins, u)
     counts = np.bincount(bins, minlength=settings.histogram_bins).astype(np.float64)
     bin_probs = (counts + 0.5) / (n + 0.5 * settings.histogram_bins)
     return NumericSummary(
