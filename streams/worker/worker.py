@@ -40,6 +40,7 @@ import time
 import uuid
 from collections import Counter as CounterDict
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -60,7 +61,8 @@ from driftline.detectors.decision import Decision
 from driftline.detectors.drift.reference import ReferenceProfile
 from driftline.detectors.engine import ModelEngine
 from driftline.detectors.intake.join import JOIN_COUNTERS
-from driftline.detectors.intake.stage import LABEL, Intake, Routed, item_from_wire, item_to_wire
+from driftline.detectors.intake.stage import LABEL, Intake, Routed
+from driftline.detectors.intake.wire import decode_items, encode_items
 from driftline.schemas.deadletter import DeadLetter
 from driftline.schemas.decode import DEFAULT_MAX_MESSAGE_BYTES, FUTURE_TIMESTAMP, decode
 from driftline.schemas.exceptions import ConfigError, DecodeError
@@ -112,9 +114,10 @@ ACQUIRE_RETRY_S = 0.5
 MAX_ACQUIRE_RETRY_S = 8.0
 """First and longest pause between attempts to read the state of assigned partitions."""
 
-SUMMARY_FORMAT = 2
-"""Version of the summaries topic's messages (see `Worker._forward`). 2: predictions'
-feature names once per message (``fk``); 1 (still read): once per item."""
+SUMMARY_FORMAT = 3
+"""Version of the summaries topic's messages (see `Worker._forward`). 3: items as columns
+(`detectors.intake.wire`); 2 and 1 (still read): a row per item, feature names once per
+message (``fk``) or in every item."""
 
 SUMMARY_HEADROOM_BYTES = 4_096
 """Input messages are accepted up to ``max_request_size`` less this, so that every
@@ -627,23 +630,16 @@ class Worker:
         key = model_id.encode()
         budget = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES - len(key)
         watermark = shard.intake.watermarks[model_id]
-        feature_keys: dict[tuple[str, ...], int] = {}
-        all_rows = [item_to_wire(item, feature_keys) for item in items]
-        names = list(feature_keys)
         parts = [(0, len(items), watermark)]
         while parts:
             start, stop, mark = parts.pop(0)
-            value = self._summary(shard, mark, names, all_rows[start:stop])
+            value = self._summary(shard, mark, items[start:stop])
             if len(value) > budget and stop - start > 1:
                 half = (start + stop) // 2
                 # The first half's watermark is its last item's slot: nothing before it is
                 # still to come from this partition.
                 parts[:0] = [(start, half, items[half - 1].slot), (half, stop, mark)]
                 continue
-            if len(value) > budget:  # one item, beside the names of the whole batch
-                own: dict[tuple[str, ...], int] = {}
-                row = item_to_wire(items[start], own)
-                value = self._summary(shard, mark, list(own), [row])
             part = items[start:stop]
             if not part:  # only the watermark moved (e.g. outcomes that joined nothing)
                 await self.publisher.send(self.topics.summaries, value, key)
@@ -661,14 +657,13 @@ class Worker:
             await self.publisher.send(self.topics.summaries, value, key, headers=headers)
             self.metrics.summary_bytes.inc(len(value))
 
-    def _summary(
-        self, shard: Shard, mark: int, names: list[tuple[str, ...]], rows: list[list[Any]]
-    ) -> bytes:
-        """One summaries message: rows of items, the feature names their predictions
-        index, and how far the partition's watermark of the model has reached."""
+    def _summary(self, shard: Shard, mark: int, items: Sequence[Routed]) -> bytes:
+        """One summaries message: items (`detectors.intake.wire`) and how far the
+        partition's watermark of the model has reached. The items come last: the model
+        stage reads the head alone when it holds them already (`_message_head`)."""
         return orjson.dumps(
             {"v": SUMMARY_FORMAT, "p": shard.partition, "n": self.partitions,
-             "w": mark, "fk": names, "i": rows},
+             "w": mark, "i": encode_items(items)},
             option=orjson.OPT_SERIALIZE_NUMPY,
         )  # fmt: skip
 
@@ -685,8 +680,8 @@ class Worker:
                 self.local_items -= len(items)
                 return items
         body = message if "i" in message else orjson.loads(record.value or b"")
-        feature_keys = body.get("fk")  # absent in messages of format 1
-        return [item_from_wire(row, model_id, feature_keys) for row in body["i"]]
+        # fk: format 2's feature names beside the items (absent in formats 1 and 3).
+        return decode_items(body["i"], model_id, body.get("fk"))
 
     async def _merge(self, shard: ModelShard, records: list[ConsumerRecord], now_ms: int) -> None:
         """Stage 2: merge the partitions' items per model, run the detectors on what the

@@ -322,14 +322,17 @@ async def test_items_read_back_from_the_summaries_topic_decide_as_replay(
     assert ("alert", "data_drift") in {(t, k) for t, k, *_ in found}
 
 
-def test_summaries_messages_of_both_formats_give_the_same_items() -> None:
-    """A message of format 1 (an older worker's: feature names in every item) and one of
-    format 2 (names once per message) decode to the same items; so do items whose
-    features have other names or another order than the rest of their message."""
+def test_summaries_messages_of_every_format_give_the_same_items() -> None:
+    """Messages of format 1 (an older worker's: feature names in every item), format 2
+    (names once per message) and format 3 (columns, what the worker writes) decode to
+    the same items in the worker; so do items whose features have other names or
+    another order than the rest of their message."""
     from aiokafka import ConsumerRecord  # noqa: PLC0415
 
     from driftline.detectors.intake.stage import Intake, item_to_wire  # noqa: PLC0415
     from driftline.schemas.records import Outcome, Prediction  # noqa: PLC0415
+    from driftline.streams.worker.shards import Shard  # noqa: PLC0415
+    from driftline.streams.worker.worker import SUMMARY_FORMAT  # noqa: PLC0415
 
     events = [
         Prediction("p1", "r1", "m", "v1", 10, {"a": 1.5, "b": "x", "c": None}, 0.9),
@@ -346,7 +349,9 @@ def test_summaries_messages_of_both_formats_give_the_same_items() -> None:
     messages = [
         {"v": 1, "p": 0, "n": 1, "w": 20, "i": [item_to_wire(item) for item in items]},
         {"v": 2, "p": 0, "n": 1, "w": 20, "fk": list(keys), "i": rows},
+        orjson.loads(worker._summary(Shard(0, Intake()), 20, items)),
     ]
+    assert messages[-1]["v"] == SUMMARY_FORMAT == 3
     for message in messages:
         value = orjson.dumps(message)
         record = ConsumerRecord("s", 0, 0, 0, 0, b"m", value, None, 1, len(value), ())
