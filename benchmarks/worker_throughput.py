@@ -6,7 +6,10 @@
 3. The worker (same process, fresh group) over the same records: events/s from its first
    to its last processed batch (group join excluded), by the wall clock and by the
    process's CPU time (the same figure when the worker is busy throughout; the CPU one
-   is steadier on a noisy machine).
+   is steadier on a noisy machine). Then again with its model stage decoding every item
+   from the summaries topic, as each member of a group of several workers does for the
+   items the other members' input stages sent (one worker alone takes its own from
+   memory).
 4. Paced run at half the worker's measured throughput, with drift injected into several
    models: per-record produce-to-processed latency (p50/p99) and produce-to-decision
    latency of every decision (the decision is published in the batch that processes its
@@ -38,6 +41,7 @@ from driftline.streams.kafka import KafkaSettings, create_topics
 from driftline.streams.runtime import tune_gc
 from driftline.streams.simulation.traffic import StreamSpec, generate
 from driftline.streams.worker import Worker, WorkerSettings
+from driftline.streams.worker import worker as worker_module
 
 PARTITIONS = 4
 SETTINGS = DetectorSettings(warmup_events=3_000, window_events=2_000, label_warmup_events=1_000)
@@ -250,6 +254,18 @@ async def main(args: argparse.Namespace) -> None:
         print(
             f"worker / bare: {rate / bare:.2f} by the clock, {rate_cpu / bare_cpu:.2f} by CPU time"
             "   target >= 0.25, goal 0.50"
+        )
+        held = worker_module.LOCAL_ITEMS
+        worker_module.LOCAL_ITEMS = 0  # every item decoded from the summaries topic
+        try:
+            decoding = await run_worker(bs, bulk, "bench-bulk-decoded", total, 300)
+        finally:
+            worker_module.LOCAL_ITEMS = held
+        decoded_rate, decoded_cpu = decoding.rates
+        print(
+            "worker decoding every item (as in a group):          "
+            f"{decoded_rate:>9,.0f} records/s ({decoded_cpu:,.0f} per CPU s; "
+            f"{decoded_cpu / bare_cpu:.2f} of the bare loop by CPU time)"
         )
         sent = worker.metrics.summary_bytes._value.get()
         print(

@@ -14,7 +14,7 @@ from driftline.detectors.drift.reference import (
     from_wire,
     infer_task,
     performance_summary,
-    prediction_error,
+    prediction_errors,
     to_wire,
 )
 from driftline.detectors.drift.river_bridge import RiverErrorDetector
@@ -165,19 +165,14 @@ class ConceptMonitor:
             self.skipped += len(pairs) - start
             return signals, reports
         assert self.task is not None
-        errors = np.array(
-            [
-                prediction_error(
-                    self.task, p, y, self.settings.classification_threshold, self.tolerance
-                )
-                for p, y in pairs[start:]
-            ],
-            dtype=object,
+        predictions, labels = (list(c) for c in zip(*pairs[start:], strict=True))
+        errors = prediction_errors(
+            self.task, predictions, labels, self.settings.classification_threshold, self.tolerance
         )
-        judged = np.flatnonzero(errors != None)  # noqa: E711 (element-wise None test)
+        judged = np.flatnonzero(~np.isnan(errors))
         if len(judged) == 0:
             return signals, reports
-        e = errors[judged].astype(np.float64)
+        e = errors[judged]
         rows = judged + start
         pos = 0
         while pos < len(e):

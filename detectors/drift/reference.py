@@ -531,6 +531,50 @@ def positive(task: str | None, prediction: Any, threshold: float) -> float:
 _BINARY_LABEL_TYPES = frozenset({bool, int, float})
 
 
+def _binary_probabilities(
+    task: str | None, predictions: list[Any], labels: list[Any]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A binary model's float predictions and its 0/1 labels as arrays, or None when the
+    batch has anything else (then the pair-by-pair functions judge it)."""
+    if (
+        task != "binary"
+        or not predictions
+        or set(map(type, predictions)) != {float}
+        or not set(map(type, labels)) <= _BINARY_LABEL_TYPES
+    ):
+        return None
+    y = np.array(labels, dtype=np.float64)
+    if not ((y == 0.0) | (y == 1.0)).all():
+        return None
+    return np.array(predictions, dtype=np.float64), y
+
+
+def _binary_errors(p: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:
+    """1.0 where the thresholded probability disagrees with the 0/1 label, else 0.0."""
+    return ((p >= threshold) != (y == 1.0)).astype(np.float64)
+
+
+def prediction_errors(
+    task: str,
+    predictions: list[Any],
+    labels: list[Any],
+    threshold: float,
+    tolerance: float | None,
+) -> np.ndarray:
+    """`prediction_error` of every pair as floats (NaN where it cannot be judged); a
+    binary model's probabilities in one vectorised step."""
+    binary = _binary_probabilities(task, predictions, labels)
+    if binary is not None:
+        return _binary_errors(*binary, threshold)
+    return np.array(
+        [
+            math.nan if (e := prediction_error(task, p, y, threshold, tolerance)) is None else e
+            for p, y in zip(predictions, labels, strict=True)
+        ],
+        dtype=np.float64,
+    )
+
+
 def label_values(
     task: str | None,
     predictions: list[Any],
@@ -549,24 +593,17 @@ def label_values(
     [[1.0, 0.0], [0.81, 0.04000000000000001], [0.09999999999999998, 0.2], [0.0, 0.0]]
     """
     n = len(predictions)
-    if (
-        task == "binary"
-        and n
-        and set(map(type, predictions)) == {float}
-        and set(map(type, labels)) <= _BINARY_LABEL_TYPES
-    ):
-        y = np.array(labels, dtype=np.float64)
-        if ((y == 0.0) | (y == 1.0)).all():
-            p = np.array(predictions, dtype=np.float64)
-            above = p >= threshold
-            error = (above != (y == 1.0)).astype(np.float64)
-            if not scored:
-                nothing = np.full(n, math.nan)
-                return error, nothing, nothing.copy(), y
-            probability = (p >= 0.0) & (p <= 1.0)
-            scores = np.where(probability, (p - y) ** 2, math.nan)
-            estimate = np.where(probability, np.where(above, 1.0 - p, p), math.nan)
-            return error, scores, estimate, y
+    binary = _binary_probabilities(task, predictions, labels)
+    if binary is not None:
+        p, y = binary
+        error = _binary_errors(p, y, threshold)
+        if not scored:
+            nothing = np.full(n, math.nan)
+            return error, nothing, nothing.copy(), y
+        probability = (p >= 0.0) & (p <= 1.0)
+        scores = np.where(probability, (p - y) ** 2, math.nan)
+        estimate = np.where(probability, np.where(p >= threshold, 1.0 - p, p), math.nan)
+        return error, scores, estimate, y
     error, scores, estimate, classes = (np.empty(n) for _ in range(4))
     for i, (prediction, label) in enumerate(zip(predictions, labels, strict=True)):
         task_here = task or infer_task([prediction], [label]) or ""
@@ -577,8 +614,8 @@ def label_values(
             estimate[i] = estimated_error(task_here, prediction, None, threshold)
         else:
             scores[i] = estimate[i] = math.nan
-        binary = label is True or label is False or label in (0, 1)
-        classes[i] = float(label) if binary else math.nan
+        zero_one = label is True or label is False or label in (0, 1)
+        classes[i] = float(label) if zero_one else math.nan
     return error, scores, estimate, classes
 
 

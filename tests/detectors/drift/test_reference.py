@@ -17,6 +17,7 @@ from driftline.detectors.drift.reference import (
     infer_task,
     label_values,
     prediction_error,
+    prediction_errors,
 )
 from driftline.detectors.engine import Engine
 from driftline.detectors.settings import DetectorSettings
@@ -182,3 +183,24 @@ def test_label_values_of_a_batch_equal_those_of_each_pair(scored) -> None:
         got = [v.tolist() for v in label_values(task, predictions, labels, 0.5, scored)]
         want = _one_by_one(task, predictions, labels, 0.5, scored)
         assert np.array_equal(np.array(got), np.array(want), equal_nan=True), task
+
+
+def test_prediction_errors_of_a_batch_equal_those_of_each_pair() -> None:
+    """What the concept monitors read: the vectorised binary path and the general one
+    (regression with its tolerance, rankings, unjudgeable pairs as NaN)."""
+    rng = np.random.default_rng(8)
+    p = [float(x) for x in rng.uniform(0, 1, 300)] + [0.5]
+    y = [int(v) for v in rng.integers(0, 2, len(p))]
+    batches = [
+        ("binary", p, y, None),
+        ("binary", p, [*y[:-1], None], None),
+        ("regression", [1.0, 2.0, 3.5, 4], [1.2, 5.0, None, 4.0], 0.5),
+        ("ranking", [("a", "b"), ("c",), "x"], ["b", "a", "a"], None),
+    ]
+    for task, predictions, labels, tolerance in batches:
+        got = prediction_errors(task, predictions, labels, 0.5, tolerance)
+        want = [
+            math.nan if (e := prediction_error(task, a, b, 0.5, tolerance)) is None else e
+            for a, b in zip(predictions, labels, strict=True)
+        ]
+        assert np.array_equal(got, np.array(want, dtype=float), equal_nan=True), task
