@@ -78,8 +78,8 @@ ENGINE_COUNTERS = ("evicted_versions", "evicted_models")
 BATCH_ITEMS = 8_192
 """Items the model stage takes at a time. Its per-batch work is vectorised, yet a batch of
 35,000 items (what a worker's merge releases after a backlog) cost 8 % more per item than
-batches of 4,096-8,192 (the columns no longer fit the processor's caches; measured on a
-200k-prediction stream)."""
+batches of 4,096-8,192 (measured on a 200k-prediction stream; larger columns fit the
+processor's caches less well, presumably)."""
 
 
 class ModelEngine:
@@ -138,8 +138,8 @@ class ModelEngine:
 
     def process(self, items: Sequence[Routed]) -> list[Decision]:
         """Feed a batch of routed items (predictions, joined and independent outcomes) in
-        merge order; return new decisions (the same however the items are cut into
-        batches: a large batch is taken `BATCH_ITEMS` at a time)."""
+        merge order; return new decisions. A large batch is taken `BATCH_ITEMS` at a
+        time."""
         if len(items) > BATCH_ITEMS:
             return [
                 d

@@ -34,7 +34,9 @@ Which part sits where, and why (figures in ../shared/TANSU.md and benchmarks/):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import signal
 import time
 import uuid
@@ -119,6 +121,11 @@ SUMMARY_FORMAT = 3
 (`detectors.intake.wire`); 2 and 1 (still read): a row per item, feature names once per
 message (``fk``) or in every item."""
 
+SPLIT_SLACK = 1.2
+"""A batch is cut into pieces expected to fill at most 1/1.2 of a message: batches vary in
+bytes per item (labels against predictions); a piece that still does not fit is cut again
+by its own bytes per item, at the cost of encoding it twice."""
+
 SUMMARY_HEADROOM_BYTES = 4_096
 """Input messages are accepted up to ``max_request_size`` less this, so that every
 event, forwarded as a summaries item (its fields without their names), fits in one
@@ -175,6 +182,8 @@ class Worker:
         """Items this process sent to the summaries topic, until its model stage reads them
         back (see `_local_items`), oldest first."""
         self.local_items = 0
+        self.item_bytes = 0.0
+        """Bytes per item of the last summaries message (how many messages a batch needs)."""
         self.publisher: Publisher | None = None
         self.failure: BaseException | None = None
         """Why the worker stopped processing, if it failed: no checkpoint is written after."""
@@ -630,15 +639,17 @@ class Worker:
         key = model_id.encode()
         budget = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES - len(key)
         watermark = shard.intake.watermarks[model_id]
-        parts = [(0, len(items), watermark)]
+        # Cut into as many messages as the last message's bytes per item say are needed
+        # (encoding a batch that turns out too large, then its halves, encoded a third of
+        # the items twice on the benchmark's 4-partition stream).
+        parts = self._pieces(items, 0, len(items), watermark, budget, 1)
         while parts:
             start, stop, mark = parts.pop(0)
             value = self._summary(shard, mark, items[start:stop])
+            if stop > start:
+                self.item_bytes = len(value) / (stop - start)
             if len(value) > budget and stop - start > 1:
-                half = (start + stop) // 2
-                # The first half's watermark is its last item's slot: nothing before it is
-                # still to come from this partition.
-                parts[:0] = [(start, half, items[half - 1].slot), (half, stop, mark)]
+                parts[:0] = self._pieces(items, start, stop, mark, budget, 2)
                 continue
             part = items[start:stop]
             if not part:  # only the watermark moved (e.g. outcomes that joined nothing)
@@ -656,6 +667,23 @@ class Worker:
             headers = [("driftline-part", tag.encode())]
             await self.publisher.send(self.topics.summaries, value, key, headers=headers)
             self.metrics.summary_bytes.inc(len(value))
+
+    def _pieces(
+        self, items: list[Routed], start: int, stop: int, mark: int, budget: int, least: int
+    ) -> list[tuple[int, int, int]]:
+        """``items[start:stop]`` as (start, stop, watermark) pieces expected to fit in a
+        message at the last bytes per item seen (at least ``least`` pieces when there are
+        that many items). A piece's watermark is its last item's slot (nothing before it
+        is still to come from this partition); the last piece's is ``mark``."""
+        n = stop - start
+        if n == 0:
+            return [(start, stop, mark)]
+        pieces = min(n, max(least, math.ceil(n * self.item_bytes * SPLIT_SLACK / budget)))
+        size = math.ceil(n / pieces)
+        cuts = [*range(start, stop, size), stop]
+        found = [(a, b, items[b - 1].slot) for a, b in itertools.pairwise(cuts)]
+        found[-1] = (found[-1][0], stop, mark)
+        return found
 
     def _summary(self, shard: Shard, mark: int, items: Sequence[Routed]) -> bytes:
         """One summaries message: items (`detectors.intake.wire`) and how far the

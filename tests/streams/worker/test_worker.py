@@ -55,9 +55,12 @@ async def run_until_committed(
     metrics_port=None,
     before_stop=None,
     compression="none",
+    max_request_size=None,
 ):
     settings = WorkerSettings(group_id=group, metrics_port=metrics_port, **TEST_WORKER)
     clients = replace(kafka(bootstrap), compression_type=compression)
+    if max_request_size is not None:
+        clients = replace(clients, max_request_size=max_request_size)
     worker = Worker(config_for(topics, detectors), clients, settings)
     task = asyncio.create_task(worker.run())
     try:
@@ -297,8 +300,10 @@ async def test_items_read_back_from_the_summaries_topic_decide_as_replay(
     broker, make_stream, monkeypatch
 ) -> None:
     """With nothing kept in memory between the stages, the model stage decodes every item
-    from the summaries topic (feature names once per message, format 2) and decides as
-    replay does at the same partition count."""
+    from the summaries topic (columns, format 3) and decides as replay does at the same
+    partition count; with messages limited to the smallest size allowed, batches of items
+    are cut into several messages (each piece carrying its own watermark) and still
+    decide alike."""
     from driftline.detectors.pipeline import StagedPipeline  # noqa: PLC0415
     from driftline.schemas.decode import encode  # noqa: PLC0415
     from driftline.streams.replay import Staged, replay  # noqa: PLC0415
@@ -309,8 +314,31 @@ async def test_items_read_back_from_the_summaries_topic_decide_as_replay(
     await setup_topics(broker, topics, 2)
     events = list(make_stream(scenario="mean_shift", n_predictions=12_000, change_at=6_000, seed=7))
     total = sum((await produce(broker, topics, events)).values())
-    worker = await run_until_committed(broker, topics, "g-wire", 2, total)
+    limit = 600_000
+    pieces, batches, oversized = [], [], []
+    summary, forward = worker_module.Worker._summary, worker_module.Worker._forward
+
+    def counted_summary(self, shard, mark, items):
+        pieces.append(len(items))
+        value = summary(self, shard, mark, items)
+        if len(value) > limit:
+            oversized.append(len(items))
+        return value
+
+    async def counted_forward(self, shard, model_id, items):
+        batches.append(len(items))
+        await forward(self, shard, model_id, items)
+
+    monkeypatch.setattr(worker_module.Worker, "_summary", counted_summary)
+    monkeypatch.setattr(worker_module.Worker, "_forward", counted_forward)
+    worker = await run_until_committed(broker, topics, "g-wire", 2, total, max_request_size=limit)
     assert worker.local_items == 0
+    # Some batches were cut (more messages than batches), by the size of the items seen
+    # before: a batch is encoded whole and found too large only before any message said
+    # how large an item is (the first), or when its items are much larger than the last
+    # message's.
+    assert len(pieces) > len(batches)
+    assert len(oversized) <= 2
     native = replay([encode(e) for e in events], Staged(StagedPipeline(2, SMALL, {}, {})))
     found = sorted(
         (d["type"], d["kind"], d["ts"], d["decision_id"], tuple(d["features"]))
@@ -358,3 +386,56 @@ def test_summaries_messages_of_every_format_give_the_same_items() -> None:
         got = worker._local_items(record, "m", orjson.loads(value))
         assert got == [item._replace(tag=None) for item in items]
         assert [list(i.event.features) for i in got[:3]] == [["a", "b", "c"], ["b", "a", "c"], []]
+
+
+async def test_a_batch_too_large_for_one_message_is_cut_by_its_items_size() -> None:
+    """Stage 1's items of a model go out in messages under ``max_request_size``, cut by
+    the bytes per item of the messages before (each item encoded once, but for the first
+    batch's), in order, each piece with its last item's slot as watermark and the last
+    with the partition's."""
+    from driftline.detectors.intake.stage import Intake  # noqa: PLC0415
+    from driftline.detectors.intake.wire import decode_items  # noqa: PLC0415
+    from driftline.streams.simulation.traffic import StreamSpec, generate  # noqa: PLC0415
+    from driftline.streams.worker.shards import Shard  # noqa: PLC0415
+
+    class Recorded:  # stands in for the broker: what _forward sends
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        async def send(self, topic, value, key=None, headers=None, partition=None):
+            self.sent.append(value)
+
+    limit = 600_000
+    worker = Worker(
+        config_for(topics_for("cut"), SMALL),
+        replace(kafka("127.0.0.1:1"), max_request_size=limit),
+        WorkerSettings(),
+    )
+    worker.publisher = Recorded()  # type: ignore[assignment]
+    encoded = []
+    summary = worker._summary
+
+    def counted(shard, mark, items):
+        encoded.append(len(items))
+        return summary(shard, mark, items)
+
+    worker._summary = counted
+    shard = Shard(0, Intake(SMALL))
+    events = generate(StreamSpec(n_predictions=40_000, seed=5))
+    sent_items, batches = [], []
+    for i in range(0, len(events), 12_000):
+        for model_id, items in shard.intake.process(events[i : i + 12_000]).items():
+            batches.append(len(items))
+            first = len(worker.publisher.sent)
+            await worker._forward(shard, model_id, items)
+            messages = [orjson.loads(v) for v in worker.publisher.sent[first:]]
+            assert len(messages) > 1  # each batch is over 600 kB
+            assert [m["w"] for m in messages[:-1]] == [
+                decode_items(m["i"], model_id)[-1].slot for m in messages[:-1]
+            ]
+            assert messages[-1]["w"] == shard.intake.watermarks[model_id]
+            for m in messages:
+                sent_items += decode_items(m["i"], model_id)
+            assert sent_items[-len(items) :] == [item._replace(tag=None) for item in items]
+    assert max(map(len, worker.publisher.sent)) <= limit
+    assert sum(encoded) <= sum(batches) + batches[0]
