@@ -795,8 +795,11 @@ class ModelVersions:
         challenger or shadow form a pair. A better challenger is reported; a better
         *previous* champion (shadowing the one promoted over it) means a rollback."""
         champion = self.stable()
-        if champion is None:
-            return []
+        if champion is None or not any(
+            (info := self.versions.get(name)) is not None and info.role in ("challenger", "shadow")
+            for name in set(rows.versions.tolist())
+        ):
+            return []  # no pair can form (most models: no challenger, no shadow)
         errors = rows.values["error_rate"]
         groups: dict[int, dict[str, tuple[float, int]]] = {}
         for i, (version, seq) in enumerate(zip(rows.versions.tolist(), rows.seqs, strict=True)):
