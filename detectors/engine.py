@@ -26,6 +26,7 @@ from driftline.detectors.drift.reference import (
     label_values,
     missing_share,
     positive,
+    split_pairs,
 )
 from driftline.detectors.feedback.monitor import (
     INDEPENDENT,
@@ -535,7 +536,7 @@ class ModelEngine:
         by_model: dict[str, list[Rows]] = {}
         for (model_id, version), (pairs, seqs, ts, ids, predicted_ts) in labels.items():
             settings = self.settings_for(model_id)
-            predictions, outcomes = (list(c) for c in zip(*pairs, strict=True))
+            predictions, outcomes = split_pairs(pairs)
             error, scores, estimate, classes = label_values(
                 self.monitor(model_id, version).concept.task,
                 predictions,

@@ -15,6 +15,7 @@ from driftline.detectors.drift.reference import (
     infer_task,
     performance_summary,
     prediction_errors,
+    split_pairs,
     to_wire,
 )
 from driftline.detectors.drift.river_bridge import RiverErrorDetector
@@ -165,7 +166,7 @@ class ConceptMonitor:
             self.skipped += len(pairs) - start
             return signals, reports
         assert self.task is not None
-        predictions, labels = (list(c) for c in zip(*pairs[start:], strict=True))
+        predictions, labels = split_pairs(pairs[start:])
         errors = prediction_errors(
             self.task, predictions, labels, self.settings.classification_threshold, self.tolerance
         )
@@ -362,8 +363,7 @@ class ConceptMonitor:
         take = pairs[:need]
         self.warmup.extend((p, y) for p, y in take if y is not None)
         if len(self.warmup) >= self.settings.label_warmup_events:
-            preds = [p for p, _ in self.warmup]
-            labels = [y for _, y in self.warmup]
+            preds, labels = split_pairs(self.warmup)
             summary = performance_summary(preds, labels, self.settings)
             if summary is not None:
                 self.task = summary.task

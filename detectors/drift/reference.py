@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -529,6 +530,16 @@ def positive(task: str | None, prediction: Any, threshold: float) -> float:
 
 
 _BINARY_LABEL_TYPES = frozenset({bool, int, float})
+_first, _second = itemgetter(0), itemgetter(1)
+
+
+def split_pairs(pairs: Sequence[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
+    """(prediction, label) pairs as a list of predictions and a list of labels.
+
+    >>> split_pairs([(0.9, 1), (0.2, 0)])
+    ([0.9, 0.2], [1, 0])
+    """
+    return list(map(_first, pairs)), list(map(_second, pairs))
 
 
 def _binary_probabilities(

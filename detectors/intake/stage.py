@@ -285,26 +285,16 @@ class Intake:
         self._seen = {}
 
 
-def item_to_wire(item: Routed, feature_keys: dict[tuple[str, ...], int] | None = None) -> list[Any]:
-    """An item as a JSON-compatible row (the summaries topic and checkpoints); a trace,
-    when there is one, is a last element (rows without it are what older versions wrote).
-
-    With ``feature_keys`` (a message's table of feature-name lists, filled as rows are
-    made), a prediction's features are ``[index of its names, *values]`` instead of an
-    object: the names travel once per message, not once per event."""
+def item_to_wire(item: Routed) -> list[Any]:
+    """An item as a JSON-compatible row (checkpoints, and the summaries messages' items
+    other than predictions: `detectors.intake.wire`); a trace, when there is one, is a
+    last element (rows without it are what older versions wrote)."""
     e = item.event
     if item.kind == PREDICTION:
         p: Prediction = e  # type: ignore[assignment]
-        features: Any = p.features
-        if feature_keys is not None:
-            names = tuple(features)
-            index = feature_keys.get(names)
-            if index is None:
-                index = feature_keys[names] = len(feature_keys)
-            features = [index, *features.values()]
         row = [
             PREDICTION, item.seq, item.slot, p.event_id, p.request_id, p.ts,
-            p.model_version, to_wire(p.prediction), features, p.scores, p.role,
+            p.model_version, to_wire(p.prediction), p.features, p.scores, p.role,
             p.segment, list(p.action) if type(p.action) is tuple else p.action,
             p.exploration,
         ]  # fmt: skip
@@ -327,8 +317,9 @@ def item_to_wire(item: Routed, feature_keys: dict[tuple[str, ...], int] | None =
 def item_from_wire(
     row: list[Any], model_id: str, feature_keys: Sequence[Sequence[str]] | None = None
 ) -> Routed:
-    """Inverse of `item_to_wire` (the model id travels once per message, as its key;
-    ``feature_keys``: the message's feature-name lists, when it has them)."""
+    """Inverse of `item_to_wire` (the model id travels once per message, as its key),
+    and of the rows of format-2 summaries messages, whose predictions' features are
+    ``[index of their names in feature_keys, *values]``."""
     kind, seq, slot, event_id, request_id, ts = row[:6]
     trace = row[_TRACE_AT[kind]] if len(row) > _TRACE_AT.get(kind, len(row)) else None
     if kind == PREDICTION:

@@ -33,12 +33,15 @@ _REQUIRED = tuple(
     )
 )  # fmt: skip
 """Column names of a prediction's required fields (but its features), and their getters."""
-_OPTIONAL = (("sc", None), ("ro", "champion"), ("sg", None), ("a", None), ("x", False))
+_OPTIONAL = tuple(
+    (column, default, attrgetter(field))
+    for column, field, default in (
+        ("sc", "scores", None), ("ro", "role", "champion"), ("sg", "segment", None),
+        ("a", "action", None), ("x", "exploration", False),
+    )
+)  # fmt: skip
 """Column names of the optional fields, in `make_prediction`'s order, with the value a
-prediction that does not set them has."""
-_OPTIONAL_FIELDS = tuple(
-    attrgetter(field) for field in ("scores", "role", "segment", "action", "exploration")
-)
+prediction that does not set them has, and their getters."""
 _features = attrgetter("features")
 _seq, _slot, _event, _trace = (attrgetter(f) for f in ("seq", "slot", "event", "trace"))
 
@@ -64,7 +67,7 @@ def encode_items(items: Sequence[Routed]) -> dict[str, Any]:
         "fi": index,
         "fv": values,
     }
-    for (name, default), get in zip(_OPTIONAL, _OPTIONAL_FIELDS, strict=True):
+    for name, default, get in _OPTIONAL:
         found = list(map(get, events))
         columns[name] = None if found.count(default) == len(found) else found
     traces = list(map(_trace, predicted))
@@ -88,13 +91,10 @@ def _feature_values(
             return [tuple(first)], 0, list(map(itemgetter(*first), features))
         except KeyError:  # same count, other names
             pass
-    names = list(map(tuple, features))
     values: list[Any] = [list(f.values()) for f in features]
-    if names.count(names[0]) == len(names):
-        return [names[0]], 0, values
     found: dict[tuple[str, ...], int] = {}
-    index = [found.setdefault(n, len(found)) for n in names]
-    return list(found), index, values
+    index = [found.setdefault(n, len(found)) for n in map(tuple, features)]
+    return list(found), 0 if len(found) == 1 else index, values
 
 
 def decode_items(
@@ -143,7 +143,7 @@ def _predictions(
         predictions = [tuple(p) if type(p) is list else p for p in predictions]
     optional = [
         repeat(default, n) if columns.get(name) is None else columns[name]
-        for name, default in _OPTIONAL
+        for name, default, _ in _OPTIONAL
     ]
     actions = columns.get("a")
     if actions is not None and list in set(map(type, actions)):

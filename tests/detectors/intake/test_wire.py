@@ -7,11 +7,26 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from driftline.detectors.feedback.monitor import PREDICTION
 from driftline.detectors.intake.stage import Intake, item_to_wire
 from driftline.detectors.intake.wire import decode_items, encode_items
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.records import Outcome, Prediction
 from driftline.streams.simulation.traffic import StreamSpec, generate
+
+
+def format_2_rows(items):
+    """Rows as format-2 messages held them (what workers before format 3 wrote): a
+    prediction's features ``[index of its names, *values]``, and the names table."""
+    keys: dict[tuple[str, ...], int] = {}
+    rows = []
+    for item in items:
+        row = item_to_wire(item)
+        if item.kind == PREDICTION:
+            index = keys.setdefault(tuple(row[8]), len(keys))
+            row[8] = [index, *row[8].values()]
+        rows.append(row)
+    return rows, list(keys)
 
 
 def _through_json(items):
@@ -66,11 +81,11 @@ def test_rows_of_earlier_formats_read_alike() -> None:
     """Format 1 (names in every item) and format 2 (a names table beside the rows) give
     the items format 3 gives."""
     items = _mixed_items()
-    keys: dict[tuple[str, ...], int] = {}
-    rows = orjson.loads(orjson.dumps([item_to_wire(item, keys) for item in items]))
+    rows, keys = format_2_rows(items)
+    rows = orjson.loads(orjson.dumps(rows))
     one = orjson.loads(orjson.dumps([item_to_wire(item) for item in items]))
     want = decode_items(_through_json(items), "m")
-    assert decode_items(rows, "m", list(keys)) == want
+    assert decode_items(rows, "m", keys) == want
     assert decode_items(one, "m") == want
 
 

@@ -361,6 +361,7 @@ def test_summaries_messages_of_every_format_give_the_same_items() -> None:
     from driftline.schemas.records import Outcome, Prediction  # noqa: PLC0415
     from driftline.streams.worker.shards import Shard  # noqa: PLC0415
     from driftline.streams.worker.worker import SUMMARY_FORMAT  # noqa: PLC0415
+    from tests.detectors.intake.test_wire import format_2_rows  # noqa: PLC0415
 
     events = [
         Prediction("p1", "r1", "m", "v1", 10, {"a": 1.5, "b": "x", "c": None}, 0.9),
@@ -371,12 +372,11 @@ def test_summaries_messages_of_every_format_give_the_same_items() -> None:
     ]
     items = Intake().process(events)["m"]
     worker = Worker(config_for(topics_for("fmt"), SMALL), kafka("127.0.0.1:1"), WorkerSettings())
-    keys: dict[tuple[str, ...], int] = {}
-    rows = [item_to_wire(item, keys) for item in items]
-    assert list(keys) == [("a", "b", "c"), ("b", "a", "c"), ()]
+    rows, keys = format_2_rows(items)
+    assert keys == [("a", "b", "c"), ("b", "a", "c"), ()]
     messages = [
         {"v": 1, "p": 0, "n": 1, "w": 20, "i": [item_to_wire(item) for item in items]},
-        {"v": 2, "p": 0, "n": 1, "w": 20, "fk": list(keys), "i": rows},
+        {"v": 2, "p": 0, "n": 1, "w": 20, "fk": keys, "i": rows},
         orjson.loads(worker._summary(Shard(0, Intake()), 20, items)),
     ]
     assert messages[-1]["v"] == SUMMARY_FORMAT == 3
