@@ -1,16 +1,18 @@
 """Bytes on the wire -> typed records, validated once at the edge.
 
 The checks here mirror the JSON Schema documents in this folder (a test holds the two
-together); they are written by hand because a generic validator costs more per event
-than all of the detectors together.
+together). Most messages are read by msgspec's typed decoders in one pass; the rest by
+checks written by hand, which name the offending field (a generic JSON Schema validator
+costs more per event than all of the detectors together).
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
+import msgspec
 import orjson
 
 from driftline.schemas.exceptions import DecodeError
@@ -329,6 +331,17 @@ def decode(
     if len(raw) > max_bytes:
         raise _fail(TOO_LARGE, f"message is {len(raw)} bytes, limit is {max_bytes}")
     try:
+        return _FAST[expect](raw)
+    except _NOT_FAST:
+        # Whatever the typed decoder refuses, the checks below refuse too, with the
+        # reason and the field named; or accept (an RFC 3339 timestamp, say).
+        return _decode_checked(raw, expect)
+
+
+def _decode_checked(raw: bytes, expect: str | None) -> Event:
+    """`decode` by parsing to Python objects and checking each field by hand: every
+    message the typed decoders of `_FAST` do not take goes this way."""
+    try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         reason = NON_FINITE if "infinity" in str(exc) else INVALID_JSON
@@ -345,6 +358,116 @@ def decode(
     if kind == "outcome":
         return outcome_from_dict(obj)
     raise _fail(UNKNOWN_TYPE, f"type must be 'prediction' or 'outcome', got {kind!r}")
+
+
+# -- the typed path ----------------------------------------------------------------------
+# msgspec parses and checks the common message in one pass in C (measured on simulator
+# events: a prediction 5.8 -> 3.5 us, an outcome 3.1 -> 1.5 us). Its types are a subset of
+# the contract: whatever lies outside them (an RFC 3339 timestamp, a type naming the
+# other topic, a probability outside [0, 1], a feature holding an array...) raises, and
+# `_decode_checked` answers instead. So a message's event, or its dead-letter reason and
+# message, is the same whichever path took it (tests/schemas/test_decode.py runs both on
+# generated messages and compares).
+
+_Id = Annotated[str, msgspec.Meta(min_length=1)]
+_Ts = Annotated[int, msgspec.Meta(ge=MIN_TS_MS, le=MAX_TS_MS)]
+_Probability = (
+    Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | Annotated[int, msgspec.Meta(ge=0, le=1)]
+)
+_Role = Literal["champion", "challenger", "shadow", "canary"]
+"""`ROLES` as a type (a test holds the two together)."""
+_Features = Annotated[
+    dict[str, float | int | str | bool | None], msgspec.Meta(max_length=MAX_FEATURES)
+]
+
+
+class _PredictionFields(msgspec.Struct):
+    event_id: _Id
+    request_id: _Id
+    model_id: _Id
+    model_version: _Id
+    ts: _Ts
+    features: _Features
+    prediction: float | int | str | tuple[str, ...]
+    scores: dict[str, _Probability] | None = None
+    role: _Role = "champion"
+    segment: dict[str, str] | None = None
+    action: str | int | bool | float | tuple[str, ...] | None = None
+    exploration: bool = False
+
+
+class _OutcomeFields(msgspec.Struct):
+    event_id: _Id
+    request_id: _Id
+    model_id: _Id
+    ts: _Ts
+    label: float | int | str | bool | None
+    segment: dict[str, str] | None = None
+    independent: bool = False
+
+
+class _Prediction(_PredictionFields):
+    type: Literal["prediction"] | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Outcome(_OutcomeFields):
+    type: Literal["outcome"] | msgspec.UnsetType = msgspec.UNSET
+
+
+class _TypedPrediction(_PredictionFields, tag="prediction", tag_field="type"):
+    pass
+
+
+class _TypedOutcome(_OutcomeFields, tag="outcome", tag_field="type"):
+    pass
+
+
+def _prediction(s: _PredictionFields) -> Prediction:
+    return make_prediction(
+        s.event_id,
+        s.request_id,
+        s.model_id,
+        s.model_version,
+        s.ts,
+        s.features,
+        s.prediction,
+        s.scores,
+        s.role,
+        s.segment,
+        s.action,
+        s.exploration,
+    )
+
+
+def _outcome(s: _OutcomeFields) -> Outcome:
+    return make_outcome(
+        s.event_id, s.request_id, s.model_id, s.ts, s.label, s.segment, s.independent
+    )
+
+
+_read_prediction = msgspec.json.Decoder(_Prediction).decode
+_read_outcome = msgspec.json.Decoder(_Outcome).decode
+_read_either = msgspec.json.Decoder(_TypedPrediction | _TypedOutcome).decode
+
+
+def _fast_prediction(raw: bytes) -> Event:
+    return _prediction(_read_prediction(raw))
+
+
+def _fast_outcome(raw: bytes) -> Event:
+    return _outcome(_read_outcome(raw))
+
+
+def _fast_either(raw: bytes) -> Event:
+    s = _read_either(raw)
+    return _prediction(s) if isinstance(s, _TypedPrediction) else _outcome(s)
+
+
+_FAST: Final = {"prediction": _fast_prediction, "outcome": _fast_outcome, None: _fast_either}
+"""The typed decoder for each ``expect``."""
+
+_NOT_FAST: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+"""What the typed decoders raise for a message outside their types."""
 
 
 def encode(event: Event) -> bytes:

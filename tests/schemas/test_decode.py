@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from typing import get_args
+
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftline.schemas import DecodeError, Outcome, Prediction, decode, encode, parse_ts
+from driftline.schemas.decode import (
+    _FAST,
+    MAX_FEATURES,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    _decode_checked,
+    _Role,
+)
+from driftline.schemas.records import ROLES
 
 VALID = {
     "type": "prediction",
@@ -169,3 +183,105 @@ def test_outcomes() -> None:
     assert reject(missing).message.startswith("label is required")
     assert reject({**base, "label": [1]}).reason == "schema_violation"
     assert reject({**base, "request_id": ""}).reason == "schema_violation"
+
+
+# -- the typed path and the checked path agree ------------------------------------------
+
+_FIELDS = (
+    *("type", "event_id", "request_id", "model_id", "model_version", "ts", "features"),
+    *("prediction", "label", "scores", "role", "segment", "action", "exploration"),
+    "independent",
+)
+_OUTCOME = {
+    "type": "outcome",
+    "event_id": "o1",
+    "request_id": "r1",
+    "model_id": "m",
+    "ts": 1_700_000_000_000,
+    "label": 1,
+}
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-1, 2)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.floats(-0.5, 1.5)
+    | st.sampled_from(["", "x", "prediction", "outcome", "canary", "2023-11-14T22:13:20Z"])
+    | st.sampled_from([MIN_TS_MS - 1, MIN_TS_MS, MAX_TS_MS, MAX_TS_MS + 1, 1_700_000_000]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=8,
+)
+_objects = st.dictionaries(st.text(max_size=3), _json, min_size=1, max_size=3)
+"""Objects of any values: what features, scores and segment are made of."""
+
+
+def _answer(raw: bytes, expect: str | None, decoder: object) -> str:
+    try:
+        return repr(decoder(raw, expect))  # type: ignore[operator]
+    except DecodeError as exc:
+        return f"{exc.reason}: {exc.message}"
+
+
+@settings(max_examples=1_500, deadline=None, derandomize=True)
+@given(
+    st.sampled_from([VALID, _OUTCOME]),
+    st.dictionaries(st.sampled_from(_FIELDS), _json | _objects | st.just(...), max_size=4),
+    st.sampled_from([None, "prediction", "outcome"]),
+)
+def test_the_typed_and_the_checked_decoders_give_the_same_answer(
+    base: dict[str, object], changes: dict[str, object], expect: str | None
+) -> None:
+    """`decode` takes most messages through msgspec's typed decoders and the rest through
+    the field-by-field checks: on valid events with any field replaced, removed (...) or
+    added, both give the same record (types included: an int stays an int) or the same
+    reason and message."""
+    obj = {k: v for k, v in {**base, **changes}.items() if v is not ...}
+    raw = json.dumps(obj).encode()
+    assert _answer(raw, expect, decode) == _answer(raw, expect, _decode_checked)
+
+
+@settings(max_examples=600, deadline=None, derandomize=True)
+@given(
+    st.sampled_from(["features", "scores", "segment"]),
+    _objects,
+    st.sampled_from([None, "prediction"]),
+)
+def test_the_two_decoders_agree_on_what_objects_hold(
+    field: str, entries: dict[str, object], expect: str | None
+) -> None:
+    """The same, for any values inside features, scores and segment."""
+    obj = {**VALID, field: {**VALID.get(field, {}), **entries}}  # type: ignore[dict-item]
+    raw = json.dumps(obj).encode()
+    assert _answer(raw, expect, decode) == _answer(raw, expect, _decode_checked)
+
+
+def test_the_typed_path_takes_the_common_messages() -> None:
+    """Guards the speed-up: valid messages, with and without their type, on either topic
+    or from a file, are read by the typed decoders (the checked path is never called)."""
+    typed = [
+        (VALID, "prediction"),
+        (with_(type=...), "prediction"),
+        (VALID, None),
+        (with_(scores={"a": 0.2, "b": 1}, segment={"r": "n"}, action=["a", "b"]), None),
+        (_OUTCOME, "outcome"),
+        (_OUTCOME, None),
+        ({**_OUTCOME, "label": None, "independent": True, "segment": {"r": "n"}}, "outcome"),
+    ]
+    for obj, expect in typed:
+        assert decode(orjson.dumps(obj), expect) == _FAST[expect](orjson.dumps(obj))
+
+
+def test_feature_count_limit_on_both_paths() -> None:
+    """MAX_FEATURES features decode; one more is too_large, on either topic or from a file."""
+    features = {f"f{i}": i for i in range(MAX_FEATURES)}
+    assert len(decode(orjson.dumps(with_(features=features)), "prediction").features) == (
+        MAX_FEATURES
+    )
+    features["one_more"] = 0
+    for expect in ("prediction", None):
+        assert reject(with_(features=features), expect).reason == "too_large"
+
+
+def test_the_typed_roles_are_the_contracts() -> None:
+    assert get_args(_Role) == ROLES
