@@ -3,28 +3,38 @@
 1. Produce a seeded stream (predictions and outcomes, 10 numeric + 2 categorical
    features) into 4-partition topics.
 2. Bare loop: aiokafka ``getmany`` over the same topics plus ``orjson.loads`` per record.
-3. The worker (same process, fresh group) over the same records: events/s from its first
-   to its last processed batch (group join excluded), by the wall clock and by the
-   process's CPU time (the same figure when the worker is busy throughout; the CPU one
-   is steadier on a noisy machine). Then again with its model stage decoding every item
-   from the summaries topic, as each member of a group of several workers does for the
-   items the other members' input stages sent (one worker alone takes its own from
-   memory).
+3. The worker (same process, fresh group) over the same records: records/s from its
+   first batch to the model stage's last release (group join excluded), by the wall
+   clock and by the process's CPU time (the CPU one is steadier on a noisy machine). The
+   wall-clock span leaves out the time the process sat idle after the input stopped:
+   the model stage's last release waits for the partitions' idle markers
+   (``idle_after_ms``), latency at the end of a finite stream, reported apart. Then
+   again with its model stage decoding every item from the summaries topic, as each
+   member of a group of several workers does for the items the other members' input
+   stages sent (one worker alone takes its own from memory).
+   With ``--against REV``, commit REV's worker as well (7eb953a is the last one-stage
+   worker, the "today's" of issue 9's throughput target), alternating with this tree's,
+   each in a fresh process over the same records: the two figures side by side.
 4. Paced run at half the worker's measured throughput, with drift injected into several
    models: per-record produce-to-processed latency (p50/p99) and produce-to-decision
    latency of every decision (the decision is published in the batch that processes its
    triggering record).
 
     python benchmarks/worker_throughput.py [--predictions 150000] [--paced-seconds 20]
-        [--compare-compression none zstd]
+        [--compare-compression none zstd] [--against 7eb953a]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import replace
 
@@ -103,7 +113,13 @@ class TimedWorker(Worker):
         super().__init__(*args, **kwargs)
         self.first: float | None = None
         self.last = 0.0
-        self.first_cpu = self.last_cpu = 0.0
+        """The last batch that did work in either stage."""
+        self.input_last = 0.0
+        """The last batch with input records: the rate by the clock ends here, not where
+        the model stage's last release came (that waits for the partitions' idle markers,
+        ``idle_after_ms`` after the input stops: latency at the end of a finite stream,
+        not work)."""
+        self.first_cpu = self.last_cpu = self.input_last_cpu = 0.0
         self.handled = 0
         self.latencies: list[float] = []
 
@@ -132,14 +148,23 @@ class TimedWorker(Worker):
         for tp, records in batch.items():
             if tp.partition in self.shards and tp.topic != summaries:
                 self.latencies += [(now - r.timestamp) / 1000 for r in records]
-        self.last = time.perf_counter()
-        self.last_cpu = time.process_time()
+        self.last = self.input_last = time.perf_counter()
+        self.last_cpu = self.input_last_cpu = time.process_time()
 
     @property
     def rates(self) -> tuple[float, float]:
-        """Records per second of wall-clock time and of CPU time, first to last batch."""
-        wall = self.last - (self.first or self.last)
+        """Records per second of wall-clock time and of CPU time, from the first batch to
+        the model stage's last release; the wall-clock span leaves out the time the
+        process sat idle after the input stopped (waiting for idle markers), which is
+        latency at the end of a finite stream, not throughput."""
+        drain_cpu = self.last_cpu - self.input_last_cpu
+        wall = self.input_last - (self.first or self.input_last) + drain_cpu
         return self.handled / wall, self.handled / (self.last_cpu - self.first_cpu)
+
+    @property
+    def drain_s(self) -> float:
+        """From the last input batch to the model stage's last release."""
+        return self.last - self.input_last
 
 
 async def run_worker(
@@ -175,6 +200,108 @@ async def run_worker(
     worker.stop()
     await task
     return worker
+
+
+# Runs one worker over the bulk topics in a fresh process, with the code of the tree given
+# (a commit unpacked, or this one), and prints its rates as JSON. Commits before the
+# `driftline` namespace import their packages by their top-level names.
+_PEER = """
+import asyncio, json, os, sys, time
+from dataclasses import replace
+tree, bootstrap, predictions, outcomes, group, total = sys.argv[1:7]
+if tree:
+    sys.path[:0] = [tree, os.path.join(tree, "benchmarks")]
+    from streams.config import Topics
+    from streams.kafka import KafkaSettings, create_topics
+    from streams.runtime import tune_gc
+else:
+    from driftline.streams.config import Topics
+    from driftline.streams.kafka import KafkaSettings, create_topics
+    from driftline.streams.runtime import tune_gc
+import worker_throughput as bench
+
+async def main():
+    tune_gc()
+    t = replace(Topics.prefixed(group + ".run"), predictions=predictions, outcomes=outcomes)
+    await create_topics(KafkaSettings(bootstrap_servers=bootstrap), t, bench.PARTITIONS)
+    cpu = time.process_time()
+    worker = await bench.run_worker(bootstrap, t, group, int(total), 300)
+    cpu = time.process_time() - cpu
+    if hasattr(worker, "rates"):
+        clock = worker.rates[0]
+    else:
+        clock = worker.handled / (worker.last - worker.first)
+    print(json.dumps({"handled": worker.handled, "clock": clock, "cpu": worker.handled / cpu}))
+
+asyncio.run(main())
+"""
+
+
+def peer_run(tree: str, bootstrap: str, t: Topics, group: str, total: int) -> dict[str, float]:
+    """`_PEER` in a fresh process: records/s by the clock (`TimedWorker.rates`; the
+    one-stage worker has no model stage to wait for) and per CPU second of the whole run
+    (group join and start-up included, alike for both trees)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _PEER,
+            tree,
+            bootstrap,
+            t.predictions,
+            t.outcomes,
+            group,
+            str(total),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tree or here,
+        env={**os.environ, "PYTHONPATH": "" if tree else here},
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def against(rev: str, rounds: int, bootstrap: str, t: Topics, total: int) -> None:
+    """This tree's worker and commit ``rev``'s, alternating, each in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = unpack(rev, tmp)
+        runs: dict[str, list[dict[str, float]]] = {rev: [], "this tree": []}
+        for r in range(rounds):
+            runs[rev].append(peer_run(tree, bootstrap, t, f"bench-against-{r}", total))
+            runs["this tree"].append(peer_run("", bootstrap, t, f"bench-this-{r}", total))
+    medians = {
+        name: {k: statistics.median(run[k] for run in found) for k in ("clock", "cpu")}
+        for name, found in runs.items()
+    }
+    for name, m in medians.items():
+        print(
+            f"{name:>12} (fresh process, median of {rounds}): {m['clock']:>9,.0f} records/s, "
+            f"{m['cpu']:,.0f} per CPU s (start-up included)"
+        )
+    mine, theirs = medians["this tree"], medians[rev]
+    print(
+        f"this tree / {rev}: {mine['clock'] / theirs['clock']:.2f} by the clock, "
+        f"{mine['cpu'] / theirs['cpu']:.2f} by CPU time"
+    )
+
+
+def unpack(rev: str, into: str) -> str:
+    """Commit ``rev`` of this repository as files under ``into``; exits with one line when
+    it cannot be read or uses the `driftline` namespace (which the installed package
+    would shadow)."""
+    try:
+        tree = subprocess.run(
+            ["git", "archive", "--format=tar", rev], capture_output=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"--against {rev}: git archive failed ({exc})") from None
+    subprocess.run(["tar", "-x", "-C", into], input=tree, check=True)
+    if os.path.exists(f"{into}/driftline") or not os.path.isfile(f"{into}/streams/config.py"):
+        raise SystemExit(f"--against {rev}: only commits before the driftline namespace")
+    return into
 
 
 async def record_times(bootstrap: str, topic_names: list[str]) -> dict[str, tuple[int, dict]]:
@@ -273,6 +400,13 @@ async def main(args: argparse.Namespace) -> None:
             f"({sent / input_bytes:.2f} of the input; compression_type "
             f"{worker.kafka.compression_type})"
         )
+        print(
+            f"the model stage's last release came {worker.drain_s:.1f} s after the last input "
+            f"batch ({worker.last_cpu - worker.input_last_cpu:.2f} s of CPU: the rest waits for "
+            "the partitions' idle markers, idle_after_ms once input stops)"
+        )
+        if args.against:
+            await asyncio.to_thread(against, args.against, args.against_rounds, bs, bulk, total)
         for compression in args.compare_compression:
             peer = await run_worker(
                 bs,
@@ -339,6 +473,13 @@ if __name__ == "__main__":
         metavar="TYPE",
         help="also run the worker over the same records with these compression_type values",
     )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also run commit REV's worker over the same records (e.g. 7eb953a, the last "
+        "one-stage worker), alternating with this tree's, each in a fresh process",
+    )
+    parser.add_argument("--against-rounds", type=int, default=2)
     parser.add_argument(
         "--paced-fraction",
         type=float,

@@ -10,6 +10,7 @@ On Kafka the topic is compacted, so only the latest records per key are kept.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import zlib
 from dataclasses import dataclass
@@ -50,17 +51,27 @@ def _key(group: str, partition: str) -> str:
     return f"{group}/{partition}"
 
 
-async def write_checkpoint(
-    producer: AIOKafkaProducer, topic: str, group: str, checkpoint: Checkpoint
-) -> int:
-    """Write chunks, then the manifest; returns the bytes written."""
-    body = zlib.compress(
-        orjson.dumps(
-            {"offsets": checkpoint.offsets, "state": checkpoint.state},
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        ),
-        COMPRESSION_LEVEL,
+def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
+    """The checkpoint's payload as JSON, before compression: where the caller must take it
+    at once (the state goes on changing), `write_checkpoint` takes these bytes."""
+    return orjson.dumps(
+        {"offsets": checkpoint.offsets, "state": checkpoint.state},
+        option=orjson.OPT_SERIALIZE_NUMPY,
     )
+
+
+async def write_checkpoint(
+    producer: AIOKafkaProducer,
+    topic: str,
+    group: str,
+    checkpoint: Checkpoint,
+    encoded: bytes | None = None,
+) -> int:
+    """Write chunks, then the manifest; returns the bytes written. ``encoded`` is
+    `encode_checkpoint` of the checkpoint when the caller took it already. The payload is
+    compressed on a thread (zlib lets go of the interpreter while it works)."""
+    raw = encode_checkpoint(checkpoint) if encoded is None else encoded
+    body = await asyncio.to_thread(zlib.compress, raw, COMPRESSION_LEVEL)
     key = _key(group, checkpoint.partition)
     slot = checkpoint.generation % 2
     chunks = [body[i : i + CHUNK_BYTES] for i in range(0, len(body), CHUNK_BYTES)] or [b""]

@@ -92,14 +92,20 @@ class Publisher:
         future = await self._send(topic, value, key, partition, headers, timestamp_ms)
         self.queued.append(_Queued(topic, value, key, future, partition, headers, timestamp_ms))
 
-    async def confirm(self) -> None:
-        """Wait until every queued output is acknowledged, re-sending retryable failures.
+    def take(self) -> list[_Queued]:
+        """The outputs queued so far, handed to the caller to `confirm`: a checkpoint taken
+        now confirms these while later outputs queue anew."""
+        queued, self.queued = self.queued, []
+        return queued
+
+    async def confirm(self, queued: list[_Queued] | None = None) -> None:
+        """Wait until the outputs ``queued`` (by default every output queued) are
+        acknowledged, re-sending retryable failures.
 
         Raises `PublishError` when an output cannot be delivered.
         """
         await self.producer.flush()
-        queued, self.queued = self.queued, []
-        for item in queued:
+        for item in self.take() if queued is None else queued:
             backoff = Backoff(self.timeout_s, RETRY_BACKOFF_S, MAX_RETRY_BACKOFF_S)
             while True:
                 try:

@@ -16,7 +16,9 @@ Which part sits where, and why (figures in ../shared/TANSU.md and benchmarks/):
   once. A rebalance moves whole shards of either kind, and each shard's checkpoint
   records the offsets it covers, so recovery seeks to them and never trusts
   ``end_offsets()``.
-* Checkpoints follow a fixed order: flush outputs, write state, commit offsets. A crash
+* Checkpoints follow a fixed order: flush outputs, write state, commit offsets. The state
+  is taken in the loop; the rest of the periodic checkpoint runs in a task while the loop
+  reads on (`Worker._checkpoint_soon`). A crash
   re-reads at most one checkpoint interval of input; the decisions it re-emits carry the
   same ``decision_id`` (ids are per episode), and published ids are remembered in the
   state so a restarted shard does not publish them again.
@@ -44,7 +46,7 @@ from collections import Counter as CounterDict
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -70,7 +72,12 @@ from driftline.schemas.decode import DEFAULT_MAX_MESSAGE_BYTES, FUTURE_TIMESTAMP
 from driftline.schemas.exceptions import ConfigError, DecodeError
 from driftline.schemas.formats import SourceRecord
 from driftline.schemas.records import Event
-from driftline.streams.checkpointing.store import Checkpoint, read_checkpoints, write_checkpoint
+from driftline.streams.checkpointing.store import (
+    Checkpoint,
+    encode_checkpoint,
+    read_checkpoints,
+    write_checkpoint,
+)
 from driftline.streams.checkpointing.trim import StateTrimmer
 from driftline.streams.config import Config
 from driftline.streams.faults import Backoff, ConnectionLog
@@ -147,6 +154,19 @@ class _Listener(ConsumerRebalanceListener):
         )
 
 
+class _Snapshot(NamedTuple):
+    """A checkpoint as taken (see `Worker._snapshot`), to be written."""
+
+    due: list[str]
+    """Shards whose offsets are to be committed (written now, or written before and not
+    committed yet)."""
+    states: list[tuple[str, Shard | ModelShard, Checkpoint, bytes]]
+    """Each dirty shard: its name, the shard, its checkpoint and that as JSON."""
+    outputs: list[Any]
+    """The outputs queued when it was taken (`Publisher.take`)."""
+    started: float
+
+
 class Worker:
     """Consumes predictions and outcomes, runs the detectors, publishes decisions."""
 
@@ -202,6 +222,8 @@ class Worker:
         foreign format's records reach through the re-key stage (`streams.worker.rekey`)."""
         self.rekeyer: Rekeyer | None = None
         self.rekey_task: asyncio.Task[None] | None = None
+        self.writing: asyncio.Task[None] | None = None
+        """The periodic checkpoint writing in the background, if one is."""
         self.trimmer = StateTrimmer(kafka, self.topics.state, self.metrics)
         self.trim_task: asyncio.Task[None] | None = None
         self._pairs_seen: dict[str, int] = {}
@@ -237,7 +259,7 @@ class Worker:
                 self.connection_log.tick(bool(batch))
                 now = time.monotonic()
                 if now - self.last_checkpoint >= self.settings.checkpoint_interval_s:
-                    await self.checkpoint(set(self.by_name()))
+                    self._checkpoint_soon()
                 if now - self.last_metrics >= METRICS_INTERVAL_S:
                     self.last_metrics = now
                     self._refresh_gauges()
@@ -339,6 +361,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         self.stopping.set()
+        await self._settle()
         if self.rekey_task is not None:
             # Its last commit covers only what it re-keyed and confirmed; a failure is
             # already the worker's (raised from `run`).
@@ -938,50 +961,97 @@ class Worker:
     async def checkpoint(self, names: set[str]) -> None:
         """Confirm outputs, write the shards' state, commit their offsets (in that order),
         for the shards of both stages named (``3``: input partition 3, ``m0``: summaries
-        partition 0).
+        partition 0), and return when that is done: at shutdown and when partitions are
+        revoked. The periodic checkpoint writes in the background (`_checkpoint_soon`).
 
         Does nothing once the worker has failed; a failure here fails the worker (it is
         also called from rebalance callbacks, whose exceptions aiokafka only logs)."""
+        await self._settle()
         if self.failure is not None:
             return
-        assert self.producer is not None and self.consumer is not None
-        assert self.publisher is not None
-        started = time.monotonic()
         try:
-            # A failed delivery (a decision, a dead letter, the items stage 2 has not
-            # seen yet) raises before any state is written.
-            await self.publisher.confirm()
-            shards = self.by_name()
-            due = [
-                name
-                for name in sorted(names)
-                if (shard := shards.get(name)) is not None
-                and (shard.dirty or shard.committed != shard.covered)
-            ]
-            dirty = [name for name in due if shards[name].dirty]
-            if dirty and not await self._still_member(dirty):
-                due = [name for name in due if name not in dirty]
-                dirty = []
-            for name in dirty:
-                shard = shards[name]
-                shard.generation += 1
-                size = await write_checkpoint(
-                    self.producer,
-                    self.topics.state,
-                    self.settings.group_id,
-                    Checkpoint(name, dict(shard.offsets), shard.state(), shard.generation),
-                )
-                self.metrics.checkpoint_bytes.labels(name).set(size)
-                shard.dirty = False
-                shard.covered = dict(shard.offsets)
-            if due:
-                await self._commit(due)
+            snapshot = self._snapshot(names)
         except BaseException as exc:
             self.failure = exc
             self.stopping.set()
             raise
-        self.last_checkpoint = time.monotonic()
-        self.metrics.checkpoint_seconds.observe(self.last_checkpoint - started)
+        await self._write(snapshot)
+        if self.failure is not None:
+            raise self.failure
+
+    def _checkpoint_soon(self) -> None:
+        """The periodic checkpoint: the shards' state is taken now, in the loop (it is what
+        the offsets cover); confirming outputs, compressing, writing and committing go on
+        in a task while the loop reads on. One at a time: while one is writing, the next
+        waits for the next interval. Its failure is the worker's (raised by `run`)."""
+        if self.writing is not None and not self.writing.done():
+            return
+        if self.failure is None:
+            self.writing = asyncio.create_task(self._write(self._snapshot(set(self.by_name()))))
+
+    async def _settle(self) -> None:
+        """Wait for the checkpoint writing in the background, if any."""
+        if self.writing is not None:
+            await self.writing
+            self.writing = None
+
+    def _snapshot(self, names: set[str]) -> _Snapshot:
+        """What a checkpoint writes, taken at once: each dirty shard's state as JSON with
+        the offsets it covers, and the outputs queued so far (sent for the records those
+        offsets cover)."""
+        assert self.publisher is not None
+        started = time.monotonic()
+        self.last_checkpoint = started
+        shards = self.by_name()
+        due = [
+            name
+            for name in sorted(names)
+            if (shard := shards.get(name)) is not None
+            and (shard.dirty or shard.committed != shard.covered)
+        ]
+        states: list[tuple[str, Shard | ModelShard, Checkpoint, bytes]] = []
+        for name in due:
+            shard = shards[name]
+            if not shard.dirty:
+                continue
+            shard.generation += 1
+            taken = Checkpoint(name, dict(shard.offsets), shard.state(), shard.generation)
+            states.append((name, shard, taken, encode_checkpoint(taken)))
+            shard.dirty = False
+        return _Snapshot(due, states, self.publisher.take(), started)
+
+    async def _write(self, snapshot: _Snapshot) -> None:
+        """Write a `_snapshot`: confirm its outputs, probe membership, write each state,
+        commit. Never raises: a failure becomes the worker's (``failure``, and it stops)."""
+        assert self.producer is not None and self.publisher is not None
+        due, states = snapshot.due, snapshot.states
+        try:
+            # A failed delivery (a decision, a dead letter, the items stage 2 has not
+            # seen yet) raises before any state is written.
+            await self.publisher.confirm(snapshot.outputs)
+            dirty = [name for name, *_ in states]
+            if dirty and not await self._still_member(dirty):
+                due = [name for name in due if name not in dirty]
+                states = []
+            shards = self.by_name()
+            for name, shard, taken, encoded in states:
+                if shards.get(name) is not shard:
+                    continue  # dropped meanwhile (its partition was revoked)
+                size = await write_checkpoint(
+                    self.producer, self.topics.state, self.settings.group_id, taken, encoded
+                )
+                self.metrics.checkpoint_bytes.labels(name).set(size)
+                shard.covered = taken.offsets
+            if due:
+                await self._commit(due)
+        except BaseException as exc:  # the worker's failure: `run` raises it
+            self.failure = self.failure or exc
+            self.stopping.set()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        done = time.monotonic()
+        self.metrics.checkpoint_seconds.observe(done - snapshot.started)
         self.metrics.checkpoint_time.set_to_current_time()
 
     async def _still_member(self, names: list[str]) -> bool:

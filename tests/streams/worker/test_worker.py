@@ -9,12 +9,14 @@ import time
 import urllib.request
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import orjson
 
 from driftline.detectors.settings import DetectorSettings
 from driftline.streams.broker import free_port
 from driftline.streams.worker import Worker, WorkerSettings
+from driftline.streams.worker import worker as worker_module
 from tests.kafka_helpers import (
     TEST_WORKER,
     config_for,
@@ -439,3 +441,47 @@ async def test_a_batch_too_large_for_one_message_is_cut_by_its_items_size() -> N
             assert sent_items[-len(items) :] == [item._replace(tag=None) for item in items]
     assert max(map(len, worker.publisher.sent)) <= limit
     assert sum(encoded) <= sum(batches) + batches[0]
+
+
+async def test_the_loop_reads_on_while_a_checkpoint_is_written(
+    broker, make_stream, monkeypatch
+) -> None:
+    """The periodic checkpoint takes the shards' state in the loop and writes it in the
+    background: held up at its first write while more input arrives, the worker handles
+    that input meanwhile, the checkpoint holds the offsets of when it was taken (not of
+    when it was written), and the run accounts for every record."""
+    topics = topics_for(f"bg{next(_names)}")
+    await setup_topics(broker, topics, 1)
+    events = list(make_stream(scenario="mean_shift", n_predictions=6_000, change_at=3_000, seed=17))
+    half = len(events) // 2
+    total = sum((await produce(broker, topics, events[:half])).values())
+    real_write = worker_module.write_checkpoint
+    seen: dict[str, Any] = {}
+
+    async def held_write(producer, topic, group, checkpoint, encoded=None):  # type: ignore[no-untyped-def]
+        if not seen and checkpoint.partition == "0":
+            seen["taken"] = dict(checkpoint.offsets)
+            shard = worker.shards[0]
+            before = shard.consumed
+            await produce(broker, topics, events[half:])
+            deadline = time.monotonic() + 20
+            while shard.consumed == before and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # polls a count the loop moves
+            seen["read_meanwhile"] = shard.consumed - before
+            seen["offsets_then"] = dict(shard.offsets)
+        return await real_write(producer, topic, group, checkpoint, encoded)
+
+    monkeypatch.setattr(worker_module, "write_checkpoint", held_write)
+    settings = WorkerSettings(group_id="g-bg", max_batch_records=500, **TEST_WORKER)
+    worker = Worker(config_for(topics, SMALL), kafka(broker), settings)
+    task = asyncio.create_task(worker.run())
+    total += len(events) - half
+    try:
+        await wait_committed(broker, "g-bg", topics, 1, total, tasks=[task], workers=[worker])
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+    assert worker.failure is None
+    assert seen["read_meanwhile"] > 0
+    assert sum(seen["taken"].values()) < sum(seen["offsets_then"].values())
+    assert (await read_checkpoints_of(broker, topics.state, "g-bg"))[0].state["consumed"] == total
