@@ -34,6 +34,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
+from msgspec import structs
 
 from driftline.detectors.engine import Engine
 from driftline.detectors.settings import DetectorSettings
@@ -75,7 +76,7 @@ def tabular(predictions: int = 200_000) -> list[Event]:
         district = f"d{rng.integers(5)}"
         if isinstance(e, Prediction):
             events.append(
-                replace(
+                structs.replace(
                     e,
                     segment={"district": district},
                     action="patrol" if rng.uniform() < 0.5 else "none",

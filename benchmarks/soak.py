@@ -19,11 +19,11 @@ import asyncio
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from msgspec.structs import replace
 
 from driftline.detectors.engine import Engine
 from driftline.detectors.settings import DetectorSettings

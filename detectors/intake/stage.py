@@ -34,7 +34,7 @@ from driftline.detectors.feedback.monitor import (
 from driftline.detectors.intake.join import OutcomeJoin
 from driftline.detectors.intake.recent import RecentIds
 from driftline.detectors.settings import DetectorSettings
-from driftline.schemas.records import Event, Outcome, Prediction, make_outcome, make_prediction
+from driftline.schemas.records import Event, Outcome, Prediction
 
 INTAKE_COUNTERS = ("events", "predictions", "outcomes", "duplicates")
 SEEN_TAG_KEYS = 4_096
@@ -181,7 +181,7 @@ class Intake:
                 )
             for j in joined:
                 if outcome is None:  # the outcome came first: rebuild it from the join
-                    found: Event = make_outcome(
+                    found: Event = Outcome(
                         event.event_id, event.request_id, model_id, event.ts, j.label, None, False
                     )
                 else:
@@ -326,14 +326,14 @@ def item_from_wire(
         version, prediction, features, scores, role, segment, action, exploration = row[6:14]
         if feature_keys is not None:
             features = dict(zip(feature_keys[features[0]], features[1:], strict=True))
-        event: Event = make_prediction(
+        event: Event = Prediction(
             event_id, request_id, model_id, version, ts, features, from_wire(prediction),
             scores, role, segment, tuple(action) if type(action) is list else action,
             exploration,
         )  # fmt: skip
         return Routed(kind, seq, slot, event, None, trace)
     if kind == INDEPENDENT:
-        outcome = make_outcome(event_id, request_id, model_id, ts, row[6], row[7], True)
+        outcome = Outcome(event_id, request_id, model_id, ts, row[6], row[7], True)
         return Routed(kind, seq, slot, outcome, None, trace)
     if kind != LABEL:
         raise ValueError(f"unknown item kind {kind!r}")
@@ -341,7 +341,7 @@ def item_from_wire(
     if tag is not None:
         tag = (bool(tag[0]), bool(tag[1]), tuple((k, v) for k, v in tag[2]))
     label = Label(version, from_wire(prediction), row[6], prediction_ts, tag)
-    outcome = make_outcome(event_id, request_id, model_id, ts, row[6], None, False)
+    outcome = Outcome(event_id, request_id, model_id, ts, row[6], None, False)
     return Routed(kind, seq, slot, outcome, label, trace)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from driftline.detectors.feedback.monitor import PREDICTION
 from driftline.detectors.intake.stage import Routed, item_from_wire, item_to_wire
-from driftline.schemas.records import make_prediction
+from driftline.schemas.records import Prediction
 
 _REQUIRED = tuple(
     (column, attrgetter(field))
@@ -40,7 +40,7 @@ _OPTIONAL = tuple(
         ("a", "action", None), ("x", "exploration", False),
     )
 )  # fmt: skip
-"""Column names of the optional fields, in `make_prediction`'s order, with the value a
+"""Column names of the optional fields, in `Prediction`'s order, with the value a
 prediction that does not set them has, and their getters."""
 _features = attrgetter("features")
 _seq, _slot, _event, _trace = (attrgetter(f) for f in ("seq", "slot", "event", "trace"))
@@ -150,7 +150,7 @@ def _predictions(
         optional[3] = [tuple(a) if type(a) is list else a for a in actions]
     events = list(
         map(
-            make_prediction,
+            Prediction,
             columns["e"],
             columns["r"],
             repeat(model_id, n),

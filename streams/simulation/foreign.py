@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
+from msgspec import structs
 
 from driftline.schemas.decode import encode
 from driftline.schemas.formats import SourceRecord
@@ -94,7 +95,7 @@ def to_foreign(
             if answered:
                 renamed[p.request_id] = new_id
                 # A batched request has one event time: its first row's.
-                native.append(replace(p, event_id=new_id, request_id=new_id, ts=rows[0].ts))
+                native.append(structs.replace(p, event_id=new_id, request_id=new_id, ts=rows[0].ts))
             else:
                 dropped.add(p.request_id)
         where = f"{seldon_prefix}.{namespace}" if fmt == "seldon" else topic
@@ -106,12 +107,12 @@ def to_foreign(
             if event.request_id in dropped:
                 continue
             new_id = renamed.get(event.request_id, event.request_id)
-            outcome = replace(event, request_id=new_id)
+            outcome = structs.replace(event, request_id=new_id)
             native.append(outcome)
             records.append(SourceRecord(outcomes_topic, 0, 0, outcome.ts, encode(outcome)))
             continue
         if fmt == "mapped":
-            native.append(replace(event, event_id=event.request_id))
+            native.append(structs.replace(event, event_id=event.request_id))
             trace = traces[event.request_id] = traceparent(event.request_id)
             headers = {"traceparent": trace.encode()}
             records.append(SourceRecord(topic, 0, 0, event.ts, _mapped(event), None, headers))

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from driftline.schemas.records import Event, Outcome, Prediction
+from driftline.schemas.records import ActionValue, Event, Outcome, Prediction
 
 HOUR_MS = 3_600_000
 INCIDENT_RATE = 0.2 / 3.0
@@ -50,7 +50,7 @@ class _Stream:
         ts: int,
         prediction: float | str | tuple[str, ...],
         segment: dict[str, str],
-        action: object,
+        action: ActionValue | list[str],
         features: dict[str, float],
         exploration: bool = False,
         version: str = "v1",
@@ -70,7 +70,9 @@ class _Stream:
                     features,
                     prediction,
                     segment=segment,
-                    action=action,
+                    # A list as it stands in a server's JSON (decoding makes it a
+                    # tuple): the engine takes either.
+                    action=action,  # type: ignore[arg-type]
                     exploration=exploration,
                 ),
             )

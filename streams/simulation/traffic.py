@@ -9,9 +9,10 @@ events after their prediction.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
+from msgspec.structs import replace
 
 from driftline.schemas.records import Event, Outcome, Prediction
 

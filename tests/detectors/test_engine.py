@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import orjson
+from msgspec import structs
 
 from driftline.detectors.engine import Engine
 from driftline.detectors.settings import DetectorSettings
@@ -148,7 +149,7 @@ def test_new_version_starts_its_own_reference(make_stream) -> None:
     not_scores = replace(SMALL, scores_are_probabilities=False)
     model = switched[0].model_id
     assert run_engine(switched, engine=Engine(SMALL, model_settings={model: not_scores})) == []
-    renamed = [replace(e, model_id="other") for e in switched]
+    renamed = [structs.replace(e, model_id="other") for e in switched]
     other = run_engine(renamed, engine=Engine(SMALL, model_settings={model: not_scores}))
     assert [(d.kind, d.model_version) for d in other] == [("performance_estimate_gap", "v2")]
 

@@ -5,9 +5,9 @@ thousand events, and did on independent data)."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 
 import pytest
+from msgspec.structs import replace
 
 from driftline.detectors.drift.reference import ReferenceBuilder
 from driftline.detectors.engine import Engine

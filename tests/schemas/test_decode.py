@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, fields
-from typing import get_args
 
 import orjson
 import pytest
@@ -18,11 +16,7 @@ from driftline.schemas.decode import (
     MAX_TS_MS,
     MIN_TS_MS,
     _decode_checked,
-    _OutcomeFields,
-    _PredictionFields,
-    _Role,
 )
-from driftline.schemas.records import ROLES
 
 VALID = {
     "type": "prediction",
@@ -284,16 +278,3 @@ def test_feature_count_limit_on_both_paths() -> None:
     features["one_more"] = 0
     for expect in ("prediction", None):
         assert reject(with_(features=features), expect).reason == "too_large"
-
-
-def test_the_typed_roles_are_the_contracts() -> None:
-    assert get_args(_Role) == ROLES
-
-
-def test_the_typed_decoders_have_the_records_fields_and_defaults() -> None:
-    """The wire types mirror the records field by field (with the contract's constraints
-    added): a field added to a record and not to its wire type would be dropped."""
-    for wire, record in ((_PredictionFields, Prediction), (_OutcomeFields, Outcome)):
-        assert wire.__struct_fields__ == tuple(f.name for f in fields(record))
-        defaults = tuple(f.default for f in fields(record) if f.default is not MISSING)
-        assert wire.__struct_defaults__ == defaults

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import replace
 
 import pytest
+from msgspec.structs import replace
 
 from driftline.detectors.engine import Engine
 from driftline.detectors.feedback.monitor import action_taken, feedback_tag

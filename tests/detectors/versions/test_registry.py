@@ -242,7 +242,7 @@ def test_labels_whose_delays_do_not_depend_on_the_outcome_are_compared_at_once(
 def test_a_retrained_model_with_the_same_miscalibration_gets_one_gap_alert() -> None:
     """Eight daily versions whose scores all say 30 % where 10 % of loans default: the
     first version's gap is reported, its successors' identical gaps are not."""
-    from dataclasses import replace  # noqa: PLC0415
+    from msgspec.structs import replace  # noqa: PLC0415
 
     from driftline.schemas.records import Prediction  # noqa: PLC0415
     from driftline.streams.simulation.loops import simulate  # noqa: PLC0415

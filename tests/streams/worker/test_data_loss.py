@@ -19,6 +19,7 @@ from dataclasses import replace
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from msgspec import structs
 
 from driftline.schemas.decode import encode
 from driftline.schemas.exceptions import PublishError
@@ -57,13 +58,13 @@ def bad_records(events: list[Event]) -> dict[int, bytes]:
     for share, make in ((0.3, "future"), (0.5, "oversized"), (0.7, "week")):
         at = int(len(events) * share)
         near = next(e for e in events[at:] if isinstance(e, Prediction))
-        bad = replace(near, event_id=f"bad-{make}", request_id=f"bad-{make}")
+        bad = structs.replace(near, event_id=f"bad-{make}", request_id=f"bad-{make}")
         if make == "future":
-            bad = replace(bad, ts=YEAR_2099)
+            bad = structs.replace(bad, ts=YEAR_2099)
         elif make == "week":
-            bad = replace(bad, ts=near.ts + WEEK_MS)
+            bad = structs.replace(bad, ts=near.ts + WEEK_MS)
         else:
-            bad = replace(bad, features={**near.features, "notes": "x" * (1 << 20)})
+            bad = structs.replace(bad, features={**near.features, "notes": "x" * (1 << 20)})
         positions[at] = encode(bad)
     return positions
 
