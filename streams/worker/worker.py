@@ -250,11 +250,7 @@ class Worker:
                 if self.rekey_task is not None and self.rekey_task.done():
                     self.rekey_task.result()  # its failure is the worker's
                     raise ConfigError("the re-key stage stopped unexpectedly")
-                assert self.consumer is not None
-                batch = await self.consumer.getmany(
-                    timeout_ms=self.settings.fetch_timeout_ms,
-                    max_records=self.settings.max_batch_records,
-                )
+                batch = await self._fetch()
                 await self._process(batch)
                 self.connection_log.tick(bool(batch))
                 now = time.monotonic()
@@ -273,6 +269,23 @@ class Worker:
             raise
         finally:
             await asyncio.wait_for(self._shutdown(), self.settings.shutdown_timeout_s)
+
+    async def _fetch(self) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """The next batch: every summaries record fetched so far, then up to
+        ``max_batch_records`` input records. aiokafka hands out a fetch's partitions in the
+        order their results came, so taken together the summaries records could wait
+        behind several batches of input, and the model stage run that far behind stage 1."""
+        assert self.consumer is not None
+        summaries = [tp for tp in self.consumer.assignment() if tp.topic == self.topics.summaries]
+        inputs = [tp for tp in self.consumer.assignment() if tp.topic != self.topics.summaries]
+        wait = self.settings.fetch_timeout_ms
+        if not inputs:  # model shards alone (or nothing yet: then what is subscribed)
+            return await self.consumer.getmany(*summaries, timeout_ms=wait)
+        batch = await self.consumer.getmany(*summaries, timeout_ms=0) if summaries else {}
+        more = await self.consumer.getmany(
+            *inputs, timeout_ms=0 if batch else wait, max_records=self.settings.max_batch_records
+        )
+        return {**batch, **more}
 
     def stop(self) -> None:
         """Ask the worker to finish its batch, checkpoint, commit and return."""

@@ -99,7 +99,10 @@ async def test_kill_minus_9_loses_nothing_and_duplicates_nothing(
     config.write_text(text)
     first = start_worker_process(broker, config, tmp_path / "first.log")
     try:
-        while (done := await committed(broker, "g-crash", mine, PARTITIONS)) < total * 0.3:
+        # Killed once anything is committed: the worker takes a second or two for the whole
+        # stream (checkpoints every 0.5 s), and a poll under load can take a good part of
+        # that, so waiting for a larger share let it finish first now and then.
+        while (done := await committed(broker, "g-crash", mine, PARTITIONS)) == 0:
             assert first.poll() is None, (tmp_path / "first.log").read_text()
             await asyncio.sleep(0.1)
     finally:
