@@ -357,9 +357,9 @@ def _decode_checked(raw: bytes, expect: str | None) -> Event:
 # outcome 3.1 and 0.7. The typed path's types are a subset of the contract: whatever
 # lies outside them (an RFC 3339 timestamp, a type naming the other topic, a probability
 # outside [0, 1], a feature holding an array...) raises, and `_decode_checked` answers
-# instead. So a message's event, or its dead-letter reason and
-# message, is the same whichever path took it (tests/schemas/test_decode.py runs both on
-# generated messages and compares).
+# instead. So a message's event, or its dead-letter reason and message, is the same
+# whichever path took it (tests/schemas/test_decode.py runs both on generated messages
+# and compares).
 
 _read_prediction = msgspec.json.Decoder(Prediction).decode
 _read_outcome = msgspec.json.Decoder(Outcome).decode

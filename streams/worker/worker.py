@@ -276,8 +276,9 @@ class Worker:
         order their results came, so taken together the summaries records could wait
         behind several batches of input, and the model stage run that far behind stage 1."""
         assert self.consumer is not None
-        summaries = [tp for tp in self.consumer.assignment() if tp.topic == self.topics.summaries]
-        inputs = [tp for tp in self.consumer.assignment() if tp.topic != self.topics.summaries]
+        assigned = self.consumer.assignment()
+        summaries = [tp for tp in assigned if tp.topic == self.topics.summaries]
+        inputs = [tp for tp in assigned if tp.topic != self.topics.summaries]
         wait = self.settings.fetch_timeout_ms
         if not inputs:  # model shards alone (or nothing yet: then what is subscribed)
             return await self.consumer.getmany(*summaries, timeout_ms=wait)
@@ -1035,7 +1036,8 @@ class Worker:
 
     async def _write(self, snapshot: _Snapshot) -> None:
         """Write a `_snapshot`: confirm its outputs, probe membership, write each state,
-        commit. Never raises: a failure becomes the worker's (``failure``, and it stops)."""
+        commit. A failure becomes the worker's (``failure``, and it stops) instead of being
+        raised; only a cancellation is."""
         assert self.producer is not None and self.publisher is not None
         due, states = snapshot.due, snapshot.states
         try:
