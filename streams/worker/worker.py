@@ -250,7 +250,11 @@ class Worker:
                 if self.rekey_task is not None and self.rekey_task.done():
                     self.rekey_task.result()  # its failure is the worker's
                     raise ConfigError("the re-key stage stopped unexpectedly")
-                batch = await self._fetch()
+                assert self.consumer is not None
+                batch = await self.consumer.getmany(
+                    timeout_ms=self.settings.fetch_timeout_ms,
+                    max_records=self.settings.max_batch_records,
+                )
                 await self._process(batch)
                 self.connection_log.tick(bool(batch))
                 now = time.monotonic()
@@ -269,24 +273,6 @@ class Worker:
             raise
         finally:
             await asyncio.wait_for(self._shutdown(), self.settings.shutdown_timeout_s)
-
-    async def _fetch(self) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """The next batch: every summaries record fetched so far, then up to
-        ``max_batch_records`` input records. aiokafka hands out a fetch's partitions in the
-        order their results came, so taken together the summaries records could wait
-        behind several batches of input, and the model stage run that far behind stage 1."""
-        assert self.consumer is not None
-        assigned = self.consumer.assignment()
-        summaries = [tp for tp in assigned if tp.topic == self.topics.summaries]
-        inputs = [tp for tp in assigned if tp.topic != self.topics.summaries]
-        wait = self.settings.fetch_timeout_ms
-        if not inputs:  # model shards alone (or nothing yet: then what is subscribed)
-            return await self.consumer.getmany(*summaries, timeout_ms=wait)
-        batch = await self.consumer.getmany(*summaries, timeout_ms=0) if summaries else {}
-        more = await self.consumer.getmany(
-            *inputs, timeout_ms=0 if batch else wait, max_records=self.settings.max_batch_records
-        )
-        return {**batch, **more}
 
     def stop(self) -> None:
         """Ask the worker to finish its batch, checkpoint, commit and return."""
