@@ -361,13 +361,10 @@ def _decode_checked(raw: bytes, expect: str | None) -> Event:
 # whichever path took it (tests/schemas/test_decode.py runs both on generated messages
 # and compares).
 
-_read_prediction = msgspec.json.Decoder(Prediction).decode
-_read_outcome = msgspec.json.Decoder(Outcome).decode
-_read_either = msgspec.json.Decoder(Prediction | Outcome).decode
 _FAST: Final[dict[str | None, Callable[[bytes], Event]]] = {
-    "prediction": _read_prediction,
-    "outcome": _read_outcome,
-    None: _read_either,
+    "prediction": msgspec.json.Decoder(Prediction).decode,
+    "outcome": msgspec.json.Decoder(Outcome).decode,
+    None: msgspec.json.Decoder(Prediction | Outcome).decode,
 }
 """The typed decoder for each ``expect``: the ``type`` field is the records' tag, optional
 when one type is expected and required (as the contract says) when either may come."""
