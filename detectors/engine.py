@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -70,6 +71,8 @@ class _Sorted:
     """Records of the models that watch feedback loops, in order (most models have none)."""
     independent: dict[str, int] = field(default_factory=dict)
     """Last position of an independent outcome per model (they may create state)."""
+    steps: dict[str, list[int]] = field(default_factory=dict)
+    """Positions before which each model takes a step (`ModelEngine._sort`)."""
 
 
 _NAN = math.nan
@@ -115,6 +118,9 @@ class ModelEngine:
         """Models seen whose feedback-loop detection is off (hot-path cache)."""
         self.recent_models: OrderedDict[str, None] = OrderedDict()
         """Models with state, least recently seen first (bounded by ``max_models``)."""
+        self.clocks: dict[str, list[int]] = {}
+        """Per model: [event time of its next step, items since its last step, step_ms,
+        step_items] (`DetectorSettings.step_ms`)."""
 
     def settings_for(self, model_id: str) -> DetectorSettings:
         return self.model_settings.get(model_id, self.settings)
@@ -157,10 +163,12 @@ class ModelEngine:
 
     def _sort(self, items: Sequence[Routed]) -> _Sorted:
         """Number the items in merge order and sort them by what reads them: predictions
-        and labels per (model, version), feedback-loop records per model."""
+        and labels per (model, version), feedback-loop records per model; note where
+        each model's steps fall (by its merged event time, ``slot``)."""
         batch = _Sorted()
         seq = self.seq - 1
         previous: Event | None = None
+        clocks = self.clocks
         for item in items:
             kind = item.kind
             event = item.event
@@ -168,6 +176,15 @@ class ModelEngine:
             # its position: the paired comparisons match them by it.
             if not (kind == LABEL and previous is not None and event.event_id == previous.event_id):
                 seq += 1
+                slot = item.slot
+                clock = clocks.get(event.model_id)
+                if clock is None:
+                    clock = clocks[event.model_id] = self._clock(event.model_id, slot)
+                elif slot >= clock[0] and clock[1] >= clock[3]:
+                    batch.steps.setdefault(event.model_id, []).append(seq)
+                    clock[0] = (slot // clock[2] + 1) * clock[2]
+                    clock[1] = 0
+                clock[1] += 1
             previous = event if kind == LABEL else None
             if kind == PREDICTION:
                 self._sort_prediction(batch, event, seq, item.tag)  # type: ignore[arg-type]
@@ -177,6 +194,11 @@ class ModelEngine:
                 self._sort_independent(batch, event, seq)  # type: ignore[arg-type]
         self.seq = seq + 1
         return batch
+
+    def _clock(self, model_id: str, slot: int, items: int = 0) -> list[int]:
+        settings = self.settings_for(model_id)
+        every = settings.step_ms
+        return [(slot // every + 1) * every, items, every, settings.step_items]
 
     def _sort_prediction(
         self, batch: _Sorted, p: Prediction, seq: int, built: Tag | None = None
@@ -280,20 +302,126 @@ class ModelEngine:
         """Run the monitors, version comparisons and feedback-loop tests on a sorted
         batch; decisions in merge order."""
         decisions: list[Decision] = []
+        for key, (predictions, seqs) in batch.preds.items():
+            decisions += self.monitor(*key).process(predictions, seqs, [], [], [], [])
         rows = self._labelled_rows(batch.labels)
-        matured, released = self._matured(batch.labels, rows)
-        empty_labels: tuple[list[Any], list[int], list[int], list[str]] = ([], [], [], [])
-        for key in {**batch.preds, **released}:
-            predictions, seqs = batch.preds.get(key, ([], []))
-            made = self.monitor(*key).process(predictions, seqs, *released.get(key, empty_labels))
-            decisions += [self._read_labels(d) for d in made]
-        decisions += self._compare_versions(batch.preds, matured, rows)
+        served: dict[str, dict[str, tuple[list[Prediction], list[int]]]] = {}
+        for (model_id, version), found in batch.preds.items():
+            served.setdefault(model_id, {})[version] = found
+        labels: dict[str, dict[str, LabelBatch]] = {}
+        for (model_id, version), lab in batch.labels.items():
+            labels.setdefault(model_id, {})[version] = lab
+        for model_id in {**served, **rows}:
+            decisions += self._versions(
+                model_id,
+                served.get(model_id, {}),
+                rows.get(model_id),
+                labels.get(model_id, {}),
+                batch.steps.get(model_id, []),
+            )
         if batch.loops:
             decisions += self._feedback_loops(batch.loops)
         if self.loops:
             decisions = [self._caution(d) for d in decisions]
         decisions.sort(key=lambda d: (d.seq, d.kind, d.type))
         return decisions
+
+    def _versions(
+        self,
+        model_id: str,
+        served: dict[str, tuple[list[Prediction], list[int]]],
+        rows: Rows | None,
+        labels: dict[str, LabelBatch],
+        steps: list[int],
+    ) -> list[Decision]:
+        """One model's version comparisons and concept monitors on a batch: its items
+        between two steps at a time, and at each step what the step released (held labels
+        and cohorts whose predictions matured, see `ModelVersions.step`)."""
+        registry = self.model_versions(model_id)
+        registry.begin_batch()
+        decisions: list[Decision] = []
+        served_cuts = {v: _cuts(seqs, steps) for v, (_, seqs) in served.items()}
+        row_cuts = _cuts(rows.seqs, steps) if rows is not None else []
+        label_cuts = {v: _cuts(lab.seqs, steps) for v, lab in labels.items()}
+        for g in range(len(steps) + 1):
+            part = {
+                v: (p[c[g] : c[g + 1]], seqs[c[g] : c[g + 1]])
+                for v, (p, seqs) in served.items()
+                if (c := served_cuts[v])[g] < c[g + 1]
+            }
+            if part:
+                decisions += self._served(registry, model_id, part)
+            if rows is not None and row_cuts[g] < row_cuts[g + 1]:
+                got = rows.part(row_cuts[g], row_cuts[g + 1])
+                decisions += self._labelled(registry, registry.matured(got))
+                registry.add_estimates(got)
+                for version, lab in labels.items():
+                    c = label_cuts[version]
+                    if c[g] < c[g + 1]:
+                        decisions += self._pairs(registry, model_id, version, lab, c[g], c[g + 1])
+            if g == len(steps):
+                break
+            decisions += self._labelled(registry, registry.step(steps[g]))
+            for version, got_pairs in registry.held_pairs.release(
+                registry.horizon, registry.held.watermark
+            ).items():
+                decisions += self._concept(model_id, version, got_pairs)
+            decisions += registry.release_estimates()
+        return decisions
+
+    def _served(
+        self,
+        registry: ModelVersions,
+        model_id: str,
+        served: dict[str, tuple[list[Prediction], list[int]]],
+    ) -> list[Decision]:
+        """Predictions between two steps: counted per version, and what live canaries are
+        compared on before labels arrive."""
+        for version, (p, _) in served.items():
+            registry.observe(version, p[-1].role, np.fromiter((q.ts for q in p), np.int64, len(p)))
+        if not registry.live_canaries():
+            return []
+        return registry.compare_canaries(self._prediction_rows(model_id, served), labelled=False)
+
+    @staticmethod
+    def _labelled(registry: ModelVersions, rows: Rows | None) -> list[Decision]:
+        """Labelled rows the version comparisons may read (see `ModelVersions.matured`)."""
+        if rows is None:
+            return []
+        registry.record_errors(rows)
+        return (
+            registry.compare_canaries(rows, labelled=True)
+            + registry.compare_promotions(rows)
+            + registry.compare_pairs(rows)
+        )
+
+    def _pairs(
+        self,
+        registry: ModelVersions,
+        model_id: str,
+        version: str,
+        lab: LabelBatch,
+        start: int,
+        stop: int,
+    ) -> list[Decision]:
+        """A version's joined labels for its concept monitor: read at once where the label
+        delays do not depend on the outcome (horizon 0) and nothing is held, else held
+        until a step releases them (`HeldPairs`)."""
+        pairs, seqs, ts = lab.pairs[start:stop], lab.seqs[start:stop], lab.ts[start:stop]
+        ids, prediction_ts = lab.event_ids[start:stop], lab.prediction_ts[start:stop]
+        if registry.horizon == 0.0 and not registry.held_pairs.held:
+            return self._concept(model_id, version, (pairs, seqs, ts, ids))
+        registry.held_pairs.add(version, pairs, seqs, ts, ids, prediction_ts)
+        return []
+
+    def _concept(
+        self,
+        model_id: str,
+        version: str,
+        got: tuple[list[Any], list[int], list[int], list[str]],
+    ) -> list[Decision]:
+        made = self.monitor(model_id, version).process([], [], *got)
+        return [self._read_labels(d) for d in made]
 
     def _remember_models(
         self,
@@ -325,6 +453,7 @@ class ModelEngine:
         self.monitors.pop(model_id, None)
         self.versions.pop(model_id, None)
         self.loops.pop(model_id, None)
+        self.clocks.pop(model_id, None)
         self._feedback_off.discard(model_id)
         self.counts["evicted_models"] += 1
 
@@ -387,8 +516,8 @@ class ModelEngine:
         decisions: list[Decision] = []
         for model_id in touched:
             registry = self.versions.get(model_id)
-            stable = registry.stable() if registry else None
             for d in self.loops[model_id].take_decisions():
+                stable = registry.champion_at(d.seq) if registry else None
                 found = replace(d, model_version=stable or "")
                 if registry is None or stable is None:
                     decisions.append(found)
@@ -435,81 +564,16 @@ class ModelEngine:
             )
         return versions
 
-    def _matured(
-        self, labels: dict[tuple[str, str], LabelBatch], rows: dict[str, Rows]
-    ) -> tuple[
-        dict[str, Rows], dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str]]]
-    ]:
-        """The batch's labels that the version comparisons (rows, per model) and the
-        concept monitors (pairs, per version) may read now: those whose predictions' cohort
-        has matured (`detectors.versions.maturity`). Where the label delays do not depend on the
-        outcome (horizon 0) and nothing is held, that is every label, passed through as
-        it came."""
-        matured: dict[str, Rows] = {}
-        released: dict[tuple[str, str], tuple[list[Any], list[int], list[int], list[str]]] = {}
-        by_model: dict[str, list[tuple[tuple[str, str], LabelBatch]]] = {}
-        for key, lab in labels.items():
-            by_model.setdefault(key[0], []).append((key, lab))
-        for model_id, model_rows in rows.items():
-            registry = self.model_versions(model_id)
-            ready = registry.matured(model_rows)
-            if ready is not None:
-                matured[model_id] = ready
-            horizon = registry.maturity.horizon_ms()
-            mine = by_model.get(model_id, [])
-            if horizon == 0.0 and not registry.held_pairs.held:
-                released.update((key, lab[:4]) for key, lab in mine)
-                continue
-            for key, lab in mine:
-                registry.held_pairs.add(key[1], *lab)
-            for version, got in registry.held_pairs.release(
-                horizon, registry.held.watermark
-            ).items():
-                released[(model_id, version)] = got
-        return matured, released
-
-    def _compare_versions(
-        self,
-        preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]],
-        labelled: dict[str, Rows],
-        labelled_all: dict[str, Rows],
-    ) -> list[Decision]:
-        """Version comparisons of every model seen in this batch (see
-        `detectors.versions.registry`), on the labelled rows that matured (``labelled``); the
-        estimate gap keeps its own cohorts of all of them (``labelled_all``)."""
-        for (model_id, version), (p, _) in preds.items():
-            self.model_versions(model_id).observe(
-                version, p[-1].role, np.fromiter((q.ts for q in p), np.int64, len(p))
-            )
-        decisions: list[Decision] = []
-        for model_id in {key[0] for key in preds}:
-            registry = self.versions[model_id]
-            registry.note_promotion()
-            registry.prune()
-            if registry.live_canaries():
-                rows = self._prediction_rows(model_id, preds)
-                decisions += registry.compare_canaries(rows, labelled=False)
-        for model_id, rows in labelled.items():
-            registry = self.model_versions(model_id)
-            registry.record_errors(rows)
-            decisions += registry.compare_canaries(rows, labelled=True)
-            decisions += registry.compare_promotions(rows)
-            decisions += registry.compare_pairs(rows)
-        for model_id, rows in labelled_all.items():
-            decisions += self.model_versions(model_id).check_estimates(rows)
-        return decisions
-
     def _prediction_rows(
-        self, model_id: str, preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]]
+        self, model_id: str, served: dict[str, tuple[list[Prediction], list[int]]]
     ) -> Rows:
-        """Label-free quantities of every prediction of one model, in arrival order."""
+        """Label-free quantities of one model's predictions (per version), in arrival
+        order."""
         settings = self.settings_for(model_id)
         threshold = settings.classification_threshold
         scored = settings.scores_are_probabilities
         found: list[tuple[int, str, float, float, float, int, str]] = []
-        for (model, version), (p, seqs) in preds.items():
-            if model != model_id:
-                continue
+        for version, (p, seqs) in served.items():
             task = self.monitor(model_id, version).concept.task
             for event, seq in zip(p, seqs, strict=True):
                 found.append(
@@ -576,6 +640,7 @@ class ModelEngine:
             "versions": {k: v.state() for k, v in self.versions.items()},
             "feedback": {k: v.state() for k, v in self.loops.items()},
             "models": list(self.recent_models),
+            "clocks": {k: clock[:2] for k, clock in self.clocks.items()},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -596,6 +661,12 @@ class ModelEngine:
         # Checkpoints from before the model bound have no recency list.
         known = state.get("models") or [*self.monitors, *self.versions, *self.loops]
         self.recent_models = OrderedDict.fromkeys(known)
+        # Checkpoints before steps have no clocks: a model's first item starts its clock.
+        self.clocks = {}
+        for model_id, (due, items) in state.get("clocks", {}).items():
+            clock = self._clock(model_id, 0, items)
+            clock[0] = due
+            self.clocks[model_id] = clock
 
 
 class Engine:
@@ -732,6 +803,12 @@ def split_legacy_state(state: dict[str, Any]) -> dict[str, Any]:
     models = {k: v for k, v in state.items() if k not in ("seen", "join")}
     models["counts"] = {k: counts.get(k, 0) for k in ENGINE_COUNTERS}
     return {"intake": intake, "models": models}
+
+
+def _cuts(seqs: Sequence[int], steps: list[int]) -> list[int]:
+    """Where positions ``seqs`` (ascending) are cut by ``steps``: the start of each part,
+    then the end."""
+    return [0, *(bisect_left(seqs, step) for step in steps), len(seqs)]
 
 
 def _position(item: Routed) -> int:

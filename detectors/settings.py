@@ -271,6 +271,22 @@ class DetectorSettings:
     `HeldPairs`); beyond it the oldest are read early. Bounds the state of a
     high-volume model whose labels are slow and ordered by outcome."""
 
+    step_ms: int = 10_000
+    """Event time between a model's periodic steps in the model stage: reading its
+    label-delay horizon, releasing the labels and cohorts held for it, noticing a
+    promotion, forgetting versions beyond the bound, and taking the figures decisions
+    report of these (a canary's share of traffic, the label maturity). A step falls on
+    the first item of the model's merged stream at least this much event time and
+    ``step_items`` items after the last one, so where batches end changes nothing:
+    replay, a worker under load and a worker restarted after a crash decide and report
+    alike. It delays a comparison by up to this much event time only where labels are
+    held or a version was promoted; labels that pass straight through (delays that do
+    not depend on the outcome) are compared at once."""
+
+    step_items: int = 64
+    """Items of a model at least between two of its steps (see ``step_ms``): a sparse
+    model replayed from a backlog would otherwise step on nearly every item."""
+
     outcome_latency_tau: float = 0.1
     """Difference in mean log10 outcome delay (seconds) a canary comparison of outcome
     latency is tuned to find fastest: 0.1 is about 26 % slower outcomes."""
@@ -394,6 +410,8 @@ class DetectorSettings:
             "top_k_categories",
             "version_half_life_ms",
             "promotion_baseline_labels",
+            "step_ms",
+            "step_items",
             "comparison_tau",
             "outcome_latency_tau",
             "feedback_bucket_ms",

@@ -150,7 +150,7 @@ class Channel(ABC):
             part_meta = meta.slice(pos, pos + take)
             if self.window_first_ts is None:
                 self.window_first_ts = int(part_meta.ts[0])
-            alarms = self.bank.update(*self._stats(part)) + self._other_alarms(part)
+            alarms = self.bank.update(*self._stats(part), part_meta.ts) + self._other_alarms(part)
             alarms.sort(key=lambda a: a.row)
             for alarm in alarms:
                 if alarm.recovered:
@@ -189,7 +189,7 @@ class Channel(ABC):
             strength=round(mean_llr, 6),
             ts=int(meta.ts[alarm.row]),
             event_id=meta.event_ids[alarm.row],
-            first_ts=int(meta.ts[start_row]),
+            first_ts=int(meta.ts[start_row]) if alarm.first_stamp is None else alarm.first_stamp,
             count=run,
             config={**spec.design, "false_alarm_arl": _arl_from(self)},
             extra=extra,

@@ -238,7 +238,8 @@ class ConceptMonitor:
         # and it has recovered when the last latched one has.
         latched = int(self.bank.latched.sum())
         test = "concept_drift::cusum_error_rate"
-        for alarm in self.bank.update(stats, np.ones((len(e), k), dtype=bool)):
+        stamps = np.asarray(ts, dtype=np.int64)[rows]
+        for alarm in self.bank.update(stats, np.ones((len(e), k), dtype=bool), stamps):
             row = int(rows[alarm.row])
             p0 = float(self.nulls[alarm.column])
             p1 = float(self.designs[alarm.column])
@@ -276,7 +277,7 @@ class ConceptMonitor:
                     strength=round(alarm.statistic / run, 6),
                     ts=ts[row],
                     event_id=event_ids[row],
-                    first_ts=ts[first],
+                    first_ts=ts[first] if alarm.first_stamp is None else alarm.first_stamp,
                     count=run,
                     config={
                         "reference_error_rate": round(p0, 6),

@@ -536,14 +536,22 @@ class FeedbackMonitor:
         own_max = max(own_ts, default=self.watermarks[0])
         other_max = max(other_ts, default=self.watermarks[1])
         final = min(own_max, other_max) if other_max > -_NEVER else own_max
-        threshold = min(self.open) + bucket_ms + lateness if self.open else _NEVER
-        if max(final, self.watermark) < threshold:
+        if other_max > -_NEVER and self.watermarks[1] == -_NEVER:
+            # The batch brings the first outcomes: until the first of them, the
+            # predictions alone drove event time (as in the walk below).
+            first = next(i for i, r in enumerate(records) if r[R_KIND] != PREDICTION)
+            final = max(final, max((r[R_TS] for r in records[:first]), default=-_NEVER))
+        # The oldest bucket open at any point of the batch: an open one, or one a record
+        # of the batch opens (the first one, or one older than those open).
+        oldest = min(min(own_ts, default=_NEVER), min(other_ts, default=_NEVER))
+        oldest = max(oldest - oldest % bucket_ms, self.closed_through + bucket_ms)
+        if self.open:
+            oldest = min(oldest, *self.open)
+        if max(final, self.watermark) < oldest + bucket_ms + lateness:
             # Nothing closes in this batch (the usual case): count it all at once.
             self.watermarks = [float(max(own_max, self.watermarks[0])), float(other_max)]
             self.watermark = float(max(final, self.watermark))
             self._add(records)
-            if self.open and len(self.open) > self.settings.feedback_windows:
-                self._close(records[-1])
             return
         ts = np.fromiter((r[R_TS] for r in records), np.float64, len(records))
         is_prediction = np.fromiter((r[R_KIND] == PREDICTION for r in records), bool, len(records))
@@ -559,13 +567,29 @@ class FeedbackMonitor:
             threshold = min(self.open) + bucket_ms + lateness if self.open else _NEVER
             j = int(np.searchsorted(reach, threshold, side="left"))
             j = max(j, i)
+            # A record that opens a bucket older than every open one lowers the threshold
+            # for the records after it.
+            k = self._opens_oldest(records, i, j)
+            if k is not None:
+                self._add(records[i : k + 1])
+                i = k + 1
+                continue
             if j > i:
                 self._add(records[i:j])
                 i = j
             if j < n:
                 self._close(records[j])
-            while len(self.open) > self.settings.feedback_windows:
-                self._close(records[i - 1])
+
+    def _opens_oldest(self, records: list[Record], start: int, stop: int) -> int | None:
+        """The first record from ``start`` to ``stop`` whose bucket is older than every
+        open one (or the first record, when none is open)."""
+        if start >= stop:
+            return None
+        if not self.open:
+            return start
+        oldest = min(self.open)
+        starts = self._starts(records[start:stop])
+        return next((start + k for k, s in enumerate(starts) if s < oldest), None)
 
     @property
     def sample_shift(self) -> int:
@@ -600,10 +624,36 @@ class FeedbackMonitor:
         self.sample_shift = min(shift, 16)
 
     def _add(self, run: list[Record]) -> None:
+        """Count records in the buckets of their event times. A record that opens a
+        bucket beyond ``feedback_windows`` open ones closes the oldest (it is that
+        close's trigger, wherever the batch ends)."""
+        windows = self.settings.feedback_windows
+        while run:
+            starts = self._starts(run)
+            if len(self.open) + len(set(starts).difference(self.open)) <= windows:
+                self._count(run, starts)
+                return
+            opened = set(self.open)
+            k = 0
+            for k, start in enumerate(starts):  # noqa: B007 (k is the record that opens one too many)
+                if start not in opened:
+                    opened.add(start)
+                    if len(opened) > windows:
+                        break
+            self._count(run[: k + 1], starts[: k + 1])
+            self._close(run[k])
+            run = run[k + 1 :]
+
+    def _starts(self, run: list[Record]) -> list[int]:
+        """The bucket of each record: its event time's, or the oldest open one for a
+        record too late for a closed bucket."""
         bucket_ms, floor = self.bucket_ms, self.closed_through + self.bucket_ms
         starts = [r[R_TS] - r[R_TS] % bucket_ms for r in run]
-        if min(starts) < floor:  # too late for a closed bucket: counts in the oldest open
+        if min(starts) < floor:
             starts = [max(start, floor) for start in starts]
+        return starts
+
+    def _count(self, run: list[Record], starts: list[int]) -> None:
         groups: dict[int, list[Record]]
         if starts[0] == starts[-1] and len(set(starts)) == 1:
             groups = {starts[0]: run}

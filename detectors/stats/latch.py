@@ -35,6 +35,10 @@ HALF_CHANGE_CAP = 3.0
 
 _RATE_EDGE = 1e-6
 
+NEXT = -(2**62)
+"""Run start of a column whose statistic stands at zero: its run starts with the next
+event."""
+
 
 def llr_terms(
     family: np.ndarray, theta1: np.ndarray, theta0: np.ndarray
@@ -117,6 +121,8 @@ class LatchingBank:
         self.rev_level = np.zeros(m)
         """The "still changed" level each latched column's reverse test is designed for."""
         self.since_latch = np.zeros(m, dtype=np.int64)
+        self.run_start = np.full(m, NEXT, dtype=np.int64)
+        """Stamp of the first event of each forward run (`NEXT`: the next event's)."""
 
     def calibrate(self, thresholds: np.ndarray, arl: float) -> None:
         """Forward thresholds, and the per-test ``arl`` that reverse thresholds derive from."""
@@ -140,11 +146,17 @@ class LatchingBank:
         parameter at ``estimate`` (for detectors outside the bank that use its recovery)."""
         self._latch(column, float(self.a[column] * estimate + self.b[column]))
 
-    def update(self, t: np.ndarray, valid: np.ndarray) -> list[Alarm]:
-        """Feed statistics ``t`` (n_events, m), ``valid`` marking the events that count."""
+    def update(
+        self, t: np.ndarray, valid: np.ndarray, stamps: np.ndarray | None = None
+    ) -> list[Alarm]:
+        """Feed statistics ``t`` (n_events, m), ``valid`` marking the events that count;
+        ``stamps`` (n_events,), the events' times, date each alarm's run
+        (`Alarm.first_stamp`)."""
         n = t.shape[0]
         if n == 0:
             return []
+        if stamps is None:
+            stamps = np.zeros(n, dtype=np.int64)
         latched = self.latched
         a = np.where(latched, self.rev_a, self.a)
         b = np.where(latched, self.rev_b, self.b)
@@ -162,15 +174,19 @@ class LatchingBank:
         runs = np.where(any_zero, n - 1 - last_zero, self.run_length + n)
         self.statistic[forward] = path[-1, forward]
         self.run_length[forward] = runs[forward]
+        after = last_zero + 1
+        started = np.where(after < n, stamps[np.minimum(after, n - 1)], NEXT)
+        carried = np.where(self.run_start == NEXT, stamps[0], self.run_start)
+        self.run_start[forward] = np.where(any_zero, started, carried)[forward]
         self.rev_statistic[backward] = path[-1, backward]
         self.since_latch[backward] += n
         alarms: list[Alarm] = []
         for col in np.flatnonzero(crossed):
-            alarms += self._walk(int(col), t[:, col], valid[:, col])
+            alarms += self._walk(int(col), t[:, col], valid[:, col], stamps)
         alarms.sort(key=lambda c: (c.row, c.column))
         return alarms
 
-    def _walk(self, col: int, t: np.ndarray, valid: np.ndarray) -> list[Alarm]:
+    def _walk(self, col: int, t: np.ndarray, valid: np.ndarray, stamps: np.ndarray) -> list[Alarm]:
         """One column through a batch in which it crosses, mode by mode."""
         out: list[Alarm] = []
         n = len(t)
@@ -201,6 +217,7 @@ class LatchingBank:
                         if len(zeros)
                         else self.run_length[col] + n - pos
                     )
+                    self.run_start[col] = self._started(col, zeros, pos, stamps)
                 return out
             hit = int(above[0])
             row = pos + hit
@@ -212,10 +229,19 @@ class LatchingBank:
             else:
                 zeros = np.flatnonzero(path[: hit + 1] == 0.0)
                 run = hit - int(zeros[-1]) if len(zeros) else int(self.run_length[col]) + hit + 1
-                out.append(Alarm(row, col, float(path[hit]), run))
+                first = self._started(col, zeros, pos, stamps)
+                out.append(Alarm(row, col, float(path[hit]), run, first_stamp=first))
                 self._latch(col, float(path[hit]) / max(run, 1))
             pos = row + 1
         return out
+
+    def _started(self, col: int, zeros: np.ndarray, pos: int, stamps: np.ndarray) -> int:
+        """The stamp a forward run walked from ``pos`` started at: after its last zero
+        (``zeros``, from ``pos``), else where it stood."""
+        if len(zeros):
+            after = pos + int(zeros[-1]) + 1
+            return int(stamps[after]) if after < len(stamps) else NEXT
+        return int(stamps[pos]) if self.run_start[col] == NEXT else int(self.run_start[col])
 
     def _latch(self, col: int, mean_llr: float) -> None:
         theta0 = self.null[col]
@@ -236,6 +262,7 @@ class LatchingBank:
         self.rev_threshold[col] = self._reverse_threshold(col)
         self.statistic[col] = 0.0
         self.run_length[col] = 0
+        self.run_start[col] = NEXT
 
     def _reverse_threshold(self, col: int) -> float:
         fam = self.family[col : col + 1]
@@ -251,6 +278,7 @@ class LatchingBank:
         self.since_latch[col] = 0
         self.statistic[col] = 0.0
         self.run_length[col] = 0
+        self.run_start[col] = NEXT
 
     def state(self) -> dict[str, Any]:
         """JSON-compatible state."""
@@ -265,6 +293,7 @@ class LatchingBank:
                 self.rev_level.tolist(),
             ],
             "since_latch": self.since_latch.tolist(),
+            "run_start": self.run_start.tolist(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -282,6 +311,8 @@ class LatchingBank:
             np.asarray(r, dtype=np.float64) for r in rev
         )
         self.since_latch = np.asarray(state.get("since_latch", [0] * m), dtype=np.int64)
+        # States before run starts were kept: a run under way is dated from the next event.
+        self.run_start = np.asarray(state.get("run_start", [NEXT] * m), dtype=np.int64)
         self.rev_threshold = np.full(m, np.inf)
         for col in np.flatnonzero(self.latched):
             self.rev_threshold[col] = self._reverse_threshold(int(col))

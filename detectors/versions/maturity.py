@@ -29,6 +29,7 @@ by outcome here.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,21 +56,6 @@ not a dependence."""
 MAX_PENDING = 20_000
 """Cohorts held per model at most (two weeks of minutes); beyond it the oldest are
 released before their horizon (counted in `Cohorts.forced`), bounding the state."""
-
-
-def cohorts_matured(starts: np.ndarray, horizon_ms: float | None, watermark: float) -> np.ndarray:
-    """Which labels of predictions made in the minutes from ``starts`` may be read now:
-    none while the horizon is unknown, all when it is 0 (delays that do not depend on the
-    outcome), else those whose minute lies the horizon behind ``watermark``.
-
-    >>> cohorts_matured(np.array([0, 60_000]), 1_000.0, 62_000).tolist()
-    [True, False]
-    """
-    if horizon_ms is None:
-        return np.zeros(len(starts), dtype=bool)
-    if horizon_ms == 0.0:
-        return np.ones(len(starts), dtype=bool)
-    return starts + COHORT_MS + horizon_ms <= watermark
 
 
 class LabelMaturity:
@@ -204,45 +190,39 @@ class Cohorts:
         """Largest label event time seen."""
         self.forced = 0
         """Cohorts released before their horizon because too many were held."""
+        self.order: list[tuple[int, str]] = []
+        """Heap of the (minute, version) held (and of dropped ones, skipped when met)."""
 
     def add(
-        self,
-        version: str,
-        start: int,
-        n: int,
-        total: float,
-        total_sq: float,
-        last: list[Any],
-        horizon_ms: float | None,
-    ) -> Cohort | None:
+        self, version: str, start: int, n: int, total: float, total_sq: float, last: list[Any]
+    ) -> None:
         """Hold the sums of ``n`` values of one version's predictions made in the minute
-        from ``start``; returned at once when that minute matured already (labels from the
-        tail of the delays)."""
+        from ``start`` until that minute matures (`release`)."""
         self.watermark = max(self.watermark, int(last[1]))
-        cohort = Cohort(n, total, total_sq, last)
-        matured = horizon_ms is not None and start + COHORT_MS + horizon_ms <= self.watermark
         held = self.pending.get((version, start))
         if held is None:
-            if matured:
-                return cohort
-            self.pending[(version, start)] = cohort
+            self.pending[(version, start)] = Cohort(n, total, total_sq, last)
+            heapq.heappush(self.order, (start, version))
         else:
             held.n += n
             held.total += total
             held.total_sq += total_sq
             held.last = last
-        return None
 
     def release(self, horizon_ms: float | None) -> list[tuple[int, str, Cohort]]:
-        """The cohorts that matured as (minute, version, sums), oldest first."""
-        if horizon_ms is None:
-            return []
-        ready = sorted(
-            (start, version)
-            for version, start in self.pending
-            if start + COHORT_MS + horizon_ms <= self.watermark
-        )
-        return [(start, version, self.pending.pop((version, start))) for start, version in ready]
+        """The cohorts that matured as (minute, version, sums), oldest first, and the
+        oldest beyond `MAX_PENDING`."""
+        out: list[tuple[int, str, Cohort]] = []
+        order = self.order
+        bound = -math.inf if horizon_ms is None else self.watermark - COHORT_MS - horizon_ms
+        while order and (order[0][0] <= bound or len(self.pending) > MAX_PENDING):
+            start, version = heapq.heappop(order)
+            cohort = self.pending.pop((version, start), None)
+            if cohort is None:
+                continue  # dropped with its version
+            out.append((start, version, cohort))
+            self.forced += start > bound
+        return out
 
     def drop(self, version: str) -> None:
         for key in [k for k in self.pending if k[0] == version]:
@@ -265,3 +245,5 @@ class Cohorts:
             (v, start): Cohort(n, total, total_sq, list(last))
             for v, start, n, total, total_sq, last in state["pending"]
         }
+        self.order = [(start, v) for v, start in self.pending]
+        heapq.heapify(self.order)

@@ -24,6 +24,7 @@ calibrated and the label-free estimates of that version cannot be trusted.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,10 +37,8 @@ from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.versions.comparison import MeanComparison, MeanVerdict, PairedComparison
 from driftline.detectors.versions.maturity import (
     COHORT_MS,
-    Cohort,
     Cohorts,
     LabelMaturity,
-    cohorts_matured,
 )
 
 LN2 = math.log(2.0)
@@ -135,6 +134,18 @@ class Rows:
             values={k: v[index] for k, v in self.values.items()},
         )
 
+    def part(self, start: int, stop: int) -> Rows:
+        """The rows from ``start`` to ``stop``."""
+        if start == 0 and stop == len(self.seqs):
+            return self
+        return Rows(
+            versions=self.versions[start:stop],
+            seqs=self.seqs[start:stop],
+            ts=self.ts[start:stop],
+            event_ids=self.event_ids[start:stop],
+            values={k: v[start:stop] for k, v in self.values.items()},
+        )
+
     @staticmethod
     def join(parts: list[Rows]) -> Rows:
         """The rows of ``parts`` one after the other."""
@@ -181,64 +192,109 @@ class HeldLabels:
     the early outcome's alone and it looks better or worse than it is (an equal canary
     was rolled back on every seed of such a stream). So its rows wait here until the
     minute their prediction was made lies the maturity horizon behind the newest label
-    (`detectors.versions.maturity`). A horizon of 0 (delays that do not depend on the outcome)
-    passes rows straight through, so the comparisons keep their speed there; an unknown
+    (`detectors.versions.maturity`), and are released at the model's steps
+    (`ModelVersions.step`), cohort by cohort. Where the horizon is 0 (delays that do not
+    depend on the outcome) and nothing is held, rows are not held at all
+    (`ModelVersions.matured`), so the comparisons keep their speed there; an unknown
     horizon (too few labels of each outcome yet) holds everything. Both labelled rows of
-    a pair (one outcome, two versions) are released together. At most ``limit`` rows are
-    held: beyond it the oldest predictions' rows are released early (counted in
-    ``forced``), which bounds the state of a high-volume model with slow labels.
+    a pair (one outcome, two versions) are held in one cohort (the later of their
+    predictions') and released together. At most ``limit`` rows are held: beyond it the
+    oldest cohorts are released early (counted in ``forced``), which bounds the state of
+    a high-volume model with slow labels.
+
+    Rows are kept as they were added, each batch sorted by cohort, with a heap of the
+    oldest cohort left in each, so a step costs what it releases, not what is held.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.held: Rows | None = None
+        self.chunks: dict[int, tuple[Rows, np.ndarray, int]] = {}
+        """Held rows as added: (rows sorted by cohort, their cohorts, rows released)."""
+        self.order: list[tuple[int, int]] = []
+        """Heap of (oldest cohort left, chunk)."""
+        self.added = 0
+        """Chunks added so far (their keys)."""
+        self.count = 0
         self.watermark = -(2**62)
         """Largest label event time seen."""
         self.forced = 0
 
-    def release(self, rows: Rows, horizon_ms: float | None) -> Rows | None:
-        """Add this batch's labelled rows; the rows whose cohort matured, cohort by
-        cohort (oldest predictions first), each pair together."""
-        if len(rows):
-            self.watermark = max(self.watermark, int(max(rows.ts)))
-        if horizon_ms == 0.0 and self.held is None:
-            return rows if len(rows) else None
-        held = rows if self.held is None else Rows.join([self.held, rows])
-        if not len(held):
-            self.held = None
+    @property
+    def held(self) -> Rows | None:
+        """Every held row (oldest cohort first), or None."""
+        if not self.count:
             return None
-        start = held.values["prediction_ts"] - held.values["prediction_ts"] % COHORT_MS
-        ready = cohorts_matured(start, horizon_ms, self.watermark)
-        excess = len(held) - int(ready.sum()) - self.limit
-        if excess > 0:
-            waiting = np.flatnonzero(~ready)
-            oldest = waiting[np.argsort(start[waiting], kind="stable")[:excess]]
-            ready[oldest] = True
-            self.forced += excess
-        # A pair's rows (one outcome, several versions) go together or not at all.
-        seqs = np.asarray(held.seqs)
-        _, group = np.unique(seqs, return_inverse=True)
-        waiting_groups = np.unique(group[~ready])
-        ready &= ~np.isin(group, waiting_groups)
-        out = np.flatnonzero(ready)
-        rest = np.flatnonzero(~ready)
-        self.held = held.take(rest) if len(rest) else None
-        if not len(out):
-            return None
-        order = out[np.lexsort((np.asarray(seqs[out]), start[out]))]
-        return held.take(order)
+        parts = [
+            (rows.part(done, len(rows)), cohorts[done:])
+            for rows, cohorts, done in self.chunks.values()
+        ]
+        return _by_cohort(parts)
+
+    def add(self, rows: Rows) -> None:
+        """Hold labelled rows until their cohort matures (`release`)."""
+        if not len(rows):
+            return
+        self.watermark = max(self.watermark, int(max(rows.ts)))
+        t0 = rows.values["prediction_ts"]
+        start = (t0 - t0 % COHORT_MS).astype(np.int64)
+        _, pair, counts = np.unique(np.asarray(rows.seqs), return_inverse=True, return_counts=True)
+        if (counts > 1).any():  # a pair's rows go in the later of their cohorts
+            latest = np.full(len(counts), np.iinfo(np.int64).min)
+            np.maximum.at(latest, pair, start)
+            start = latest[pair]
+        if (np.diff(start) < 0).any():
+            order = np.argsort(start, kind="stable")
+            rows, start = rows.take(order), start[order]
+        key = self.added
+        self.added += 1
+        self.chunks[key] = (rows, start, 0)
+        heapq.heappush(self.order, (int(start[0]), key))
+        self.count += len(rows)
+
+    def release(self, horizon_ms: float | None) -> Rows | None:
+        """The held rows whose cohort matured, cohort by cohort (oldest predictions
+        first, in arrival order within one), and the oldest beyond ``limit``."""
+        parts: list[tuple[Rows, np.ndarray]] = []
+        order, bound = self.order, matured_through(horizon_ms, self.watermark)
+        while order and (order[0][0] <= bound or self.count > self.limit):
+            oldest, key = heapq.heappop(order)
+            rows, cohorts, done = self.chunks[key]
+            upto = oldest if oldest > bound else bound  # beyond the limit: one cohort
+            end = int(np.searchsorted(cohorts, upto, side="right"))
+            parts.append((rows.part(done, end), cohorts[done:end]))
+            self.count -= end - done
+            if oldest > bound:
+                self.forced += end - done
+            if end < len(rows):
+                self.chunks[key] = (rows, cohorts, end)
+                heapq.heappush(order, (int(cohorts[end]), key))
+            else:
+                del self.chunks[key]
+        return _by_cohort(parts) if parts else None
 
     def state(self) -> dict[str, Any]:
+        held = self.held
         return {
             "watermark": self.watermark,
             "forced": self.forced,
-            "held": None if self.held is None else self.held.state(),
+            "held": None if held is None else held.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
+        self.chunks, self.order, self.count = {}, [], 0
+        if state["held"] is not None:
+            self.add(Rows.from_state(state["held"]))
         self.watermark = state["watermark"]
         self.forced = state["forced"]
-        self.held = None if state["held"] is None else Rows.from_state(state["held"])
+
+
+def _by_cohort(parts: list[tuple[Rows, np.ndarray]]) -> Rows:
+    """Rows of several chunks in the order of their cohorts, then of their positions."""
+    rows = Rows.join([p for p, _ in parts])
+    if len(parts) == 1:
+        return rows
+    cohorts = np.concatenate([c for _, c in parts])
+    return rows.take(np.lexsort((np.asarray(rows.seqs), cohorts)))
 
 
 class HeldPairs:
@@ -247,11 +303,14 @@ class HeldPairs:
     offline comparison), by the same rule as `HeldLabels`: a model whose first labels
     are its early outcome's alone would otherwise learn its warm-up error rate from them
     and take the late outcome's arrival for concept drift. Each entry is ``[prediction
-    time, prediction, label, position, event time, event id]``."""
+    time, prediction, label, position, event time, event id]``; per version they wait in
+    a heap by (cohort, position), so a step costs what it releases."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.held: dict[str, list[list[Any]]] = {}
+        self.held: dict[str, list[tuple[int, int, list[Any]]]] = {}
+        """Per version, a heap of (cohort, position, entry)."""
+        self.count = 0
         self.forced = 0
 
     def add(
@@ -263,59 +322,76 @@ class HeldPairs:
         ids: list[str],
         prediction_ts: list[int],
     ) -> None:
-        self.held.setdefault(version, []).extend(
-            [t0, p, y, q, t, i]
-            for (p, y), q, t, i, t0 in zip(pairs, seqs, ts, ids, prediction_ts, strict=True)
-        )
+        heap = self.held.setdefault(version, [])
+        for (p, y), q, t, i, t0 in zip(pairs, seqs, ts, ids, prediction_ts, strict=True):
+            heapq.heappush(heap, (t0 - t0 % COHORT_MS, q, [t0, p, y, q, t, i]))
+        self.count += len(seqs)
 
     def release(
         self, horizon_ms: float | None, watermark: int
     ) -> dict[str, tuple[list[Any], list[int], list[int], list[str]]]:
         """Per version, the pairs whose cohort matured (cohort by cohort, oldest first),
-        as (pairs, positions, event times, event ids)."""
-        total = sum(len(v) for v in self.held.values())
-        excess = total - self.limit
-        cut = None
-        if excess > 0:
-            # The oldest predictions beyond the bound are released early (counted).
-            starts = sorted(e[0] for v in self.held.values() for e in v)
-            cut = starts[excess - 1]
-        out = {}
-        for version in list(self.held):
-            entries = self.held[version]
-            times = np.array([e[0] for e in entries], dtype=np.float64)
-            ready = cohorts_matured(times - times % COHORT_MS, horizon_ms, watermark)
-            go, stay = [], []
-            for e, mature in zip(entries, ready.tolist(), strict=True):
-                if mature or (cut is not None and e[0] <= cut):
-                    if not mature:
-                        self.forced += 1
-                    go.append(e)
-                else:
-                    stay.append(e)
-            if stay:
-                self.held[version] = stay
-            else:
-                del self.held[version]
-            if go:
-                go.sort(key=lambda e: (e[0] - e[0] % COHORT_MS, e[3]))
-                out[version] = (
-                    [(e[1], e[2]) for e in go],
-                    [e[3] for e in go],
-                    [e[4] for e in go],
-                    [e[5] for e in go],
-                )
-        return out
+        and the oldest beyond ``limit``, as (pairs, positions, event times, event
+        ids)."""
+        go: dict[str, list[list[Any]]] = {}
+        bound = matured_through(horizon_ms, watermark)
+        if bound > -_END:
+            for version, heap in self.held.items():
+                while heap and heap[0][0] <= bound:
+                    go.setdefault(version, []).append(heapq.heappop(heap)[2])
+                    self.count -= 1
+        while self.count > self.limit:
+            version = min(self.held, key=lambda v: self.held[v][0][:2] if self.held[v] else (_END,))
+            go.setdefault(version, []).append(heapq.heappop(self.held[version])[2])
+            self.count -= 1
+            self.forced += 1
+        self.held = {version: heap for version, heap in self.held.items() if heap}
+        return {
+            version: (
+                [(e[1], e[2]) for e in got],
+                [e[3] for e in got],
+                [e[4] for e in got],
+                [e[5] for e in got],
+            )
+            for version, got in go.items()
+        }
 
     def drop(self, version: str) -> None:
-        self.held.pop(version, None)
+        self.count -= len(self.held.pop(version, ()))
 
     def state(self) -> dict[str, Any]:
-        return {"forced": self.forced, "held": self.held}
+        return {
+            "forced": self.forced,
+            "held": {version: [e for _, _, e in heap] for version, heap in self.held.items()},
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.forced = state["forced"]
-        self.held = {k: [list(e) for e in v] for k, v in state["held"].items()}
+        self.held, self.count = {}, 0
+        for version, entries in state["held"].items():
+            heap = [(e[0] - e[0] % COHORT_MS, e[3], list(e)) for e in entries]
+            heapq.heapify(heap)
+            self.held[version] = heap
+            self.count += len(heap)
+
+
+_END = 2**63
+"""Sorts after every cohort."""
+
+
+def matured_through(horizon_ms: float | None, watermark: int) -> float:
+    """The latest minute whose predictions' labels may be read now: none while the
+    horizon is unknown, every one when it is 0 (delays that do not depend on the
+    outcome), else the minutes that lie the horizon behind ``watermark``.
+
+    >>> matured_through(1_000.0, 62_000), matured_through(0.0, 0) == _END
+    (1000.0, True)
+    """
+    if horizon_ms is None:
+        return -_END
+    if horizon_ms == 0.0:
+        return _END
+    return watermark - COHORT_MS - horizon_ms
 
 
 @dataclass(slots=True)
@@ -363,6 +439,18 @@ class ModelVersions:
         """Direction of a reported estimate gap (``more``/``fewer`` errors) -> version."""
         self.decided: set[str] = set()
         """``version:comparison`` keys already decided (one decision each)."""
+        self.horizon: float | None = None
+        """The label-delay horizon as of the last step (`step`)."""
+        self.evidence = self._maturity_evidence(None)
+        """How labels are read, as of the last step (`maturity_evidence`)."""
+        self.served: dict[str, int] = {}
+        """Predictions served per version as of the last step (a canary's traffic share)."""
+        self.learnt = False
+        """Whether labels were taught to the delay model since the last step."""
+        self.stepped: list[tuple[int, str | None]] = []
+        """(position, stable champion) of the steps taken in the current batch."""
+        self.batch_champion: str | None = None
+        """The stable champion when the current batch began."""
 
     # -- registry ----------------------------------------------------------------------
 
@@ -401,7 +489,7 @@ class ModelVersions:
         ]
 
     def note_promotion(self) -> None:
-        """After a batch: a newer champion that became stable was promoted; start comparing
+        """At a step: a newer champion that became stable was promoted; start comparing
         it with the one it replaced (seeded with that one's recent labelled errors)."""
         current = self.stable()
         previous, self.champion = self.champion, current
@@ -441,8 +529,9 @@ class ModelVersions:
         return dropped
 
     def matured(self, rows: Rows) -> Rows | None:
-        """This batch's labelled rows taught to the label-delay model; the labelled rows
-        whose cohort matured, for the version comparisons (see `HeldLabels`)."""
+        """Labelled rows taught to the label-delay model; those the version comparisons
+        may read at once: all of them where the horizon is 0 and nothing is held, else
+        none (they are held until a step releases them, see `HeldLabels`)."""
         values = rows.values
         self.maturity.observe(
             values["outcome_class"],
@@ -450,11 +539,50 @@ class ModelVersions:
             values["prediction_ts"],
             np.asarray(rows.ts, dtype=np.float64),
         )
-        return self.held.release(rows, self.maturity.horizon_ms())
+        self.learnt = True
+        if self.horizon == 0.0 and not self.held.count:
+            self.held.watermark = max(self.held.watermark, int(max(rows.ts)))
+            return rows
+        self.held.add(rows)
+        return None
+
+    def begin_batch(self) -> None:
+        """Before a batch: forget the positions of the last batch's steps."""
+        self.stepped = []
+        self.batch_champion = self.champion
+
+    def step(self, seq: int) -> Rows | None:
+        """The model's periodic step, before the item at position ``seq``: read the
+        label-delay horizon, notice a promotion, forget versions beyond the bound, take
+        the figures decisions report of these; the held labelled rows that matured.
+
+        Steps fall at positions of the model's merged stream (`DetectorSettings.step_ms`),
+        so what is read and released here does not depend on where batches end.
+        """
+        if self.learnt:
+            self.horizon = self.maturity.horizon_ms()
+            self.evidence = self._maturity_evidence(self.horizon)
+            self.learnt = False
+        self.note_promotion()
+        self.prune()
+        self.served = {name: info.events for name, info in self.versions.items()}
+        self.stepped.append((seq, self.champion))
+        return self.held.release(self.horizon)
+
+    def champion_at(self, seq: int) -> str | None:
+        """The stable champion as of the last step at or before position ``seq`` of the
+        current batch."""
+        for at, champion in reversed(self.stepped):
+            if at <= seq:
+                return champion
+        return self.batch_champion
 
     def maturity_evidence(self) -> dict[str, Any]:
-        """How labels were read (for the evidence of every decision made on labels)."""
-        horizon = self.maturity.horizon_ms()
+        """How labels were read, as of the last step (for the evidence of every decision
+        made on labels)."""
+        return self.evidence
+
+    def _maturity_evidence(self, horizon: float | None) -> dict[str, Any]:
         return {
             "horizon_s": None if horizon is None else round(horizon / 1000.0, 3),
             "quantile": self.settings.label_maturity_quantile,
@@ -508,8 +636,9 @@ class ModelVersions:
         return comparisons
 
     def compare_canaries(self, rows: Rows, labelled: bool) -> list[Decision]:
-        """Every live canary against the stable champion on this batch's rows."""
-        stable = self.stable()
+        """Every live canary against the stable champion (as of the last step) on these
+        rows."""
+        stable = self.champion
         if stable is None:
             return []
         decisions = []
@@ -599,7 +728,8 @@ class ModelVersions:
             else "hold the rollout and look into it"
         )
         pending = "" if metric.labelled else " This is judged before labels arrive."
-        base_events = self.versions[baseline].events if baseline in self.versions else 0
+        # Shares of traffic as of the last step (what was served when the rows came).
+        served, base_events = self.served.get(version, 0), self.served.get(baseline, 0)
         return build_decision(
             id_parts=(
                 self.model_id,
@@ -641,7 +771,7 @@ class ModelVersions:
                 },
             },
             impact=Impact(
-                round(info.events / max(info.events + base_events, 1), 6),
+                round(served / max(served + base_events, 1), 6),
                 round(verdict.difference, 6),
                 metric.unit,
             ),
@@ -650,14 +780,13 @@ class ModelVersions:
             rollback=(version, baseline) if type_ == "rollback" else None,
         )
 
-    def check_estimates(self, rows: Rows) -> list[Decision]:
-        """Per version, realised minus estimated error on labelled events with scores, on
-        matured cohorts only (`detectors.versions.maturity`): labels that arrive in an order that
-        depends on the outcome would otherwise bias the realised side."""
+    def add_estimates(self, rows: Rows) -> None:
+        """Per version, realised minus estimated error on labelled events with scores,
+        summed by the minute their predictions were made; compared once that cohort has
+        matured (`release_estimates`, `detectors.versions.maturity`): labels that arrive in
+        an order that depends on the outcome would otherwise bias the realised side."""
         values = rows.values
         gap = values["error_rate"] - values["estimated_error"]
-        horizon = self.maturity.horizon_ms()
-        ready: list[tuple[int, str, Cohort]] = []
         usable = np.isfinite(gap)
         for version in sorted(set(rows.versions[usable].tolist())):
             if f"{version}:estimate_gap" in self.decided or version not in self.versions:
@@ -665,31 +794,30 @@ class ModelVersions:
             use = np.flatnonzero(usable & (rows.versions == version))
             ts = values["prediction_ts"][use]
             starts = (ts - ts % COHORT_MS).astype(np.int64)
-            hours, inverse = np.unique(starts, return_inverse=True)
+            minutes, inverse = np.unique(starts, return_inverse=True)
             g = gap[use]
-            n = np.bincount(inverse, minlength=len(hours))
-            total = np.bincount(inverse, weights=g, minlength=len(hours))
-            total_sq = np.bincount(inverse, weights=g * g, minlength=len(hours))
-            last = np.zeros(len(hours), np.int64)
-            last[inverse] = use  # the last row of each hour (rows are in arrival order)
-            for j, start in enumerate(hours.tolist()):
+            n = np.bincount(inverse, minlength=len(minutes))
+            total = np.bincount(inverse, weights=g, minlength=len(minutes))
+            total_sq = np.bincount(inverse, weights=g * g, minlength=len(minutes))
+            last = np.zeros(len(minutes), np.int64)
+            last[inverse] = use  # the last row of each minute (rows are in arrival order)
+            for j, start in enumerate(minutes.tolist()):
                 row = int(last[j])
-                found = self.cohorts.add(
+                self.cohorts.add(
                     version,
                     start,
                     int(n[j]),
                     float(total[j]),
                     float(total_sq[j]),
                     [rows.seqs[row], rows.ts[row], rows.event_ids[row]],
-                    horizon,
                 )
-                if found is not None:
-                    ready.append((start, version, found))
-        # Cohorts are compared in the order their predictions were made, whether they
-        # matured in this batch or came complete: fed in any other order (say, every
-        # cohort that came complete at once first), the sequence would select by outcome.
-        ready += self.cohorts.release(horizon)
-        ready.sort(key=lambda r: (r[0], r[1]))
+
+    def release_estimates(self) -> list[Decision]:
+        """At a step: the matured cohorts' gaps compared, in the order their predictions
+        were made (fed in any other order, say every cohort that came complete at once
+        first, the sequence would select by outcome)."""
+        horizon = self.horizon
+        ready = self.cohorts.release(horizon)
         decisions = []
         for _, version, cohort in ready:
             key = f"{version}:estimate_gap"
@@ -794,7 +922,7 @@ class ModelVersions:
         """Labelled events sharing an outcome (same ``seq``) from the champion and a
         challenger or shadow form a pair. A better challenger is reported; a better
         *previous* champion (shadowing the one promoted over it) means a rollback."""
-        champion = self.stable()
+        champion = self.champion
         if champion is None or not any(
             (info := self.versions.get(name)) is not None and info.role in ("challenger", "shadow")
             for name in set(rows.versions.tolist())
@@ -919,6 +1047,12 @@ class ModelVersions:
             "held_pairs": self.held_pairs.state(),
             "gap_alerted": self.gap_alerted,
             "decided": sorted(self.decided),
+            "step": {
+                "horizon": self.horizon,
+                "evidence": self.evidence,
+                "served": self.served,
+                "learnt": self.learnt,
+            },
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -963,3 +1097,14 @@ class ModelVersions:
             self.held_pairs.restore(state["held_pairs"])
         self.gap_alerted = dict(state.get("gap_alerted", {}))
         self.decided = set(state["decided"])
+        step = state.get("step")
+        if step is None:  # checkpoints before steps: as of the batch they ended
+            self.horizon = self.maturity.horizon_ms()
+            self.evidence = self._maturity_evidence(self.horizon)
+            self.served = {name: info.events for name, info in self.versions.items()}
+            self.learnt = False
+        else:
+            self.horizon = step["horizon"]
+            self.evidence = step["evidence"]
+            self.served = dict(step["served"])
+            self.learnt = step["learnt"]

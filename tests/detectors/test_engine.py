@@ -10,7 +10,9 @@ from msgspec import structs
 from driftline.detectors.engine import Engine
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.records import Outcome, Prediction
+from driftline.streams.simulation.traffic import with_canary, with_promotion
 from tests.conftest import run_engine
+from tests.detectors.versions.test_registry import stationary
 
 SMALL = DetectorSettings(warmup_events=2_000, window_events=2_000, label_warmup_events=1_000)
 
@@ -19,13 +21,37 @@ def ids(decisions):
     return [d.decision_id for d in decisions]
 
 
+def whole(decisions):
+    """Decisions as published, every field."""
+    return [d.to_dict(0) for d in decisions]
+
+
 def test_batch_boundaries_do_not_change_decisions(make_stream) -> None:
-    """The same stream in batches of 1,000, 4,096 or 7,777 gives identical decisions."""
+    """The same stream in batches of 1,000, 4,096 or 7,777 gives identical decisions,
+    every field (a drift's onset is dated from the event its test's run started at, which
+    may lie batches back)."""
     events = make_stream(scenario="mean_shift", n_predictions=40_000, change_at=20_000, seed=4)
-    reference = ids(run_engine(events, SMALL, batch=4_096))
+    reference = whole(run_engine(events, SMALL, batch=4_096))
     assert reference
-    assert ids(run_engine(events, SMALL, batch=1_000)) == reference
-    assert ids(run_engine(events, SMALL, batch=7_777)) == reference
+    assert whole(run_engine(events, SMALL, batch=1_000)) == reference
+    assert whole(run_engine(events, SMALL, batch=7_777)) == reference
+
+
+def test_batch_boundaries_do_not_change_what_decisions_say(make_stream) -> None:
+    """Every field of every decision, not only which ones: a canary's traffic share, the
+    label maturity, where the estimate-gap and promotion comparisons cross (read at the
+    model's steps, not at the end of a batch), in batches of 2,500 and 7,777."""
+    canary = with_canary(stationary(make_stream, 2_000, 60_000), 0.10, 0.12, 0)
+    promotion = with_promotion(stationary(make_stream, 3_000, 60_000), 25_000, 0.12, 0)
+    concept = make_stream(scenario="concept", n_predictions=40_000, change_at=20_000, seed=10)
+    for events, expected in (
+        (canary, {"canary_regression"}),
+        (promotion, {"promotion_regression", "performance_estimate_gap"}),
+        (concept, {"concept_drift", "performance_estimate_gap"}),
+    ):
+        reference = whole(run_engine(events, batch=2_500))
+        assert {d["kind"] for d in reference} >= expected
+        assert whole(run_engine(events, batch=7_777)) == reference
 
 
 def test_state_snapshot_restores_exactly(make_stream) -> None:

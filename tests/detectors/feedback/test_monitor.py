@@ -119,6 +119,17 @@ def test_detection_survives_a_checkpoint() -> None:
     assert any(d.kind == "feedback_loop" for d in after)
 
 
+def test_batches_do_not_change_what_a_loop_decision_says() -> None:
+    """A bucket closes at the record whose event time passes its end, or that opens
+    one bucket too many, whatever the batches: the first batch opening the first buckets
+    and bringing the first outcomes closes them where a run of smaller batches does, so
+    the decision's trigger and window are the same in batches of 1,000 and 7,777."""
+    events = simulate("recommender_loop", 1)
+    small = [d.to_dict(0) for d in run_engine(events, batch=1_000)]
+    assert any(d["kind"] == "feedback_loop" for d in small)
+    assert [d.to_dict(0) for d in run_engine(events, batch=7_777)] == small
+
+
 @pytest.mark.parametrize(
     ("action", "acted"),
     [

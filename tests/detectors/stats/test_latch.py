@@ -33,14 +33,17 @@ def _stream(seed: int, spans: list[tuple[int, int]], n: int) -> np.ndarray:
     return np.column_stack([z, s * s, e])
 
 
-def _run(bank: LatchingBank, t: np.ndarray, batch: int) -> list[tuple[int, int, bool]]:
+def _run(
+    bank: LatchingBank, t: np.ndarray, batch: int, start: int = 0
+) -> list[tuple[int, int, bool, int | None]]:
+    """Crossings as (event, column, recovered, the event its run started at): events are
+    stamped with their position in the stream (from ``start``)."""
     out = []
     valid = np.ones_like(t, dtype=bool)
+    stamps = np.arange(start, start + len(t), dtype=np.int64)
     for i in range(0, len(t), batch):
-        out += [
-            (c.row + i, c.column, c.recovered)
-            for c in bank.update(t[i : i + batch], valid[i : i + batch])
-        ]
+        found = bank.update(t[i : i + batch], valid[i : i + batch], stamps[i : i + batch])
+        out += [(c.row + i + start, c.column, c.recovered, c.first_stamp) for c in found]
     return out
 
 
@@ -49,8 +52,15 @@ def test_a_change_that_persists_for_200k_events_is_one_alarm_per_test() -> None:
     family alarms once and never recovers while the change stays."""
     t = _stream(1, [(5_000, 205_000)], 205_000)
     crossings = _run(_bank(), t, 4096)
-    assert sorted((col, rec) for _, col, rec in crossings) == [(0, False), (1, False), (2, False)]
-    assert all(row >= 5_000 for row, _, _ in crossings)
+    assert sorted((col, rec) for _, col, rec, _ in crossings) == [
+        (0, False),
+        (1, False),
+        (2, False),
+    ]
+    assert all(row >= 5_000 for row, _, _, _ in crossings)
+    # Each run started near the change (the first events after it leave the CUSUM at 0
+    # now and then; a run from long before would date the change wrongly).
+    assert all(4_000 <= first <= row for row, _, _, first in crossings)
 
 
 def test_recovery_then_a_new_alarm_when_the_change_returns() -> None:
@@ -59,17 +69,19 @@ def test_recovery_then_a_new_alarm_when_the_change_returns() -> None:
     t = _stream(2, [(5_000, 40_000), (80_000, 120_000)], 120_000)
     crossings = _run(_bank(), t, 4096)
     for col in range(3):
-        mine = [(row, rec) for row, c, rec in crossings if c == col]
+        mine = [(row, rec) for row, c, rec, _ in crossings if c == col]
         assert [rec for _, rec in mine] == [False, True, False], mine
         assert 5_000 <= mine[0][0] < 40_000 <= mine[1][0] < 80_000 <= mine[2][0]
 
 
 @pytest.mark.parametrize("batch", [1, 7, 1000])
 def test_batching_does_not_change_a_crossing(batch) -> None:
-    """Same crossings at any batch size (one event at a time is the reference)."""
+    """Same crossings, dated from the same event, at any batch size (one event at a time
+    is the reference)."""
     t = _stream(3, [(1_000, 6_000), (12_000, 15_000)], 20_000)
     crossings = _run(_bank(), t, batch)
     assert len(crossings) >= 6
+    assert all((first is None) == rec for _, _, rec, first in crossings)
     assert crossings == _run(_bank(), t, 20_000 if batch == 1 else 1)
 
 
@@ -82,5 +94,5 @@ def test_a_restored_bank_continues_exactly() -> None:
     assert first.latched.any()
     second = _bank()
     second.restore(first.state())
-    tail = [(row + 10_000, col, rec) for row, col, rec in _run(second, t[10_000:], 5_000)]
+    tail = _run(second, t[10_000:], 5_000, start=10_000)
     assert head + tail == whole

@@ -255,6 +255,16 @@ def test_a_retrained_model_with_the_same_miscalibration_gets_one_gap_alert() -> 
     assert [(d.model_version, d.evidence["value"] < 0) for d in gaps] == [("v1", True)]
 
 
+def test_held_labels_are_released_alike_whatever_the_batches() -> None:
+    """Labels held for their cohort are released at the model's steps, not at the end of
+    a batch: in batches of 1,000 and 7,777 the rollback and everything it reports (its
+    trigger, the canary's traffic share, the label maturity) are the same."""
+    events = _outcome_ordered_stream(7, 5, (0.55, 0.95), canary_from_hour=24, canary_flip=0.3)
+    small = [d.to_dict(0) for d in run_engine(events, batch=1_000)]
+    assert ("rollback", "canary_regression") in {(d["type"], d["kind"]) for d in small}
+    assert [d.to_dict(0) for d in run_engine(events, batch=7_777)] == small
+
+
 def test_held_labels_survive_a_json_checkpoint() -> None:
     """Stopping while thousands of labels wait for their cohort, and restoring from the
     state as the worker writes it (JSON, NaN as null): the same decisions as one run."""
