@@ -38,6 +38,8 @@ import tempfile
 import time
 from dataclasses import replace
 
+# The script's own folder is on sys.path.
+import commits
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -307,13 +309,7 @@ def unpack(rev: str, into: str) -> str:
     """Commit ``rev`` of this repository as files under ``into``; exits with one line when
     it cannot be read or uses the `driftline` namespace (which the installed package
     would shadow)."""
-    try:
-        tree = subprocess.run(
-            ["git", "archive", "--format=tar", rev], capture_output=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise SystemExit(f"--against {rev}: git archive failed ({exc})") from None
-    subprocess.run(["tar", "-x", "-C", into], input=tree, check=True)
+    commits.unpack(rev, into)
     if os.path.exists(f"{into}/driftline") or not os.path.isfile(f"{into}/streams/config.py"):
         raise SystemExit(f"--against {rev}: only commits before the driftline namespace")
     return into

@@ -340,6 +340,9 @@ class ModelEngine:
         registry = self.model_versions(model_id)
         registry.begin_batch()
         decisions: list[Decision] = []
+        waiting: dict[str, list[LabelBatch]] = {}
+        """Labels for the concept monitors read at once, taken together (one call per
+        version, not per step: its cost is mostly per call)."""
         served_cuts = {v: _cuts(seqs, steps) for v, (_, seqs) in served.items()}
         row_cuts = _cuts(rows.seqs, steps) if rows is not None else []
         label_cuts = {v: _cuts(lab.seqs, steps) for v, lab in labels.items()}
@@ -358,16 +361,18 @@ class ModelEngine:
                 for version, lab in labels.items():
                     c = label_cuts[version]
                     if c[g] < c[g + 1]:
-                        decisions += self._pairs(registry, model_id, version, lab, c[g], c[g + 1])
+                        self._pairs(registry, version, lab, c[g], c[g + 1], waiting)
             if g == len(steps):
                 break
             decisions += self._labelled(registry, registry.step(steps[g]))
-            for version, got_pairs in registry.held_pairs.release(
-                registry.horizon, registry.held.watermark
-            ).items():
-                decisions += self._concept(model_id, version, got_pairs)
+            released = registry.held_pairs.release(registry.horizon, registry.held.watermark)
+            if released:
+                decisions += self._concept_now(registry, model_id, waiting)
+            for version, got_pairs in released.items():
+                made = self.monitor(model_id, version).process([], [], *got_pairs)
+                decisions += [self._read_labels(d, registry.maturity_evidence()) for d in made]
             decisions += registry.release_estimates()
-        return decisions
+        return decisions + self._concept_now(registry, model_id, waiting)
 
     def _served(
         self,
@@ -395,33 +400,45 @@ class ModelEngine:
             + registry.compare_pairs(rows)
         )
 
+    @staticmethod
     def _pairs(
-        self,
         registry: ModelVersions,
-        model_id: str,
         version: str,
         lab: LabelBatch,
         start: int,
         stop: int,
-    ) -> list[Decision]:
-        """A version's joined labels for its concept monitor: read at once where the label
-        delays do not depend on the outcome (horizon 0) and nothing is held, else held
-        until a step releases them (`HeldPairs`)."""
-        pairs, seqs, ts = lab.pairs[start:stop], lab.seqs[start:stop], lab.ts[start:stop]
-        ids, prediction_ts = lab.event_ids[start:stop], lab.prediction_ts[start:stop]
+        waiting: dict[str, list[LabelBatch]],
+    ) -> None:
+        """A version's joined labels for its concept monitor: read at once (``waiting``)
+        where the label delays do not depend on the outcome (horizon 0) and nothing is
+        held, else held until a step releases them (`HeldPairs`)."""
+        part = LabelBatch(
+            lab.pairs[start:stop],
+            lab.seqs[start:stop],
+            lab.ts[start:stop],
+            lab.event_ids[start:stop],
+            lab.prediction_ts[start:stop],
+        )
         if registry.horizon == 0.0 and not registry.held_pairs.held:
-            return self._concept(model_id, version, (pairs, seqs, ts, ids))
-        registry.held_pairs.add(version, pairs, seqs, ts, ids, prediction_ts)
-        return []
+            waiting.setdefault(version, []).append(part)
+        else:
+            registry.held_pairs.add(version, *part)
 
-    def _concept(
-        self,
-        model_id: str,
-        version: str,
-        got: tuple[list[Any], list[int], list[int], list[str]],
+    def _concept_now(
+        self, registry: ModelVersions, model_id: str, waiting: dict[str, list[LabelBatch]]
     ) -> list[Decision]:
-        made = self.monitor(model_id, version).process([], [], *got)
-        return [self._read_labels(d) for d in made]
+        """The labels ``waiting`` through their versions' concept monitors, each decision
+        with the label maturity of the step before its label."""
+        decisions: list[Decision] = []
+        for version, parts in waiting.items():
+            pairs = [x for part in parts for x in part.pairs]
+            seqs = [x for part in parts for x in part.seqs]
+            ts = [x for part in parts for x in part.ts]
+            ids = [x for part in parts for x in part.event_ids]
+            made = self.monitor(model_id, version).process([], [], pairs, seqs, ts, ids)
+            decisions += [self._read_labels(d, registry.evidence_at(d.seq)) for d in made]
+        waiting.clear()
+        return decisions
 
     def _remember_models(
         self,
@@ -457,19 +474,16 @@ class ModelEngine:
         self._feedback_off.discard(model_id)
         self.counts["evicted_models"] += 1
 
-    def _read_labels(self, decision: Decision) -> Decision:
+    @staticmethod
+    def _read_labels(decision: Decision, maturity: dict[str, Any]) -> Decision:
         """A decision made on labels (concept drift, live accuracy against the offline
-        reference) says how they were read (`detectors.versions.maturity`)."""
+        reference) says how they were read (``maturity``, `detectors.versions.maturity`)."""
         on_labels = decision.kind == "concept_drift" or (
             decision.kind == "online_offline_gap" and "online_error_rate" in decision.evidence
         )
-        registry = self.versions.get(decision.model_id)
-        if not on_labels or registry is None:
+        if not on_labels:
             return decision
-        return replace(
-            decision,
-            evidence={**decision.evidence, "label_maturity": registry.maturity_evidence()},
-        )
+        return replace(decision, evidence={**decision.evidence, "label_maturity": maturity})
 
     def _caution(self, decision: Decision) -> Decision:
         """A retrain decision for a model already flagged for a feedback loop says that

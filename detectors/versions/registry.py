@@ -447,10 +447,11 @@ class ModelVersions:
         """Predictions served per version as of the last step (a canary's traffic share)."""
         self.learnt = False
         """Whether labels were taught to the delay model since the last step."""
-        self.stepped: list[tuple[int, str | None]] = []
-        """(position, stable champion) of the steps taken in the current batch."""
-        self.batch_champion: str | None = None
-        """The stable champion when the current batch began."""
+        self.stepped: list[tuple[int, str | None, dict[str, Any]]] = []
+        """(position, stable champion, label maturity) of the steps taken in the current
+        batch."""
+        self.batch_start: tuple[str | None, dict[str, Any]] = (None, self.evidence)
+        """The stable champion and the label maturity when the current batch began."""
 
     # -- registry ----------------------------------------------------------------------
 
@@ -549,7 +550,7 @@ class ModelVersions:
     def begin_batch(self) -> None:
         """Before a batch: forget the positions of the last batch's steps."""
         self.stepped = []
-        self.batch_champion = self.champion
+        self.batch_start = (self.champion, self.evidence)
 
     def step(self, seq: int) -> Rows | None:
         """The model's periodic step, before the item at position ``seq``: read the
@@ -566,16 +567,24 @@ class ModelVersions:
         self.note_promotion()
         self.prune()
         self.served = {name: info.events for name, info in self.versions.items()}
-        self.stepped.append((seq, self.champion))
+        self.stepped.append((seq, self.champion, self.evidence))
         return self.held.release(self.horizon)
 
     def champion_at(self, seq: int) -> str | None:
         """The stable champion as of the last step at or before position ``seq`` of the
         current batch."""
-        for at, champion in reversed(self.stepped):
+        return self._at(seq)[0]
+
+    def evidence_at(self, seq: int) -> dict[str, Any]:
+        """The label maturity as of the last step at or before position ``seq`` of the
+        current batch."""
+        return self._at(seq)[1]
+
+    def _at(self, seq: int) -> tuple[str | None, dict[str, Any]]:
+        for at, champion, evidence in reversed(self.stepped):
             if at <= seq:
-                return champion
-        return self.batch_champion
+                return champion, evidence
+        return self.batch_start
 
     def maturity_evidence(self) -> dict[str, Any]:
         """How labels were read, as of the last step (for the evidence of every decision
