@@ -155,6 +155,7 @@ class LatchingBank:
         n = t.shape[0]
         if n == 0:
             return []
+        dated = stamps is not None
         if stamps is None:
             stamps = np.zeros(n, dtype=np.int64)
         latched = self.latched
@@ -182,12 +183,15 @@ class LatchingBank:
         self.since_latch[backward] += n
         alarms: list[Alarm] = []
         for col in np.flatnonzero(crossed):
-            alarms += self._walk(int(col), t[:, col], valid[:, col], stamps)
+            alarms += self._walk(int(col), t[:, col], valid[:, col], stamps, dated)
         alarms.sort(key=lambda c: (c.row, c.column))
         return alarms
 
-    def _walk(self, col: int, t: np.ndarray, valid: np.ndarray, stamps: np.ndarray) -> list[Alarm]:
-        """One column through a batch in which it crosses, mode by mode."""
+    def _walk(
+        self, col: int, t: np.ndarray, valid: np.ndarray, stamps: np.ndarray, dated: bool
+    ) -> list[Alarm]:
+        """One column through a batch in which it crosses, mode by mode (``dated``: the
+        stamps are the caller's, and alarms say where their runs started)."""
         out: list[Alarm] = []
         n = len(t)
         pos = 0
@@ -229,7 +233,7 @@ class LatchingBank:
             else:
                 zeros = np.flatnonzero(path[: hit + 1] == 0.0)
                 run = hit - int(zeros[-1]) if len(zeros) else int(self.run_length[col]) + hit + 1
-                first = self._started(col, zeros, pos, stamps)
+                first = self._started(col, zeros, pos, stamps) if dated else None
                 out.append(Alarm(row, col, float(path[hit]), run, first_stamp=first))
                 self._latch(col, float(path[hit]) / max(run, 1))
             pos = row + 1
