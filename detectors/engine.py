@@ -340,9 +340,9 @@ class ModelEngine:
         registry = self.model_versions(model_id)
         registry.begin_batch()
         decisions: list[Decision] = []
+        # Labels the concept monitors read at once, gathered for one call per version
+        # (a call costs mostly per call, and steps can be many in a batch).
         waiting: dict[str, list[LabelBatch]] = {}
-        """Labels for the concept monitors read at once, taken together (one call per
-        version, not per step: its cost is mostly per call)."""
         served_cuts = {v: _cuts(seqs, steps) for v, (_, seqs) in served.items()}
         row_cuts = _cuts(rows.seqs, steps) if rows is not None else []
         label_cuts = {v: _cuts(lab.seqs, steps) for v, lab in labels.items()}
