@@ -85,18 +85,20 @@ class _Listener(ConsumerRebalanceListener):
         self.stage = stage
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.stage.commit()
-        for tp in revoked:  # held back, not forwarded: the next owner reads them again
-            self.stage.pending.pop(tp, None)
-            self.stage.positions.pop(tp, None)
-            self.stage.committed.pop(tp, None)
+        async with self.stage.in_batch:
+            await self.stage.commit()
+            for tp in revoked:  # held back, not forwarded: the next owner reads them again
+                self.stage.pending.pop(tp, None)
+                self.stage.positions.pop(tp, None)
+                self.stage.committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         assert self.stage.consumer is not None
-        for tp in assigned:
-            self.stage.positions.pop(tp, None)
-            self.stage.pending.pop(tp, None)
-            self.stage.read_to[tp] = await self.stage.consumer.position(tp)
+        async with self.stage.in_batch:
+            for tp in assigned:
+                self.stage.positions.pop(tp, None)
+                self.stage.pending.pop(tp, None)
+                self.stage.read_to[tp] = await self.stage.consumer.position(tp)
 
 
 class Rekeyer:
@@ -133,6 +135,11 @@ class Rekeyer:
         self.waiting_since: float | None = None
         self.read_to: dict[TopicPartition, int] = {}
         """Offset after the last record forwarded (or the start position) per partition."""
+        self.in_batch = asyncio.Lock()
+        """Held while a batch is forwarded and by the rebalance callbacks (as the worker's
+        `Worker.in_batch`): a partition revoked halfway through a batch would otherwise
+        have its records forwarded after the revocation and its offset committed by a
+        member that no longer owns it (aiokafka refuses that commit, failing the stage)."""
         self.failed = False
 
     async def start(self) -> None:
@@ -173,10 +180,13 @@ class Rekeyer:
                 batch = await self.consumer.getmany(
                     timeout_ms=fetch_timeout_ms, max_records=max_records
                 )
-                for tp, records in batch.items():
-                    self.pending.setdefault(tp, []).extend(records)
-                for tp, records in await self._aligned():
-                    await self.forward(tp, records)
+                async with self.in_batch:
+                    assigned = self.consumer.assignment()
+                    for tp, records in batch.items():
+                        if tp in assigned:  # not revoked while this waited for the lock
+                            self.pending.setdefault(tp, []).extend(records)
+                    for tp, records in await self._aligned():
+                        await self.forward(tp, records)
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                     await self.commit()
                     last_commit = time.monotonic()

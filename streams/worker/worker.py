@@ -144,14 +144,16 @@ class _Listener(ConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.worker.release(self.worker.names(revoked))
+        async with self.worker.in_batch:
+            await self.worker.release(self.worker.names(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         summaries = self.worker.topics.summaries
-        await self.worker.acquire(
-            sorted({tp.partition for tp in assigned if tp.topic != summaries}),
-            sorted({tp.partition for tp in assigned if tp.topic == summaries}),
-        )
+        async with self.worker.in_batch:
+            await self.worker.acquire(
+                sorted({tp.partition for tp in assigned if tp.topic != summaries}),
+                sorted({tp.partition for tp in assigned if tp.topic == summaries}),
+            )
 
 
 class _Snapshot(NamedTuple):
@@ -188,6 +190,13 @@ class Worker:
         """Stage 2, by summaries partition."""
         self.partitions = 0
         self.stopping = asyncio.Event()
+        self.in_batch = asyncio.Lock()
+        """Held by the loop while it handles a batch, and by the rebalance callbacks.
+        aiokafka runs those in its coordinator's task, possibly while the loop waits on a
+        send halfway through a batch; a checkpoint taken then holds the input stage's
+        memory of records its offsets do not cover, and whoever restores it drops them as
+        duplicates. The Java consumer calls its listener inside ``poll``, between
+        batches; this lock gives the same."""
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.last_checkpoint = time.monotonic()
@@ -255,7 +264,12 @@ class Worker:
                     timeout_ms=self.settings.fetch_timeout_ms,
                     max_records=self.settings.max_batch_records,
                 )
-                await self._process(batch)
+                # A rebalance under way may have fetched these for partitions it revokes,
+                # or before it seeks them to their checkpoints: they are read again after.
+                # (One that starts later waits for the lock: taking it free never yields.)
+                stale = self.in_batch.locked()
+                async with self.in_batch:
+                    await self._process({} if stale else batch)
                 self.connection_log.tick(bool(batch))
                 now = time.monotonic()
                 if now - self.last_checkpoint >= self.settings.checkpoint_interval_s:

@@ -311,3 +311,59 @@ async def test_state_that_cannot_be_read_at_assignment_is_retried_then_fails_the
     with pytest.raises(KafkaConnectionError, match="injected"):
         await asyncio.wait_for(worker.run(), 60)
     assert await committed(broker, "g-unreadable", mine, PARTITIONS) == 0
+
+
+async def test_a_revocation_waits_for_the_batch_in_hand(broker, produced) -> None:
+    """aiokafka calls the rebalance listener from its coordinator's task, while the loop
+    may be halfway through a batch (waiting for a send). A revocation must wait for the
+    batch: a checkpoint taken mid-batch holds the input stage's memory of records its
+    offsets do not cover, and whoever restores it drops them as duplicates, so they are
+    lost (seen as 754 "duplicates" in a run of the network-cut test). A worker is held
+    inside a batch while its partitions are revoked; its checkpoints must describe whole
+    batches, and the worker that takes over counts every record once."""
+    from driftline.streams.worker import Worker, WorkerSettings  # noqa: PLC0415
+    from driftline.streams.worker import worker as worker_module  # noqa: PLC0415
+    from tests.kafka_helpers import config_for, kafka  # noqa: PLC0415
+
+    topics, total = produced
+    mine = outputs(topics, f"midbatch{next(_runs)}")
+    group = f"g-midbatch{next(_runs)}"
+    await setup_topics(broker, mine, PARTITIONS)
+    settings = WorkerSettings(group_id=group, max_batch_records=500, **TEST_WORKER)
+    worker = Worker(config_for(mine, SMALL), kafka(broker), settings)
+    inside, gate = asyncio.Event(), asyncio.Event()
+    forward = worker._forward
+    calls = itertools.count(1)
+
+    async def held(*args):  # type: ignore[no-untyped-def]
+        if next(calls) == 20:  # mid-stream, after some checkpoints
+            inside.set()
+            await gate.wait()
+        await forward(*args)
+
+    worker._forward = held  # type: ignore[method-assign]
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(inside.wait(), 60)
+        # The group takes the partitions away: aiokafka calls the listener meanwhile.
+        assert worker.consumer is not None
+        listener = worker_module._Listener(worker)
+        revoking = asyncio.create_task(
+            listener.on_partitions_revoked(list(worker.consumer.assignment()))
+        )
+        await asyncio.sleep(0.5)
+        gate.set()
+        await asyncio.wait_for(revoking, 30)
+    finally:
+        gate.set()
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+    written = await checkpoints(broker, mine.state, group)
+    assert written
+    for p, c in written.items():
+        assert c.state["intake"]["counts"]["events"] == c.state["consumed"], p
+
+    await run_until_committed(broker, mine, group, PARTITIONS, total, SMALL)
+    recovered = await checkpoints(broker, mine.state, group)
+    assert sum(c.state["consumed"] for c in recovered.values()) == total
+    assert sum(c.state["intake"]["counts"]["duplicates"] for c in recovered.values()) == 0
