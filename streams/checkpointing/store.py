@@ -1,10 +1,16 @@
 """Checkpoints of detector state, tagged with the input offsets they cover.
 
-One checkpoint per shard, written to the state topic under the key ``<group>/<shard>``
-(``<group>/3`` for input partition 3, ``<group>/m0`` for summaries partition 0). Large
-states are compressed and split into chunks written under two alternating key sets
-(double buffering), followed by a manifest: a crash while writing leaves the previous
-checkpoint intact, because the manifest still points at it.
+One checkpoint per shard, under keys beginning ``<group>/<shard>`` (``<group>/3`` for
+input partition 3, ``<group>/m0`` for summaries partition 0). The state is compressed and
+split into chunks written under one of two key sets, alternating by generation (double
+buffering), each followed by its own manifest (``<group>/<shard>/<slot>``) naming the
+generation, the writer and the digest of the whole. A reader takes the newest slot whose
+chunks are all there, from the writer and generation its manifest names, and match the
+digest: a crash while writing leaves the other slot intact, and so do two workers that
+both believe they own a shard (one cut off past its session, its write delivered late)
+and write the same generation into the same slot at once, mixing their records.
+Checkpoints of the first format (one manifest at ``<group>/<shard>``, chunks without a
+writer) are still read.
 On Kafka the topic is compacted, so only the latest records per key are kept.
 """
 
@@ -29,6 +35,9 @@ STATE_READ_TIMEOUT_MS = 500
 
 COMPRESSION_LEVEL = 1
 """zlib level: detector state (JSON) shrinks about 5x even at the fastest level."""
+
+MANIFEST_FORMAT = 2
+"""A manifest per slot, naming its writer (format 1: one manifest per shard, no writer)."""
 
 
 class StateError(DriftlineError):
@@ -66,35 +75,47 @@ async def write_checkpoint(
     group: str,
     checkpoint: Checkpoint,
     encoded: bytes | None = None,
+    writer: str = "",
 ) -> int:
-    """Write chunks, then the manifest; returns the bytes written. ``encoded`` is
-    `encode_checkpoint` of the checkpoint when the caller took it already. The payload is
-    compressed on a thread (zlib lets go of the interpreter while it works)."""
+    """Write chunks, then the slot's manifest; returns the bytes written. ``encoded`` is
+    `encode_checkpoint` of the checkpoint when the caller took it already; ``writer``
+    names the process (its chunks are told from another's in the same slot by it). The
+    payload is compressed on a thread (zlib lets go of the interpreter while it works)."""
     raw = encode_checkpoint(checkpoint) if encoded is None else encoded
     body = await asyncio.to_thread(zlib.compress, raw, COMPRESSION_LEVEL)
-    key = _key(group, checkpoint.partition)
-    slot = checkpoint.generation % 2
-    chunks = [body[i : i + CHUNK_BYTES] for i in range(0, len(body), CHUNK_BYTES)] or [b""]
     futures = [
-        await producer.send(
-            topic,
-            chunk,
-            key=f"{key}/{slot}/{i}".encode(),
-            headers=[("generation", str(checkpoint.generation).encode())],
-        )
-        for i, chunk in enumerate(chunks)
+        await producer.send(topic, value, key=key, headers=headers)
+        for key, value, headers in checkpoint_records(group, checkpoint, body, writer)
     ]
     for future in futures:
         await future
+    return len(body)
+
+
+def checkpoint_records(
+    group: str, checkpoint: Checkpoint, body: bytes, writer: str
+) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """The records of one checkpoint, in the order they are written: the chunks of the
+    compressed ``body``, then the slot's manifest (key, value, headers)."""
+    key = _key(group, checkpoint.partition)
+    slot = checkpoint.generation % 2
+    headers = [
+        ("generation", str(checkpoint.generation).encode()),
+        ("writer", writer.encode()),
+    ]
+    chunks = [body[i : i + CHUNK_BYTES] for i in range(0, len(body), CHUNK_BYTES)] or [b""]
     manifest = {
+        "format": MANIFEST_FORMAT,
         "generation": checkpoint.generation,
         "slot": slot,
         "chunks": len(chunks),
+        "writer": writer,
         "sha256": hashlib.sha256(body).hexdigest(),
         "offsets": checkpoint.offsets,
     }
-    await producer.send_and_wait(topic, orjson.dumps(manifest), key=key.encode())
-    return len(body)
+    records = [(f"{key}/{slot}/{i}".encode(), chunk, headers) for i, chunk in enumerate(chunks)]
+    records.append((f"{key}/{slot}".encode(), orjson.dumps(manifest), []))
+    return records
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,53 +155,82 @@ async def read_state_log(consumer: AIOKafkaConsumer, topic: str) -> dict[bytes, 
 async def read_checkpoints(
     consumer: AIOKafkaConsumer, topic: str, group: str
 ) -> dict[str, Checkpoint]:
-    """Latest complete checkpoint per shard of ``group`` (see `read_state_log`)."""
+    """Latest intact checkpoint per shard of ``group`` (see `read_state_log`). A shard
+    whose manifests all point at missing, foreign or corrupt chunks is an error: its
+    state cannot be recovered."""
     latest = await read_state_log(consumer, topic)
-    prefix = f"{group}/"
+    prefix = f"{group}/".encode()
     out: dict[str, Checkpoint] = {}
-    for raw_key, record in latest.items():
-        key = raw_key.decode()
-        rest = key[len(prefix) :] if key.startswith(prefix) else None
-        if rest is None or "/" in rest:
+    for shard_key, manifests in _manifests(latest).items():
+        if not shard_key.startswith(prefix):
+            continue
+        name = shard_key[len(prefix) :].decode()
+        if "/" in name:  # another group's, whose name begins with this one's and a slash
+            continue
+        found = None
+        for manifest in manifests:
+            chunks = _chunks(latest, shard_key, manifest)
+            if chunks is None:
+                continue
+            body = b"".join(chunk.value for chunk in chunks)
+            if hashlib.sha256(body).hexdigest() != manifest["sha256"]:
+                continue
+            payload = orjson.loads(zlib.decompress(body))
+            found = Checkpoint(name, payload["offsets"], payload["state"], manifest["generation"])
+            break
+        if found is None:
+            generations = sorted(m["generation"] for m in manifests)
+            raise StateError(
+                f"checkpoint {shard_key.decode()} (generations {generations}) is incomplete or "
+                "corrupt in every slot"
+            )
+        out[name] = found
+    return out
+
+
+def _manifests(latest: dict[bytes, StateRecord]) -> dict[bytes, list[dict[str, Any]]]:
+    """Every manifest in the log by shard key (``<group>/<shard>``), newest generation
+    first: the two slots' and a first-format one. Manifests are the records without a
+    ``generation`` header; chunks carry one."""
+    out: dict[bytes, list[dict[str, Any]]] = {}
+    for key, record in latest.items():
+        if "generation" in record.headers:
             continue
         manifest = orjson.loads(record.value)
-        parts = []
-        for chunk in _chunks(latest, raw_key, manifest):
-            if chunk is None:
-                raise StateError(
-                    f"checkpoint {key} generation {manifest['generation']} is incomplete"
-                )
-            parts.append(chunk.value)
-        body = b"".join(parts)
-        if hashlib.sha256(body).hexdigest() != manifest["sha256"]:
-            raise StateError(f"checkpoint {key} generation {manifest['generation']} is corrupt")
-        payload = orjson.loads(zlib.decompress(body))
-        out[rest] = Checkpoint(rest, payload["offsets"], payload["state"], manifest["generation"])
+        shard_key = key.rsplit(b"/", 1)[0] if manifest.get("format") == MANIFEST_FORMAT else key
+        manifest["offset"] = record.offset
+        out.setdefault(shard_key, []).append(manifest)
+    for manifests in out.values():
+        manifests.sort(key=lambda m: -int(m["generation"]))
     return out
 
 
 def _chunks(
-    latest: dict[bytes, StateRecord], key: bytes, manifest: dict[str, Any]
-) -> list[StateRecord | None]:
-    """The chunk records a manifest points at (None where one is missing or belongs to
-    another generation)."""
-    out: list[StateRecord | None] = []
+    latest: dict[bytes, StateRecord], shard_key: bytes, manifest: dict[str, Any]
+) -> list[StateRecord] | None:
+    """The chunk records a manifest points at, or None where one is missing or was
+    written by another generation or writer (a first-format manifest names no writer)."""
+    generation = str(manifest["generation"])
+    writer = manifest.get("writer")
+    out = []
     for i in range(manifest["chunks"]):
-        chunk = latest.get(key + f"/{manifest['slot']}/{i}".encode())
-        generation_matches = chunk is not None and chunk.headers.get("generation") == str(
-            manifest["generation"]
-        )
-        out.append(chunk if generation_matches else None)
+        chunk = latest.get(shard_key + f"/{manifest['slot']}/{i}".encode())
+        if (
+            chunk is None
+            or chunk.headers.get("generation") != generation
+            or (writer is not None and chunk.headers.get("writer") != writer)
+        ):
+            return None
+        out.append(chunk)
     return out
 
 
 def trim_point(latest: dict[bytes, StateRecord]) -> int | None:
-    """The lowest offset any group's latest checkpoint still reads (its manifest and the
-    chunks it points at): every record below it is superseded, so a broker that does not
-    compact may delete it. None when there is nothing to keep or a checkpoint is
-    incomplete (then nothing is deleted: its previous records may be all that is left).
-
-    Manifests are the records without a ``generation`` header; chunks carry one.
+    """The lowest offset any group's checkpoints still read: the manifests and chunks of
+    every slot whose chunks are all there (the newest may turn out corrupt: the other is
+    then read), so every record below it is superseded and a broker that does not compact
+    may delete it. None when there is nothing to keep or a shard has no complete slot
+    (then nothing is deleted: its earlier records may be all that is left).
 
     >>> m = orjson.dumps({"generation": 2, "slot": 0, "chunks": 1})
     >>> log = {
@@ -192,13 +242,15 @@ def trim_point(latest: dict[bytes, StateRecord]) -> int | None:
     7
     """
     lowest: int | None = None
-    for key, record in latest.items():
-        if "generation" in record.headers:
-            continue
-        manifest = orjson.loads(record.value)
-        chunks = _chunks(latest, key, manifest)
-        if any(chunk is None for chunk in chunks):
+    for shard_key, manifests in _manifests(latest).items():
+        complete = [
+            (manifest, chunks)
+            for manifest in manifests
+            if (chunks := _chunks(latest, shard_key, manifest)) is not None
+        ]
+        if not complete:
             return None
-        offsets = [record.offset, *(chunk.offset for chunk in chunks if chunk is not None)]
-        lowest = min(offsets) if lowest is None else min(lowest, *offsets)
+        for manifest, chunks in complete:
+            offsets = [manifest["offset"], *(chunk.offset for chunk in chunks)]
+            lowest = min(offsets) if lowest is None else min(lowest, *offsets)
     return lowest

@@ -1053,7 +1053,12 @@ class Worker:
                 if shards.get(name) is not shard:
                     continue  # dropped meanwhile (its partition was revoked)
                 size = await write_checkpoint(
-                    self.producer, self.topics.state, self.settings.group_id, taken, encoded
+                    self.producer,
+                    self.topics.state,
+                    self.settings.group_id,
+                    taken,
+                    encoded,
+                    self.token,
                 )
                 self.metrics.checkpoint_bytes.labels(name).set(size)
                 shard.covered = taken.offsets

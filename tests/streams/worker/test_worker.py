@@ -458,7 +458,7 @@ async def test_the_loop_reads_on_while_a_checkpoint_is_written(
     real_write = worker_module.write_checkpoint
     seen: dict[str, Any] = {}
 
-    async def held_write(producer, topic, group, checkpoint, encoded=None):  # type: ignore[no-untyped-def]
+    async def held_write(producer, topic, group, checkpoint, *rest):  # type: ignore[no-untyped-def]
         if not seen and checkpoint.partition == "0":
             seen["taken"] = dict(checkpoint.offsets)
             shard = worker.shards[0]
@@ -469,7 +469,7 @@ async def test_the_loop_reads_on_while_a_checkpoint_is_written(
                 await asyncio.sleep(0.01)  # polls a count the loop moves
             seen["read_meanwhile"] = shard.consumed - before
             seen["offsets_then"] = dict(shard.offsets)
-        return await real_write(producer, topic, group, checkpoint, encoded)
+        return await real_write(producer, topic, group, checkpoint, *rest)
 
     monkeypatch.setattr(worker_module, "write_checkpoint", held_write)
     settings = WorkerSettings(group_id="g-bg", max_batch_records=500, **TEST_WORKER)
