@@ -385,7 +385,8 @@ class Worker:
         if self.trim_task is not None:
             await asyncio.gather(self.trim_task, return_exceptions=True)
         if self.consumer is not None and self.by_name() and self.failure is None:
-            await self.checkpoint(set(self.by_name()))
+            async with self.in_batch:  # not beside a rebalance's own checkpoint
+                await self.checkpoint(set(self.by_name()))
         elif self.failure is not None:
             log.error(
                 "worker stopped without a final checkpoint (%s); the next start resumes "
