@@ -1,0 +1,100 @@
+"""The model stage's cost per slice of event time, against how many events a slice holds.
+
+Issue 9's target: stage 2's cost per slice independent of the events in it (stage 1
+summarising each slice, stage 2 testing the summaries). This prints where the model
+stage stands. The same number of predictions is served at three densities (one every
+100, 10 and 1 ms of event time) through both stages on 4 partitions (`Staged`, what
+``driftline replay --partitions 4`` runs), and only the model stage's CPU time is
+counted (`ModelEngine.process` on the merged items). A slice is the model stage's step
+(``step_ms`` of event time, 10 s): the natural slice boundary. Were the cost per slice
+independent of its events, the last column would stay near 1 as the density grows; a
+cost per event keeps the cost per event flat instead and the cost per slice grows with
+the events in it.
+
+    python benchmarks/stage2_cost.py [--predictions 60000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from driftline.detectors.engine import ModelEngine
+from driftline.detectors.pipeline import StagedPipeline
+from driftline.detectors.settings import DetectorSettings
+from driftline.streams.replay import Staged
+from driftline.streams.simulation.traffic import StreamSpec, generate
+
+PARTITIONS = 4
+BATCH = 4_096
+SPACINGS_MS = (100, 10, 1)
+SETTINGS = DetectorSettings(warmup_events=3_000, window_events=2_000, label_warmup_events=1_000)
+
+
+class TimedEngine(ModelEngine):
+    """The model stage, adding up the CPU time of its `process` calls."""
+
+    cpu_s = 0.0
+
+    def process(self, items):  # type: ignore[no-untyped-def]
+        started = time.process_time()
+        try:
+            return super().process(items)
+        finally:
+            self.cpu_s += time.process_time() - started
+
+
+def model_stage_cpu(spacing_ms: int, predictions: int) -> tuple[float, int, float]:
+    """CPU seconds of the model stage, items it took, event-time seconds covered."""
+    spec = StreamSpec(
+        scenario="mean_shift",
+        n_predictions=predictions,
+        change_at=predictions // 2,
+        seed=11,
+        event_ms=spacing_ms,
+    )
+    events = generate(spec)
+    pipeline = StagedPipeline(PARTITIONS, SETTINGS)
+    engine = TimedEngine(SETTINGS)
+    pipeline.engine = engine
+    staged = Staged(pipeline)
+    for i in range(0, len(events), BATCH):
+        staged.process(events[i : i + BATCH])
+    pipeline.flush()
+    span_s = (max(e.ts for e in events) - min(e.ts for e in events)) / 1000
+    return engine.cpu_s, len(events), span_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--predictions", type=int, default=60_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    step_s = SETTINGS.step_ms / 1000
+    print(
+        f"{args.predictions:,} predictions (and their outcomes) through both stages on "
+        f"{PARTITIONS} partitions; model stage CPU only, median of {args.rounds}; "
+        f"slice = step_ms = {step_s:.0f} s of event time"
+    )
+    print(
+        f"{'spacing':>8} {'events/slice':>13} {'slices':>7} {'us/event':>9} "
+        f"{'ms/slice':>9} {'slice cost x sparsest':>22}"
+    )
+    first_per_slice = None
+    for spacing in SPACINGS_MS:
+        runs = [model_stage_cpu(spacing, args.predictions) for _ in range(args.rounds)]
+        cpu = statistics.median(r[0] for r in runs)
+        events, span_s = runs[0][1], runs[0][2]
+        slices = max(span_s / step_s, 1.0)
+        per_slice = cpu / slices
+        first_per_slice = first_per_slice or per_slice
+        print(
+            f"{spacing:>6}ms {events / slices:>13,.0f} {slices:>7,.0f} "
+            f"{cpu / events * 1e6:>9.1f} {per_slice * 1000:>9.2f} "
+            f"{per_slice / first_per_slice:>22.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
