@@ -44,7 +44,8 @@ import time
 import uuid
 from collections import Counter as CounterDict
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -144,12 +145,12 @@ class _Listener(ConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self.worker.in_batch:
+        async with self.worker.rebalancing():
             await self.worker.release(self.worker.names(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         summaries = self.worker.topics.summaries
-        async with self.worker.in_batch:
+        async with self.worker.rebalancing():
             await self.worker.acquire(
                 sorted({tp.partition for tp in assigned if tp.topic != summaries}),
                 sorted({tp.partition for tp in assigned if tp.topic == summaries}),
@@ -197,6 +198,10 @@ class Worker:
         memory of records its offsets do not cover, and whoever restores it drops them as
         duplicates. The Java consumer calls its listener inside ``poll``, between
         batches; this lock gives the same."""
+        self.rebalances = 0
+        """Rebalance callbacks started so far (see `rebalancing`)."""
+        self.rebalances_under_way = 0
+        """Rebalance callbacks waiting for the lock or running."""
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.last_checkpoint = time.monotonic()
@@ -264,11 +269,14 @@ class Worker:
                     timeout_ms=self.settings.fetch_timeout_ms,
                     max_records=self.settings.max_batch_records,
                 )
-                # A rebalance under way may have fetched these for partitions it revokes,
-                # or before it seeks them to their checkpoints: they are read again after.
-                # (One that starts later waits for the lock: taking it free never yields.)
-                stale = self.in_batch.locked()
+                started, under_way = self.rebalances, self.rebalances_under_way
                 async with self.in_batch:
+                    # A rebalance under way when these came, or begun before the lock was
+                    # ours, revokes their partitions or seeks them to their checkpoints
+                    # after they were fetched: they are read again. (One that ended
+                    # before they came sought first: aiokafka returns what it fetched
+                    # after.)
+                    stale = under_way or self.rebalances != started
                     await self._process({} if stale else batch)
                 self.connection_log.tick(bool(batch))
                 now = time.monotonic()
@@ -287,6 +295,19 @@ class Worker:
             raise
         finally:
             await asyncio.wait_for(self._shutdown(), self.settings.shutdown_timeout_s)
+
+    @asynccontextmanager
+    async def rebalancing(self) -> AsyncIterator[None]:
+        """What a rebalance callback runs in: between batches (`in_batch`), and counted
+        from before it waits for the lock, so that the loop knows a batch it fetched
+        meanwhile predates the callback's seeks."""
+        self.rebalances += 1
+        self.rebalances_under_way += 1
+        try:
+            async with self.in_batch:
+                yield
+        finally:
+            self.rebalances_under_way -= 1
 
     def stop(self) -> None:
         """Ask the worker to finish its batch, checkpoint, commit and return."""

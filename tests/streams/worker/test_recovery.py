@@ -11,6 +11,7 @@ import itertools
 import signal
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -313,24 +314,16 @@ async def test_state_that_cannot_be_read_at_assignment_is_retried_then_fails_the
     assert await committed(broker, "g-unreadable", mine, PARTITIONS) == 0
 
 
-async def test_a_revocation_waits_for_the_batch_in_hand(broker, produced) -> None:
-    """aiokafka calls the rebalance listener from its coordinator's task, while the loop
-    may be halfway through a batch (waiting for a send). A revocation must wait for the
-    batch: a checkpoint taken mid-batch holds the input stage's memory of records its
-    offsets do not cover, and whoever restores it drops them as duplicates, so they are
-    lost (seen as 754 "duplicates" in a run of the network-cut test). A worker is held
-    inside a batch while its partitions are revoked; its checkpoints must describe whole
-    batches, and the worker that takes over counts every record once."""
+async def held_in_a_batch(broker, topics, group: str, rebalance) -> Any:
+    """A worker held inside its 20th batch (in a send) while ``rebalance(listener,
+    assignment)`` runs the rebalance listener's callbacks, as aiokafka does from its
+    coordinator's task; the batch then finishes. Returns the running worker's task."""
     from driftline.streams.worker import Worker, WorkerSettings  # noqa: PLC0415
     from driftline.streams.worker import worker as worker_module  # noqa: PLC0415
     from tests.kafka_helpers import config_for, kafka  # noqa: PLC0415
 
-    topics, total = produced
-    mine = outputs(topics, f"midbatch{next(_runs)}")
-    group = f"g-midbatch{next(_runs)}"
-    await setup_topics(broker, mine, PARTITIONS)
     settings = WorkerSettings(group_id=group, max_batch_records=500, **TEST_WORKER)
-    worker = Worker(config_for(mine, SMALL), kafka(broker), settings)
+    worker = Worker(config_for(topics, SMALL), kafka(broker), settings)
     inside, gate = asyncio.Event(), asyncio.Event()
     forward = worker._forward
     calls = itertools.count(1)
@@ -345,25 +338,76 @@ async def test_a_revocation_waits_for_the_batch_in_hand(broker, produced) -> Non
     task = asyncio.create_task(worker.run())
     try:
         await asyncio.wait_for(inside.wait(), 60)
-        # The group takes the partitions away: aiokafka calls the listener meanwhile.
         assert worker.consumer is not None
         listener = worker_module._Listener(worker)
-        revoking = asyncio.create_task(
-            listener.on_partitions_revoked(list(worker.consumer.assignment()))
-        )
+        callbacks = asyncio.create_task(rebalance(listener, list(worker.consumer.assignment())))
         await asyncio.sleep(0.5)
         gate.set()
-        await asyncio.wait_for(revoking, 30)
-    finally:
+        await asyncio.wait_for(callbacks, 30)
+    except BaseException:
         gate.set()
         worker.stop()
         await asyncio.wait_for(task, 30)
+        raise
+    return worker, task
+
+
+async def test_a_revocation_waits_for_the_batch_in_hand(broker, produced) -> None:
+    """aiokafka calls the rebalance listener from its coordinator's task, while the loop
+    may be halfway through a batch (waiting for a send). A revocation must wait for the
+    batch: a checkpoint taken mid-batch holds the input stage's memory of records its
+    offsets do not cover, and whoever restores it drops them as duplicates, so they are
+    lost (seen as 754 "duplicates" in a run of the network-cut test). A worker is held
+    inside a batch while its partitions are revoked; its checkpoints must describe whole
+    batches, and the worker that takes over counts every record once."""
+    topics, total = produced
+    mine = outputs(topics, f"midbatch{next(_runs)}")
+    group = f"g-midbatch{next(_runs)}"
+    await setup_topics(broker, mine, PARTITIONS)
+
+    async def revoke(listener, assignment):  # type: ignore[no-untyped-def]
+        await listener.on_partitions_revoked(assignment)
+
+    worker, task = await held_in_a_batch(broker, mine, group, revoke)
+    worker.stop()
+    await asyncio.wait_for(task, 30)
     written = await checkpoints(broker, mine.state, group)
     assert written
     for p, c in written.items():
         assert c.state["intake"]["counts"]["events"] == c.state["consumed"], p
 
     await run_until_committed(broker, mine, group, PARTITIONS, total, SMALL)
+    recovered = await checkpoints(broker, mine.state, group)
+    assert sum(c.state["consumed"] for c in recovered.values()) == total
+    assert sum(c.state["intake"]["counts"]["duplicates"] for c in recovered.values()) == 0
+
+
+async def test_a_batch_fetched_while_partitions_are_handed_back_is_read_again(
+    broker, produced
+) -> None:
+    """The partitions are revoked and assigned again while the loop is inside a batch
+    (both callbacks queued behind it, as in an eager rebalance that gives a member its
+    partitions back). The loop fetches its next batch before they run; the assignment
+    restores the shards from their checkpoints and seeks them there, so that batch is
+    read again, not handled as well: every record is counted once (a batch handled by
+    the restored shards and then read again after the seek would count twice)."""
+    topics, total = produced
+    mine = outputs(topics, f"handback{next(_runs)}")
+    group = f"g-handback{next(_runs)}"
+    await setup_topics(broker, mine, PARTITIONS)
+
+    async def hand_back(listener, assignment):  # type: ignore[no-untyped-def]
+        revoked = asyncio.create_task(listener.on_partitions_revoked(assignment))
+        await asyncio.sleep(0)  # queued behind the batch, ahead of the assignment
+        await listener.on_partitions_assigned(assignment)
+        await revoked
+
+    worker, task = await held_in_a_batch(broker, mine, group, hand_back)
+    try:
+        await wait_committed(broker, group, mine, PARTITIONS, total, tasks=[task])
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
     recovered = await checkpoints(broker, mine.state, group)
     assert sum(c.state["consumed"] for c in recovered.values()) == total
     assert sum(c.state["intake"]["counts"]["duplicates"] for c in recovered.values()) == 0
