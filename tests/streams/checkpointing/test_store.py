@@ -5,12 +5,13 @@ off past its session, its write delivered late), their records interleaved."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import zlib
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from driftline.streams.checkpointing.store import (
     CHUNK_BYTES,
@@ -19,13 +20,12 @@ from driftline.streams.checkpointing.store import (
     StateError,
     checkpoint_records,
     encode_checkpoint,
-    read_checkpoints,
     write_checkpoint,
 )
 from tests.kafka_helpers import topics_for
-from tests.streams.checkpointing.test_trim import new_topic
+from tests.streams.checkpointing.test_trim import new_topic, read_all_checkpoints
 
-_topics = iter(range(10**6))
+_topics = itertools.count()
 
 
 def records(checkpoint: Checkpoint, writer: str):
@@ -44,12 +44,7 @@ async def send(bootstrap: str, topic: str, items) -> None:
 
 
 async def read(bootstrap: str, topic: str) -> dict[str, Checkpoint]:
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await reader.start()
-    try:
-        return await read_checkpoints(reader, topic, "g")
-    finally:
-        await reader.stop()
+    return await read_all_checkpoints(bootstrap, topic, "g")
 
 
 async def fresh(bootstrap: str) -> str:

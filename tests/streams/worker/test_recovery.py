@@ -314,10 +314,11 @@ async def test_state_that_cannot_be_read_at_assignment_is_retried_then_fails_the
     assert await committed(broker, "g-unreadable", mine, PARTITIONS) == 0
 
 
-async def held_in_a_batch(broker, topics, group: str, rebalance) -> Any:
+async def held_in_a_batch(broker, topics, group: str, rebalance) -> tuple[Any, asyncio.Task]:
     """A worker held inside its 20th batch (in a send) while ``rebalance(listener,
     assignment)`` runs the rebalance listener's callbacks, as aiokafka does from its
-    coordinator's task; the batch then finishes. Returns the running worker's task."""
+    coordinator's task; the batch then finishes. Returns the worker, still running, and
+    its task."""
     from driftline.streams.worker import Worker, WorkerSettings  # noqa: PLC0415
     from driftline.streams.worker import worker as worker_module  # noqa: PLC0415
     from tests.kafka_helpers import config_for, kafka  # noqa: PLC0415
