@@ -370,7 +370,7 @@ class ModelEngine:
                 decisions += self._concept_now(registry, model_id, waiting)
             for version, got_pairs in released.items():
                 made = self.monitor(model_id, version).process([], [], *got_pairs)
-                decisions += [self._read_labels(d, registry.maturity_evidence()) for d in made]
+                decisions += [self._read_labels(d, registry.evidence) for d in made]
             decisions += registry.release_estimates()
         return decisions + self._concept_now(registry, model_id, waiting)
 
@@ -412,13 +412,7 @@ class ModelEngine:
         """A version's joined labels for its concept monitor: read at once (``waiting``)
         where the label delays do not depend on the outcome (horizon 0) and nothing is
         held, else held until a step releases them (`HeldPairs`)."""
-        part = LabelBatch(
-            lab.pairs[start:stop],
-            lab.seqs[start:stop],
-            lab.ts[start:stop],
-            lab.event_ids[start:stop],
-            lab.prediction_ts[start:stop],
-        )
+        part = LabelBatch._make(column[start:stop] for column in lab)
         if registry.horizon == 0.0 and not registry.held_pairs.held:
             waiting.setdefault(version, []).append(part)
         else:

@@ -23,11 +23,11 @@ class Alarm:
     """Events since the statistic last stood at zero: the estimated age of the change (for
     a recovery: events since the alarm it ends)."""
     recovered: bool = False
+    """A latched test's reverse CUSUM crossing: the quantity is back at the reference."""
     first_stamp: int | None = None
     """The stamp (event time) of the first event of the run, when the bank was given
     stamps: exact however the events were batched, where ``row - run_length + 1`` may lie
     in an earlier batch."""
-    """A latched test's reverse CUSUM crossing: the quantity is back at the reference."""
 
 
 def gaussian_threshold(arl: float, kl: float) -> float:

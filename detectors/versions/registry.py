@@ -442,7 +442,8 @@ class ModelVersions:
         self.horizon: float | None = None
         """The label-delay horizon as of the last step (`step`)."""
         self.evidence = self._maturity_evidence(None)
-        """How labels are read, as of the last step (`maturity_evidence`)."""
+        """How labels are read, as of the last step (the ``label_maturity`` evidence of
+        every decision made on labels)."""
         self.served: dict[str, int] = {}
         """Predictions served per version as of the last step (a canary's traffic share)."""
         self.learnt = False
@@ -585,11 +586,6 @@ class ModelVersions:
             if at <= seq:
                 return champion, evidence
         return self.batch_start
-
-    def maturity_evidence(self) -> dict[str, Any]:
-        """How labels were read, as of the last step (for the evidence of every decision
-        made on labels)."""
-        return self.evidence
 
     def _maturity_evidence(self, horizon: float | None) -> dict[str, Any]:
         return {
@@ -767,7 +763,7 @@ class ModelVersions:
                 "confidence_interval": [round(verdict.lower, 6), round(verdict.upper, 6)],
                 "confidence": 1 - comparison.alpha,
                 "labels_pending": not metric.labelled,
-                **({"label_maturity": self.maturity_evidence()} if metric.labelled else {}),
+                **({"label_maturity": self.evidence} if metric.labelled else {}),
                 "candidate": {
                     "version": version,
                     "events": verdict.candidate_n,
@@ -1022,7 +1018,7 @@ class ModelVersions:
                 "candidate_only_right": verdict.candidate_only,
                 "champion_only_right": verdict.baseline_only,
                 "disagreement_rate": round(verdict.disagreement_rate, 6),
-                "label_maturity": self.maturity_evidence(),
+                "label_maturity": self.evidence,
             },
             impact=Impact(
                 1.0,
