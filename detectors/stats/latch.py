@@ -147,21 +147,38 @@ class LatchingBank:
         self._latch(column, float(self.a[column] * estimate + self.b[column]))
 
     def update(
-        self, t: np.ndarray, valid: np.ndarray, stamps: np.ndarray | None = None
+        self,
+        t: np.ndarray,
+        valid: np.ndarray,
+        stamps: np.ndarray | None = None,
+        events: np.ndarray | None = None,
     ) -> list[Alarm]:
-        """Feed statistics ``t`` (n_events, m), ``valid`` marking the events that count;
-        ``stamps`` (n_events,), the events' times, date each alarm's run
-        (`Alarm.first_stamp`)."""
+        """Feed statistics ``t`` (n_rows, m), ``valid`` marking the events that count;
+        ``stamps`` (n_rows,), the events' times, date each alarm's run
+        (`Alarm.first_stamp`).
+
+        A row is one event, or, with ``events`` (n_rows,) giving how many events each row
+        holds, a *slice* of events summed: ``t`` the sums of the statistic over the
+        events that count and ``valid`` (float) how many counted. A slice's increment,
+        ``a * sum(t) + b * count``, is exactly the sum of its events' increments, so a
+        statistic standing above zero through a slice ends it where the events would
+        have; where the events' path would have touched zero inside, the slice's ends
+        lower. Slices can therefore delay an alarm or miss one that falls back within a
+        slice, never add one. Run lengths count events; an alarm's row is the slice's.
+        """
         n = t.shape[0]
         if n == 0:
             return []
         dated = stamps is not None
         if stamps is None:
             stamps = np.zeros(n, dtype=np.int64)
+        # Events up to and including each row.
+        ends = np.arange(1, n + 1) if events is None else np.cumsum(events, dtype=np.int64)
+        total = int(ends[-1])
         latched = self.latched
         a = np.where(latched, self.rev_a, self.a)
         b = np.where(latched, self.rev_b, self.b)
-        llr = np.where(valid, a * t + b, 0.0)
+        llr = _increments(a, b, t, valid, events is not None)
         start = np.where(latched, self.rev_statistic, self.statistic)
         threshold = np.where(latched, self.rev_threshold, self.thresholds)
         path = _cusum(start, llr)
@@ -172,7 +189,7 @@ class LatchingBank:
         at_zero = path == 0.0
         any_zero = at_zero.any(axis=0)
         last_zero = n - 1 - np.argmax(at_zero[::-1], axis=0)
-        runs = np.where(any_zero, n - 1 - last_zero, self.run_length + n)
+        runs = np.where(any_zero, total - ends[last_zero], self.run_length + total)
         self.statistic[forward] = path[-1, forward]
         self.run_length[forward] = runs[forward]
         after = last_zero + 1
@@ -180,21 +197,35 @@ class LatchingBank:
         carried = np.where(self.run_start == NEXT, stamps[0], self.run_start)
         self.run_start[forward] = np.where(any_zero, started, carried)[forward]
         self.rev_statistic[backward] = path[-1, backward]
-        self.since_latch[backward] += n
+        self.since_latch[backward] += total
         alarms: list[Alarm] = []
+        summed = events is not None
         for col in np.flatnonzero(crossed):
-            alarms += self._walk(int(col), t[:, col], valid[:, col], stamps, dated)
+            alarms += self._walk(int(col), t[:, col], valid[:, col], stamps, dated, ends, summed)
         alarms.sort(key=lambda c: (c.row, c.column))
         return alarms
 
     def _walk(
-        self, col: int, t: np.ndarray, valid: np.ndarray, stamps: np.ndarray, dated: bool
+        self,
+        col: int,
+        t: np.ndarray,
+        valid: np.ndarray,
+        stamps: np.ndarray,
+        dated: bool,
+        ends: np.ndarray,
+        summed: bool,
     ) -> list[Alarm]:
         """One column through a batch in which it crosses, mode by mode (``dated``: the
-        stamps are the caller's, and alarms say where their runs started)."""
+        stamps are the caller's, and alarms say where their runs started; ``ends``:
+        events up to each row; ``summed``: rows are slices, `update`)."""
         out: list[Alarm] = []
         n = len(t)
         pos = 0
+
+        def events_in(first: int, last: int) -> int:
+            """Events of rows ``first`` to ``last``, both included."""
+            return int(ends[last] - (ends[first - 1] if first > 0 else 0))
+
         while pos < n:
             latched = bool(self.latched[col])
             if latched:
@@ -206,33 +237,36 @@ class LatchingBank:
                 )
             else:
                 a, b, thr, s0 = self.a[col], self.b[col], self.thresholds[col], self.statistic[col]
-            llr = np.where(valid[pos:], a * t[pos:] + b, 0.0)
+            llr = _increments(a, b, t[pos:], valid[pos:], summed)
             path = _cusum(np.array([s0]), llr[:, None])[:, 0]
             above = np.flatnonzero(path > thr)
             if len(above) == 0:
                 if latched:
                     self.rev_statistic[col] = path[-1]
-                    self.since_latch[col] += n - pos
+                    self.since_latch[col] += events_in(pos, n - 1)
                 else:
                     zeros = np.flatnonzero(path == 0.0)
                     self.statistic[col] = path[-1]
                     self.run_length[col] = (
-                        n - pos - 1 - int(zeros[-1])
+                        events_in(pos + int(zeros[-1]) + 1, n - 1)
                         if len(zeros)
-                        else self.run_length[col] + n - pos
+                        else self.run_length[col] + events_in(pos, n - 1)
                     )
                     self.run_start[col] = self._started(col, zeros, pos, stamps)
                 return out
             hit = int(above[0])
             row = pos + hit
             if latched:
-                out.append(
-                    Alarm(row, col, float(path[hit]), int(self.since_latch[col]) + hit + 1, True)
-                )
+                since = int(self.since_latch[col]) + events_in(pos, row)
+                out.append(Alarm(row, col, float(path[hit]), since, True))
                 self._unlatch(col)
             else:
                 zeros = np.flatnonzero(path[: hit + 1] == 0.0)
-                run = hit - int(zeros[-1]) if len(zeros) else int(self.run_length[col]) + hit + 1
+                run = (
+                    events_in(pos + int(zeros[-1]) + 1, row)
+                    if len(zeros)
+                    else int(self.run_length[col]) + events_in(pos, row)
+                )
                 first = self._started(col, zeros, pos, stamps) if dated else None
                 out.append(Alarm(row, col, float(path[hit]), run, first_stamp=first))
                 self._latch(col, float(path[hit]) / max(run, 1))
@@ -320,6 +354,16 @@ class LatchingBank:
         self.rev_threshold = np.full(m, np.inf)
         for col in np.flatnonzero(self.latched):
             self.rev_threshold[col] = self._reverse_threshold(int(col))
+
+
+def _increments(
+    a: np.ndarray | float, b: np.ndarray | float, t: np.ndarray, valid: np.ndarray, summed: bool
+) -> np.ndarray:
+    """Log-likelihood-ratio increments of rows: ``a * t + b`` per event that counts, or
+    ``a * sum(t) + b * count`` per slice (``summed``, `LatchingBank.update`)."""
+    if summed:
+        return a * t + b * valid
+    return np.where(valid, a * t + b, 0.0)
 
 
 def _cusum(start: np.ndarray, llr: np.ndarray) -> np.ndarray:

@@ -96,3 +96,52 @@ def test_a_restored_bank_continues_exactly() -> None:
     second.restore(first.state())
     tail = _run(second, t[10_000:], 5_000, start=10_000)
     assert head + tail == whole
+
+
+def _summed(t: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Slices of ``size`` events: sums of the statistics, events that count, events, and
+    the stamp of each slice's first event."""
+    starts = np.arange(0, len(t), size)
+    events = np.diff(np.r_[starts, len(t)])
+    counts = np.repeat(events[:, None], t.shape[1], axis=1).astype(np.float64)
+    return np.add.reduceat(t, starts, axis=0), counts, events, starts.astype(np.int64)
+
+
+def test_slices_of_one_event_are_the_events() -> None:
+    """The slice form with one event per row gives the per-event crossings exactly."""
+    t = _stream(5, [(2_000, 9_000)], 15_000)
+    sums, counts, events, stamps = _summed(t, 1)
+    bank = _bank()
+    found = bank.update(sums, counts, stamps, events)
+    assert [(c.row, c.column, c.recovered, c.first_stamp) for c in found] == _run(
+        _bank(), t, 15_000
+    )
+
+
+def test_slices_delay_an_alarm_never_add_one() -> None:
+    """Slices of 100 events: every crossing lands in the slice of the per-event crossing
+    or a later one, the same number of crossings here, and a null stream of a million
+    events is as quiet summed as it is event by event; run lengths count events."""
+    t = _stream(6, [(3_000, 30_000), (60_000, 90_000)], 100_000)
+    events_path = _run(_bank(), t, 100_000)
+    sums, counts, events, stamps = _summed(t, 100)
+    sliced = _bank().update(sums, counts, stamps, events)
+    assert len(sliced) == len(events_path) >= 6
+    for col in range(3):
+        mine = [c for c in sliced if c.column == col]
+        theirs = [(row, rec) for row, c, rec, _ in events_path if c == col]
+        assert [c.recovered for c in mine] == [rec for _, rec in theirs]
+        for got, (row, _) in zip(mine, theirs, strict=True):
+            assert row // 100 <= got.row <= row // 100 + 3
+    forward = [c for c in sliced if not c.recovered]
+    assert all(c.run_length % 100 == 0 and c.run_length > 0 for c in forward)
+
+    null = _stream(7, [], 1_000_000)
+    quiet = _bank()
+    quiet.calibrate(np.array([9.0, 9.0, 9.0]), ARL)  # loose enough to cross now and then
+    per_event = len(quiet.update(null, np.ones_like(null, dtype=bool)))
+    loose = _bank()
+    loose.calibrate(np.array([9.0, 9.0, 9.0]), ARL)
+    per_slice = len(loose.update(*_summed(null, 100)[:2], None, _summed(null, 100)[2]))
+    assert per_event >= 3
+    assert per_slice <= per_event
