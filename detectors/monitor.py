@@ -211,19 +211,28 @@ class VersionMonitor:
             [p.event_id for p in predictions],
         )
         features = [p.features for p in predictions]
+        every = self.settings.slice_ms
+        slices = meta.ts // every if every else None
+
+        def sliced(channel: Channel) -> np.ndarray | None:
+            return slices if channel.summable else None
+
         if self.numeric is not None:
             data = self.numeric.prepare(numeric_matrix(features, self.numeric.names))
-            _collect(self.numeric.update(data, meta), signals, reports)
+            _collect(self.numeric.update(data, meta, sliced(self.numeric)), signals, reports)
         if self.categorical is not None:
             columns = list(zip(*value_rows(features, self.categorical.names), strict=True))
             if not columns:
                 columns = [() for _ in self.categorical.names]
+            codes = self.categorical.prepare(columns)
             _collect(
-                self.categorical.update(self.categorical.prepare(columns), meta), signals, reports
+                self.categorical.update(codes, meta, sliced(self.categorical)), signals, reports
             )
         if self.pred_numeric is not None:
             data = self.pred_numeric.prepare(numeric_column([p.prediction for p in predictions]))
-            _collect(self.pred_numeric.update(data, meta), signals, reports)
+            _collect(
+                self.pred_numeric.update(data, meta, sliced(self.pred_numeric)), signals, reports
+            )
         if self.pred_categorical is not None:
             column = [
                 p.prediction[0]
@@ -232,7 +241,11 @@ class VersionMonitor:
                 for p in predictions
             ]
             codes = self.pred_categorical.prepare([column])
-            _collect(self.pred_categorical.update(codes, meta), signals, reports)
+            _collect(
+                self.pred_categorical.update(codes, meta, sliced(self.pred_categorical)),
+                signals,
+                reports,
+            )
 
     def distributions(self, features: set[str]) -> dict[tuple[str, str], list[list[float]]]:
         """(kind, feature) -> [reference bin shares, current bin shares] of the features

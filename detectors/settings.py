@@ -283,6 +283,17 @@ class DetectorSettings:
     held or a version was promoted; labels that pass straight through (delays that do
     not depend on the outcome) are compared at once."""
 
+    slice_ms: int = 0
+    """Event time a *slice* spans for the sequential tests of the data and prediction
+    channels, or 0 to test every event. With slices the tests take one row per slice,
+    the sums of its events' statistics, so the model stage's test cost is per slice
+    (`detectors.stats.latch.LatchingBank.update`); a slice is tested when the first event
+    of a later one arrives. Sums of a slice are exact, so slices never add a false alarm;
+    they delay an alarm by up to a slice, and can miss a change that comes and goes
+    within one. Channels using River's detectors (``data_detector``,
+    ``prediction_detector``) always test per event. Off by default while the input stage
+    does not yet send summaries (README, "Two stages")."""
+
     step_items: int = 64
     """Items of a model at least between two of its steps (see ``step_ms``): a sparse
     model replayed from a backlog would otherwise step on nearly every item."""
@@ -449,6 +460,10 @@ class DetectorSettings:
         if self.reference_lag_labels < 0 or self.reference_max_labels < 0:
             raise ConfigError(
                 "settings reference_lag_labels and reference_max_labels must be 0 or positive"
+            )
+        if self.slice_ms < 0:
+            raise ConfigError(
+                f"setting slice_ms must be 0 (every event) or positive, got {self.slice_ms}"
             )
         if self.max_future_skew_ms < 0:
             raise ConfigError(

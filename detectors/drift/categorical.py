@@ -146,10 +146,11 @@ class CategoricalChannel(Channel):
     def _empty_counts(self) -> list[np.ndarray]:
         return [np.zeros(len(s.probs)) for s in self.summaries]
 
-    def _add_counts(self, codes: np.ndarray) -> None:
+    def _add_counts(self, codes: np.ndarray, into: list[np.ndarray] | None = None) -> None:
+        counts = self.window_counts if into is None else into
         for f, summary in enumerate(self.summaries):
             column = codes[:, f]
-            self.window_counts[f] += np.bincount(column[column >= 0], minlength=len(summary.probs))
+            counts[f] += np.bincount(column[column >= 0], minlength=len(summary.probs))
 
     def _bad(self, codes: np.ndarray) -> np.ndarray:
         return codes < 0

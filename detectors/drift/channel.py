@@ -31,6 +31,26 @@ class TestSpec:
     design: dict[str, Any]
 
 
+@dataclass(slots=True)
+class OpenSlice:
+    """What a channel has summed of the slice of event time it has not tested yet
+    (`Channel.update` with slices)."""
+
+    index: int
+    """The slice: event time // ``slice_ms``."""
+    first_ts: int
+    """Event time of its first event (dates a run that starts with it)."""
+    t: np.ndarray
+    """Per test column, the sum of the statistic over the events that count."""
+    counted: np.ndarray
+    """Per test column, the events that count."""
+    events: int
+    counts: Any
+    """Histogram counts, as the window's."""
+    bad: np.ndarray
+    """Invalid values per feature."""
+
+
 def histogram_test(counts: np.ndarray, ref_probs: np.ndarray) -> tuple[float, float, float]:
     """G-test and PSI of observed bin ``counts`` against reference bin probabilities.
 
@@ -72,6 +92,8 @@ class Channel(ABC):
         self.last_window_counts: Any = None
         """Histogram counts of the last closed window (for display; not checkpointed)."""
         self.window_bad = np.zeros(len(self.feature_names))
+        self.open: OpenSlice | None = None
+        """The slice being summed (`update_slices`); None per event or before the first."""
 
     # -- what subclasses provide -------------------------------------------------------
 
@@ -97,7 +119,8 @@ class Channel(ABC):
     def _empty_counts(self) -> list[np.ndarray]: ...
 
     @abstractmethod
-    def _add_counts(self, data: Any) -> None: ...
+    def _add_counts(self, data: Any, into: Any = None) -> None:
+        """Add the histogram counts of ``data`` to the window's, or to ``into``."""
 
     @abstractmethod
     def _bad(self, data: Any) -> np.ndarray: ...
@@ -119,6 +142,12 @@ class Channel(ABC):
     def _other_signal(self, alarm: Alarm, meta: BatchMeta) -> Signal:
         raise NotImplementedError
 
+    @property
+    def summable(self) -> bool:
+        """Whether every test of the channel can take slices of events summed (River's
+        detectors take one event at a time)."""
+        return True
+
     # -- shared ------------------------------------------------------------------------
 
     @property
@@ -132,13 +161,17 @@ class Channel(ABC):
         self.window_alpha = self.settings.window_events / arl_per_test
 
     def update(
-        self, data: Any, meta: BatchMeta
+        self, data: Any, meta: BatchMeta, slices: np.ndarray | None = None
     ) -> tuple[list[Signal], list[WindowReport | Recovery]]:
         """Feed a batch; window boundaries fall on the same events whatever the batching.
 
         A sequential test that alarms latches until its quantity is back at the reference
         (`detectors.stats.latch`); its return is reported as a `Recovery` among the reports.
+        With ``slices`` (the slice of event time of each event), the tests run per slice
+        instead (`update_slices`).
         """
+        if slices is not None:
+            return self.update_slices(data, meta, slices)
         signals: list[Signal] = []
         reports: list[WindowReport | Recovery] = []
         n = len(meta)
@@ -166,6 +199,107 @@ class Channel(ABC):
                 signals.extend(closed_signals)
                 reports.append(report)
         return signals, reports
+
+    def update_slices(
+        self, data: Any, meta: BatchMeta, slices: np.ndarray
+    ) -> tuple[list[Signal], list[WindowReport | Recovery]]:
+        """Feed a batch whose events fall in ``slices`` (event time // ``slice_ms``): the
+        sequential tests take one row per slice, the sums of its events (`LatchingBank`),
+        so their cost is per slice, not per event.
+
+        A slice is tested when an event of a later slice arrives, and that event is the
+        trigger its signals name (the event that closed it); an event of a slice already
+        closed joins the open one. Window tests close at the end of the first slice that
+        fills them. What was summed of the open slice is kept across batches (and in the
+        state), added in event order, so where batches end changes nothing.
+        """
+        n = len(meta)
+        if n == 0:
+            return [], []
+        t, ok = self._stats(data)
+        t = np.where(ok, t, 0.0)
+        bad = self._bad(data)
+        k = np.asarray(slices, dtype=np.int64)
+        opened = self.open.index if self.open is not None else int(k[0])
+        before = np.maximum.accumulate(np.r_[opened, k[:-1]])
+        cuts = np.flatnonzero(k > before)
+        if self.open is None:
+            self.open = self._open_slice(int(k[0]), int(meta.ts[0]))
+        rows: list[OpenSlice] = []
+        for j, (first, stop) in enumerate(zip(np.r_[0, cuts], np.r_[cuts, n], strict=True)):
+            if j > 0:  # an event of a later slice: the open one is complete
+                rows.append(self.open)
+                self.open = self._open_slice(int(k[first]), int(meta.ts[first]))
+            if stop > first:
+                self._sum_into(self.open, data, t, ok, bad, int(first), int(stop))
+        if not rows:
+            return [], []
+        closing = BatchMeta(meta.seq[cuts], meta.ts[cuts], [meta.event_ids[c] for c in cuts])
+        alarms = self.bank.update(
+            np.array([r.t for r in rows]),
+            np.array([r.counted for r in rows]),
+            np.array([r.first_ts for r in rows], dtype=np.int64),
+            np.array([r.events for r in rows], dtype=np.int64),
+        )
+        signals: list[Signal] = []
+        reports: list[WindowReport | Recovery] = []
+        by_row: dict[int, list[Alarm]] = {}
+        for alarm in alarms:
+            by_row.setdefault(alarm.row, []).append(alarm)
+        for i, row in enumerate(rows):
+            for alarm in by_row.get(i, ()):
+                if alarm.recovered:
+                    reports.append(self._recovery(alarm, closing))
+                else:
+                    signals.append(self._sequential_signal(alarm, closing))
+            if self.window_first_ts is None:
+                self.window_first_ts = row.first_ts
+            self._add_window(row)
+            if self.window_count >= self.settings.window_events:
+                closed_signals, report = self._close_window(closing.slice(i, i + 1))
+                signals.extend(closed_signals)
+                reports.append(report)
+        return signals, reports
+
+    def _open_slice(self, index: int, first_ts: int) -> OpenSlice:
+        m = len(self.bank.thresholds)
+        return OpenSlice(
+            index,
+            first_ts,
+            np.zeros(m),
+            np.zeros(m),
+            0,
+            self._empty_counts(),
+            np.zeros(len(self.feature_names)),
+        )
+
+    def _sum_into(
+        self,
+        into: OpenSlice,
+        data: Any,
+        t: np.ndarray,
+        ok: np.ndarray,
+        bad: np.ndarray,
+        start: int,
+        stop: int,
+    ) -> None:
+        """Add events ``start:stop`` of a batch to a slice, in event order (cumulative sums
+        from what the slice holds: the same additions however the batches were cut)."""
+        into.t = np.cumsum(np.vstack([into.t, t[start:stop]]), axis=0)[-1]
+        into.counted = into.counted + ok[start:stop].sum(axis=0)
+        into.events += stop - start
+        into.bad = into.bad + bad[start:stop].sum(axis=0)
+        self._add_counts(self._slice(data, start, stop), into.counts)
+
+    def _add_window(self, row: OpenSlice) -> None:
+        """A tested slice's histogram counts and invalid values join the window."""
+        if isinstance(self.window_counts, list):
+            for f, part in enumerate(row.counts):
+                self.window_counts[f] += part
+        else:
+            self.window_counts += row.counts
+        self.window_bad += row.bad
+        self.window_count += row.events
 
     def _sequential_signal(self, alarm: Alarm, meta: BatchMeta) -> Signal:
         if alarm.column >= len(self.bank.thresholds):
@@ -275,6 +409,17 @@ class Channel(ABC):
             "window_first_ts": self.window_first_ts,
             "window_counts": [c.tolist() for c in self.window_counts],
             "window_bad": self.window_bad.tolist(),
+            "open": None
+            if self.open is None
+            else {
+                "index": self.open.index,
+                "first_ts": self.open.first_ts,
+                "t": self.open.t.tolist(),
+                "counted": self.open.counted.tolist(),
+                "events": self.open.events,
+                "counts": [np.asarray(c).tolist() for c in self.open.counts],
+                "bad": self.open.bad.tolist(),
+            },
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -283,6 +428,20 @@ class Channel(ABC):
         self.window_first_ts = state["window_first_ts"]
         self.window_counts = [np.asarray(c, dtype=np.float64) for c in state["window_counts"]]
         self.window_bad = np.asarray(state["window_bad"], dtype=np.float64)
+        found = state.get("open")
+        self.open = None
+        if found is not None:
+            empty = self._empty_counts()
+            counts = [np.asarray(c, dtype=np.float64) for c in found["counts"]]
+            self.open = OpenSlice(
+                found["index"],
+                found["first_ts"],
+                np.asarray(found["t"], dtype=np.float64),
+                np.asarray(found["counted"], dtype=np.float64),
+                found["events"],
+                counts if isinstance(empty, list) else np.array(counts).reshape(empty.shape),
+                np.asarray(found["bad"], dtype=np.float64),
+            )
 
 
 def _arl_from(channel: Channel) -> float:

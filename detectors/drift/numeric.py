@@ -264,13 +264,16 @@ class NumericChannel(Channel):
     def _empty_counts(self) -> np.ndarray:  # type: ignore[override]
         return np.zeros((len(self.names), self.settings.histogram_bins))
 
-    def _add_counts(self, data: NumericData) -> None:
+    @property
+    def summable(self) -> bool:
+        return self.river is None
+
+    def _add_counts(self, data: NumericData, into: np.ndarray | None = None) -> None:
         bins = self.settings.histogram_bins
         valid = data.bins >= 0
         flat = (data.bins + np.arange(len(self.names)) * bins)[valid]
-        self.window_counts += np.bincount(flat, minlength=len(self.names) * bins).reshape(
-            len(self.names), bins
-        )
+        counts = self.window_counts if into is None else into
+        counts += np.bincount(flat, minlength=len(self.names) * bins).reshape(len(self.names), bins)
 
     def _bad(self, data: NumericData) -> np.ndarray:
         return data.bad

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from driftline.detectors.settings import DetectorSettings
 from driftline.streams.simulation.traffic import CHANGED_FEATURE
 from tests.conftest import run_engine, served_at
 
@@ -75,6 +76,31 @@ def test_concept_drift_asks_for_retraining_at_once(make_stream) -> None:
         concept[0].evidence["signals"][0]["error_rate"]
         > concept[0].evidence["signals"][0]["reference_error_rate"]
     )
+
+
+SLICE_MS = 2_000
+"""Slices of 200 predictions at the simulator's 10 ms spacing."""
+
+
+@pytest.mark.parametrize(("scenario", "kind", "max_delay"), SCENARIOS[:4])
+def test_slices_delay_a_detection_by_at_most_a_slice(
+    make_stream, scenario, kind, max_delay
+) -> None:
+    """Tested per slice of event time, the data and prediction tests raise nothing before
+    the change and find it within one slice of the per-event bound, naming the same
+    feature, triggered by an event that closes a slice."""
+    events = make_stream(scenario=scenario, n_predictions=N, change_at=CHANGE_AT, seed=3)
+    served = served_at(events)
+    per_event = [d for d in run_engine(events) if d.type == "alert" and d.kind == kind]
+    decisions = run_engine(events, DetectorSettings(slice_ms=SLICE_MS))
+    assert [d for d in decisions if served[d.seq] <= CHANGE_AT] == []
+    alerts = [d for d in decisions if d.type == "alert" and d.kind == kind]
+    assert alerts and per_event
+    delay = int(served[alerts[0].seq]) - CHANGE_AT
+    slice_events = SLICE_MS // 10
+    assert 0 < delay <= max_delay + slice_events
+    assert int(served[per_event[0].seq]) - CHANGE_AT <= delay + slice_events
+    assert alerts[0].features[0] == per_event[0].features[0]
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import orjson
+import pytest
 from msgspec import structs
 
 from driftline.detectors.engine import Engine
@@ -26,15 +27,18 @@ def whole(decisions):
     return [d.to_dict(0) for d in decisions]
 
 
-def test_batch_boundaries_do_not_change_decisions(make_stream) -> None:
+@pytest.mark.parametrize("slice_ms", [0, 3_000])
+def test_batch_boundaries_do_not_change_decisions(make_stream, slice_ms) -> None:
     """The same stream in batches of 1,000, 4,096 or 7,777 gives identical decisions,
     every field (a drift's onset is dated from the event its test's run started at, which
-    may lie batches back)."""
+    may lie batches back), tested per event or per slice of event time (a slice's sums
+    carried across batches)."""
     events = make_stream(scenario="mean_shift", n_predictions=40_000, change_at=20_000, seed=4)
-    reference = whole(run_engine(events, SMALL, batch=4_096))
+    settings = replace(SMALL, slice_ms=slice_ms)
+    reference = whole(run_engine(events, settings, batch=4_096))
     assert reference
-    assert whole(run_engine(events, SMALL, batch=1_000)) == reference
-    assert whole(run_engine(events, SMALL, batch=7_777)) == reference
+    assert whole(run_engine(events, settings, batch=1_000)) == reference
+    assert whole(run_engine(events, settings, batch=7_777)) == reference
 
 
 def test_batch_boundaries_do_not_change_what_decisions_say(make_stream) -> None:
@@ -54,18 +58,23 @@ def test_batch_boundaries_do_not_change_what_decisions_say(make_stream) -> None:
         assert whole(run_engine(events, batch=7_777)) == reference
 
 
-def test_state_snapshot_restores_exactly(make_stream) -> None:
+@pytest.mark.parametrize("slice_ms", [0, 3_000])
+def test_state_snapshot_restores_exactly(make_stream, slice_ms) -> None:
     """Snapshot mid-stream, serialise to JSON, restore in a fresh engine: the decisions
-    after the snapshot are those of an uninterrupted run."""
+    after the snapshot are those of an uninterrupted run (with slices, the snapshot falls
+    inside one, and what it had summed is restored)."""
     events = make_stream(scenario="categorical", n_predictions=40_000, change_at=25_000, seed=5)
-    whole = Engine(SMALL)
+    settings = replace(SMALL, slice_ms=slice_ms)
+    whole = Engine(settings)
     uninterrupted = run_engine(events, engine=whole)
     assert uninterrupted
     cut = 30_001
-    first = Engine(SMALL)
+    first = Engine(settings)
     before = run_engine(events[:cut], engine=first)
+    if slice_ms:
+        assert any(m.numeric.open.events for m in first.models.monitors["credit-risk"].values())
     state = orjson.loads(orjson.dumps(first.state(), option=orjson.OPT_SERIALIZE_NUMPY))
-    second = Engine(SMALL)
+    second = Engine(settings)
     second.restore(state)
     after = run_engine(events[cut:], engine=second)
     assert ids(before + after) == ids(uninterrupted)
