@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +17,9 @@ class BatchMeta:
     """Arrival position of each event in the whole stream (orders signals)."""
     ts: np.ndarray
     """Event time of each event, epoch ms."""
-    event_ids: list[str]
-    """Event id of each event (the trigger recorded in decisions)."""
+    event_ids: Sequence[str | None]
+    """Event id of each event (the trigger recorded in decisions); None for a slice of
+    events (`detectors.drift.channel.Channel.update_slices`)."""
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -56,7 +58,7 @@ class Signal:
     tests, PSI for window tests."""
     ts: int
     """Event time of the triggering event."""
-    event_id: str
+    event_id: str | None
     """Id of the triggering event."""
     first_ts: int
     """Event time at which the evidence starts (change-point estimate)."""

@@ -9,6 +9,7 @@ crossings into `Signal` objects.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,9 @@ class OpenSlice:
     index: int
     """The slice: event time // ``slice_ms``."""
     first_ts: int
-    """Event time of its first event (dates a run that starts with it)."""
+    """Earliest event time in it (dates a run that starts with it)."""
+    last_ts: int
+    """Latest event time in it (dates what it triggers)."""
     t: np.ndarray
     """Per test column, the sum of the statistic over the events that count."""
     counted: np.ndarray
@@ -49,6 +52,24 @@ class OpenSlice:
     """Histogram counts, as the window's."""
     bad: np.ndarray
     """Invalid values per feature."""
+
+
+NEVER = 2**62
+"""Event time of no event: a slice with nothing summed starts after it and ends before."""
+
+
+def _add_part(into: OpenSlice, part: OpenSlice) -> None:
+    """A part of a slice summed elsewhere, added to the open slice."""
+    into.t = into.t + part.t
+    into.counted = into.counted + part.counted
+    into.events += part.events
+    into.first_ts = min(into.first_ts, part.first_ts)
+    into.last_ts = max(into.last_ts, part.last_ts)
+    if isinstance(into.counts, list):
+        into.counts = [a + b for a, b in zip(into.counts, part.counts, strict=True)]
+    else:
+        into.counts = into.counts + part.counts
+    into.bad = into.bad + part.bad
 
 
 def histogram_test(counts: np.ndarray, ref_probs: np.ndarray) -> tuple[float, float, float]:
@@ -201,52 +222,63 @@ class Channel(ABC):
         return signals, reports
 
     def update_slices(
-        self, data: Any, meta: BatchMeta, slices: np.ndarray
+        self,
+        data: Any,
+        meta: BatchMeta,
+        slices: np.ndarray,
+        partials: Sequence[tuple[int, int, OpenSlice]] = (),
     ) -> tuple[list[Signal], list[WindowReport | Recovery]]:
         """Feed a batch whose events fall in ``slices`` (event time // ``slice_ms``): the
         sequential tests take one row per slice, the sums of its events (`LatchingBank`),
-        so their cost is per slice, not per event.
+        so their cost is per slice, not per event. ``partials`` are slices (or parts of
+        slices) summed elsewhere, as ``(position, seq, part)``: the part comes before
+        event ``position`` of the batch, at merge position ``seq``.
 
-        A slice is tested when an event of a later slice arrives, and that event is the
-        trigger its signals name (the event that closed it); an event of a slice already
-        closed joins the open one. Window tests close at the end of the first slice that
-        fills them. What was summed of the open slice is kept across batches (and in the
-        state), added in event order, so where batches end changes nothing.
+        A slice is tested when an event or part of a later slice arrives; an event or part
+        of a slice already tested joins the open one. A slice's signals are dated at its
+        last event and name no event (the slice triggered them, wherever it was summed).
+        Window tests close at the end of the first slice that fills them. What was summed
+        of the open slice is kept across batches (and in the state), added in event order,
+        so where batches end changes nothing.
         """
         n = len(meta)
-        if n == 0:
-            return [], []
-        t, ok = self._stats(data)
-        t = np.where(ok, t, 0.0)
-        bad = self._bad(data)
-        k = np.asarray(slices, dtype=np.int64)
-        opened = self.open.index if self.open is not None else int(k[0])
-        before = np.maximum.accumulate(np.r_[opened, k[:-1]])
-        cuts = np.flatnonzero(k > before)
-        if self.open is None:
-            self.open = self._open_slice(int(k[0]), int(meta.ts[0]))
-        rows: list[OpenSlice] = []
-        for j, (first, stop) in enumerate(zip(np.r_[0, cuts], np.r_[cuts, n], strict=True)):
-            if j > 0:  # an event of a later slice: the open one is complete
-                rows.append(self.open)
-                self.open = self._open_slice(int(k[first]), int(meta.ts[first]))
-            if stop > first:
-                self._sum_into(self.open, data, t, ok, bad, int(first), int(stop))
+        if n:
+            t, ok = self._stats(data)
+            t = np.where(ok, t, 0.0)
+            bad = self._bad(data)
+            k = np.asarray(slices, dtype=np.int64)
+        rows: list[tuple[OpenSlice, int]] = []  # slices done, and the seq that closed each
+        done = 0
+        for position, seq, part in [*partials, (n, -1, None)]:
+            if position > done:
+                self._sum_events(data, meta, t, ok, bad, k, done, position, rows)
+                done = position
+            if part is None:
+                break
+            if self.open is None or part.index > self.open.index:
+                if self.open is not None:
+                    rows.append((self.open, seq))
+                self.open = self._open_slice(part.index)
+            _add_part(self.open, part)
         if not rows:
             return [], []
-        closing = BatchMeta(meta.seq[cuts], meta.ts[cuts], [meta.event_ids[c] for c in cuts])
+        closing = BatchMeta(
+            np.array([seq for _, seq in rows], dtype=np.int64),
+            np.array([row.last_ts for row, _ in rows], dtype=np.int64),
+            [None] * len(rows),
+        )
         alarms = self.bank.update(
-            np.array([r.t for r in rows]),
-            np.array([r.counted for r in rows]),
-            np.array([r.first_ts for r in rows], dtype=np.int64),
-            np.array([r.events for r in rows], dtype=np.int64),
+            np.array([r.t for r, _ in rows]),
+            np.array([r.counted for r, _ in rows]),
+            np.array([r.first_ts for r, _ in rows], dtype=np.int64),
+            np.array([r.events for r, _ in rows], dtype=np.int64),
         )
         signals: list[Signal] = []
         reports: list[WindowReport | Recovery] = []
         by_row: dict[int, list[Alarm]] = {}
         for alarm in alarms:
             by_row.setdefault(alarm.row, []).append(alarm)
-        for i, row in enumerate(rows):
+        for i, (row, _) in enumerate(rows):
             for alarm in by_row.get(i, ()):
                 if alarm.recovered:
                     reports.append(self._recovery(alarm, closing))
@@ -261,11 +293,38 @@ class Channel(ABC):
                 reports.append(report)
         return signals, reports
 
-    def _open_slice(self, index: int, first_ts: int) -> OpenSlice:
+    def _sum_events(
+        self,
+        data: Any,
+        meta: BatchMeta,
+        t: np.ndarray,
+        ok: np.ndarray,
+        bad: np.ndarray,
+        k: np.ndarray,
+        start: int,
+        stop: int,
+        rows: list[tuple[OpenSlice, int]],
+    ) -> None:
+        """Events ``start:stop`` of a batch into the open slice, closing it (into
+        ``rows``) at each event of a later slice."""
+        opened = self.open.index if self.open is not None else int(k[start])
+        part = k[start:stop]
+        before = np.maximum.accumulate(np.r_[opened, part[:-1]])
+        cuts = start + np.flatnonzero(part > before)
+        for j, (first, end) in enumerate(zip(np.r_[start, cuts], np.r_[cuts, stop], strict=True)):
+            if self.open is None or j > 0:  # an event of a later slice: the open one is done
+                if self.open is not None:
+                    rows.append((self.open, int(meta.seq[first])))
+                self.open = self._open_slice(int(k[first]))
+            if end > first:
+                self.sum_into(self.open, data, meta.ts, t, ok, bad, int(first), int(end))
+
+    def _open_slice(self, index: int) -> OpenSlice:
         m = len(self.bank.thresholds)
         return OpenSlice(
             index,
-            first_ts,
+            NEVER,
+            -NEVER,
             np.zeros(m),
             np.zeros(m),
             0,
@@ -273,10 +332,11 @@ class Channel(ABC):
             np.zeros(len(self.feature_names)),
         )
 
-    def _sum_into(
+    def sum_into(
         self,
         into: OpenSlice,
         data: Any,
+        ts: np.ndarray,
         t: np.ndarray,
         ok: np.ndarray,
         bad: np.ndarray,
@@ -284,10 +344,13 @@ class Channel(ABC):
         stop: int,
     ) -> None:
         """Add events ``start:stop`` of a batch to a slice, in event order (cumulative sums
-        from what the slice holds: the same additions however the batches were cut)."""
+        from what the slice holds: the same additions however the batches were cut);
+        ``t`` is zero where ``ok`` is not (`_stats`)."""
         into.t = np.cumsum(np.vstack([into.t, t[start:stop]]), axis=0)[-1]
         into.counted = into.counted + ok[start:stop].sum(axis=0)
         into.events += stop - start
+        into.first_ts = min(into.first_ts, int(ts[start:stop].min()))
+        into.last_ts = max(into.last_ts, int(ts[start:stop].max()))
         into.bad = into.bad + bad[start:stop].sum(axis=0)
         self._add_counts(self._slice(data, start, stop), into.counts)
 
@@ -414,6 +477,7 @@ class Channel(ABC):
             else {
                 "index": self.open.index,
                 "first_ts": self.open.first_ts,
+                "last_ts": self.open.last_ts,
                 "t": self.open.t.tolist(),
                 "counted": self.open.counted.tolist(),
                 "events": self.open.events,
@@ -436,6 +500,7 @@ class Channel(ABC):
             self.open = OpenSlice(
                 found["index"],
                 found["first_ts"],
+                found["last_ts"],
                 np.asarray(found["t"], dtype=np.float64),
                 np.asarray(found["counted"], dtype=np.float64),
                 found["events"],
