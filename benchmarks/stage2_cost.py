@@ -1,15 +1,20 @@
 """The model stage's cost per slice of event time, against how many events a slice holds.
 
 Issue 9's target: stage 2's cost per slice independent of the events in it (stage 1
-summarising each slice, stage 2 testing the summaries). This prints where the model
-stage stands. The same number of predictions is served at three densities (one every
-100, 10 and 1 ms of event time) through both stages on 4 partitions (`Staged`, what
-``driftline replay --partitions 4`` runs), and only the model stage's CPU time is
-counted (`ModelEngine.process` on the merged items). A slice is the model stage's step
-(``step_ms`` of event time, 10 s): the natural slice boundary. Were the cost per slice
-independent of its events, the last column would stay near 1 as the density grows; a
-cost per event keeps the cost per event flat instead and the cost per slice grows with
-the events in it.
+summarising each slice, stage 2 testing the summaries). The same number of predictions
+is served at three densities (one every 100, 10 and 1 ms of event time) through both
+stages on 4 partitions (`Staged`, what ``driftline replay --partitions 4`` runs), and
+only the model stage's CPU time is counted (`ModelEngine.process` on the merged items).
+A slice is 10 s of event time (the model stage's step). Two set-ups, in the same run:
+
+- ``items``: today's default (``slice_ms`` 0, a warm-up reference): every prediction
+  travels to the model stage and is tested there;
+- ``summaries``: an offline reference profile and ``slice_ms`` 10,000: the input stage
+  sums each slice's predictions, the model stage tests the sums.
+
+Were the cost per slice independent of its events, the last column would stay near 1 as
+the density grows. Labels (half the predictions get one) travel as items either way:
+the concept and version tests read them one by one, so some cost per event remains.
 
     python benchmarks/stage2_cost.py [--predictions 60000] [--rounds 3]
 """
@@ -19,10 +24,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
+from driftline.detectors.drift.reference import ReferenceBuilder, ReferenceProfile
 from driftline.detectors.engine import ModelEngine
 from driftline.detectors.pipeline import StagedPipeline
 from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.records import Prediction
 from driftline.streams.replay import Staged
 from driftline.streams.simulation.traffic import StreamSpec, generate
 
@@ -30,6 +38,16 @@ PARTITIONS = 4
 BATCH = 4_096
 SPACINGS_MS = (100, 10, 1)
 SETTINGS = DetectorSettings(warmup_events=3_000, window_events=2_000, label_warmup_events=1_000)
+SLICE_MS = 10_000
+
+
+def offline_profile() -> ReferenceProfile:
+    """A training profile of the simulator's model (its stationary traffic)."""
+    builder = ReferenceBuilder(SETTINGS, 20_000)
+    for e in generate(StreamSpec(scenario="stationary", n_predictions=20_000, seed=99)):
+        if type(e) is Prediction:
+            builder.add(e.features, e.prediction)
+    return builder.build("training", "credit-risk")
 
 
 class TimedEngine(ModelEngine):
@@ -45,8 +63,11 @@ class TimedEngine(ModelEngine):
             self.cpu_s += time.process_time() - started
 
 
-def model_stage_cpu(spacing_ms: int, predictions: int) -> tuple[float, int, float]:
-    """CPU seconds of the model stage, items it took, event-time seconds covered."""
+def model_stage_cpu(
+    spacing_ms: int, predictions: int, profile: ReferenceProfile | None = None
+) -> tuple[float, int, float]:
+    """CPU seconds of the model stage, events served, event-time seconds covered (with
+    ``profile``: summed per slice by the input stage)."""
     spec = StreamSpec(
         scenario="mean_shift",
         n_predictions=predictions,
@@ -55,8 +76,12 @@ def model_stage_cpu(spacing_ms: int, predictions: int) -> tuple[float, int, floa
         event_ms=spacing_ms,
     )
     events = generate(spec)
-    pipeline = StagedPipeline(PARTITIONS, SETTINGS)
-    engine = TimedEngine(SETTINGS)
+    settings = SETTINGS if profile is None else replace(SETTINGS, slice_ms=SLICE_MS)
+    profiles = {} if profile is None else {"credit-risk": profile}
+    pipeline = StagedPipeline(PARTITIONS, settings, profiles)
+    engine = TimedEngine(settings, profiles)
+    for intake in pipeline.intakes:
+        intake.slicer.profiles = engine.profiles
     pipeline.engine = engine
     staged = Staged(pipeline)
     for i in range(0, len(events), BATCH):
@@ -71,29 +96,31 @@ def main() -> None:
     parser.add_argument("--predictions", type=int, default=60_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    step_s = SETTINGS.step_ms / 1000
+    step_s = SLICE_MS / 1000
     print(
         f"{args.predictions:,} predictions (and their outcomes) through both stages on "
         f"{PARTITIONS} partitions; model stage CPU only, median of {args.rounds}; "
-        f"slice = step_ms = {step_s:.0f} s of event time"
+        f"slice = {step_s:.0f} s of event time"
     )
     print(
-        f"{'spacing':>8} {'events/slice':>13} {'slices':>7} {'us/event':>9} "
+        f"{'set-up':>10} {'spacing':>8} {'events/slice':>13} {'slices':>7} {'us/event':>9} "
         f"{'ms/slice':>9} {'slice cost x sparsest':>22}"
     )
-    first_per_slice = None
-    for spacing in SPACINGS_MS:
-        runs = [model_stage_cpu(spacing, args.predictions) for _ in range(args.rounds)]
-        cpu = statistics.median(r[0] for r in runs)
-        events, span_s = runs[0][1], runs[0][2]
-        slices = max(span_s / step_s, 1.0)
-        per_slice = cpu / slices
-        first_per_slice = first_per_slice or per_slice
-        print(
-            f"{spacing:>6}ms {events / slices:>13,.0f} {slices:>7,.0f} "
-            f"{cpu / events * 1e6:>9.1f} {per_slice * 1000:>9.2f} "
-            f"{per_slice / first_per_slice:>22.1f}"
-        )
+    profile = offline_profile()
+    for name, used in (("items", None), ("summaries", profile)):
+        first_per_slice = None
+        for spacing in SPACINGS_MS:
+            runs = [model_stage_cpu(spacing, args.predictions, used) for _ in range(args.rounds)]
+            cpu = statistics.median(r[0] for r in runs)
+            events, span_s = runs[0][1], runs[0][2]
+            slices = max(span_s / step_s, 1.0)
+            per_slice = cpu / slices
+            first_per_slice = first_per_slice or per_slice
+            print(
+                f"{name:>10} {spacing:>6}ms {events / slices:>13,.0f} {slices:>7,.0f} "
+                f"{cpu / events * 1e6:>9.1f} {per_slice * 1000:>9.2f} "
+                f"{per_slice / first_per_slice:>22.1f}"
+            )
 
 
 if __name__ == "__main__":

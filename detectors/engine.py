@@ -39,7 +39,8 @@ from driftline.detectors.feedback.monitor import (
     Tag,
     feedback_tag,
 )
-from driftline.detectors.intake.stage import Intake, Routed
+from driftline.detectors.intake.slices import SliceSummary
+from driftline.detectors.intake.stage import SUMMARY, Intake, Routed
 from driftline.detectors.monitor import VersionMonitor
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.versions.registry import ModelVersions, Rows
@@ -67,6 +68,8 @@ class _Sorted:
     preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]] = field(default_factory=dict)
     """Predictions and their positions per (model, version)."""
     labels: dict[tuple[str, str], LabelBatch] = field(default_factory=dict)
+    sums: dict[tuple[str, str], tuple[list[SliceSummary], list[int]]] = field(default_factory=dict)
+    """Slices summed by the input stage and their positions per (model, version)."""
     loops: list[Record] = field(default_factory=list)
     """Records of the models that watch feedback loops, in order (most models have none)."""
     independent: dict[str, int] = field(default_factory=dict)
@@ -77,7 +80,9 @@ class _Sorted:
 
 _NAN = math.nan
 
-ENGINE_COUNTERS = ("evicted_versions", "evicted_models")
+ENGINE_COUNTERS = ("evicted_versions", "evicted_models", "untested_slice_events")
+"""``untested_slice_events``: predictions the input stage summed against another profile
+than their version's monitor has (`detectors.monitor.VersionMonitor.process`)."""
 
 BATCH_ITEMS = 8_192
 """Items the model stage takes at a time. Its per-batch work is vectorised, yet a batch of
@@ -158,7 +163,7 @@ class ModelEngine:
         for d in decisions:
             name = f"{d.type}:{d.kind}"
             self.decision_counts[name] = self.decision_counts.get(name, 0) + 1
-        self._remember_models(batch.preds, batch.labels, batch.loops, batch.independent)
+        self._remember_models(batch.preds, batch.labels, batch.loops, batch.independent, batch.sums)
         return decisions
 
     def _sort(self, items: Sequence[Routed]) -> _Sorted:
@@ -184,14 +189,20 @@ class ModelEngine:
                     batch.steps.setdefault(event.model_id, []).append(seq)
                     clock[0] = (slot // clock[2] + 1) * clock[2]
                     clock[1] = 0
-                clock[1] += 1
+                clock[1] += event.events if kind == SUMMARY else 1
             previous = event if kind == LABEL else None
             if kind == PREDICTION:
-                self._sort_prediction(batch, event, seq, item.tag)  # type: ignore[arg-type]
+                self._sort_prediction(batch, event, seq, item.tag)
             elif kind == LABEL:
                 self._sort_label(batch, item, seq)
+            elif kind == SUMMARY:
+                found = batch.sums.get((event.model_id, event.model_version))
+                if found is None:
+                    found = batch.sums[(event.model_id, event.model_version)] = ([], [])
+                found[0].append(event)
+                found[1].append(seq)
             else:
-                self._sort_independent(batch, event, seq)  # type: ignore[arg-type]
+                self._sort_independent(batch, event, seq)
         self.seq = seq + 1
         return batch
 
@@ -302,8 +313,17 @@ class ModelEngine:
         """Run the monitors, version comparisons and feedback-loop tests on a sorted
         batch; decisions in merge order."""
         decisions: list[Decision] = []
-        for key, (predictions, seqs) in batch.preds.items():
-            decisions += self.monitor(*key).process(predictions, seqs, [], [], [], [])
+        for key in {**batch.preds, **batch.sums}:
+            predictions, seqs = batch.preds.get(key, ([], []))
+            monitor = self.monitor(*key)
+            sliced = batch.sums.get(key)
+            if sliced is None:
+                decisions += monitor.process(predictions, seqs, [], [], [], [])
+                continue
+            untested = monitor.unmatched_events
+            summed = list(zip(sliced[1], sliced[0], strict=True))
+            decisions += monitor.process(predictions, seqs, [], [], [], [], summed)
+            self.counts["untested_slice_events"] += monitor.unmatched_events - untested
         rows = self._labelled_rows(batch.labels)
         served: dict[str, dict[str, tuple[list[Prediction], list[int]]]] = {}
         for (model_id, version), found in batch.preds.items():
@@ -311,13 +331,17 @@ class ModelEngine:
         labels: dict[str, dict[str, LabelBatch]] = {}
         for (model_id, version), lab in batch.labels.items():
             labels.setdefault(model_id, {})[version] = lab
-        for model_id in {**served, **rows}:
+        sums: dict[str, dict[str, tuple[list[SliceSummary], list[int]]]] = {}
+        for (model_id, version), got in batch.sums.items():
+            sums.setdefault(model_id, {})[version] = got
+        for model_id in {**served, **sums, **rows}:
             decisions += self._versions(
                 model_id,
                 served.get(model_id, {}),
                 rows.get(model_id),
                 labels.get(model_id, {}),
                 batch.steps.get(model_id, []),
+                sums.get(model_id, {}),
             )
         if batch.loops:
             decisions += self._feedback_loops(batch.loops)
@@ -333,10 +357,12 @@ class ModelEngine:
         rows: Rows | None,
         labels: dict[str, LabelBatch],
         steps: list[int],
+        sums: dict[str, tuple[list[SliceSummary], list[int]]] | None = None,
     ) -> list[Decision]:
         """One model's version comparisons and concept monitors on a batch: its items
         between two steps at a time, and at each step what the step released (held labels
-        and cohorts whose predictions matured, see `ModelVersions.step`)."""
+        and cohorts whose predictions matured, see `ModelVersions.step`). ``sums``: slices
+        of predictions summed by the input stage, per version (counted as traffic)."""
         registry = self.model_versions(model_id)
         registry.begin_batch()
         decisions: list[Decision] = []
@@ -346,7 +372,14 @@ class ModelEngine:
         served_cuts = {v: _cuts(seqs, steps) for v, (_, seqs) in served.items()}
         row_cuts = _cuts(rows.seqs, steps) if rows is not None else []
         label_cuts = {v: _cuts(lab.seqs, steps) for v, lab in labels.items()}
+        sums = sums or {}
+        sum_cuts = {v: _cuts(seqs, steps) for v, (_, seqs) in sums.items()}
+        every = self.settings_for(model_id).slice_ms
         for g in range(len(steps) + 1):
+            for version, (found, _) in sums.items():
+                c = sum_cuts[version]
+                for summary in found[c[g] : c[g + 1]]:
+                    registry.observe_slice(version, summary, summary.number * every)
             part = {
                 v: (p[c[g] : c[g + 1]], seqs[c[g] : c[g + 1]])
                 for v, (p, seqs) in served.items()
@@ -440,12 +473,13 @@ class ModelEngine:
         labels: dict[tuple[str, str], LabelBatch],
         loops: list[Record],
         independent: dict[str, int],
+        sums: dict[tuple[str, str], tuple[list[SliceSummary], list[int]]],
     ) -> None:
         """Mark the batch's models as seen (in order of their last event) and forget the
         least recently seen beyond ``max_models``. What survives is the most recently seen
         models, however the stream was cut into batches."""
         last = dict(independent)
-        for (model_id, _), (_, seqs) in preds.items():
+        for (model_id, _), (_, seqs) in itertools.chain(preds.items(), sums.items()):
             last[model_id] = max(last.get(model_id, -1), seqs[-1])
         for (model_id, _), lab in labels.items():
             last[model_id] = max(last.get(model_id, -1), lab[1][-1])
@@ -690,8 +724,8 @@ class Engine:
         profiles: Mapping[str, ReferenceProfile] | None = None,
         model_settings: Mapping[str, DetectorSettings] | None = None,
     ) -> None:
-        self.intake = Intake(settings, model_settings)
         self.models = ModelEngine(settings, profiles, model_settings)
+        self.intake = Intake(settings, model_settings, self.models.profiles)
 
     def process(self, events: Sequence[Event]) -> list[Decision]:
         """Feed a batch of decoded events in arrival order; return new decisions."""

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from driftline.detectors.drift.numeric import NumericChannel
 from driftline.detectors.drift.reference import (
     ReferenceBuilder,
     ReferenceProfile,
+    fingerprint,
     from_wire,
     to_wire,
 )
@@ -27,6 +28,9 @@ from driftline.detectors.policy import DecisionPolicy
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.signal import BatchMeta, Recovery, Signal, WindowReport
 from driftline.schemas.records import Prediction
+
+if TYPE_CHECKING:
+    from driftline.detectors.intake.slices import SliceSummary
 
 _NUMERIC_TYPES = frozenset({int, float, type(None)})
 
@@ -61,6 +65,63 @@ def value_rows(
         return [tuple(map(f.get, names)) for f in features]
 
 
+class ChannelSet(NamedTuple):
+    """The drift channels a reference profile gives a version, in a fixed order (the
+    order of a `SliceSummary`'s parts)."""
+
+    numeric: NumericChannel | None
+    categorical: CategoricalChannel | None
+    pred_numeric: NumericChannel | None
+    pred_categorical: CategoricalChannel | None
+
+    @classmethod
+    def of(cls, profile: ReferenceProfile, settings: DetectorSettings) -> ChannelSet:
+        return cls(
+            NumericChannel("data_drift", profile.numeric, settings) if profile.numeric else None,
+            CategoricalChannel("data_drift", profile.categorical, settings)
+            if profile.categorical
+            else None,
+            NumericChannel("prediction_drift", {"prediction": profile.prediction_numeric}, settings)
+            if profile.prediction_numeric
+            else None,
+            CategoricalChannel(
+                "prediction_drift", {"prediction": profile.prediction_categorical}, settings
+            )
+            if profile.prediction_categorical
+            else None,
+        )
+
+    @property
+    def present(self) -> list[Channel]:
+        return [c for c in self if c is not None]
+
+    def prepare(self, predictions: Sequence[Prediction]) -> list[tuple[int, Channel, Any]]:
+        """Each present channel, with its position in the set and what its tests read of
+        ``predictions`` (values scored against the reference, bucket codes...)."""
+        out: list[tuple[int, Channel, Any]] = []
+        features = [p.features for p in predictions]
+        if self.numeric is not None:
+            matrix = numeric_matrix(features, self.numeric.names)
+            out.append((0, self.numeric, self.numeric.prepare(matrix)))
+        if self.categorical is not None:
+            columns = list(zip(*value_rows(features, self.categorical.names), strict=True))
+            if not columns:
+                columns = [() for _ in self.categorical.names]
+            out.append((1, self.categorical, self.categorical.prepare(columns)))
+        if self.pred_numeric is not None:
+            values = numeric_column([p.prediction for p in predictions])
+            out.append((2, self.pred_numeric, self.pred_numeric.prepare(values)))
+        if self.pred_categorical is not None:
+            column = [
+                p.prediction[0]
+                if isinstance(p.prediction, tuple) and p.prediction
+                else p.prediction
+                for p in predictions
+            ]
+            out.append((3, self.pred_categorical, self.pred_categorical.prepare([column])))
+        return out
+
+
 class VersionMonitor:
     """Detectors and decision policy of one (model, version).
 
@@ -88,6 +149,10 @@ class VersionMonitor:
             offline=profile.offline if profile else False,
         )
         self.policy: DecisionPolicy | None = None
+        self.fingerprint: str | None = None
+        """Of the profile, once a summed slice asks (`process`)."""
+        self.unmatched_events = 0
+        """Events of slices summed against another profile: counted, not tested."""
         if profile is None:
             self.builder = ReferenceBuilder(settings, settings.warmup_events)
         else:
@@ -108,36 +173,13 @@ class VersionMonitor:
     def _activate(self, profile: ReferenceProfile) -> None:
         self.profile = profile
         s = self.settings
-        channels: list[Channel] = []
-        self.numeric = NumericChannel("data_drift", profile.numeric, s) if profile.numeric else None
-        self.categorical = (
-            CategoricalChannel("data_drift", profile.categorical, s)
-            if profile.categorical
-            else None
-        )
-        self.pred_numeric = (
-            NumericChannel("prediction_drift", {"prediction": profile.prediction_numeric}, s)
-            if profile.prediction_numeric
-            else None
-        )
-        self.pred_categorical = (
-            CategoricalChannel(
-                "prediction_drift", {"prediction": profile.prediction_categorical}, s
-            )
-            if profile.prediction_categorical
-            else None
-        )
-        candidates: list[Channel | None] = [
-            self.numeric,
-            self.categorical,
-            self.pred_numeric,
-            self.pred_categorical,
-        ]
-        channels = [c for c in candidates if c is not None]
-        self.channels = channels
-        self.n_tests = sum(c.n_tests for c in channels) + concept_module.n_tests(s)
+        found = ChannelSet.of(profile, s)
+        self.numeric, self.categorical, self.pred_numeric, self.pred_categorical = found
+        self.channel_set = found
+        self.channels = found.present
+        self.n_tests = sum(c.n_tests for c in self.channels) + concept_module.n_tests(s)
         arl = s.false_alarm_budget_events * self.n_tests
-        for channel in channels:
+        for channel in self.channels:
             channel.calibrate(arl)
         self.concept.calibrate(arl)
         self.policy = DecisionPolicy(s, self.model_id, self.model_version, self.reference_label)
@@ -150,18 +192,26 @@ class VersionMonitor:
         label_seqs: list[int],
         label_ts: list[int],
         label_ids: list[str],
+        summed: Sequence[tuple[int, SliceSummary]] = (),
     ) -> list[Decision]:
-        """One batch of this version's predictions and newly joined labels."""
+        """One batch of this version's predictions, slices of its predictions summed by
+        the input stage (``summed``, with their merge positions) and newly joined labels.
+
+        A slice summed against another profile than this version's (one published while
+        the version was already monitored) cannot be tested here: its events are counted
+        (`unmatched_events`), not tested."""
         signals: list[Signal] = []
         reports: list[WindowReport | Recovery] = []
         start = 0
         if self.builder is not None:
             start = self._warm(predictions)
-        if self.active and start < len(predictions):
-            self._observe(predictions[start:], seqs[start:], signals, reports)
+        if summed:
+            summed = self._matched(summed)
+        if self.active and (start < len(predictions) or summed):
+            self._observe(predictions[start:], seqs[start:], signals, reports, summed)
             if self.profile is not None and self.profile.offline:
-                signals = self._skew(signals, seqs[start:])
-        self.events += len(predictions)
+                signals = self._skew(signals, seqs[start:], summed)
+        self.events += len(predictions) + sum(s.events for _, s in summed)
         if labelled:
             got_signals, got_reports = self.concept.update(
                 labelled, label_seqs, label_ts, label_ids
@@ -172,16 +222,40 @@ class VersionMonitor:
             return []
         return self.policy.process(signals, reports)
 
-    def _skew(self, signals: list[Signal], seqs: list[int]) -> list[Signal]:
+    def _matched(
+        self, summed: Sequence[tuple[int, SliceSummary]]
+    ) -> Sequence[tuple[int, SliceSummary]]:
+        """The slices summed against this version's profile (`process`)."""
+        if self.profile is not None and self.fingerprint is None:
+            self.fingerprint = fingerprint(self.profile)
+        matched = [(seq, s) for seq, s in summed if s.profile == self.fingerprint]
+        if len(matched) < len(summed):
+            self.unmatched_events += sum(s.events for _, s in summed) - sum(
+                s.events for _, s in matched
+            )
+        return matched
+
+    def _skew(
+        self,
+        signals: list[Signal],
+        seqs: list[int],
+        summed: Sequence[tuple[int, SliceSummary]] = (),
+    ) -> list[Signal]:
         """Input drift against an offline profile within the first ``skew_horizon_events``
         predictions of this version is training-serving skew: the live inputs never matched
         training."""
         horizon = self.settings.skew_horizon_events - self.events
         if horizon <= 0:
             return signals
+        if summed:  # events before each position, a summed slice counting its events
+            weighted = sorted([(q, 1) for q in seqs] + [(q, s.events) for q, s in summed])
+            seqs = [q for q, _ in weighted]
+            before = np.concatenate([[0], np.cumsum([n for _, n in weighted])])
+        else:
+            before = np.arange(len(seqs) + 1)
         return [
             replace(s, kind="training_serving_skew")
-            if s.kind == "data_drift" and bisect_left(seqs, s.seq) < horizon
+            if s.kind == "data_drift" and before[bisect_left(seqs, s.seq)] < horizon
             else s
             for s in signals
         ]
@@ -204,48 +278,25 @@ class VersionMonitor:
         seqs: list[int],
         signals: list[Signal],
         reports: list[WindowReport | Recovery],
+        summed: Sequence[tuple[int, SliceSummary]] = (),
     ) -> None:
+        """Predictions, and slices summed by the input stage (``summed``, with their merge
+        positions), through the channels."""
         meta = BatchMeta(
             np.asarray(seqs, dtype=np.int64),
             np.fromiter((p.ts for p in predictions), dtype=np.int64, count=len(predictions)),
             [p.event_id for p in predictions],
         )
-        features = [p.features for p in predictions]
         every = self.settings.slice_ms
         slices = meta.ts // every if every else None
-
-        def sliced(channel: Channel) -> np.ndarray | None:
-            return slices if channel.summable else None
-
-        if self.numeric is not None:
-            data = self.numeric.prepare(numeric_matrix(features, self.numeric.names))
-            _collect(self.numeric.update(data, meta, sliced(self.numeric)), signals, reports)
-        if self.categorical is not None:
-            columns = list(zip(*value_rows(features, self.categorical.names), strict=True))
-            if not columns:
-                columns = [() for _ in self.categorical.names]
-            codes = self.categorical.prepare(columns)
-            _collect(
-                self.categorical.update(codes, meta, sliced(self.categorical)), signals, reports
-            )
-        if self.pred_numeric is not None:
-            data = self.pred_numeric.prepare(numeric_column([p.prediction for p in predictions]))
-            _collect(
-                self.pred_numeric.update(data, meta, sliced(self.pred_numeric)), signals, reports
-            )
-        if self.pred_categorical is not None:
-            column = [
-                p.prediction[0]
-                if isinstance(p.prediction, tuple) and p.prediction
-                else p.prediction
-                for p in predictions
-            ]
-            codes = self.pred_categorical.prepare([column])
-            _collect(
-                self.pred_categorical.update(codes, meta, sliced(self.pred_categorical)),
-                signals,
-                reports,
-            )
+        at = [(bisect_left(seqs, seq), seq, summary) for seq, summary in summed]
+        for i, channel, data in self.channel_set.prepare(predictions):
+            if slices is not None and channel.summable:
+                parts = [(pos, seq, part) for pos, seq, found in at if (part := found.parts[i])]
+                got = channel.update_slices(data, meta, slices, parts)
+            else:
+                got = channel.update(data, meta)
+            _collect(got, signals, reports)
 
     def distributions(self, features: set[str]) -> dict[tuple[str, str], list[list[float]]]:
         """(kind, feature) -> [reference bin shares, current bin shares] of the features

@@ -28,8 +28,10 @@ class StagedPipeline:
         profiles: Mapping[str, ReferenceProfile] | None = None,
         model_settings: Mapping[str, DetectorSettings] | None = None,
     ) -> None:
-        self.intakes = [Intake(settings, model_settings) for _ in range(partitions)]
         self.engine = ModelEngine(settings, profiles, model_settings)
+        self.intakes = [
+            Intake(settings, model_settings, self.engine.profiles) for _ in range(partitions)
+        ]
         self.merges: dict[str, ModelMerge] = {}
 
     @property

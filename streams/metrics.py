@@ -34,6 +34,13 @@ class Metrics:
             "Input records dropped because their event_id was seen recently.",
             registry=r,
         )
+        self.untested_slice_events = Counter(
+            "driftline_untested_slice_events",
+            "Predictions the input stage summed against another reference profile than "
+            "their version's monitor has (a profile published while the version was "
+            "monitored): counted, not tested.",
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "driftline_records_dead_lettered",
             "Input records sent to the dead-letter topic, by topic and reason.",

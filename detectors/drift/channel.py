@@ -72,6 +72,36 @@ def _add_part(into: OpenSlice, part: OpenSlice) -> None:
     into.bad = into.bad + part.bad
 
 
+def slice_state(part: OpenSlice) -> dict[str, Any]:
+    """A slice as JSON-compatible values (checkpoints, the summaries topic)."""
+    return {
+        "index": part.index,
+        "first_ts": part.first_ts,
+        "last_ts": part.last_ts,
+        "t": part.t.tolist(),
+        "counted": part.counted.tolist(),
+        "events": part.events,
+        "counts": [np.asarray(c).tolist() for c in part.counts],
+        "bad": part.bad.tolist(),
+    }
+
+
+def slice_from_state(found: dict[str, Any]) -> OpenSlice:
+    """Inverse of `slice_state`, the histogram counts a list of arrays (one per feature:
+    what adding the slice to another needs; `Channel.slice_from_state` shapes them as
+    the channel's own)."""
+    return OpenSlice(
+        found["index"],
+        found["first_ts"],
+        found["last_ts"],
+        np.asarray(found["t"], dtype=np.float64),
+        np.asarray(found["counted"], dtype=np.float64),
+        found["events"],
+        [np.asarray(c, dtype=np.float64) for c in found["counts"]],
+        np.asarray(found["bad"], dtype=np.float64),
+    )
+
+
 def histogram_test(counts: np.ndarray, ref_probs: np.ndarray) -> tuple[float, float, float]:
     """G-test and PSI of observed bin ``counts`` against reference bin probabilities.
 
@@ -243,9 +273,7 @@ class Channel(ABC):
         """
         n = len(meta)
         if n:
-            t, ok = self._stats(data)
-            t = np.where(ok, t, 0.0)
-            bad = self._bad(data)
+            t, ok, bad = self.summed_stats(data)
             k = np.asarray(slices, dtype=np.int64)
         rows: list[tuple[OpenSlice, int]] = []  # slices done, and the seq that closed each
         done = 0
@@ -258,7 +286,7 @@ class Channel(ABC):
             if self.open is None or part.index > self.open.index:
                 if self.open is not None:
                     rows.append((self.open, seq))
-                self.open = self._open_slice(part.index)
+                self.open = self.empty_slice(part.index)
             _add_part(self.open, part)
         if not rows:
             return [], []
@@ -315,11 +343,12 @@ class Channel(ABC):
             if self.open is None or j > 0:  # an event of a later slice: the open one is done
                 if self.open is not None:
                     rows.append((self.open, int(meta.seq[first])))
-                self.open = self._open_slice(int(k[first]))
+                self.open = self.empty_slice(int(k[first]))
             if end > first:
                 self.sum_into(self.open, data, meta.ts, t, ok, bad, int(first), int(end))
 
-    def _open_slice(self, index: int) -> OpenSlice:
+    def empty_slice(self, index: int) -> OpenSlice:
+        """Slice ``index`` with nothing summed."""
         m = len(self.bank.thresholds)
         return OpenSlice(
             index,
@@ -353,6 +382,24 @@ class Channel(ABC):
         into.last_ts = max(into.last_ts, int(ts[start:stop].max()))
         into.bad = into.bad + bad[start:stop].sum(axis=0)
         self._add_counts(self._slice(data, start, stop), into.counts)
+
+    def summed_stats(self, data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What a slice sums of a batch: the tests' statistics (zero where an event does
+        not count), whether each counts, and the invalid values (`sum_into`)."""
+        t, ok = self._stats(data)
+        return np.where(ok, t, 0.0), ok, self._bad(data)
+
+    def sum_all(self, into: OpenSlice, data: Any, ts: np.ndarray) -> None:
+        """Add a whole batch of events (event times ``ts``) to a slice."""
+        if len(ts):
+            self.sum_into(into, data, ts, *self.summed_stats(data), 0, len(ts))
+
+    def slice_from_state(self, found: dict[str, Any]) -> OpenSlice:
+        """A slice this channel sums into, from `slice_state`."""
+        part = slice_from_state(found)
+        if not isinstance(self.window_counts, list):
+            part.counts = np.array(part.counts).reshape(self.window_counts.shape)
+        return part
 
     def _add_window(self, row: OpenSlice) -> None:
         """A tested slice's histogram counts and invalid values join the window."""
@@ -472,18 +519,7 @@ class Channel(ABC):
             "window_first_ts": self.window_first_ts,
             "window_counts": [c.tolist() for c in self.window_counts],
             "window_bad": self.window_bad.tolist(),
-            "open": None
-            if self.open is None
-            else {
-                "index": self.open.index,
-                "first_ts": self.open.first_ts,
-                "last_ts": self.open.last_ts,
-                "t": self.open.t.tolist(),
-                "counted": self.open.counted.tolist(),
-                "events": self.open.events,
-                "counts": [np.asarray(c).tolist() for c in self.open.counts],
-                "bad": self.open.bad.tolist(),
-            },
+            "open": None if self.open is None else slice_state(self.open),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -493,20 +529,7 @@ class Channel(ABC):
         self.window_counts = [np.asarray(c, dtype=np.float64) for c in state["window_counts"]]
         self.window_bad = np.asarray(state["window_bad"], dtype=np.float64)
         found = state.get("open")
-        self.open = None
-        if found is not None:
-            empty = self._empty_counts()
-            counts = [np.asarray(c, dtype=np.float64) for c in found["counts"]]
-            self.open = OpenSlice(
-                found["index"],
-                found["first_ts"],
-                found["last_ts"],
-                np.asarray(found["t"], dtype=np.float64),
-                np.asarray(found["counted"], dtype=np.float64),
-                found["events"],
-                counts if isinstance(empty, list) else np.array(counts).reshape(empty.shape),
-                np.asarray(found["bad"], dtype=np.float64),
-            )
+        self.open = None if found is None else self.slice_from_state(found)
 
 
 def _arl_from(channel: Channel) -> float:

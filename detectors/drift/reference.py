@@ -8,6 +8,7 @@ frequencies per categorical feature, invalid-value rates, and offline error rate
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
+import orjson
 from scipy.special import ndtri
 
 from driftline.detectors.settings import DetectorSettings
@@ -89,6 +91,13 @@ class PerformanceSummary:
     """Labelled events behind the estimate."""
     residual_tolerance: float | None = None
     """Regression only: the absolute residual counted as an error (offline 90th percentile)."""
+
+
+def fingerprint(profile: ReferenceProfile) -> str:
+    """A short digest of everything a profile says: the input stage sums a slice against
+    a profile, and the model stage tests the sums only against the same one."""
+    encoded = orjson.dumps(profile.to_dict(), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(encoded).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)

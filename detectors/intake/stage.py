@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from driftline.detectors.drift.reference import from_wire, to_wire
+from driftline.detectors.drift.reference import ReferenceProfile, from_wire, to_wire
 from driftline.detectors.feedback.monitor import (
     INDEPENDENT,
     LABEL,
@@ -33,8 +33,12 @@ from driftline.detectors.feedback.monitor import (
 )
 from driftline.detectors.intake.join import OutcomeJoin
 from driftline.detectors.intake.recent import RecentIds
+from driftline.detectors.intake.slices import Slicer, summary_from_wire, summary_to_wire
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.records import Event, Outcome, Prediction
+
+SUMMARY = 3
+"""Item kind of a slice of a version's predictions summed here (`SliceSummary`)."""
 
 INTAKE_COUNTERS = ("events", "predictions", "outcomes", "duplicates")
 SEEN_TAG_KEYS = 4_096
@@ -59,13 +63,14 @@ class Routed(NamedTuple):
     """One item for the model stage."""
 
     kind: int
-    """`PREDICTION`, `LABEL` (a joined outcome) or `INDEPENDENT` (an independent outcome)."""
+    """`PREDICTION`, `LABEL` (a joined outcome), `INDEPENDENT` (an independent outcome)
+    or `SUMMARY` (a slice of predictions summed)."""
     seq: int
     """Position among the items of its input partition (re-sent items repeat it)."""
     slot: int
     """The partition's event-time watermark of the model when the item was made."""
-    event: Event
-    """The prediction, or the outcome."""
+    event: Any
+    """The prediction, the outcome, or the `SliceSummary`."""
     label: Label | None
     """For a joined outcome: what it was joined with."""
     trace: str | None = None
@@ -97,15 +102,24 @@ class Intake:
         Default detector settings.
     model_settings
         Per-model overrides (feedback-loop detection on or off, its "not acted" words).
+    profiles
+        Reference profiles by ``model_id@version`` or ``model_id``: with ``slice_ms`` set,
+        the predictions of versions that have one are summed here per slice
+        (`detectors.intake.slices`). The mapping is read, never copied: a worker adds
+        profiles to it as they are published.
     """
 
     def __init__(
         self,
         settings: DetectorSettings | None = None,
         model_settings: Mapping[str, DetectorSettings] | None = None,
+        profiles: Mapping[str, ReferenceProfile] | None = None,
     ) -> None:
         self.settings = settings or DetectorSettings()
         self.model_settings = dict(model_settings or {})
+        self.slicer = Slicer(self.settings_for, profiles if profiles is not None else {})
+        self.slicing = any(s.slice_ms > 0 for s in (self.settings, *self.model_settings.values()))
+        """Whether any model's predictions may be summed here (else nothing is looked up)."""
         s = self.settings
         self.join = OutcomeJoin(s.join_ttl_ms, s.join_max_pending, s.join_memory)
         self.seen = RecentIds(s.dedupe_horizon)
@@ -131,6 +145,8 @@ class Intake:
         ``traces`` (one per event, or None) are the records' ``traceparent`` headers."""
         out: dict[str, list[Routed]] = {}
         join, seen, watermarks = self.join, self.seen, self.watermarks
+        slicer, slicing = self.slicer, self.slicing
+        placed: list[tuple[list[Routed], int]] = []  # summary items, summed at the end
         duplicates = n_predictions = 0
         seq = self.seq
         trace_of = iter(traces) if traces is not None else None
@@ -142,12 +158,20 @@ class Intake:
                 duplicates += 1
                 continue
             model_id = event.model_id
-            slot = watermarks.get(model_id)
-            if slot is None or event.ts > slot:
-                slot = watermarks[model_id] = event.ts
             items = out.get(model_id)
             if items is None:
                 items = out[model_id] = []
+            slot = watermarks.get(model_id)
+            if slot is None or event.ts > slot:
+                if slicing and slot is not None and model_id in slicer.lowest:
+                    # This partition's time of the model passes the end of a slice: it
+                    # goes first, where its events were in the partition's order (summed
+                    # at the batch's end).
+                    for piece in slicer.closing(model_id, event.ts):
+                        placed.append((items, len(items)))
+                        items.append(Routed(SUMMARY, seq, slot, piece, None))
+                        seq += 1
+                slot = watermarks[model_id] = event.ts
             if type(event) is Prediction:
                 n_predictions += 1
                 tagged = (
@@ -157,11 +181,13 @@ class Intake:
                 )
                 if tagged is None:
                     tag = None
-                    items.append(Routed(PREDICTION, seq, slot, event, None, trace))
+                    if not (slicing and slicer.take(event, slot)):
+                        items.append(Routed(PREDICTION, seq, slot, event, None, trace))
+                        seq += 1
                 else:
                     tag, built = tagged
                     items.append(Routed(PREDICTION, seq, slot, event, None, trace, built))
-                seq += 1
+                    seq += 1
                 joined = join.add_prediction(
                     event.request_id,
                     (model_id, event.model_version, event.prediction, event.ts, tag),
@@ -202,6 +228,11 @@ class Intake:
                 )
                 seq += 1
         self.seq = seq
+        if slicing:
+            slicer.finish()
+            for model_items, at in placed:
+                summary = model_items[at].event.summary
+                model_items[at] = model_items[at]._replace(event=summary)
         counts = self.counts
         counts["events"] += len(events)
         counts["duplicates"] += duplicates
@@ -211,9 +242,21 @@ class Intake:
             watermarks.move_to_end(model_id)
         while len(watermarks) > self.settings.max_models:
             model_id = watermarks.popitem(last=False)[0]
+            self.slicer.forget(model_id)
             self.tags.pop(model_id, None)
             self._no_action.pop(model_id, None)
             self._seen.pop(model_id, None)
+        return out
+
+    def flush_slices(self) -> dict[str, list[Routed]]:
+        """Every slice open here as a summary item, per model (the partition has read
+        all there is for now: the model stage need not wait for its slices)."""
+        out: dict[str, list[Routed]] = {}
+        for model_id, summaries in self.slicer.flush().items():
+            slot = self.watermarks[model_id]
+            for summary in summaries:
+                out.setdefault(model_id, []).append(Routed(SUMMARY, self.seq, slot, summary, None))
+                self.seq += 1
         return out
 
     def _tag(self, event: Prediction) -> tuple[int, Tag | None] | None:
@@ -269,6 +312,7 @@ class Intake:
             "join": self.join.state(),
             "watermarks": list(self.watermarks.items()),
             "tags": {m: r.state() for m, r in self.tags.items()},
+            "slices": self.slicer.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -283,6 +327,8 @@ class Intake:
         }
         self._no_action = {}
         self._seen = {}
+        if "slices" in state:  # states from before slices have none open
+            self.slicer.restore(state["slices"])
 
 
 def item_to_wire(item: Routed) -> list[Any]:
@@ -290,8 +336,10 @@ def item_to_wire(item: Routed) -> list[Any]:
     other than predictions: `detectors.intake.wire`); a trace, when there is one, is a
     last element (rows without it are what older versions wrote)."""
     e = item.event
+    if item.kind == SUMMARY:
+        return [SUMMARY, item.seq, item.slot, *summary_to_wire(e)]
     if item.kind == PREDICTION:
-        p: Prediction = e  # type: ignore[assignment]
+        p: Prediction = e
         row = [
             PREDICTION, item.seq, item.slot, p.event_id, p.request_id, p.ts,
             p.model_version, to_wire(p.prediction), p.features, p.scores, p.role,
@@ -299,7 +347,7 @@ def item_to_wire(item: Routed) -> list[Any]:
             p.exploration,
         ]  # fmt: skip
     else:
-        o: Outcome = e  # type: ignore[assignment]
+        o: Outcome = e
         row = [item.kind, item.seq, item.slot, o.event_id, o.request_id, o.ts, o.label]
         if item.kind == INDEPENDENT:
             row.append(o.segment)
@@ -320,6 +368,8 @@ def item_from_wire(
     """Inverse of `item_to_wire` (the model id travels once per message, as its key),
     and of the rows of format-2 summaries messages, whose predictions' features are
     ``[index of their names in feature_keys, *values]``."""
+    if row[0] == SUMMARY:
+        return Routed(SUMMARY, row[1], row[2], summary_from_wire(model_id, row[3:]), None)
     kind, seq, slot, event_id, request_id, ts = row[:6]
     trace = row[_TRACE_AT[kind]] if len(row) > _TRACE_AT.get(kind, len(row)) else None
     if kind == PREDICTION:

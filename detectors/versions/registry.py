@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from driftline.detectors.decision import Decision, Impact, Trigger, build_decision
+from driftline.detectors.intake.slices import SliceSummary
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.versions.comparison import MeanComparison, MeanVerdict, PairedComparison
 from driftline.detectors.versions.maturity import (
@@ -463,20 +464,41 @@ class ModelVersions:
         it is kept as a log relative to the model's first event time, so it neither
         overflows nor depends on how events were batched.
         """
+        exponents = (ts - int(ts[0])) * (LN2 / self.settings.version_half_life_ms)
+        top = float(exponents.max())
+        weight = top + math.log(float(np.exp(exponents - top).sum()))
+        self._count(version, role, len(ts), int(ts.min()), int(ts.max()), int(ts[0]), weight)
+
+    def observe_slice(self, version: str, summary: SliceSummary, start: int) -> None:
+        """A slice of a version's predictions summed by the input stage, as `observe`
+        counts its predictions (``start``: the slice's first event time, what its traffic
+        weight is relative to)."""
+        self._count(
+            version,
+            summary.role,
+            summary.events,
+            summary.first_ts,
+            summary.last_ts,
+            start,
+            summary.traffic,
+        )
+
+    def _count(
+        self, version: str, role: str, events: int, first: int, last: int, at: int, weight: float
+    ) -> None:
+        """``events`` predictions from event time ``first`` to ``last``, whose decaying
+        weight is ``log(sum(exp((ts - at) * ln 2 / half-life)))``."""
         if self.anchor is None:
-            self.anchor = int(ts[0])
-        first, last = int(ts.min()), int(ts.max())
+            self.anchor = first
         info = self.versions.get(version)
         if info is None:
             info = self.versions[version] = VersionInfo(role, first, last)
         info.role = role
         info.first_ts = min(info.first_ts, first)
         info.last_ts = max(info.last_ts, last)
-        info.events += len(ts)
-        exponents = (ts - self.anchor) * (LN2 / self.settings.version_half_life_ms)
-        top = float(exponents.max())
-        batch = top + math.log(float(np.exp(exponents - top).sum()))
-        info.traffic = float(np.logaddexp(info.traffic, batch))
+        info.events += events
+        shifted = weight + (at - self.anchor) * (LN2 / self.settings.version_half_life_ms)
+        info.traffic = float(np.logaddexp(info.traffic, shifted))
 
     def stable(self) -> str | None:
         """The champion serving the most recent traffic (the rollback target)."""

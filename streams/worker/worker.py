@@ -208,6 +208,7 @@ class Worker:
         self.last_metrics = 0.0
         self._join_seen: dict[int, dict[str, int]] = {}
         self._duplicates_seen = 0
+        self._untested_seen = 0
         self._evictions_seen: dict[str, int] = {}
         self._merge_seen: dict[str, int] = {}
         self.token = uuid.uuid4().hex
@@ -432,6 +433,8 @@ class Worker:
         self.config = replace(self.config, references={**self.config.references, key: profile})
         for shard in self.model_shards.values():
             shard.engine.profiles[key] = profile
+        for input_shard in self.shards.values():
+            input_shard.intake.slicer.profiles = self.config.references
 
     def by_name(self) -> dict[str, Shard | ModelShard]:
         """Every shard of both stages by its checkpoint name (``3``, ``m0``)."""
@@ -448,7 +451,8 @@ class Worker:
         return f"m{tp.partition}" if tp.topic == self.topics.summaries else str(tp.partition)
 
     def _intake(self) -> Intake:
-        return Intake(self.config.detectors, self.config.model_detectors)
+        c = self.config
+        return Intake(c.detectors, c.model_detectors, c.references)
 
     def _shard(self, partition: int) -> Shard:
         foreign = None
@@ -681,8 +685,13 @@ class Worker:
     async def _send_idle(self, shard: Shard) -> None:
         """Tell every model-stage partition that this input partition has read all there
         is for now (a Flink-style idle marker), so the merges stop waiting for it: the
-        tail of a stream that pauses is decided on without waiting for more traffic."""
+        tail of a stream that pauses is decided on without waiting for more traffic. The
+        slices it was summing are sent first."""
         assert self.publisher is not None and self.consumer is not None
+        # Slices the partition was summing go first: the merges need not wait for them.
+        for model_id, items in shard.intake.flush_slices().items():
+            await self._forward(shard, model_id, items)
+            shard.dirty = True
         parts = self.consumer.partitions_for_topic(self.topics.summaries) or set()
         value = orjson.dumps(
             {"v": SUMMARY_FORMAT, "p": shard.partition, "n": self.partitions, "idle": True}
@@ -970,6 +979,10 @@ class Worker:
         if duplicates > self._duplicates_seen:
             self.metrics.duplicates.inc(duplicates - self._duplicates_seen)
         self._duplicates_seen = duplicates
+        untested = sum(s.engine.counts["untested_slice_events"] for s in self.model_shards.values())
+        if untested > self._untested_seen:
+            self.metrics.untested_slice_events.inc(untested - self._untested_seen)
+        self._untested_seen = untested
         evicted = {
             "model": sum(s.engine.counts["evicted_models"] for s in self.model_shards.values()),
             "version": sum(s.engine.counts["evicted_versions"] for s in self.model_shards.values()),

@@ -96,6 +96,7 @@ def test_duplicates_are_dropped_and_counted() -> None:
         "duplicates": 2,
         "evicted_versions": 0,
         "evicted_models": 0,
+        "untested_slice_events": 0,
     }
     assert engine.join.counts["joined"] == 1
 

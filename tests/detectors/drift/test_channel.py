@@ -52,15 +52,13 @@ def test_a_slice_summed_in_parts_tests_as_the_slice() -> None:
     assert any(not recovered for *_, recovered in expected)
 
     summing = _channel()
-    t, ok = summing._stats(data)
-    t = np.where(ok, t, 0.0)
-    bad = summing._bad(data)
+    t, ok, bad = summing.summed_stats(data)
     slices = meta.ts // SETTINGS.slice_ms
     parts: list[tuple[int, int, OpenSlice]] = []
     for index in np.unique(slices):
         for parity in (0, 1):
             rows = np.flatnonzero((slices == index) & (np.arange(len(slices)) % 2 == parity))
-            part = summing._open_slice(int(index))
+            part = summing.empty_slice(int(index))
             for row in rows:  # event by event, as a partition's batches could cut them
                 summing.sum_into(part, data, meta.ts, t, ok, bad, int(row), int(row) + 1)
             parts.append((0, int(rows[-1]), part))

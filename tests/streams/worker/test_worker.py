@@ -485,3 +485,59 @@ async def test_the_loop_reads_on_while_a_checkpoint_is_written(
     assert seen["read_meanwhile"] > 0
     assert sum(seen["taken"].values()) < sum(seen["offsets_then"].values())
     assert (await read_checkpoints_of(broker, topics.state, "g-bg"))[0].state["consumed"] == total
+
+
+async def test_slices_summed_by_the_input_stages_decide_as_replay(
+    broker, make_stream, monkeypatch
+) -> None:
+    """With an offline profile and ``slice_ms``, the input stages of 4 partitions send a
+    profiled version's predictions as slices through the summaries topic (nothing kept in
+    memory between the stages): the model stage tests the sums and decides as replay does
+    at the same partition count, every decision's id and time."""
+    from driftline.detectors.drift.reference import ReferenceBuilder  # noqa: PLC0415
+    from driftline.detectors.pipeline import StagedPipeline  # noqa: PLC0415
+    from driftline.schemas.decode import encode  # noqa: PLC0415
+    from driftline.schemas.records import Prediction  # noqa: PLC0415
+    from driftline.streams.replay import Staged, replay  # noqa: PLC0415
+
+    monkeypatch.setattr(worker_module, "LOCAL_ITEMS", 0)
+    settings = replace(SMALL, slice_ms=2_000)
+    builder = ReferenceBuilder(settings, 20_000)
+    for e in make_stream(scenario="stationary", n_predictions=20_000, seed=99):
+        if isinstance(e, Prediction):
+            builder.add(e.features, e.prediction)
+    profiles = {"credit-risk": builder.build("training", "credit-risk")}
+    topics = topics_for(f"slices{next(_names)}")
+    await setup_topics(broker, topics, 4)
+    events = list(make_stream(scenario="mean_shift", n_predictions=12_000, change_at=6_000, seed=7))
+    total = sum((await produce(broker, topics, events)).values())
+    sent: list[int] = []
+    forward = worker_module.Worker._forward
+
+    async def counted_forward(self, shard, model_id, items):
+        sent.extend(item.kind for item in items)
+        await forward(self, shard, model_id, items)
+
+    monkeypatch.setattr(worker_module.Worker, "_forward", counted_forward)
+    group = "g-slices"
+    worker = Worker(
+        replace(config_for(topics, settings), references=profiles),
+        kafka(broker),
+        WorkerSettings(group_id=group, **TEST_WORKER),
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_committed(broker, group, topics, 4, total, tasks=[task], workers=[worker])
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+    assert sent.count(3) > 100 and sent.count(0) == 0  # summaries, no prediction items
+    native = replay([encode(e) for e in events], Staged(StagedPipeline(4, settings, profiles, {})))
+    found = sorted(
+        (d["type"], d["kind"], d["ts"], d["decision_id"]) for d in await decisions(broker, topics)
+    )
+    assert found == sorted((d.type, d.kind, d.ts, d.decision_id) for d in native.decisions)
+    # x0's shift, within the skew horizon of an offline profile, and the prediction's.
+    assert {("alert", "online_offline_gap"), ("alert", "prediction_drift")} <= {
+        (t, k) for t, k, *_ in found
+    }
