@@ -12,7 +12,11 @@ a gradual concept drift on data we did not write: River's MOA Hyperplane generat
 (``river.datasets.synth.Hyperplane``, weights drifting every event) served by a logistic
 model trained on its first 10,000 events and then frozen.
 
-    python benchmarks/partitions.py [--seeds 3] [--predictions 60000]
+With ``--slice-ms``, the data and prediction tests run per slice of event time (the
+``slice_ms`` setting; with warm-up references the model stage sums the slices): the
+delay it costs, against the per-event figures of a run without it.
+
+    python benchmarks/partitions.py [--seeds 3] [--predictions 60000] [--slice-ms 0]
 """
 
 from __future__ import annotations
@@ -109,12 +113,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--predictions", type=int, default=60_000)
+    parser.add_argument("--slice-ms", type=int, default=0)
     args = parser.parse_args()
-    settings = DetectorSettings()
+    settings = DetectorSettings(slice_ms=args.slice_ms)
     n, change_at = args.predictions, args.predictions // 3
     print(
         f"{n:,} predictions, change after {change_at:,}; warm-up {settings.warmup_events:,} "
-        "model events at every partition count (the model stage sees all partitions)"
+        "model events at every partition count (the model stage sees all partitions); "
+        f"slice_ms {settings.slice_ms} ({settings.slice_ms // EVENT_MS} predictions a slice)"
     )
     print(f"{'scenario':<20} {'seed':>4} " + " ".join(f"{p:>3}p delay" for p in PARTITIONS))
     ratios: list[float] = []

@@ -1,22 +1,27 @@
 """The model stage's cost per slice of event time, against how many events a slice holds.
 
 Issue 9's target: stage 2's cost per slice independent of the events in it (stage 1
-summarising each slice, stage 2 testing the summaries). The same number of predictions
-is served at three densities (one every 100, 10 and 1 ms of event time) through both
-stages on 4 partitions (`Staged`, what ``driftline replay --partitions 4`` runs), and
-only the model stage's CPU time is counted (`ModelEngine.process` on the merged items).
-A slice is 10 s of event time (the model stage's step). Two set-ups, in the same run:
+summarising each slice, stage 2 testing the summaries). The same number of slices is
+served at three densities (a prediction every 100, 10 and 1 ms of event time: 100 to
+10,000 a slice) through both stages on 4 partitions (`Staged`, what ``driftline replay
+--partitions 4`` runs), and only the model stage's CPU time is counted
+(`ModelEngine.process` on the merged items). A slice is 10 s of event time (the model
+stage's step). Three set-ups, in the same run:
 
 - ``items``: today's default (``slice_ms`` 0, a warm-up reference): every prediction
   travels to the model stage and is tested there;
 - ``summaries``: an offline reference profile and ``slice_ms`` 10,000: the input stage
-  sums each slice's predictions, the model stage tests the sums.
+  sums each slice's predictions, the model stage tests the sums;
+- ``no labels``: the same without outcomes, which isolates the predictions' share.
 
 Were the cost per slice independent of its events, the last column would stay near 1 as
 the density grows. Labels (half the predictions get one) travel as items either way:
 the concept and version tests read them one by one, so some cost per event remains.
+Without labels, what grows is bounded: a window test closes at the end of the first
+slice that fills ``window_events`` (2,000 here), so at most one per slice, and the model
+stage's fixed cost per call.
 
-    python benchmarks/stage2_cost.py [--predictions 60000] [--rounds 3]
+    python benchmarks/stage2_cost.py [--slices 30] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -64,7 +69,10 @@ class TimedEngine(ModelEngine):
 
 
 def model_stage_cpu(
-    spacing_ms: int, predictions: int, profile: ReferenceProfile | None = None
+    spacing_ms: int,
+    predictions: int,
+    profile: ReferenceProfile | None = None,
+    label_rate: float = 0.5,
 ) -> tuple[float, int, float]:
     """CPU seconds of the model stage, events served, event-time seconds covered (with
     ``profile``: summed per slice by the input stage)."""
@@ -74,6 +82,7 @@ def model_stage_cpu(
         change_at=predictions // 2,
         seed=11,
         event_ms=spacing_ms,
+        label_rate=label_rate,
     )
     events = generate(spec)
     settings = SETTINGS if profile is None else replace(SETTINGS, slice_ms=SLICE_MS)
@@ -93,24 +102,28 @@ def model_stage_cpu(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--predictions", type=int, default=60_000)
+    parser.add_argument("--slices", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     step_s = SLICE_MS / 1000
     print(
-        f"{args.predictions:,} predictions (and their outcomes) through both stages on "
-        f"{PARTITIONS} partitions; model stage CPU only, median of {args.rounds}; "
-        f"slice = {step_s:.0f} s of event time"
+        f"{args.slices} slices of {step_s:.0f} s of event time through both stages on "
+        f"{PARTITIONS} partitions; model stage CPU only, median of {args.rounds}"
     )
     print(
         f"{'set-up':>10} {'spacing':>8} {'events/slice':>13} {'slices':>7} {'us/event':>9} "
         f"{'ms/slice':>9} {'slice cost x sparsest':>22}"
     )
     profile = offline_profile()
-    for name, used in (("items", None), ("summaries", profile)):
+    for name, used, labels in (
+        ("items", None, 0.5),
+        ("summaries", profile, 0.5),
+        ("no labels", profile, 0.0),
+    ):
         first_per_slice = None
         for spacing in SPACINGS_MS:
-            runs = [model_stage_cpu(spacing, args.predictions, used) for _ in range(args.rounds)]
+            predictions = args.slices * SLICE_MS // spacing
+            runs = [model_stage_cpu(spacing, predictions, used, labels) for _ in range(args.rounds)]
             cpu = statistics.median(r[0] for r in runs)
             events, span_s = runs[0][1], runs[0][2]
             slices = max(span_s / step_s, 1.0)

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from driftline.schemas.decode import encode
@@ -412,3 +413,62 @@ async def test_a_batch_fetched_while_partitions_are_handed_back_is_read_again(
     recovered = await checkpoints(broker, mine.state, group)
     assert sum(c.state["consumed"] for c in recovered.values()) == total
     assert sum(c.state["intake"]["counts"]["duplicates"] for c in recovered.values()) == 0
+
+
+async def test_kill_minus_9_while_slices_are_summed_loses_and_duplicates_nothing(
+    broker, produced, tmp_path
+) -> None:
+    """With an offline profile and ``slice_ms``, the input stages send slices, not
+    predictions: SIGKILL mid-stream, restart, and the decisions are replay's (by id),
+    every input record counted exactly once in the recovered state, and re-sent slices
+    recognised by the model stage."""
+    from driftline.detectors.drift.reference import ReferenceBuilder  # noqa: PLC0415
+    from driftline.detectors.pipeline import StagedPipeline  # noqa: PLC0415
+    from driftline.detectors.settings import DetectorSettings  # noqa: PLC0415
+    from driftline.schemas.records import Prediction  # noqa: PLC0415
+    from driftline.streams.replay import Staged, replay  # noqa: PLC0415
+
+    topics, total = produced
+    mine = outputs(topics, f"slicecrash{next(_runs)}")
+    await setup_topics(broker, mine, PARTITIONS)
+    detectors = {**DETECTORS, "slice_ms": 2_000}
+    settings = DetectorSettings(**detectors)
+    builder = ReferenceBuilder(settings, 20_000)
+    for e in stream(StreamSpec(scenario="stationary", n_predictions=20_000, seed=99)):
+        if isinstance(e, Prediction):
+            builder.add(e.features, e.prediction)
+    profile = builder.build("training", SPEC.model_id)
+    profile_path = tmp_path / "profile.json"
+    profile_path.write_bytes(orjson.dumps(profile.to_dict()))
+    config = write_config(tmp_path / "w.toml", mine, "g-slicecrash", detectors)
+    text = config.read_text().replace("[worker]\n", "[worker]\nmax_batch_records = 500\n")
+    config.write_text(f'references = ["{profile_path}"]\n' + text)
+    first = start_worker_process(broker, config, tmp_path / "first.log")
+    try:
+        while (done := await committed(broker, "g-slicecrash", mine, PARTITIONS)) == 0:
+            assert first.poll() is None, (tmp_path / "first.log").read_text()
+            await asyncio.sleep(0.1)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert done < total, "the worker finished before it could be killed"
+    second = start_worker_process(broker, config, tmp_path / "second.log")
+    try:
+        await wait_committed(broker, "g-slicecrash", mine, PARTITIONS, total, timeout_s=90)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        code = second.wait(timeout=40)
+    assert code == 0, (tmp_path / "second.log").read_text()[-2000:]
+    found = await decisions(broker, mine)
+    native = replay(
+        [encode(e) for e in stream(SPEC)],
+        Staged(StagedPipeline(PARTITIONS, settings, {SPEC.model_id: profile}, {})),
+    )
+    assert ids(found) == {d.decision_id for d in native.decisions}
+    # x0's shift (as skew against the offline profile when it comes early).
+    assert any(d["kind"] in ("data_drift", "online_offline_gap") for d in found)
+    recovered = await checkpoints(broker, mine.state, "g-slicecrash")
+    assert sum(c.state["consumed"] for c in recovered.values()) == total
+    assert sum(c.state["intake"]["counts"]["duplicates"] for c in recovered.values()) == 0
+    merged, resent = await merged_items(broker, mine.state, "g-slicecrash")
+    print(f"killed at {done}/{total} committed; model stage merged {merged}, re-sent {resent}")
