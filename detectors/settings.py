@@ -287,12 +287,14 @@ class DetectorSettings:
     """Event time a *slice* spans for the sequential tests of the data and prediction
     channels, or 0 to test every event. With slices the tests take one row per slice,
     the sums of its events' statistics, so the model stage's test cost is per slice
-    (`detectors.stats.latch.LatchingBank.update`); a slice is tested when the first event
-    of a later one arrives. Sums of a slice are exact, so slices never add a false alarm;
-    they delay an alarm by up to a slice, and can miss a change that comes and goes
-    within one. Channels using River's detectors (``data_detector``,
-    ``prediction_detector``) always test per event. Off by default while the input stage
-    does not yet send summaries (README, "Two stages")."""
+    (`detectors.stats.latch.LatchingBank.update`), and the input stages sum the slices
+    of versions whose reference profile they have (`detectors.intake.slices`); a slice
+    is tested when something of a later one arrives. A statistic at a slice's end stands
+    at or below the events' path, so slices do not add false alarms; they delay an alarm
+    (0.2 to 1.5 slices on the simulator's scenarios) and can miss a change that comes and
+    goes within one. Channels using River's detectors (``data_detector``,
+    ``prediction_detector``) always test per event. Off by default: the delay is paid by
+    every model, the saving matters for hot ones (set it per model)."""
 
     step_items: int = 64
     """Items of a model at least between two of its steps (see ``step_ms``): a sparse
