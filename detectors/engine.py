@@ -123,12 +123,27 @@ class ModelEngine:
         """Models seen whose feedback-loop detection is off (hot-path cache)."""
         self.recent_models: OrderedDict[str, None] = OrderedDict()
         """Models with state, least recently seen first (bounded by ``max_models``)."""
+        self.built: list[ReferenceProfile] = []
+        """Warm-up references built since the caller last took them, of models tested per
+        slice: the input stages sum a version's slices once its reference reaches them
+        (`detectors.intake.slices.Slicer.learn`; the caller empties the list)."""
         self.clocks: dict[str, list[int]] = {}
         """Per model: [event time of its next step, items since its last step, step_ms,
         step_items] (`DetectorSettings.step_ms`)."""
 
     def settings_for(self, model_id: str) -> DetectorSettings:
         return self.model_settings.get(model_id, self.settings)
+
+    def warmup_references(self) -> list[ReferenceProfile]:
+        """The warm-up references of every version monitored here whose model is tested
+        per slice (to hand to the input stages again, after a restore)."""
+        return [
+            m.profile
+            for model_id, versions in self.monitors.items()
+            if self.settings_for(model_id).slice_ms > 0
+            for m in versions.values()
+            if m.profile is not None and not m.profile.offline
+        ]
 
     def monitor(self, model_id: str, model_version: str) -> VersionMonitor:
         """The monitor of a version, created on first sight."""
@@ -319,6 +334,10 @@ class ModelEngine:
             sliced = batch.sums.get(key)
             if sliced is None:
                 decisions += monitor.process(predictions, seqs, [], [], [], [])
+                if monitor.built:
+                    monitor.built = False
+                    if self.settings_for(key[0]).slice_ms > 0:
+                        self.built.append(monitor.profile)  # type: ignore[arg-type]
                 continue
             untested = monitor.unmatched_events
             summed = list(zip(sliced[1], sliced[0], strict=True))
@@ -734,7 +753,11 @@ class Engine:
             items = next(iter(routed.values()))
         else:
             items = sorted((i for found in routed.values() for i in found), key=_position)
-        return self.models.process(items)
+        decisions = self.models.process(items)
+        for profile in self.models.built:
+            self.intake.slicer.learn(profile)
+        self.models.built.clear()
+        return decisions
 
     # The parts tests and tools read, under the names they had before the stages split.
     @property

@@ -151,6 +151,9 @@ class VersionMonitor:
         self.policy: DecisionPolicy | None = None
         self.fingerprint: str | None = None
         """Of the profile, once a summed slice asks (`process`)."""
+        self.built = False
+        """Whether the warm-up reference was built by the last `process` (the model stage
+        hands it to the input stages: `detectors.engine.ModelEngine.built`)."""
         self.unmatched_events = 0
         """Events of slices summed against another profile: counted, not tested."""
         if profile is None:
@@ -270,6 +273,7 @@ class VersionMonitor:
             profile = self.builder.build("warmup", self.model_id, self.model_version)
             self.builder = None
             self._activate(profile)
+            self.built = True
         return len(take)
 
     def _observe(

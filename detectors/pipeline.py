@@ -56,8 +56,17 @@ class StagedPipeline:
             for model_id, items in intake.process(events).items():
                 released += self.merge_for(model_id).add(p, intake.watermarks[model_id], items)
         decisions = self.engine.process(released) if released else []
+        self._hand_references()
         self._forget()
         return decisions
+
+    def _hand_references(self) -> None:
+        """Warm-up references the model stage built reach every input stage (in a worker,
+        through the references topic)."""
+        for profile in self.engine.built:
+            for intake in self.intakes:
+                intake.slicer.learn(profile)
+        self.engine.built.clear()
 
     def flush(self) -> list[Decision]:
         """Release every item still waiting (the end of the stream)."""

@@ -245,6 +245,24 @@ class Slicer:
         restarted stage chooses as it did (state)."""
         self.busy: set[str] = set()
         """Models with predictions waiting in this batch."""
+        self.learned: dict[str, ReferenceProfile] = {}
+        """Warm-up references the model stage built, by ``model_id@version``
+        (`learn`)."""
+
+    def learn(self, profile: ReferenceProfile) -> None:
+        """A version's warm-up reference, built by the model stage from the merged traffic
+        of every partition: the version's predictions are summed here from now on (until
+        now they travelled as items, which the model stage sums alike). Only a reference
+        the model stage built for the version is taken for one already seen: it is the one
+        its monitor tests against."""
+        if profile.model_id is None or profile.model_version is None:
+            return
+        key = f"{profile.model_id}@{profile.model_version}"
+        self.learned[key] = profile
+        versions = self.versions.get(profile.model_id)
+        if versions is not None and versions.get(profile.model_version) is None:
+            versions.pop(profile.model_version, None)
+            self.chosen.get(profile.model_id, {}).pop(profile.model_version, None)
 
     def take(self, p: Prediction, watermark: int) -> bool:
         """Take ``p`` into its version's open slice if it is summed here; False when it
@@ -313,6 +331,8 @@ class Slicer:
         return out
 
     def forget(self, model_id: str) -> None:
+        for key in [k for k in self.learned if k.startswith(f"{model_id}@")]:
+            del self.learned[key]
         self.versions.pop(model_id, None)
         self.lowest.pop(model_id, None)
         self.canary.discard(model_id)
@@ -322,7 +342,8 @@ class Slicer:
     def _version(self, model_id: str, version: str) -> _Version | None:
         settings = self.settings_for(model_id)
         chosen = self.chosen.setdefault(model_id, {})
-        profile = self.profiles.get(f"{model_id}@{version}") or self.profiles.get(model_id)
+        key = f"{model_id}@{version}"
+        profile = self.learned.get(key) or self.profiles.get(key) or self.profiles.get(model_id)
         if version in chosen:  # chosen before a restart: the same, or none
             digest = chosen[version]
             if profile is None or fingerprint(profile) != digest:

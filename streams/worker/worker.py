@@ -209,6 +209,8 @@ class Worker:
         self._join_seen: dict[int, dict[str, int]] = {}
         self._duplicates_seen = 0
         self._untested_seen = 0
+        self._announce: list[ReferenceProfile] = []
+        """Warm-up references to hand to the input stages (`_hand_references`)."""
         self._evictions_seen: dict[str, int] = {}
         self._merge_seen: dict[str, int] = {}
         self.token = uuid.uuid4().hex
@@ -436,6 +438,22 @@ class Worker:
         for input_shard in self.shards.values():
             input_shard.intake.slicer.profiles = self.config.references
 
+    async def _hand_references(self) -> None:
+        """Warm-up references the model stage built (or restored) reach every input
+        stage, so that they sum the versions' slices: this worker's at once, the others'
+        through the references topic (what ``driftline reference publish`` sends to)."""
+        if not self._announce:
+            return
+        assert self.publisher is not None
+        found, self._announce = self._announce, []
+        for profile in found:
+            for shard in self.shards.values():
+                shard.intake.slicer.learn(profile)
+            key = f"{profile.model_id}@{profile.model_version}"
+            await self.publisher.send(
+                self.topics.references, orjson.dumps(profile.to_dict()), key.encode()
+            )
+
     def by_name(self) -> dict[str, Shard | ModelShard]:
         """Every shard of both stages by its checkpoint name (``3``, ``m0``)."""
         named: dict[str, Shard | ModelShard] = {s.name: s for s in self.shards.values()}
@@ -514,6 +532,7 @@ class Worker:
             checkpoint = checkpoints.get(model_shard.name)
             if checkpoint is not None:
                 model_shard.restore(checkpoint)
+                self._announce += model_shard.engine.warmup_references()
             tp = TopicPartition(self.topics.summaries, q)
             if tp.topic not in model_shard.offsets:
                 model_shard.offsets[tp.topic] = positions[tp]
@@ -804,6 +823,9 @@ class Worker:
                 )
         before = shard.engine.seq
         decisions = shard.engine.process(released) if released else []
+        self._announce += shard.engine.built
+        shard.engine.built.clear()
+        await self._hand_references()
         # Traces are looked up only for the (rare) batches that decided something.
         traces = _traces_by_position(released, before) if decisions else {}
         shard.forget()

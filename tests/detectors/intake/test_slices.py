@@ -13,6 +13,7 @@ from msgspec.structs import replace
 from driftline.detectors.drift.reference import ReferenceBuilder, ReferenceProfile
 from driftline.detectors.engine import Engine
 from driftline.detectors.feedback.monitor import LABEL, PREDICTION
+from driftline.detectors.intake.slices import Slicer
 from driftline.detectors.intake.stage import SUMMARY, Intake, item_to_wire
 from driftline.detectors.intake.wire import decode_items, encode_items
 from driftline.detectors.pipeline import StagedPipeline
@@ -164,3 +165,35 @@ def test_slices_summed_against_another_profile_are_counted_not_tested(profile) -
     engine.process(events[4_000:])
     untested = engine.models.counts["untested_slice_events"]
     assert 1_000 < untested <= int(np.sum([type(e) is Prediction for e in events[4_000:]]))
+
+
+def test_a_warmup_reference_reaches_the_input_stages_and_changes_no_decision(
+    monkeypatch,
+) -> None:
+    """Without an offline profile, the model stage builds a version's reference from the
+    first events of all partitions and hands it to every input stage, which sums the
+    version's slices from then on (before, the predictions travel as items, which the model
+    stage sums alike): the same decisions, every field, as input stages that never get it."""
+    events = generate(
+        StreamSpec(scenario="mean_shift", n_predictions=30_000, change_at=15_000, seed=12)
+    )
+    pipeline = StagedPipeline(4, SETTINGS)
+    staged = Staged(pipeline)
+    got = [
+        d.to_dict(0)
+        for i in range(0, len(events), 4_096)
+        for d in staged.process(events[i : i + 4_096])
+    ]
+    learned = [intake.slicer.learned for intake in pipeline.intakes]
+    assert all(f"{MODEL}@v1" in found for found in learned)
+    assert all(intake.slicer.versions[MODEL]["v1"] is not None for intake in pipeline.intakes)
+
+    monkeypatch.setattr(Slicer, "learn", lambda self, profile: None)
+    staged = Staged(StagedPipeline(4, SETTINGS))
+    expected = [
+        d.to_dict(0)
+        for i in range(0, len(events), 4_096)
+        for d in staged.process(events[i : i + 4_096])
+    ]
+    assert any(d["kind"] == "data_drift" for d in expected)
+    assert got == expected

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import pytest
 
 from driftline.detectors.settings import DetectorSettings
 from driftline.streams.broker import free_port
@@ -487,13 +488,16 @@ async def test_the_loop_reads_on_while_a_checkpoint_is_written(
     assert (await read_checkpoints_of(broker, topics.state, "g-bg"))[0].state["consumed"] == total
 
 
+@pytest.mark.parametrize("offline", [True, False])
 async def test_slices_summed_by_the_input_stages_decide_as_replay(
-    broker, make_stream, monkeypatch
+    broker, make_stream, monkeypatch, offline
 ) -> None:
-    """With an offline profile and ``slice_ms``, the input stages of 4 partitions send a
-    profiled version's predictions as slices through the summaries topic (nothing kept in
-    memory between the stages): the model stage tests the sums and decides as replay does
-    at the same partition count, every decision's id and time."""
+    """With ``slice_ms``, the input stages of 4 partitions send a version's predictions as
+    slices through the summaries topic (nothing kept in memory between the stages) once
+    they have its reference: an offline profile from the start, or the warm-up reference
+    the model stage builds and publishes on the references topic. The model stage tests
+    the sums and decides as replay does at the same partition count, every decision's id
+    and time."""
     from driftline.detectors.drift.reference import ReferenceBuilder  # noqa: PLC0415
     from driftline.detectors.pipeline import StagedPipeline  # noqa: PLC0415
     from driftline.schemas.decode import encode  # noqa: PLC0415
@@ -506,11 +510,16 @@ async def test_slices_summed_by_the_input_stages_decide_as_replay(
     for e in make_stream(scenario="stationary", n_predictions=20_000, seed=99):
         if isinstance(e, Prediction):
             builder.add(e.features, e.prediction)
-    profiles = {"credit-risk": builder.build("training", "credit-risk")}
+    profiles = {"credit-risk": builder.build("training", "credit-risk")} if offline else {}
     topics = topics_for(f"slices{next(_names)}")
     await setup_topics(broker, topics, 4)
     events = list(make_stream(scenario="mean_shift", n_predictions=12_000, change_at=6_000, seed=7))
-    total = sum((await produce(broker, topics, events)).values())
+    # Without a profile, the stream comes in two parts: the input stages have read the
+    # first before the model stage has built the reference from it (a backlog read at
+    # once would leave nothing to sum). No idle markers in between: a partition that
+    # declares itself idle lets the others run ahead, which replay does not do.
+    cut = len(events) if offline else 6_000
+    total = sum((await produce(broker, topics, events[:cut])).values())
     sent: list[int] = []
     forward = worker_module.Worker._forward
 
@@ -519,25 +528,39 @@ async def test_slices_summed_by_the_input_stages_decide_as_replay(
         await forward(self, shard, model_id, items)
 
     monkeypatch.setattr(worker_module.Worker, "_forward", counted_forward)
-    group = "g-slices"
+    group = f"g-slices-{offline}"
     worker = Worker(
         replace(config_for(topics, settings), references=profiles),
         kafka(broker),
-        WorkerSettings(group_id=group, **TEST_WORKER),
+        WorkerSettings(group_id=group, idle_after_ms=2_000 if offline else 600_000, **TEST_WORKER),
     )
     task = asyncio.create_task(worker.run())
     try:
+        if not offline:
+            deadline = time.monotonic() + 60
+            while not worker.shards or not all(
+                s.intake.slicer.learned for s in worker.shards.values()
+            ):
+                assert time.monotonic() < deadline and not task.done()
+                await asyncio.sleep(0.1)
+            total += sum((await produce(broker, topics, events[cut:])).values())
+            worker.settings = replace(worker.settings, idle_after_ms=2_000)  # the tail's turn
         await wait_committed(broker, group, topics, 4, total, tasks=[task], workers=[worker])
     finally:
         worker.stop()
         await asyncio.wait_for(task, 30)
-    assert sent.count(3) > 100 and sent.count(0) == 0  # summaries, no prediction items
+    assert sent.count(3) > 100  # summaries
+    if offline:
+        assert sent.count(0) == 0  # and no prediction items
+    else:  # the first part's predictions travel as items, the second's as slices
+        assert sent.count(0) == sum(isinstance(e, Prediction) for e in events[:cut])
+        published = [orjson.loads(v) for v in await read_all(broker, topics.references)]
+        assert [(p["name"], p["model_version"]) for p in published] == [("warmup", "v1")]
     native = replay([encode(e) for e in events], Staged(StagedPipeline(4, settings, profiles, {})))
     found = sorted(
         (d["type"], d["kind"], d["ts"], d["decision_id"]) for d in await decisions(broker, topics)
     )
     assert found == sorted((d.type, d.kind, d.ts, d.decision_id) for d in native.decisions)
-    # x0's shift, within the skew horizon of an offline profile, and the prediction's.
-    assert {("alert", "online_offline_gap"), ("alert", "prediction_drift")} <= {
-        (t, k) for t, k, *_ in found
-    }
+    # x0's shift (within the skew horizon of an offline profile), and the prediction's.
+    drift = "online_offline_gap" if offline else "data_drift"
+    assert {("alert", drift), ("alert", "prediction_drift")} <= {(t, k) for t, k, *_ in found}
