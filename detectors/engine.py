@@ -813,6 +813,8 @@ class Engine:
             state = split_legacy_state(state)
         self.intake.restore(state["intake"])
         self.models.restore(state["models"])
+        for profile in self.models.warmup_references():
+            self.intake.slicer.learn(profile)
 
 
 RETRAIN_CADENCE_VERSIONS = 2

@@ -248,6 +248,9 @@ class Slicer:
         self.learned: dict[str, ReferenceProfile] = {}
         """Warm-up references the model stage built, by ``model_id@version``
         (`learn`)."""
+        self.pending: dict[str, list[SliceSummary]] = {}
+        """Per model, slices restored without their profile, to send as they are
+        (`restore`, `Intake.process`)."""
 
     def learn(self, profile: ReferenceProfile) -> None:
         """A version's warm-up reference, built by the model stage from the merged traffic
@@ -331,6 +334,7 @@ class Slicer:
         return out
 
     def forget(self, model_id: str) -> None:
+        self.pending.pop(model_id, None)
         for key in [k for k in self.learned if k.startswith(f"{model_id}@")]:
             del self.learned[key]
         self.versions.pop(model_id, None)
@@ -369,6 +373,11 @@ class Slicer:
                 for model_id in self.lowest
                 for version, found in self.versions[model_id].items()
                 if found is not None and found.open is not None
+            ]
+            + [
+                [model_id, s.model_version, _open_state(_Sums(*_sums_fields(s)))]
+                for model_id, found in self.pending.items()
+                for s in found
             ],
         }
 
@@ -376,10 +385,24 @@ class Slicer:
         self.canary = set(state["canary"])
         self.chosen = {m: dict(v) for m, v in state["chosen"].items()}
         self.versions, self.lowest, self.busy = {}, {}, set()
+        self.pending = {}
         for model_id, version, found in state["open"]:
+            digest = self.chosen.get(model_id, {}).get(version)
             made = self._version(model_id, version)
             if made is None:
-                continue  # the profile is gone: the slice's sums cannot be tested
+                # The profile has not reached this stage yet (a warm-up reference comes
+                # again from the model stage): what was summed goes on as it is, tested
+                # against the profile it was summed with; new predictions go as items
+                # until the profile is back.
+                parts = tuple(
+                    None if part is None else slice_from_state(part) for part in found["parts"]
+                )
+                summary = SliceSummary(
+                    model_id, version, found["role"], found["number"], found["events"],
+                    found["first"], found["last"], found["traffic"], digest or "", parts,
+                )  # fmt: skip
+                self.pending.setdefault(model_id, []).append(summary)
+                continue
             made.open = _Sums(
                 found["number"],
                 [
@@ -395,6 +418,11 @@ class Slicer:
             lowest = self.lowest.get(model_id)
             if lowest is None or made.open.number < lowest[0]:
                 self.lowest[model_id] = (made.open.number, made.slice_ms)
+
+
+def _sums_fields(s: SliceSummary) -> tuple[Any, ...]:
+    """A summary's sums as `_Sums` holds them."""
+    return s.number, list(s.parts), s.events, s.first_ts, s.last_ts, s.traffic, s.role
 
 
 def _open_state(found: _Sums) -> dict[str, Any]:

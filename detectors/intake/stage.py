@@ -147,8 +147,15 @@ class Intake:
         join, seen, watermarks = self.join, self.seen, self.watermarks
         slicer, slicing = self.slicer, self.slicing
         placed: list[tuple[list[Routed], int]] = []  # summary items, summed at the end
-        duplicates = n_predictions = 0
         seq = self.seq
+        if slicer.pending:  # restored without their profile: sent as they are
+            for model_id, restored in slicer.pending.items():
+                at = watermarks[model_id]
+                for summary in restored:
+                    out.setdefault(model_id, []).append(Routed(SUMMARY, seq, at, summary, None))
+                    seq += 1
+            slicer.pending = {}
+        duplicates = n_predictions = 0
         trace_of = iter(traces) if traces is not None else None
         trace = None
         for event in events:
@@ -252,7 +259,11 @@ class Intake:
         """Every slice open here as a summary item, per model (the partition has read
         all there is for now: the model stage need not wait for its slices)."""
         out: dict[str, list[Routed]] = {}
-        for model_id, summaries in self.slicer.flush().items():
+        found = self.slicer.flush()
+        for model_id, restored in self.slicer.pending.items():
+            found[model_id] = restored + found.get(model_id, [])
+        self.slicer.pending = {}
+        for model_id, summaries in found.items():
             slot = self.watermarks[model_id]
             for summary in summaries:
                 out.setdefault(model_id, []).append(Routed(SUMMARY, self.seq, slot, summary, None))

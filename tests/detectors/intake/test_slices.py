@@ -197,3 +197,46 @@ def test_a_warmup_reference_reaches_the_input_stages_and_changes_no_decision(
     ]
     assert any(d["kind"] == "data_drift" for d in expected)
     assert got == expected
+
+
+def test_a_restart_before_the_warmup_reference_is_back_loses_no_slice() -> None:
+    """An input stage restored inside a slice summed against a warm-up reference it no
+    longer has sends what it had summed as it is (the model stage tests it against the
+    same reference), then items until the reference is back; with the model stage
+    handing it back at once (`Engine.restore`), the decisions are those of a run without
+    the restart."""
+    events = generate(
+        StreamSpec(scenario="mean_shift", n_predictions=30_000, change_at=15_000, seed=13)
+    )
+    cut = 12_001
+    first = Engine(SETTINGS)
+    before = [
+        d.decision_id
+        for i in range(0, cut, 4_096)
+        for d in first.process(events[i : min(i + 4_096, cut)])
+    ]
+    open_slice = first.intake.slicer.versions[MODEL]["v1"].open
+    assert open_slice is not None and open_slice.events > 0
+    state = orjson.loads(orjson.dumps(first.state(), option=orjson.OPT_SERIALIZE_NUMPY))
+
+    alone = Intake(SETTINGS)
+    alone.restore(state["intake"])
+    items = alone.process(events[cut : cut + 10])[MODEL]
+    assert items[0].kind == SUMMARY and items[0].event.events == open_slice.events
+    assert PREDICTION in {i.kind for i in items[1:]}
+
+    whole = Engine(SETTINGS)
+    expected = [
+        d.decision_id
+        for i in range(0, len(events), 4_096)
+        for d in whole.process(events[i : i + 4_096])
+    ]
+    second = Engine(SETTINGS)
+    second.restore(state)
+    after = [
+        d.decision_id
+        for i in range(cut, len(events), 4_096)
+        for d in second.process(events[i : i + 4_096])
+    ]
+    assert any(second.intake.slicer.versions[MODEL].values())
+    assert expected and before + after == expected
