@@ -397,9 +397,15 @@ class Channel(ABC):
     def slice_from_state(self, found: dict[str, Any]) -> OpenSlice:
         """A slice this channel sums into, from `slice_state`."""
         part = slice_from_state(found)
-        if not isinstance(self.window_counts, list):
-            part.counts = np.array(part.counts).reshape(self.window_counts.shape)
+        part.counts = self._shaped(part.counts)
         return part
+
+    def _shaped(self, counts: Any) -> Any:
+        """Histogram counts read back, in the layout of `_empty_counts` (one array for
+        the numeric channel, where a list would be extended by ``+=``, not added to)."""
+        empty = self._empty_counts()
+        found = [np.asarray(c, dtype=np.float64) for c in counts]
+        return found if isinstance(empty, list) else np.array(found).reshape(empty.shape)
 
     def _add_window(self, row: OpenSlice) -> None:
         """A tested slice's histogram counts and invalid values join the window."""
@@ -526,7 +532,7 @@ class Channel(ABC):
         self.bank.restore(state["bank"])
         self.window_count = state["window_count"]
         self.window_first_ts = state["window_first_ts"]
-        self.window_counts = [np.asarray(c, dtype=np.float64) for c in state["window_counts"]]
+        self.window_counts = self._shaped(state["window_counts"])
         self.window_bad = np.asarray(state["window_bad"], dtype=np.float64)
         found = state.get("open")
         self.open = None if found is None else self.slice_from_state(found)

@@ -4,6 +4,7 @@ stage of each partition) tests as the same slice summed from its events."""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 
 from driftline.detectors.drift.channel import OpenSlice
 from driftline.detectors.drift.numeric import NumericChannel
@@ -89,3 +90,39 @@ def test_a_slice_is_tested_when_a_later_one_begins_and_late_events_join_the_open
     )
     assert channel.open.index == 1 and channel.open.events == 2
     assert channel.open.first_ts == 3
+
+
+def test_a_restored_channel_keeps_counting_its_window() -> None:
+    """Histogram counts read back from a checkpoint keep their layout: the numeric
+    channel's window (and an open slice) counts what comes after the restore (read back
+    as a list, ``+=`` extended it instead, and the window test saw only the counts from
+    before)."""
+    x, meta = _stream(3_000, 3_000)
+    whole = _channel()
+    data = whole.prepare(x)
+    slices = meta.ts // SETTINGS.slice_ms
+    whole.update_slices(data, meta, slices)
+    first = _channel()
+    first.update_slices(
+        data.__class__(data.z[:1_100], data.bins[:1_100], data.bad[:1_100]),
+        meta.slice(0, 1_100),
+        slices[:1_100],
+    )
+    second = _channel()
+    second.restore(orjson.loads(orjson.dumps(first.state())))
+    rest = data.__class__(data.z[1_100:], data.bins[1_100:], data.bad[1_100:])
+    second.update_slices(rest, meta.slice(1_100, 3_000), slices[1_100:])
+    assert np.array_equal(second.window_counts, whole.window_counts)
+    assert second.window_counts.sum() == whole.window_counts.sum() > 0
+    assert np.array_equal(second.open.counts, whole.open.counts)
+
+    events = _channel()
+    events.update(data, meta)
+    cut = _channel()
+    cut.update(
+        data.__class__(data.z[:1_100], data.bins[:1_100], data.bad[:1_100]), meta.slice(0, 1_100)
+    )
+    back = _channel()
+    back.restore(orjson.loads(orjson.dumps(cut.state())))
+    back.update(rest, meta.slice(1_100, 3_000))
+    assert np.array_equal(back.window_counts, events.window_counts)
