@@ -334,15 +334,15 @@ class ModelEngine:
             sliced = batch.sums.get(key)
             if sliced is None:
                 decisions += monitor.process(predictions, seqs, [], [], [], [])
-                if monitor.built:
-                    monitor.built = False
-                    if self.settings_for(key[0]).slice_ms > 0:
-                        self.built.append(monitor.profile)  # type: ignore[arg-type]
-                continue
-            untested = monitor.unmatched_events
-            summed = list(zip(sliced[1], sliced[0], strict=True))
-            decisions += monitor.process(predictions, seqs, [], [], [], [], summed)
-            self.counts["untested_slice_events"] += monitor.unmatched_events - untested
+            else:
+                untested = monitor.unmatched_events
+                summed = list(zip(sliced[1], sliced[0], strict=True))
+                decisions += monitor.process(predictions, seqs, [], [], [], [], summed)
+                self.counts["untested_slice_events"] += monitor.unmatched_events - untested
+            if monitor.built:
+                monitor.built = False
+                if self.settings_for(key[0]).slice_ms > 0 and monitor.profile is not None:
+                    self.built.append(monitor.profile)
         rows = self._labelled_rows(batch.labels)
         served: dict[str, dict[str, tuple[list[Prediction], list[int]]]] = {}
         for (model_id, version), found in batch.preds.items():

@@ -38,6 +38,19 @@ from driftline.schemas.records import Prediction
 LN2 = math.log(2.0)
 
 
+def traffic_weight(ts: np.ndarray, origin: int, half_life_ms: int) -> float:
+    """``log(sum(exp((ts - origin) * ln 2 / half_life_ms)))``: the weight of events at
+    times ``ts`` in a traffic count that decays with that half-life, as a log relative to
+    ``origin`` (computed from the largest term, so it does not overflow).
+
+    >>> round(traffic_weight(np.array([0, 1_000]), 0, 1_000), 6) == round(math.log(3.0), 6)
+    True
+    """
+    exponents = (ts - origin) * (LN2 / half_life_ms)
+    top = float(exponents.max())
+    return top + math.log(float(np.exp(exponents - top).sum()))
+
+
 class SliceSummary(NamedTuple):
     """One version's predictions of one slice of event time, summed by one input
     partition (a part of the slice, when several partitions carry the version)."""
@@ -185,9 +198,7 @@ class _Version:
         sums.events += end - start
         sums.first_ts = min(sums.first_ts, int(part.min()))
         sums.last_ts = max(sums.last_ts, int(part.max()))
-        exponents = (part - sums.number * self.slice_ms) * (LN2 / self.half_life_ms)
-        top = float(exponents.max())
-        weight = top + math.log(float(np.exp(exponents - top).sum()))
+        weight = traffic_weight(part, sums.number * self.slice_ms, self.half_life_ms)
         sums.traffic = float(np.logaddexp(sums.traffic, weight))
         sums.role = found[end - 1].role
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from driftline.detectors.decision import Decision, Impact, Trigger, build_decision
-from driftline.detectors.intake.slices import SliceSummary
+from driftline.detectors.intake.slices import SliceSummary, traffic_weight
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.versions.comparison import MeanComparison, MeanVerdict, PairedComparison
 from driftline.detectors.versions.maturity import (
@@ -464,9 +464,7 @@ class ModelVersions:
         it is kept as a log relative to the model's first event time, so it neither
         overflows nor depends on how events were batched.
         """
-        exponents = (ts - int(ts[0])) * (LN2 / self.settings.version_half_life_ms)
-        top = float(exponents.max())
-        weight = top + math.log(float(np.exp(exponents - top).sum()))
+        weight = traffic_weight(ts, int(ts[0]), self.settings.version_half_life_ms)
         self._count(version, role, len(ts), int(ts.min()), int(ts.max()), int(ts[0]), weight)
 
     def observe_slice(self, version: str, summary: SliceSummary, start: int) -> None:
