@@ -88,6 +88,32 @@ def ids(found):
     return {d["decision_id"] for d in found}
 
 
+async def kill_and_restart(broker, config, group, topics, total, tmp_path) -> int:
+    """Run a worker process, SIGKILL it once anything is committed, restart it until
+    ``total`` records are committed, then SIGTERM it (which must exit 0); returns how
+    many records were committed at the kill."""
+    first = start_worker_process(broker, config, tmp_path / "first.log")
+    try:
+        # Killed once anything is committed: the worker takes a second or two for the whole
+        # stream (checkpoints every 0.5 s), and a poll under load can take a good part of
+        # that, so waiting for a larger share let it finish first now and then.
+        while (done := await committed(broker, group, topics, PARTITIONS)) == 0:
+            assert first.poll() is None, (tmp_path / "first.log").read_text()
+            await asyncio.sleep(0.1)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert done < total, "the worker finished before it could be killed"
+    second = start_worker_process(broker, config, tmp_path / "second.log")
+    try:
+        await wait_committed(broker, group, topics, PARTITIONS, total, timeout_s=90)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        code = second.wait(timeout=40)
+    assert code == 0, (tmp_path / "second.log").read_text()[-2000:]
+    return done
+
+
 async def test_kill_minus_9_loses_nothing_and_duplicates_nothing(
     broker, produced, reference_run, tmp_path
 ) -> None:
@@ -99,25 +125,7 @@ async def test_kill_minus_9_loses_nothing_and_duplicates_nothing(
     config = write_config(tmp_path / "w.toml", mine, "g-crash", DETECTORS)
     text = config.read_text().replace("[worker]\n", "[worker]\nmax_batch_records = 500\n")
     config.write_text(text)
-    first = start_worker_process(broker, config, tmp_path / "first.log")
-    try:
-        # Killed once anything is committed: the worker takes a second or two for the whole
-        # stream (checkpoints every 0.5 s), and a poll under load can take a good part of
-        # that, so waiting for a larger share let it finish first now and then.
-        while (done := await committed(broker, "g-crash", mine, PARTITIONS)) == 0:
-            assert first.poll() is None, (tmp_path / "first.log").read_text()
-            await asyncio.sleep(0.1)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-    assert done < total, "the worker finished before it could be killed"
-    second = start_worker_process(broker, config, tmp_path / "second.log")
-    try:
-        await wait_committed(broker, "g-crash", mine, PARTITIONS, total, timeout_s=90)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        code = second.wait(timeout=40)
-    assert code == 0, (tmp_path / "second.log").read_text()[-2000:]
+    done = await kill_and_restart(broker, config, "g-crash", mine, total, tmp_path)
     found = await decisions(broker, mine)
     assert ids(found) == ids(reference_run)
     print(
@@ -443,22 +451,7 @@ async def test_kill_minus_9_while_slices_are_summed_loses_and_duplicates_nothing
     config = write_config(tmp_path / "w.toml", mine, "g-slicecrash", detectors)
     text = config.read_text().replace("[worker]\n", "[worker]\nmax_batch_records = 500\n")
     config.write_text(f'references = ["{profile_path}"]\n' + text)
-    first = start_worker_process(broker, config, tmp_path / "first.log")
-    try:
-        while (done := await committed(broker, "g-slicecrash", mine, PARTITIONS)) == 0:
-            assert first.poll() is None, (tmp_path / "first.log").read_text()
-            await asyncio.sleep(0.1)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-    assert done < total, "the worker finished before it could be killed"
-    second = start_worker_process(broker, config, tmp_path / "second.log")
-    try:
-        await wait_committed(broker, "g-slicecrash", mine, PARTITIONS, total, timeout_s=90)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        code = second.wait(timeout=40)
-    assert code == 0, (tmp_path / "second.log").read_text()[-2000:]
+    done = await kill_and_restart(broker, config, "g-slicecrash", mine, total, tmp_path)
     found = await decisions(broker, mine)
     native = replay(
         [encode(e) for e in stream(SPEC)],
