@@ -291,7 +291,7 @@ class DetectorSettings:
     of versions whose reference profile they have (`detectors.intake.slices`); a slice
     is tested when something of a later one arrives. A statistic at a slice's end stands
     at or below the events' path, so slices do not add false alarms; they delay an alarm
-    (0.2 to 1.5 slices on the simulator's scenarios) and can miss a change that comes and
+    (0.1 to 1.6 slices on the simulator's scenarios) and can miss a change that comes and
     goes within one. Channels using River's detectors (``data_detector``,
     ``prediction_detector``) always test per event. Off by default: the delay is paid by
     every model, the saving matters for hot ones (set it per model)."""
