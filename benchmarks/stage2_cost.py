@@ -31,10 +31,14 @@ import statistics
 import time
 from dataclasses import replace
 
+import orjson
+
 from driftline.detectors.drift.reference import ReferenceBuilder, ReferenceProfile
 from driftline.detectors.engine import ModelEngine
+from driftline.detectors.intake.wire import encode_items
 from driftline.detectors.pipeline import StagedPipeline
 from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.decode import encode
 from driftline.schemas.records import Prediction
 from driftline.streams.replay import Staged
 from driftline.streams.simulation.traffic import StreamSpec, generate
@@ -56,11 +60,14 @@ def offline_profile() -> ReferenceProfile:
 
 
 class TimedEngine(ModelEngine):
-    """The model stage, adding up the CPU time of its `process` calls."""
+    """The model stage, adding up the CPU time of its `process` calls, and the bytes its
+    items would take on the summaries topic (format 3, outside the timing)."""
 
     cpu_s = 0.0
+    wire_bytes = 0
 
     def process(self, items):  # type: ignore[no-untyped-def]
+        self.wire_bytes += len(orjson.dumps(encode_items(items)))
         started = time.process_time()
         try:
             return super().process(items)
@@ -73,9 +80,10 @@ def model_stage_cpu(
     predictions: int,
     profile: ReferenceProfile | None = None,
     label_rate: float = 0.5,
-) -> tuple[float, int, float]:
-    """CPU seconds of the model stage, events served, event-time seconds covered (with
-    ``profile``: summed per slice by the input stage)."""
+) -> tuple[float, int, float, float]:
+    """CPU seconds of the model stage, events served, event-time seconds covered, and the
+    summaries' bytes over the input's (with ``profile``: summed per slice by the input
+    stage)."""
     spec = StreamSpec(
         scenario="mean_shift",
         n_predictions=predictions,
@@ -97,7 +105,8 @@ def model_stage_cpu(
         staged.process(events[i : i + BATCH])
     pipeline.flush()
     span_s = (max(e.ts for e in events) - min(e.ts for e in events)) / 1000
-    return engine.cpu_s, len(events), span_s
+    share = engine.wire_bytes / sum(len(encode(e)) for e in events)
+    return engine.cpu_s, len(events), span_s, share
 
 
 def main() -> None:
@@ -112,7 +121,7 @@ def main() -> None:
     )
     print(
         f"{'set-up':>10} {'spacing':>8} {'events/slice':>13} {'slices':>7} {'us/event':>9} "
-        f"{'ms/slice':>9} {'slice cost x sparsest':>22}"
+        f"{'ms/slice':>9} {'slice cost x sparsest':>22} {'summaries/input bytes':>22}"
     )
     profile = offline_profile()
     for name, used, labels in (
@@ -132,7 +141,7 @@ def main() -> None:
             print(
                 f"{name:>10} {spacing:>6}ms {events / slices:>13,.0f} {slices:>7,.0f} "
                 f"{cpu / events * 1e6:>9.1f} {per_slice * 1000:>9.2f} "
-                f"{per_slice / first_per_slice:>22.1f}"
+                f"{per_slice / first_per_slice:>22.1f} {runs[0][3]:>22.3f}"
             )
 
 
