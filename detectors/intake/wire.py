@@ -3,7 +3,8 @@
 A summaries message carries its items under ``i``. Format 3 (written now) is columnar:
 the predictions' fields one list each, their feature values one list per prediction
 beside a table of feature-name lists (``fk``), and the other items (joined labels,
-independent outcomes) as rows (`detectors.intake.stage.item_to_wire`), with a string of
+independent outcomes, slices of predictions summed) as rows
+(`detectors.intake.stage.item_to_wire`), with a string of
 kinds (``k``, ``p`` for a prediction and ``o`` for another item) giving the order. A
 column whose values are all the default (no scores, no segment, no trace...) is null.
 Building and reading columns takes one pass of C-level iteration per field instead of
