@@ -123,10 +123,12 @@ class ModelEngine:
         """Models seen whose feedback-loop detection is off (hot-path cache)."""
         self.recent_models: OrderedDict[str, None] = OrderedDict()
         """Models with state, least recently seen first (bounded by ``max_models``)."""
-        self.built: list[ReferenceProfile] = []
-        """Warm-up references built since the caller last took them, of models tested per
-        slice: the input stages sum a version's slices once its reference reaches them
-        (`detectors.intake.slices.Slicer.learn`; the caller empties the list)."""
+        self.hand_over: list[ReferenceProfile] = []
+        """References to give the input stages since the caller last took them, of models
+        tested per slice: warm-up references built, and the references of versions whose
+        slices came summed against another. The input stages sum a version's slices
+        against its reference once it reaches them (`detectors.intake.slices.Slicer.learn`;
+        the caller empties the list)."""
         self.clocks: dict[str, list[int]] = {}
         """Per model: [event time of its next step, items since its last step, step_ms,
         step_items] (`DetectorSettings.step_ms`)."""
@@ -339,10 +341,10 @@ class ModelEngine:
                 summed = list(zip(sliced[1], sliced[0], strict=True))
                 decisions += monitor.process(predictions, seqs, [], [], [], [], summed)
                 self.counts["untested_slice_events"] += monitor.unmatched_events - untested
-            if monitor.built:
-                monitor.built = False
+            if monitor.hand_over:
+                monitor.hand_over = False
                 if self.settings_for(key[0]).slice_ms > 0 and monitor.profile is not None:
-                    self.built.append(monitor.profile)
+                    self.hand_over.append(monitor.profile)
         rows = self._labelled_rows(batch.labels)
         served: dict[str, dict[str, tuple[list[Prediction], list[int]]]] = {}
         for (model_id, version), found in batch.preds.items():
@@ -754,9 +756,9 @@ class Engine:
         else:
             items = sorted((i for found in routed.values() for i in found), key=_position)
         decisions = self.models.process(items)
-        for profile in self.models.built:
+        for profile in self.models.hand_over:
             self.intake.slicer.learn(profile)
-        self.models.built.clear()
+        self.models.hand_over.clear()
         return decisions
 
     # The parts tests and tools read, under the names they had before the stages split.

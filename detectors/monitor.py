@@ -151,9 +151,10 @@ class VersionMonitor:
         self.policy: DecisionPolicy | None = None
         self.fingerprint: str | None = None
         """Of the profile, once a summed slice asks (`process`)."""
-        self.built = False
-        """Whether the warm-up reference was built by the last `process` (the model stage
-        hands it to the input stages: `detectors.engine.ModelEngine.built`)."""
+        self.hand_over = False
+        """Whether the input stages should be given this version's reference: the last
+        `process` built it (the warm-up's), or slices came summed against another one
+        (`detectors.engine.ModelEngine.hand_over`)."""
         self.unmatched_events = 0
         """Events of slices summed against another profile: counted, not tested."""
         if profile is None:
@@ -202,7 +203,8 @@ class VersionMonitor:
 
         A slice summed against another profile than this version's (one published while
         the version was already monitored) cannot be tested here: its events are counted
-        (`unmatched_events`), not tested."""
+        (`unmatched_events`), not tested, and the version's own profile is handed to the
+        input stages (`hand_over`), which sum against it from then on."""
         signals: list[Signal] = []
         reports: list[WindowReport | Recovery] = []
         start = 0
@@ -236,6 +238,7 @@ class VersionMonitor:
             self.unmatched_events += sum(s.events for _, s in summed) - sum(
                 s.events for _, s in matched
             )
+            self.hand_over = self.profile is not None  # the input stages switch to it
         return matched
 
     def _skew(
@@ -273,7 +276,7 @@ class VersionMonitor:
             profile = self.builder.build("warmup", self.model_id, self.model_version)
             self.builder = None
             self._activate(profile)
-            self.built = True
+            self.hand_over = True
         return len(take)
 
     def _observe(

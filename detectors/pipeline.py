@@ -61,12 +61,12 @@ class StagedPipeline:
         return decisions
 
     def _hand_references(self) -> None:
-        """Warm-up references the model stage built reach every input stage (in a worker,
+        """References the model stage hands over reach every input stage (in a worker,
         through the references topic)."""
-        for profile in self.engine.built:
+        for profile in self.engine.hand_over:
             for intake in self.intakes:
                 intake.slicer.learn(profile)
-        self.engine.built.clear()
+        self.engine.hand_over.clear()
 
     def flush(self) -> list[Decision]:
         """Release every item still waiting (the end of the stream)."""

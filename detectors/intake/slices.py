@@ -264,19 +264,34 @@ class Slicer:
         (`restore`, `Intake.process`)."""
 
     def learn(self, profile: ReferenceProfile) -> None:
-        """A version's warm-up reference, built by the model stage from the merged traffic
-        of every partition: the version's predictions are summed here from now on (until
-        now they travelled as items, which the model stage sums alike). Only a reference
-        the model stage built for the version is taken for one already seen: it is the one
-        its monitor tests against."""
+        """The reference the model stage tests a version against (its warm-up reference,
+        built from the merged traffic of every partition, or the profile it started with
+        when slices came summed against another): the version's predictions are summed
+        here against it from now on (until now they travelled as items, which the model
+        stage sums alike, or were summed against another profile: what was summed of the
+        open slice is sent as it is). Called between batches."""
         if profile.model_id is None or profile.model_version is None:
             return
-        key = f"{profile.model_id}@{profile.model_version}"
-        self.learned[key] = profile
-        versions = self.versions.get(profile.model_id)
-        if versions is not None and versions.get(profile.model_version) is None:
-            versions.pop(profile.model_version, None)
-            self.chosen.get(profile.model_id, {}).pop(profile.model_version, None)
+        model_id, version = profile.model_id, profile.model_version
+        self.learned[f"{model_id}@{version}"] = profile
+        versions = self.versions.get(model_id)
+        if versions is None or version not in versions:
+            return
+        found = versions[version]
+        if found is not None:
+            if found.profile == fingerprint(profile):
+                return
+            if found.open is not None:
+                summary = found.open.summary(model_id, version, found.profile)
+                self.pending.setdefault(model_id, []).append(summary)
+        del versions[version]
+        self.chosen.get(model_id, {}).pop(version, None)
+        if model_id in self.lowest:
+            numbers = [v.number for v in versions.values() if v is not None and v.number >= 0]
+            if numbers:
+                self.lowest[model_id] = (min(numbers), self.lowest[model_id][1])
+            else:
+                del self.lowest[model_id]
 
     def take(self, p: Prediction, watermark: int) -> bool:
         """Take ``p`` into its version's open slice if it is summed here; False when it

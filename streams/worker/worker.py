@@ -823,8 +823,8 @@ class Worker:
                 )
         before = shard.engine.seq
         decisions = shard.engine.process(released) if released else []
-        self._announce += shard.engine.built
-        shard.engine.built.clear()
+        self._announce += shard.engine.hand_over
+        shard.engine.hand_over.clear()
         await self._hand_references()
         # Traces are looked up only for the (rare) batches that decided something.
         traces = _traces_by_position(released, before) if decisions else {}

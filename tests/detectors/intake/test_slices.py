@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
 import orjson
 import pytest
 from msgspec.structs import replace
 
-from driftline.detectors.drift.reference import ReferenceBuilder, ReferenceProfile
+from driftline.detectors.drift.reference import ReferenceBuilder, ReferenceProfile, fingerprint
 from driftline.detectors.engine import Engine
 from driftline.detectors.feedback.monitor import LABEL, PREDICTION
 from driftline.detectors.intake.slices import Slicer
@@ -150,21 +149,31 @@ def test_a_restart_inside_a_slice_continues_it(profile) -> None:
     assert before + after == expected
 
 
-def test_slices_summed_against_another_profile_are_counted_not_tested(profile) -> None:
+def test_slices_summed_against_another_profile_are_counted_then_summed_against_its_own(
+    profile,
+) -> None:
     """A profile published while a version is monitored from its warm-up, and an input
     partition that first sees the version afterwards: the model stage cannot test sums
-    made against that profile, and says how many events it left untested. (A partition
-    that saw the version before keeps sending its predictions as items.)"""
-    events = generate(StreamSpec(n_predictions=6_000, seed=9))
+    made against that profile; it counts their events and hands the version's own
+    reference to the input stage, which sums against it from the next batch. (A
+    partition that saw the version before keeps sending its predictions as items until
+    the warm-up reference reaches it.)"""
+    events = generate(StreamSpec(n_predictions=8_000, seed=9))
     engine = Engine(SETTINGS)
     engine.process(events[:3_000])
     engine.intake.slicer.profiles = {MODEL: profile}
     engine.process(events[3_000:4_000])
     assert engine.models.counts["untested_slice_events"] == 0
     engine.intake = Intake(SETTINGS, profiles={MODEL: profile})  # another partition's
-    engine.process(events[4_000:])
+    for start in range(4_000, len(events), 1_000):
+        engine.process(events[start : start + 1_000])
     untested = engine.models.counts["untested_slice_events"]
-    assert 1_000 < untested <= int(np.sum([type(e) is Prediction for e in events[4_000:]]))
+    first_batch = sum(type(e) is Prediction for e in events[4_000:5_000])
+    assert 0 < untested <= first_batch + SETTINGS.slice_ms // 10
+    monitor = engine.models.monitors[MODEL]["v1"]
+    summing = engine.intake.slicer.versions[MODEL]["v1"]
+    assert summing is not None and summing.profile == fingerprint(monitor.profile)
+    assert not monitor.profile.offline
 
 
 def test_a_warmup_reference_reaches_the_input_stages_and_changes_no_decision(
