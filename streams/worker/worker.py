@@ -63,7 +63,7 @@ from aiokafka.errors import (
 )
 
 from driftline.detectors.decision import Decision
-from driftline.detectors.drift.reference import ReferenceProfile
+from driftline.detectors.drift.reference import ReferenceProfile, fingerprint
 from driftline.detectors.engine import ModelEngine
 from driftline.detectors.intake.join import JOIN_COUNTERS
 from driftline.detectors.intake.stage import LABEL, Intake, Routed
@@ -210,7 +210,9 @@ class Worker:
         self._duplicates_seen = 0
         self._untested_seen = 0
         self._announce: list[ReferenceProfile] = []
-        """Warm-up references to hand to the input stages (`_hand_references`)."""
+        """References to hand to the input stages (`_hand_references`)."""
+        self._handed: dict[str, str] = {}
+        """Fingerprint of the reference last published per ``model_id@version``."""
         self._evictions_seen: dict[str, int] = {}
         self._merge_seen: dict[str, int] = {}
         self.token = uuid.uuid4().hex
@@ -431,17 +433,25 @@ class Worker:
 
     def add_reference(self, key: str, profile: ReferenceProfile) -> None:
         """Use ``profile`` for versions of its model first seen from now on (versions already
-        monitored keep the reference they started with)."""
+        monitored keep the reference they started with). A version's own profile (keyed
+        ``model_id@version``) also reaches the input stages for that version's slices:
+        it is what model stages hand over (`_hand_references`); one the version's monitor
+        does not test against is handed back by it."""
         self.config = replace(self.config, references={**self.config.references, key: profile})
         for shard in self.model_shards.values():
             shard.engine.profiles[key] = profile
         for input_shard in self.shards.values():
             input_shard.intake.slicer.profiles = self.config.references
+            if "@" in key:  # a version's own: possibly what its model stage tests against
+                input_shard.intake.slicer.learn(profile)
 
     async def _hand_references(self) -> None:
-        """Warm-up references the model stage built (or restored) reach every input
-        stage, so that they sum the versions' slices: this worker's at once, the others'
-        through the references topic (what ``driftline reference publish`` sends to)."""
+        """References the model stage hands over (warm-up references built or restored,
+        a version's own when slices came summed against another) reach every input stage,
+        so that they sum the versions' slices against them: this worker's at once, the
+        others' through the references topic (what ``driftline reference publish`` sends
+        to; a worker takes a version's own profile from there for the version's slices,
+        `add_reference`), each published once per process."""
         if not self._announce:
             return
         assert self.publisher is not None
@@ -450,6 +460,12 @@ class Worker:
             for shard in self.shards.values():
                 shard.intake.slicer.learn(profile)
             key = f"{profile.model_id}@{profile.model_version}"
+            digest = fingerprint(profile)
+            # A model stage hands a reference again at every batch that brings slices
+            # summed against another, until the other workers' input stages switch.
+            if self._handed.get(key) == digest:
+                continue
+            self._handed[key] = digest
             await self.publisher.send(
                 self.topics.references, orjson.dumps(profile.to_dict()), key.encode()
             )

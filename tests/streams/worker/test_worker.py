@@ -564,3 +564,32 @@ async def test_slices_summed_by_the_input_stages_decide_as_replay(
     # x0's shift (within the skew horizon of an offline profile), and the prediction's.
     drift = "online_offline_gap" if offline else "data_drift"
     assert {("alert", drift), ("alert", "prediction_drift")} <= {(t, k) for t, k, *_ in found}
+
+
+def test_a_versions_own_profile_from_the_references_topic_reaches_the_input_stages(
+    make_stream,
+) -> None:
+    """What another worker's model stage hands over arrives through the references topic
+    keyed ``model_id@version``: the input stages take it for that version's slices. A
+    model's profile (keyed ``model_id``) only applies to versions first seen afterwards."""
+    from driftline.detectors.drift.reference import ReferenceBuilder  # noqa: PLC0415
+    from driftline.schemas.records import Prediction  # noqa: PLC0415
+
+    settings = replace(SMALL, slice_ms=2_000)
+    builder = ReferenceBuilder(settings, 3_000)
+    for e in make_stream(n_predictions=3_000, seed=3):
+        if isinstance(e, Prediction):
+            builder.add(e.features, e.prediction)
+    warmup = builder.build("warmup", "credit-risk", "v1")
+    worker = Worker(
+        config_for(topics_for("unused"), settings),
+        kafka("localhost:1"),
+        WorkerSettings(group_id="g-unused", **TEST_WORKER),
+    )
+    worker.shards[0] = worker._shard(0)
+    slicer = worker.shards[0].intake.slicer
+    worker.add_reference("credit-risk", replace(warmup, model_version=None))
+    assert slicer.learned == {}
+    worker.add_reference("credit-risk@v1", warmup)
+    assert slicer.learned == {"credit-risk@v1": warmup}
+    assert slicer.profiles["credit-risk"].model_version is None
