@@ -505,7 +505,7 @@ async def test_slices_summed_by_the_input_stages_decide_as_replay(
     from driftline.streams.replay import Staged, replay  # noqa: PLC0415
 
     monkeypatch.setattr(worker_module, "LOCAL_ITEMS", 0)
-    settings = replace(SMALL, slice_ms=2_000)
+    settings = replace(SMALL, slice_ms=2_000, merge_idle_ms=600_000)
     builder = ReferenceBuilder(settings, 20_000)
     for e in make_stream(scenario="stationary", n_predictions=20_000, seed=99):
         if isinstance(e, Prediction):
@@ -516,8 +516,10 @@ async def test_slices_summed_by_the_input_stages_decide_as_replay(
     events = list(make_stream(scenario="mean_shift", n_predictions=12_000, change_at=6_000, seed=7))
     # Without a profile, the stream comes in two parts: the input stages have read the
     # first before the model stage has built the reference from it (a backlog read at
-    # once would leave nothing to sum). No idle markers in between: a partition that
-    # declares itself idle lets the others run ahead, which replay does not do.
+    # once would leave nothing to sum). No idle markers in between, and no partition
+    # left behind for its silence during the pause (`merge_idle_ms`, wall time: it failed
+    # once under a full parallel run): either lets the others run ahead, which replay
+    # does not do.
     cut = len(events) if offline else 6_000
     total = sum((await produce(broker, topics, events[:cut])).values())
     sent: list[int] = []
@@ -546,9 +548,13 @@ async def test_slices_summed_by_the_input_stages_decide_as_replay(
             total += sum((await produce(broker, topics, events[cut:])).values())
             worker.settings = replace(worker.settings, idle_after_ms=2_000)  # the tail's turn
         await wait_committed(broker, group, topics, 4, total, tasks=[task], workers=[worker])
+        late = sum(
+            m.counts["late_items"] for s in worker.model_shards.values() for m in s.merges.values()
+        )
     finally:
         worker.stop()
         await asyncio.wait_for(task, 30)
+    assert late == 0  # merged as replay merges
     assert sent.count(3) > 100  # summaries
     if offline:
         assert sent.count(0) == 0  # and no prediction items
