@@ -20,6 +20,7 @@ from driftline.streams.worker import Worker, WorkerSettings
 from driftline.streams.worker import worker as worker_module
 from tests.kafka_helpers import (
     TEST_WORKER,
+    committed,
     config_for,
     decisions,
     kafka,
@@ -517,9 +518,8 @@ async def test_slices_summed_by_the_input_stages_decide_as_replay(
     # Without a profile, the stream comes in two parts: the input stages have read the
     # first before the model stage has built the reference from it (a backlog read at
     # once would leave nothing to sum). No idle markers in between, and no partition
-    # left behind for its silence during the pause (`merge_idle_ms`, wall time: it failed
-    # once under a full parallel run): either lets the others run ahead, which replay
-    # does not do.
+    # left behind for its silence during the pause (`merge_idle_ms`, wall time): either
+    # lets the others run ahead, which replay does not do.
     cut = len(events) if offline else 6_000
     total = sum((await produce(broker, topics, events[:cut])).values())
     sent: list[int] = []
@@ -546,6 +546,12 @@ async def test_slices_summed_by_the_input_stages_decide_as_replay(
                 assert time.monotonic() < deadline and not task.done()
                 await asyncio.sleep(0.1)
             total += sum((await produce(broker, topics, events[cut:])).values())
+            # Idle markers again only once the second part is read: a partition that had
+            # been caught up since the pause would otherwise declare itself idle before
+            # its first fetch of it (and send its open slice early, in two parts).
+            while await committed(broker, group, topics, 4) < total:
+                assert time.monotonic() < deadline + 60 and not task.done()
+                await asyncio.sleep(0.2)
             worker.settings = replace(worker.settings, idle_after_ms=2_000)  # the tail's turn
         await wait_committed(broker, group, topics, 4, total, tasks=[task], workers=[worker])
         late = sum(
