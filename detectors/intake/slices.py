@@ -287,11 +287,8 @@ class Slicer:
         del versions[version]
         self.chosen.get(model_id, {}).pop(version, None)
         if model_id in self.lowest:
-            numbers = [v.number for v in versions.values() if v is not None and v.number >= 0]
-            if numbers:
-                self.lowest[model_id] = (min(numbers), self.lowest[model_id][1])
-            else:
-                del self.lowest[model_id]
+            open_ = [v.number for v in versions.values() if v is not None and v.number >= 0]
+            self._set_lowest(model_id, open_, self.lowest[model_id][1])
 
     def take(self, p: Prediction, watermark: int) -> bool:
         """Take ``p`` into its version's open slice if it is summed here; False when it
@@ -334,11 +331,15 @@ class Slicer:
                 out.append(found.close())
             else:
                 remaining.append(number)
-        if remaining:
-            self.lowest[model_id] = (min(remaining), lowest[1])
-        else:
-            del self.lowest[model_id]
+        self._set_lowest(model_id, remaining, lowest[1])
         return out
+
+    def _set_lowest(self, model_id: str, numbers: list[int], slice_ms: int) -> None:
+        """The earliest of a model's open slices (``numbers``), or none open."""
+        if numbers:
+            self.lowest[model_id] = (min(numbers), slice_ms)
+        else:
+            self.lowest.pop(model_id, None)
 
     def finish(self) -> None:
         """Sum what waits into the pieces and open slices (the end of a batch)."""
@@ -420,30 +421,29 @@ class Slicer:
                 # again from the model stage): what was summed goes on as it is, tested
                 # against the profile it was summed with; new predictions go as items
                 # until the profile is back.
-                parts = tuple(
-                    None if part is None else slice_from_state(part) for part in found["parts"]
-                )
-                summary = SliceSummary(
-                    model_id, version, found["role"], found["number"], found["events"],
-                    found["first"], found["last"], found["traffic"], digest or "", parts,
-                )  # fmt: skip
+                parts = [None if p is None else slice_from_state(p) for p in found["parts"]]
+                sums = _sums_from_state(found, parts)
+                summary = sums.summary(model_id, version, digest or "")
                 self.pending.setdefault(model_id, []).append(summary)
                 continue
-            made.open = _Sums(
-                found["number"],
+            made.open = _sums_from_state(
+                found,
                 [
                     None if c is None or part is None else c.slice_from_state(part)
                     for c, part in zip(made.channels, found["parts"], strict=True)
                 ],
-                found["events"],
-                found["first"],
-                found["last"],
-                found["traffic"],
-                found["role"],
             )
             lowest = self.lowest.get(model_id)
             if lowest is None or made.open.number < lowest[0]:
                 self.lowest[model_id] = (made.open.number, made.slice_ms)
+
+
+def _sums_from_state(found: dict[str, Any], parts: list[Any]) -> _Sums:
+    """Inverse of `_open_state`, with the parts read back by the caller."""
+    return _Sums(
+        found["number"], parts, found["events"], found["first"], found["last"],
+        found["traffic"], found["role"],
+    )  # fmt: skip
 
 
 def _sums_fields(s: SliceSummary) -> tuple[Any, ...]:
