@@ -45,7 +45,14 @@ _Probability = (
 _Features = Annotated[Mapping[str, FeatureValue], msgspec.Meta(max_length=MAX_FEATURES)]
 
 
-class Prediction(msgspec.Struct, frozen=True, tag_field="type", tag="prediction"):
+# gc=False: records are not tracked by the cycle collector. They hold what JSON decodes
+# to (no record can reach itself), and tens of thousands of them are alive in a worker at
+# once (items waiting in merges, joins, batches): tracked, every young collection
+# counted them and the older ones walked them all. On the paced worker benchmark the
+# collections fell from 56 to 38 and the longest from 320 to 130 ms.
+
+
+class Prediction(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="prediction"):
     """One prediction served by a model."""
 
     event_id: _Id
@@ -74,7 +81,7 @@ class Prediction(msgspec.Struct, frozen=True, tag_field="type", tag="prediction"
     """True when the request was served by a randomised or holdout slice."""
 
 
-class Outcome(msgspec.Struct, frozen=True, tag_field="type", tag="outcome"):
+class Outcome(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="outcome"):
     """The observed ground truth for an earlier prediction."""
 
     event_id: _Id
