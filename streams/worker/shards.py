@@ -4,6 +4,7 @@ partition (stage 2), each with the offsets its state covers and how it is checkp
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter as CounterDict
 from typing import Any
 
@@ -42,6 +43,9 @@ class Shard:
         self.dead_letters: CounterDict[str] = CounterDict()
         self.generation = 0
         self.dirty = False
+        self.taken_at = time.monotonic()
+        """When the shard's state was last taken for a checkpoint (at first: when the shard
+        was made; see `Worker._due`)."""
         self.covered: dict[str, int] = {}
         """Offsets covered by the shard's latest checkpoint (restored or written)."""
         self.committed: dict[str, int] = {}
@@ -103,6 +107,7 @@ class ModelShard:
         self.published = RecentIds(published)
         self.generation = 0
         self.dirty = False
+        self.taken_at = time.monotonic()
         self.covered: dict[str, int] = {}
         self.committed: dict[str, int] = {}
         self.pending: list[ConsumerRecord] = []

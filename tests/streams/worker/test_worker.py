@@ -614,3 +614,47 @@ def test_a_versions_own_profile_from_the_references_topic_reaches_the_input_stag
     worker.add_reference("credit-risk@v1", warmup)
     assert slicer.learned == {"credit-risk@v1": warmup}
     assert slicer.profiles["credit-risk"].model_version is None
+
+
+def test_periodic_checkpoints_take_one_shard_at_a_time_and_each_once_an_interval() -> None:
+    """The loop is held only for one shard's state at a time (`Worker._due`): the
+    checkpoints come ``checkpoint_interval_s / shards`` apart, each takes the changed
+    shard taken longest ago, every shard is taken once an interval, shards the writes fell
+    behind on are taken together, and shards written but not committed are committed."""
+    from driftline.streams.worker.shards import ModelShard  # noqa: PLC0415
+
+    interval = 600.0  # far longer than the test: no shard falls behind on its own
+    worker = Worker(
+        config_for(topics_for("unused"), SMALL),
+        kafka("localhost:1"),
+        WorkerSettings(group_id="g-unused", **{**TEST_WORKER, "checkpoint_interval_s": interval}),
+    )
+    for p in range(4):
+        worker.shards[p] = worker._shard(p)
+        worker.model_shards[p] = ModelShard(p, "summaries", worker._model_engine(), 10)
+    shards = worker.by_name()
+    assert worker._checkpoint_spacing() == interval / 8
+    start = time.monotonic()
+    taken: list[str] = []
+    for turn in range(1, 17):  # two intervals' turns, every shard changing all the time
+        for shard in shards.values():
+            shard.dirty = True
+        due = worker._due()
+        assert len(due) == 1
+        (name,) = due
+        # What `_snapshot` does, at the turn's time.
+        shards[name].taken_at, shards[name].dirty = start + turn * interval / 8, False
+        taken.append(name)
+    assert sorted(taken[:8]) == sorted(shards) and taken[8:] == taken[:8]
+    # Nothing changed: nothing to take. Written, not committed: committed only.
+    for shard in shards.values():
+        shard.dirty = False
+    assert worker._due() == set()
+    shards["2"].covered = {"predictions": 5}
+    assert worker._due() == {"2"}
+    shards["2"].committed = {"predictions": 5}
+    # Writes fell behind on three shards (none for over an interval): taken at once.
+    for name in ("0", "m1", "m3"):
+        shards[name].dirty, shards[name].taken_at = True, time.monotonic() - 2 * interval
+    shards["1"].dirty = True
+    assert worker._due() == {"0", "m1", "m3"}
