@@ -1,10 +1,11 @@
 """The faust application that hosts the worker.
 
 faust-streaming owns what it is good at and where its per-message cost is irrelevant: the
-process lifecycle (start-up, signals, orderly shutdown of every service) and the
-low-volume ``driftline.references`` topic, whose agent loads reference profiles into
-running workers. The prediction/outcome hot path stays on aiokafka batches inside the
-`DetectorService` (see streams/worker/worker.py for the measured reason).
+process lifecycle (start-up, signals, orderly shutdown of every service). The
+prediction/outcome hot path stays on aiokafka batches inside the `DetectorService` (see
+streams/worker/worker.py for the measured reason), and so does the references topic:
+every worker must read all of it, which a faust agent in the app's consumer group does
+not do (`streams.worker.references`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,8 @@ from typing import Any
 
 import faust
 import mode
-import orjson
 
-from driftline.detectors.drift.reference import ReferenceProfile
-from driftline.schemas.exceptions import ConfigError
-from driftline.streams.config import Config, profile_key
+from driftline.streams.config import Config
 from driftline.streams.kafka import KafkaSettings
 from driftline.streams.worker import Worker, WorkerSettings
 
@@ -61,7 +59,7 @@ def build_app(
         f"{settings.group_id}-control",
         broker=[f"kafka://{host}" for host in kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(kafka),
-        # No web server, no tables: the app only hosts services and one small agent.
+        # No web server, no tables, no agents: the app only hosts the worker's service.
         web_enabled=False,
         datadir=str(datadir),
         store="memory://",
@@ -72,27 +70,6 @@ def build_app(
         # Rebalances must not wait for streams to drain (they would hang on a quiet topic).
         stream_wait_empty=False,
     )
-    references = app.topic(
-        config.topics.references,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-
-    @app.agent(references)
-    async def load_references(stream: Any) -> None:
-        async for value in stream:
-            try:
-                profile = ReferenceProfile.from_dict(orjson.loads(value))
-                key = profile_key(profile, config.topics.references)
-            except (orjson.JSONDecodeError, ConfigError) as exc:
-                worker.metrics.references.labels("rejected").inc()
-                log.error("reference profile rejected: %s", exc)
-                continue
-            worker.add_reference(key, profile)
-            worker.metrics.references.labels("loaded").inc()
-            log.info("reference profile %r loaded for %s", profile.name, key)
 
     class DetectorService(mode.Service):
         """Runs the aiokafka worker for as long as the app runs."""

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
@@ -287,3 +287,25 @@ async def publish_profile(
         await producer.send_and_wait(topic, orjson.dumps(profile.to_dict()), key=key.encode())
     finally:
         await producer.stop()
+
+
+async def read_to_highwater(
+    consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], timeout_ms: int
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """The records of the assigned partitions ``tps`` from their positions to their high
+    watermarks, a fetch at a time. The end is taken from the fetch responses' high
+    watermark, never from ``end_offsets()`` (which some Kafka-compatible brokers answer
+    wrongly: tansu gives the newest record batch's first offset + 1)."""
+    while True:
+        batch = await consumer.getmany(*tps, timeout_ms=timeout_ms)
+        for tp in tps:
+            if batch.get(tp):
+                yield batch[tp]
+        if batch:
+            continue
+        for tp in tps:
+            highwater = consumer.highwater(tp)
+            if highwater is None or await consumer.position(tp) < highwater:
+                break
+        else:
+            return

@@ -26,6 +26,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from driftline.schemas.exceptions import DriftlineError
+from driftline.streams.kafka import read_to_highwater
 
 CHUNK_BYTES = 512 * 1024
 """Chunk size: half of Kafka's default 1 MB message limit, leaving room for headers."""
@@ -132,23 +133,17 @@ async def read_state_log(consumer: AIOKafkaConsumer, topic: str) -> dict[bytes, 
     watermark.
 
     The consumer must not be subscribed; the state topic partition is assigned to it
-    directly. The end is taken from the fetch responses' high watermark, never from
-    ``end_offsets()`` (which some Kafka-compatible brokers answer wrongly).
+    directly (`streams.kafka.read_to_highwater`).
     """
     tp = TopicPartition(topic, 0)
     consumer.assign([tp])
     await consumer.seek_to_beginning(tp)
     latest: dict[bytes, StateRecord] = {}
-    while True:
-        batch = await consumer.getmany(tp, timeout_ms=STATE_READ_TIMEOUT_MS)
-        for record in batch.get(tp, []):
+    async for records in read_to_highwater(consumer, [tp], STATE_READ_TIMEOUT_MS):
+        for record in records:
             if record.key is not None:
                 headers = {k: v.decode() for k, v in (record.headers or ())}
                 latest[record.key] = StateRecord(record.value or b"", headers, record.offset)
-        highwater = consumer.highwater(tp)
-        position = await consumer.position(tp)
-        if highwater is not None and position >= highwater and not batch:
-            break
     return latest
 
 

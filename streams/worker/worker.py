@@ -2,8 +2,9 @@
 
 Which part sits where, and why (figures in ../shared/TANSU.md and benchmarks/):
 
-* A faust App (streams/app.py) hosts this worker as a service: process lifecycle, signals,
-  and the low-volume references topic.
+* A faust App (streams/app.py) hosts this worker as a service: process lifecycle and
+  signals. The low-volume references topic is read by every worker without a consumer
+  group (`streams.worker.references`): a broadcast, not a work queue.
 * The hot path (predictions, outcomes) runs on aiokafka batches (``getmany``): decoding,
   validation and detector updates are done a batch at a time. A faust agent pays about
   160 us of plumbing per message, which caps it near 6k msg/s, an order of magnitude
@@ -89,6 +90,7 @@ from driftline.streams.metrics import DRIFT_SCORE_MODELS, Metrics
 from driftline.streams.views.live import LiveView, model_scores, observe, version_scores
 from driftline.streams.worker.alignment import aligned
 from driftline.streams.worker.publishing import Publisher, send_dead_letters
+from driftline.streams.worker.references import ReferenceReader
 from driftline.streams.worker.rekey import Rekeyer, input_topics
 from driftline.streams.worker.settings import WorkerSettings
 from driftline.streams.worker.shards import ModelShard, Shard
@@ -245,6 +247,11 @@ class Worker:
         """The periodic checkpoint writing in the background, if one is."""
         self.trimmer = StateTrimmer(kafka, self.topics.state, self.metrics)
         self.trim_task: asyncio.Task[None] | None = None
+        self.references = ReferenceReader(
+            kafka, self.topics.references, self.add_reference, self.metrics
+        )
+        """Profiles published on the references topic, read by every worker."""
+        self.references_task: asyncio.Task[None] | None = None
         self._pairs_seen: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -265,10 +272,14 @@ class Worker:
                 self.trim_task = asyncio.create_task(
                     self.trimmer.run(self.stopping, self.settings.state_trim_interval_s)
                 )
+            self.references_task = asyncio.create_task(self.references.follow(self.stopping))
             while not self.stopping.is_set() and self.failure is None:
                 if self.rekey_task is not None and self.rekey_task.done():
                     self.rekey_task.result()  # its failure is the worker's
                     raise ConfigError("the re-key stage stopped unexpectedly")
+                if self.references_task.done():
+                    self.references_task.result()  # its failure is the worker's
+                    raise ConfigError("the references reader stopped unexpectedly")
                 assert self.consumer is not None
                 batch = await self.consumer.getmany(
                     timeout_ms=self.settings.fetch_timeout_ms,
@@ -343,6 +354,8 @@ class Worker:
         )
         await self.consumer.start()
         self.partitions = await self._check_topics()
+        # Every profile published so far, before the first record is handled.
+        await self.references.start()
         if self.settings.ui_port is not None:
             await self.live.start(self.settings.ui_port)
             log.info("live view on http://127.0.0.1:%d/", self.settings.ui_port)
@@ -410,6 +423,10 @@ class Worker:
             await self.rekeyer.stop()
         if self.trim_task is not None:
             await asyncio.gather(self.trim_task, return_exceptions=True)
+        if self.references_task is not None:  # it only reads: stopped where it waits
+            self.references_task.cancel()
+            await asyncio.gather(self.references_task, return_exceptions=True)
+        await self.references.stop()
         if self.consumer is not None and self.by_name() and self.failure is None:
             async with self.in_batch:  # not beside a rebalance's own checkpoint
                 await self.checkpoint(set(self.by_name()))
