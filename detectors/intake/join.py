@@ -61,7 +61,11 @@ class OutcomeJoin:
         self.ttl_ms = ttl_ms
         self.max_pending = max_pending
         self.memory = memory
-        self.predictions: OrderedDict[str, list[Pending]] = OrderedDict()
+        self.predictions: OrderedDict[str, tuple[Pending, ...]] = OrderedDict()
+        """Per request, its predictions waiting (usually one). Tuples, not lists: a tuple
+        of scalars drops out of the cycle collector's tracking after its first collection,
+        where a list per waiting prediction (hundreds of thousands per partition) was
+        walked by every older-generation collection."""
         self.outcomes: OrderedDict[str, tuple[str, Any, int]] = OrderedDict()
         self.expired: OrderedDict[str, None] = OrderedDict()
         self.resolved: OrderedDict[str, None] = OrderedDict()
@@ -90,11 +94,11 @@ class OutcomeJoin:
         waiting = predictions.get(request_id)
         self._front_ts = min(self._front_ts, ts)
         if waiting is None:
-            predictions[request_id] = [entry]
+            predictions[request_id] = (entry,)
             if len(predictions) > self.max_pending:
                 self._evict()
         else:
-            waiting.append(entry)
+            predictions[request_id] = (*waiting, entry)
         return _NONE
 
     def add_outcome(self, request_id: str, model_id: str, label: Any, ts: int) -> Sequence[Joined]:
@@ -110,7 +114,7 @@ class OutcomeJoin:
                 return [self._join(request_id, waiting[0], label, ts)]
             matched = [p for p in waiting if p[MODEL] == model_id]
             if matched:
-                rest = [p for p in waiting if p[MODEL] != model_id]
+                rest = tuple(p for p in waiting if p[MODEL] != model_id)
                 if rest:
                     self.predictions[request_id] = rest
                 else:
@@ -182,11 +186,11 @@ class OutcomeJoin:
         self.predictions = OrderedDict(
             (
                 rid,
-                [
+                tuple(
                     # Entries of checkpoints older than feedback tags have four fields.
                     (m, v, tuple(p) if isinstance(p, list) else p, ts, tag[0] if tag else None)
                     for m, v, p, ts, *tag in entries
-                ],
+                ),
             )
             for rid, entries in state["predictions"]
         )

@@ -3,6 +3,8 @@ restore that continues exactly."""
 
 from __future__ import annotations
 
+import gc
+
 import orjson
 
 from driftline.detectors.intake.join import OutcomeJoin
@@ -89,3 +91,18 @@ def test_a_restored_join_continues_as_the_original() -> None:
         (early,) = join.add_prediction("b", pending(ts=2))
         assert early.label == 1
     assert copy.counts == original.counts
+
+
+def test_waiting_predictions_drop_out_of_the_cycle_collectors_tracking() -> None:
+    """What waits in the join holds scalars only: after a collection, nothing of it is
+    walked by the collector again (a list per waiting prediction was, by every
+    older-generation collection)."""
+    join = OutcomeJoin(ttl_ms=10**9, max_pending=1_000)
+    for i in range(100):
+        join.add_prediction(f"r{i}", ("m", "v1", 0.3, i, None))
+    join.add_prediction("r0", ("m2", "v1", 0.5, 1, None))  # two models, one request
+    join.add_outcome("r0", "m", 1, 200)  # joins one, the other waits
+    gc.collect()
+    gc.collect()  # a tuple is let go once its contents are: two collections at most
+    assert len(join.predictions["r0"]) == 1 and join.predictions["r0"][0][0] == "m2"
+    assert not any(gc.is_tracked(entries) for entries in join.predictions.values())
