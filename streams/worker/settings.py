@@ -16,8 +16,9 @@ class WorkerSettings:
     group_id: str = "driftline"
     """Consumer group; also names this deployment's checkpoints in the state topic."""
     checkpoint_interval_s: float = 5.0
-    """State is written at most this often: a crash re-reads at most this much input.
-    Five seconds keeps the checkpoint cost near 1 % of a busy worker's time."""
+    """Each shard's state is written about this often (one shard at a time, the turns
+    spread over the interval): a crash re-reads about this much input. Five seconds
+    keeps the checkpoint cost near 1 % of a busy worker's time."""
     max_batch_records: int = 5_000
     """Records per fetch: large enough to amortise per-batch numpy cost."""
     fetch_timeout_ms: int = 50
