@@ -112,6 +112,12 @@ without paying a histogram lock per record."""
 METRICS_INTERVAL_S = 1.0
 """How often lag, join-buffer and drift-score gauges are refreshed."""
 
+MIN_CHECKPOINT_SPACING_S = 0.1
+"""Shortest time between two periodic checkpoint turns, whatever the shard count: each
+turn commits (and probes membership with a commit), so a worker of many shards would
+otherwise send tens of commits a second. Shards that fall behind for it are taken
+together at their turn (`Worker._due`)."""
+
 RECORD_OVERHEAD_BYTES = 512
 """Room left below ``max_request_size`` for a dead letter's record framing (batch and
 record headers, the key): aiokafka counts them against the limit too."""
@@ -1084,10 +1090,10 @@ class Worker:
             raise self.failure
 
     def _checkpoint_spacing(self) -> float:
-        """Seconds between periodic checkpoints: the interval spread over the shards, one
-        shard's state taken at a time (`_due`)."""
+        """Seconds between periodic checkpoint turns: the interval spread over the shards,
+        one shard's state taken at a time (`_due`), at least `MIN_CHECKPOINT_SPACING_S`."""
         shards = len(self.shards) + len(self.model_shards)
-        return self.settings.checkpoint_interval_s / max(shards, 1)
+        return max(self.settings.checkpoint_interval_s / max(shards, 1), MIN_CHECKPOINT_SPACING_S)
 
     def _checkpoint_soon(self) -> None:
         """The periodic checkpoint: the due shards' state is taken now, in the loop (it is

@@ -634,6 +634,9 @@ def test_periodic_checkpoints_take_one_shard_at_a_time_and_each_once_an_interval
         worker.model_shards[p] = ModelShard(p, "summaries", worker._model_engine(), 10)
     shards = worker.by_name()
     assert worker._checkpoint_spacing() == interval / 8
+    worker.settings = replace(worker.settings, checkpoint_interval_s=0.2)  # 25 ms a turn
+    assert worker._checkpoint_spacing() == worker_module.MIN_CHECKPOINT_SPACING_S
+    worker.settings = replace(worker.settings, checkpoint_interval_s=interval)
     start = time.monotonic()
     taken: list[str] = []
     for turn in range(1, 17):  # two intervals' turns, every shard changing all the time
