@@ -59,7 +59,13 @@ async def produce(
     compression: str | None = None,
 ) -> dict[str, int]:
     """Produce events keyed by request_id (record batches compressed with ``compression``,
-    if given); returns records produced per topic."""
+    if given); returns records produced per topic.
+
+    Each record's produce time (CreateTime) is one millisecond after the one before, in
+    the order given, ending now: the worker interleaves a partition's predictions and
+    outcomes by produce time (`streams.worker.alignment`), and records produced within
+    one millisecond, which vary from run to run, would come predictions first instead of
+    in the order given, which is replay's."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         linger_ms=20,
@@ -68,13 +74,18 @@ async def produce(
     )
     await producer.start()
     counts = {topics.predictions: 0, topics.outcomes: 0}
+    produced = int(time.time() * 1000) - len(events) - len(extra)
     try:
         for event in events:
             topic = topics.predictions if isinstance(event, Prediction) else topics.outcomes
-            await producer.send(topic, encode(event), key=event.request_id.encode())
+            produced += 1
+            await producer.send(
+                topic, encode(event), key=event.request_id.encode(), timestamp_ms=produced
+            )
             counts[topic] += 1
         for topic, raw in extra:
-            await producer.send(topic, raw, key=b"bad")
+            produced += 1
+            await producer.send(topic, raw, key=b"bad", timestamp_ms=produced)
             counts[topic] += 1
         await producer.flush()
     finally:
