@@ -51,6 +51,10 @@ def kafka(bootstrap: str) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence=False)
 
 
+_last_produced = [0]
+"""The produce time `produce` gave its last record (one list per test process)."""
+
+
 async def produce(
     bootstrap: str,
     topics: Topics,
@@ -62,7 +66,8 @@ async def produce(
     if given); returns records produced per topic.
 
     Each record's produce time (CreateTime) is one millisecond after the one before, in
-    the order given, ending now: the worker interleaves a partition's predictions and
+    the order given, ending now (or later, after a call that ended later: never before
+    the records of an earlier call): the worker interleaves a partition's predictions and
     outcomes by produce time (`streams.worker.alignment`), and records produced within
     one millisecond, which vary from run to run, would come predictions first instead of
     in the order given, which is replay's."""
@@ -74,7 +79,7 @@ async def produce(
     )
     await producer.start()
     counts = {topics.predictions: 0, topics.outcomes: 0}
-    produced = int(time.time() * 1000) - len(events) - len(extra)
+    produced = max(int(time.time() * 1000) - len(events) - len(extra), _last_produced[0])
     try:
         for event in events:
             topic = topics.predictions if isinstance(event, Prediction) else topics.outcomes
@@ -90,6 +95,7 @@ async def produce(
         await producer.flush()
     finally:
         await producer.stop()
+        _last_produced[0] = produced
     return counts
 
 
