@@ -57,6 +57,16 @@ class ReferenceReader:
             **self.kafka.client_options(), group_id=None, enable_auto_commit=False
         )
         await self.consumer.start()
+        try:
+            await self._read_all()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _read_all(self) -> None:
+        """Every partition of the topic assigned, read from its beginning to its high
+        watermark."""
+        assert self.consumer is not None
         parts = self.consumer.partitions_for_topic(self.topic)
         if parts is None:
             await self.consumer._client.force_metadata_update()
@@ -83,6 +93,7 @@ class ReferenceReader:
     async def stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
+            self.consumer = None
 
     def _take(self, records: Sequence[ConsumerRecord]) -> None:
         for record in records:

@@ -264,7 +264,11 @@ class Worker:
 
     async def run(self) -> None:
         """Run until `stop` is called (or SIGTERM/SIGINT when installed)."""
-        await self._start()
+        try:
+            await self._start()
+        except BaseException:
+            await self._close()  # what had started (a missing topic, say)
+            raise
         try:
             if self.rekeyer is not None:
                 self.rekey_task = asyncio.create_task(
@@ -432,7 +436,6 @@ class Worker:
         if self.references_task is not None:  # it only reads: stopped where it waits
             self.references_task.cancel()
             await asyncio.gather(self.references_task, return_exceptions=True)
-        await self.references.stop()
         if self.consumer is not None and self.by_name() and self.failure is None:
             async with self.in_batch:  # not beside a rebalance's own checkpoint
                 await self.checkpoint(set(self.by_name()))
@@ -442,6 +445,11 @@ class Worker:
                 "from the last checkpoint",
                 _one_line(self.failure),
             )
+        await self._close()
+
+    async def _close(self) -> None:
+        """Stop the clients and servers the worker started."""
+        await self.references.stop()
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:

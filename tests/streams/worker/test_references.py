@@ -98,3 +98,23 @@ async def test_every_worker_of_a_group_takes_every_profile_and_again_after_a_res
     finally:
         later.stop()
         await asyncio.wait_for(task, 60)
+
+
+async def test_a_missing_references_topic_is_one_clear_error(broker) -> None:
+    """The worker does not start without its references topic: one line names it and the
+    command that creates it."""
+    from driftline.schemas.exceptions import ConfigError  # noqa: PLC0415
+
+    topics = topics_for("refs-missing")
+    await setup_topics(broker, topics, 1)
+    config = config_for(replace(topics, references="refs-missing.nowhere"), SMALL)
+    settings = WorkerSettings(group_id="g-refs-missing", **TEST_WORKER)
+    worker = Worker(config, kafka(broker), settings)
+    try:
+        await asyncio.wait_for(worker.run(), 60)
+    except ConfigError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("the worker started without its references topic")
+    assert "'refs-missing.nowhere' does not exist" in message
+    assert "driftline topics create" in message and "\n" not in message
