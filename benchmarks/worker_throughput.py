@@ -18,7 +18,8 @@
 4. Paced run at half the worker's measured throughput, with drift injected into several
    models: per-record produce-to-processed latency (p50/p99) and produce-to-decision
    latency of every decision (the decision is published in the batch that processes its
-   triggering record).
+   triggering record), and what held the loop meanwhile: its batches, its checkpoint
+   turns (taking a shard's state) and the cycle collector's runs.
 
     python benchmarks/worker_throughput.py [--predictions 150000] [--paced-seconds 20]
         [--compare-compression none zstd] [--against 7eb953a]
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 
 # The script's own folder is on sys.path.
@@ -124,6 +128,17 @@ class TimedWorker(Worker):
         self.first_cpu = self.last_cpu = self.input_last_cpu = 0.0
         self.handled = 0
         self.latencies: list[float] = []
+        self.batch_s: list[float] = []
+        """Wall time of each batch that handled input records."""
+        self.turns_s: list[float] = []
+        """Wall time each checkpoint turn held the loop (taking the shards' state)."""
+
+    def _snapshot(self, names):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            return super()._snapshot(names)
+        finally:
+            self.turns_s.append(time.perf_counter() - started)
 
     def model_stage(self) -> tuple[int, int]:
         """Summaries messages the model stage consumed, and items still waiting in it."""
@@ -145,6 +160,7 @@ class TimedWorker(Worker):
         if self.first is None:
             self.first, self.first_cpu = started, started_cpu
         self.handled += done - before
+        self.batch_s.append(time.perf_counter() - started)
         now = time.time() * 1000
         summaries = self.topics.summaries
         for tp, records in batch.items():
@@ -167,6 +183,25 @@ class TimedWorker(Worker):
     def drain_s(self) -> float:
         """From the last input batch to the model stage's last release."""
         return self.last - self.input_last
+
+
+@contextlib.contextmanager
+def collector_pauses() -> Iterator[list[float]]:
+    """The wall time of every cycle-collector run while the block runs."""
+    pauses: list[float] = []
+    started = [0.0]
+
+    def timed(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(timed)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(timed)
 
 
 async def run_worker(
@@ -443,9 +478,10 @@ async def main(args: argparse.Namespace) -> None:
         producer = multiprocessing.get_context("spawn").Process(
             target=paced_producer, args=(bs, paced, n, target_rate)
         )
-        producer.start()
-        paced_worker = await worker_task
-        producer.join()
+        with collector_pauses() as pauses:
+            producer.start()
+            paced_worker = await worker_task
+            producer.join()
         lat = np.array(paced_worker.latencies)
         print(
             f"\npaced at {target_rate:,.0f} records/s "
@@ -455,6 +491,14 @@ async def main(args: argparse.Namespace) -> None:
         print(
             f"produce-to-processed latency: p50 {np.percentile(lat, 50) * 1000:.0f} ms, "
             f"p99 {np.percentile(lat, 99) * 1000:.0f} ms, max {lat.max() * 1000:.0f} ms"
+        )
+        batch_ms = np.array(paced_worker.batch_s) * 1000
+        turns_ms = np.array(paced_worker.turns_s or [0.0]) * 1000
+        print(
+            f"what held the loop: batches p99 {np.percentile(batch_ms, 99):.0f} ms, longest "
+            f"{batch_ms.max():.0f} ms; {len(turns_ms)} checkpoint turns, mean "
+            f"{turns_ms.mean():.0f} ms, longest {turns_ms.max():.0f} ms; {len(pauses)} "
+            f"collections, longest {max(pauses, default=0.0) * 1000:.0f} ms"
         )
         inputs = await record_times(bs, [paced.predictions, paced.outcomes])
         decisions = await record_times(
