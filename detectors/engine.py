@@ -136,6 +136,11 @@ class ModelEngine:
     def settings_for(self, model_id: str) -> DetectorSettings:
         return self.model_settings.get(model_id, self.settings)
 
+    def take_hand_over(self) -> list[ReferenceProfile]:
+        """The references to give the input stages since the last call (`hand_over`)."""
+        found, self.hand_over = self.hand_over, []
+        return found
+
     def warmup_references(self) -> list[ReferenceProfile]:
         """The warm-up references of every version monitored here whose model is tested
         per slice (to hand to the input stages again, after a restore)."""
@@ -756,9 +761,8 @@ class Engine:
         else:
             items = sorted((i for found in routed.values() for i in found), key=_position)
         decisions = self.models.process(items)
-        for profile in self.models.hand_over:
+        for profile in self.models.take_hand_over():
             self.intake.slicer.learn(profile)
-        self.models.hand_over.clear()
         return decisions
 
     # The parts tests and tools read, under the names they had before the stages split.

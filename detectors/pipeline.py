@@ -63,10 +63,9 @@ class StagedPipeline:
     def _hand_references(self) -> None:
         """References the model stage hands over reach every input stage (in a worker,
         through the references topic)."""
-        for profile in self.engine.hand_over:
+        for profile in self.engine.take_hand_over():
             for intake in self.intakes:
                 intake.slicer.learn(profile)
-        self.engine.hand_over.clear()
 
     def flush(self) -> list[Decision]:
         """Release every item still waiting (the end of the stream)."""

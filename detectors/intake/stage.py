@@ -33,7 +33,12 @@ from driftline.detectors.feedback.monitor import (
 )
 from driftline.detectors.intake.join import OutcomeJoin
 from driftline.detectors.intake.recent import RecentIds
-from driftline.detectors.intake.slices import Slicer, summary_from_wire, summary_to_wire
+from driftline.detectors.intake.slices import (
+    Slicer,
+    SliceSummary,
+    summary_from_wire,
+    summary_to_wire,
+)
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.records import Event, Outcome, Prediction
 
@@ -147,14 +152,10 @@ class Intake:
         join, seen, watermarks = self.join, self.seen, self.watermarks
         slicer, slicing = self.slicer, self.slicing
         placed: list[tuple[list[Routed], int]] = []  # summary items, summed at the end
-        seq = self.seq
         if slicer.pending:  # restored without their profile: sent as they are
-            for model_id, restored in slicer.pending.items():
-                at = watermarks[model_id]
-                for summary in restored:
-                    out.setdefault(model_id, []).append(Routed(SUMMARY, seq, at, summary, None))
-                    seq += 1
+            self._route_summaries(slicer.pending, out)
             slicer.pending = {}
+        seq = self.seq
         duplicates = n_predictions = 0
         trace_of = iter(traces) if traces is not None else None
         trace = None
@@ -263,12 +264,19 @@ class Intake:
         for model_id, restored in self.slicer.pending.items():
             found[model_id] = restored + found.get(model_id, [])
         self.slicer.pending = {}
+        self._route_summaries(found, out)
+        return out
+
+    def _route_summaries(
+        self, found: Mapping[str, list[SliceSummary]], out: dict[str, list[Routed]]
+    ) -> None:
+        """Summaries as items of their models, at the partition's event time of each."""
         for model_id, summaries in found.items():
             slot = self.watermarks[model_id]
+            items = out.setdefault(model_id, [])
             for summary in summaries:
-                out.setdefault(model_id, []).append(Routed(SUMMARY, self.seq, slot, summary, None))
+                items.append(Routed(SUMMARY, self.seq, slot, summary, None))
                 self.seq += 1
-        return out
 
     def _tag(self, event: Prediction) -> tuple[int, Tag | None] | None:
         """Id of the prediction's feedback tag and the tag itself (None when the registry

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -51,32 +51,14 @@ class ReferenceReader:
         self.consumer: AIOKafkaConsumer | None = None
         self.tps: list[TopicPartition] = []
 
-    async def start(self) -> None:
-        """Assign every partition of the topic and take every profile on it so far."""
+    async def start(self, partitions: Collection[int]) -> None:
+        """Assign the topic's ``partitions`` (every one: the worker checked the topic
+        exists) and take every profile on them so far."""
         self.consumer = AIOKafkaConsumer(
             **self.kafka.client_options(), group_id=None, enable_auto_commit=False
         )
         await self.consumer.start()
-        try:
-            await self._read_all()
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def _read_all(self) -> None:
-        """Every partition of the topic assigned, read from its beginning to its high
-        watermark."""
-        assert self.consumer is not None
-        parts = self.consumer.partitions_for_topic(self.topic)
-        if parts is None:
-            await self.consumer._client.force_metadata_update()
-            parts = self.consumer.partitions_for_topic(self.topic)
-        if not parts:
-            raise ConfigError(
-                f"topic {self.topic!r} does not exist on {self.kafka.bootstrap_servers}; "
-                "create the topics first with 'driftline topics create'"
-            )
-        self.tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self.tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self.consumer.assign(self.tps)
         await self.consumer.seek_to_beginning(*self.tps)
         async for records in read_to_highwater(self.consumer, self.tps, REFERENCES_FETCH_MS):

@@ -365,7 +365,9 @@ class Worker:
         await self.consumer.start()
         self.partitions = await self._check_topics()
         # Every profile published so far, before the first record is handled.
-        await self.references.start()
+        await self.references.start(
+            self.consumer.partitions_for_topic(self.topics.references) or set()
+        )
         if self.settings.ui_port is not None:
             await self.live.start(self.settings.ui_port)
             log.info("live view on http://127.0.0.1:%d/", self.settings.ui_port)
@@ -396,7 +398,7 @@ class Worker:
     async def _check_topics(self) -> int:
         assert self.consumer is not None
         counts = {}
-        needed = [*self.inputs, self.topics.summaries, self.topics.state]
+        needed = [*self.inputs, self.topics.summaries, self.topics.state, self.topics.references]
         if self.config.input.foreign:
             needed.append(self.topics.outcomes)
             if self.config.input.format != "seldon":  # Seldon's topics are found by pattern
@@ -870,8 +872,7 @@ class Worker:
                 )
         before = shard.engine.seq
         decisions = shard.engine.process(released) if released else []
-        self._announce += shard.engine.hand_over
-        shard.engine.hand_over.clear()
+        self._announce += shard.engine.take_hand_over()
         await self._hand_references()
         # Traces are looked up only for the (rare) batches that decided something.
         traces = _traces_by_position(released, before) if decisions else {}
