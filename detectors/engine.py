@@ -39,8 +39,9 @@ from driftline.detectors.feedback.monitor import (
     Tag,
     feedback_tag,
 )
+from driftline.detectors.intake.blocks import LabelBlock
 from driftline.detectors.intake.slices import SliceSummary
-from driftline.detectors.intake.stage import SUMMARY, Intake, Routed
+from driftline.detectors.intake.stage import LABELS, SUMMARY, Intake, Routed
 from driftline.detectors.monitor import VersionMonitor
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.versions.registry import ModelVersions, Rows
@@ -79,6 +80,9 @@ class _Sorted:
 
 
 _NAN = math.nan
+
+_SUMMED = (SUMMARY, LABELS)
+"""Item kinds that stand for several events (what a model's step counts)."""
 
 ENGINE_COUNTERS = ("evicted_versions", "evicted_models", "untested_slice_events")
 """``untested_slice_events``: predictions the input stage summed against another profile
@@ -211,7 +215,7 @@ class ModelEngine:
                     batch.steps.setdefault(event.model_id, []).append(seq)
                     clock[0] = (slot // clock[2] + 1) * clock[2]
                     clock[1] = 0
-                clock[1] += event.events if kind == SUMMARY else 1
+                clock[1] += event.events if kind in _SUMMED else 1
             previous = event if kind == LABEL else None
             if kind == PREDICTION:
                 self._sort_prediction(batch, event, seq, item.tag)
@@ -223,6 +227,8 @@ class ModelEngine:
                     found = batch.sums[(event.model_id, event.model_version)] = ([], [])
                 found[0].append(event)
                 found[1].append(seq)
+            elif kind == LABELS:
+                self._sort_block(batch, event, seq)
             else:
                 self._sort_independent(batch, event, seq)
         self.seq = seq + 1
@@ -309,6 +315,20 @@ class ModelEngine:
         lab.ts.append(event.ts)
         lab.event_ids.append(event.event_id)
         lab.prediction_ts.append(j.prediction_ts)
+
+    @staticmethod
+    def _sort_block(batch: _Sorted, block: LabelBlock, seq: int) -> None:
+        """A block's labels join their version's columns, one C-level step per column;
+        they share the block's position."""
+        key = (block.model_id, block.model_version)
+        lab = batch.labels.get(key)
+        if lab is None:
+            lab = batch.labels[key] = LabelBatch([], [], [], [], [])
+        lab.pairs.extend(zip(block.predictions, block.labels, strict=True))
+        lab.seqs.extend(itertools.repeat(seq, len(block.outcome_ts)))
+        lab.ts.extend(block.outcome_ts)
+        lab.event_ids.extend(block.event_ids)
+        lab.prediction_ts.extend(block.prediction_ts)
 
     def _sort_independent(self, batch: _Sorted, outcome: Outcome, seq: int) -> None:
         model_id = outcome.model_id

@@ -31,6 +31,13 @@ from driftline.detectors.feedback.monitor import (
     feedback_tag,
     no_action_words,
 )
+from driftline.detectors.intake.blocks import (
+    BLOCK_BYTES,
+    LabelBlock,
+    LabelBlocks,
+    block_from_wire,
+    block_to_wire,
+)
 from driftline.detectors.intake.join import OutcomeJoin
 from driftline.detectors.intake.recent import RecentIds
 from driftline.detectors.intake.slices import (
@@ -44,6 +51,8 @@ from driftline.schemas.records import Event, Outcome, Prediction
 
 SUMMARY = 3
 """Item kind of a slice of a version's predictions summed here (`SliceSummary`)."""
+LABELS = 4
+"""Item kind of a block of a version's joined labels (`detectors.intake.blocks`)."""
 
 INTAKE_COUNTERS = ("events", "predictions", "outcomes", "duplicates")
 SEEN_TAG_KEYS = 4_096
@@ -68,14 +77,14 @@ class Routed(NamedTuple):
     """One item for the model stage."""
 
     kind: int
-    """`PREDICTION`, `LABEL` (a joined outcome), `INDEPENDENT` (an independent outcome)
-    or `SUMMARY` (a slice of predictions summed)."""
+    """`PREDICTION`, `LABEL` (a joined outcome), `INDEPENDENT` (an independent outcome),
+    `SUMMARY` (a slice of predictions summed) or `LABELS` (a block of joined labels)."""
     seq: int
     """Position among the items of its input partition (re-sent items repeat it)."""
     slot: int
     """The partition's event-time watermark of the model when the item was made."""
     event: Any
-    """The prediction, the outcome, or the `SliceSummary`."""
+    """The prediction, the outcome, the `SliceSummary` or the `LabelBlock`."""
     label: Label | None
     """For a joined outcome: what it was joined with."""
     trace: str | None = None
@@ -112,6 +121,9 @@ class Intake:
         the predictions of versions that have one are summed here per slice
         (`detectors.intake.slices`). The mapping is read, never copied: a worker adds
         profiles to it as they are published.
+    block_bytes
+        With ``slice_ms`` set, the estimated encoded bytes at which a block of labels is
+        sent before its slice ends (`detectors.intake.blocks`).
     """
 
     def __init__(
@@ -119,12 +131,15 @@ class Intake:
         settings: DetectorSettings | None = None,
         model_settings: Mapping[str, DetectorSettings] | None = None,
         profiles: Mapping[str, ReferenceProfile] | None = None,
+        block_bytes: int = BLOCK_BYTES,
     ) -> None:
         self.settings = settings or DetectorSettings()
         self.model_settings = dict(model_settings or {})
         self.slicer = Slicer(self.settings_for, profiles if profiles is not None else {})
+        self.blocks = LabelBlocks(self.settings_for, block_bytes)
         self.slicing = any(s.slice_ms > 0 for s in (self.settings, *self.model_settings.values()))
-        """Whether any model's predictions may be summed here (else nothing is looked up)."""
+        """Whether any model's predictions may be summed and labels sent in blocks here
+        (else nothing is looked up)."""
         s = self.settings
         self.join = OutcomeJoin(s.join_ttl_ms, s.join_max_pending, s.join_memory)
         self.seen = RecentIds(s.dedupe_horizon)
@@ -150,7 +165,7 @@ class Intake:
         ``traces`` (one per event, or None) are the records' ``traceparent`` headers."""
         out: dict[str, list[Routed]] = {}
         join, seen, watermarks = self.join, self.seen, self.watermarks
-        slicer, slicing = self.slicer, self.slicing
+        slicer, blocks, slicing = self.slicer, self.blocks, self.slicing
         placed: list[tuple[list[Routed], int]] = []  # summary items, summed at the end
         if slicer.pending:  # restored without their profile: sent as they are
             self._route_summaries(slicer.pending, out)
@@ -171,17 +186,27 @@ class Intake:
                 items = out[model_id] = []
             slot = watermarks.get(model_id)
             if slot is None or event.ts > slot:
-                if slicing and slot is not None and model_id in slicer.lowest:
+                if slicing and slot is not None:
                     # This partition's time of the model passes the end of a slice: it
                     # goes first, where its events were in the partition's order (summed
-                    # at the batch's end).
-                    for piece in slicer.closing(model_id, event.ts):
-                        placed.append((items, len(items)))
-                        items.append(Routed(SUMMARY, seq, slot, piece, None))
-                        seq += 1
+                    # at the batch's end), then the slice's labels.
+                    if model_id in slicer.lowest:
+                        for piece in slicer.closing(model_id, event.ts):
+                            placed.append((items, len(items)))
+                            items.append(Routed(SUMMARY, seq, slot, piece, None))
+                            seq += 1
+                    if model_id in blocks.lowest:
+                        for block in blocks.closing(model_id, event.ts):
+                            items.append(Routed(LABELS, seq, slot, block, None))
+                            seq += 1
                 slot = watermarks[model_id] = event.ts
             if type(event) is Prediction:
                 n_predictions += 1
+                if slicing and event.role != "champion" and model_id not in blocks.mixed:
+                    # Its labels are compared label by label from now on.
+                    for block in blocks.mix(model_id):
+                        items.append(Routed(LABELS, seq, slot, block, None))
+                        seq += 1
                 tagged = (
                     self._tag(event)
                     if event.segment is not None or event.action is not None or event.exploration
@@ -214,6 +239,16 @@ class Intake:
                     outcome.ts,
                 )
             for j in joined:
+                if slicing and j.tag is None and trace is None:
+                    got = blocks.take(
+                        model_id, j.model_version, slot, event.event_id, event.ts, j.label,
+                        j.prediction, j.prediction_ts,
+                    )  # fmt: skip
+                    if got is not False:
+                        if got is not True:  # the block is full: it goes now
+                            items.append(Routed(LABELS, seq, slot, got, None))
+                            seq += 1
+                        continue
                 if outcome is None:  # the outcome came first: rebuild it from the join
                     found: Event = Outcome(
                         event.event_id, event.request_id, model_id, event.ts, j.label, None, False
@@ -251,31 +286,38 @@ class Intake:
         while len(watermarks) > self.settings.max_models:
             model_id = watermarks.popitem(last=False)[0]
             self.slicer.forget(model_id)
+            self.blocks.forget(model_id)
             self.tags.pop(model_id, None)
             self._no_action.pop(model_id, None)
             self._seen.pop(model_id, None)
         return out
 
     def flush_slices(self) -> dict[str, list[Routed]]:
-        """Every slice open here as a summary item, per model (the partition has read
-        all there is for now: the model stage need not wait for its slices)."""
+        """Every slice and block of labels open here as an item, per model (the
+        partition has read all there is for now: the model stage need not wait for
+        them)."""
         out: dict[str, list[Routed]] = {}
         found = self.slicer.flush()
         for model_id, restored in self.slicer.pending.items():
             found[model_id] = restored + found.get(model_id, [])
         self.slicer.pending = {}
         self._route_summaries(found, out)
+        self._route_summaries(self.blocks.flush(), out, LABELS)
         return out
 
     def _route_summaries(
-        self, found: Mapping[str, list[SliceSummary]], out: dict[str, list[Routed]]
+        self,
+        found: Mapping[str, Sequence[SliceSummary | LabelBlock]],
+        out: dict[str, list[Routed]],
+        kind: int = SUMMARY,
     ) -> None:
-        """Summaries as items of their models, at the partition's event time of each."""
+        """Summaries (or blocks of labels) as items of their models, at the partition's
+        event time of each."""
         for model_id, summaries in found.items():
             slot = self.watermarks[model_id]
             items = out.setdefault(model_id, [])
             for summary in summaries:
-                items.append(Routed(SUMMARY, self.seq, slot, summary, None))
+                items.append(Routed(kind, self.seq, slot, summary, None))
                 self.seq += 1
 
     def _tag(self, event: Prediction) -> tuple[int, Tag | None] | None:
@@ -332,6 +374,7 @@ class Intake:
             "watermarks": list(self.watermarks.items()),
             "tags": {m: r.state() for m, r in self.tags.items()},
             "slices": self.slicer.state(),
+            "blocks": self.blocks.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -348,6 +391,8 @@ class Intake:
         self._seen = {}
         if "slices" in state:  # states from before slices have none open
             self.slicer.restore(state["slices"])
+        if "blocks" in state:  # nor blocks of labels
+            self.blocks.restore(state["blocks"])
 
 
 def item_to_wire(item: Routed) -> list[Any]:
@@ -357,6 +402,8 @@ def item_to_wire(item: Routed) -> list[Any]:
     e = item.event
     if item.kind == SUMMARY:
         return [SUMMARY, item.seq, item.slot, *summary_to_wire(e)]
+    if item.kind == LABELS:
+        return [LABELS, item.seq, item.slot, *block_to_wire(e)]
     if item.kind == PREDICTION:
         p: Prediction = e
         row = [
@@ -389,6 +436,8 @@ def item_from_wire(
     ``[index of their names in feature_keys, *values]``."""
     if row[0] == SUMMARY:
         return Routed(SUMMARY, row[1], row[2], summary_from_wire(model_id, row[3:]), None)
+    if row[0] == LABELS:
+        return Routed(LABELS, row[1], row[2], block_from_wire(model_id, row[3:]), None)
     kind, seq, slot, event_id, request_id, ts = row[:6]
     trace = row[_TRACE_AT[kind]] if len(row) > _TRACE_AT.get(kind, len(row)) else None
     if kind == PREDICTION:
@@ -421,6 +470,7 @@ _TRACE_AT = {PREDICTION: 14, INDEPENDENT: 8, LABEL: 11}
 __all__ = [
     "INDEPENDENT",
     "LABEL",
+    "LABELS",
     "PREDICTION",
     "Intake",
     "Label",

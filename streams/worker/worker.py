@@ -66,8 +66,9 @@ from aiokafka.errors import (
 from driftline.detectors.decision import Decision
 from driftline.detectors.drift.reference import ReferenceProfile, fingerprint
 from driftline.detectors.engine import ModelEngine
+from driftline.detectors.intake.blocks import BLOCK_BYTES
 from driftline.detectors.intake.join import JOIN_COUNTERS
-from driftline.detectors.intake.stage import LABEL, Intake, Routed
+from driftline.detectors.intake.stage import LABEL, LABELS, Intake, Routed
 from driftline.detectors.intake.wire import decode_items, encode_items
 from driftline.schemas.deadletter import DeadLetter
 from driftline.schemas.decode import DEFAULT_MAX_MESSAGE_BYTES, FUTURE_TIMESTAMP, decode
@@ -519,7 +520,10 @@ class Worker:
 
     def _intake(self) -> Intake:
         c = self.config
-        return Intake(c.detectors, c.model_detectors, c.references)
+        # A block of labels fits a summaries message beside other items, whatever
+        # max_request_size is.
+        block_bytes = min(BLOCK_BYTES, self.kafka.max_request_size // 4)
+        return Intake(c.detectors, c.model_detectors, c.references, block_bytes)
 
     def _shard(self, partition: int) -> Shard:
         foreign = None
@@ -797,9 +801,9 @@ class Worker:
             # its cut, and must be decoded, never answered from here.
             tag = f"{self.token}:{shard.partition}:{part[0].seq}:{part[-1].seq}:{len(part)}"
             self.local[(model_id, tag)] = part
-            self.local_items += len(part)
+            self.local_items += _weight(part)
             while self.local_items > LOCAL_ITEMS:
-                self.local_items -= len(self.local.popitem(last=False)[1])
+                self.local_items -= _weight(self.local.popitem(last=False)[1])
             headers = [("driftline-part", tag.encode())]
             await self.publisher.send(self.topics.summaries, value, key, headers=headers)
             self.metrics.summary_bytes.inc(len(value))
@@ -841,7 +845,7 @@ class Worker:
         if tag is not None:
             items = self.local.pop((model_id, tag.decode()), None)
             if items is not None:
-                self.local_items -= len(items)
+                self.local_items -= _weight(items)
                 return items
         body = message if "i" in message else orjson.loads(record.value or b"")
         # fk: format 2's feature names beside the items (absent in formats 1 and 3).
@@ -1293,6 +1297,12 @@ def _traces_by_position(items: list[Routed], before: int) -> dict[int, str]:
         if item.trace is not None:
             out.setdefault(seq, item.trace)
     return out
+
+
+def _weight(items: list[Routed]) -> int:
+    """What a run of items counts for against `LOCAL_ITEMS`: one per event they hold in
+    full (a block of labels holds many; a slice summary holds sums)."""
+    return len(items) + sum(item.event.events - 1 for item in items if item.kind == LABELS)
 
 
 def _message_head(value: bytes) -> dict[str, Any]:
