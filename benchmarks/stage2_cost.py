@@ -9,14 +9,16 @@ served at three densities (a prediction every 100, 10 and 1 ms of event time: 10
 stage's step). Three set-ups, in the same run:
 
 - ``items``: today's default (``slice_ms`` 0, a warm-up reference): every prediction
-  travels to the model stage and is tested there;
+  and label travels to the model stage as an item and is tested there;
 - ``summaries``: an offline reference profile and ``slice_ms`` 10,000: the input stage
-  sums each slice's predictions, the model stage tests the sums;
+  sums each slice's predictions, the model stage tests the sums; the labels (half the
+  predictions get one) come in blocks of columns per slice (`detectors.intake.blocks`);
 - ``no labels``: the same without outcomes, which isolates the predictions' share.
 
 Were the cost per slice independent of its events, the last column would stay near 1 as
-the density grows. Labels (half the predictions get one) travel as items either way:
-the concept and version tests read them one by one, so some cost per event remains.
+the density grows. The labels' share still grows with them: a block saves the model
+stage its Python work per label, but the concept monitors, the labelled rows of the
+version comparisons and the label maturity read each label's values (in numpy).
 Without labels, what grows is bounded: a window test closes at the end of the first
 slice that fills ``window_events`` (2,000 here), so at most one per slice, and the model
 stage's fixed cost per call.

@@ -288,7 +288,9 @@ class DetectorSettings:
     channels, or 0 to test every event. With slices the tests take one row per slice,
     the sums of its events' statistics, so the model stage's test cost is per slice
     (`detectors.stats.latch.LatchingBank.update`), and the input stages sum the slices
-    of versions whose reference profile they have (`detectors.intake.slices`); a slice
+    of versions whose reference profile they have (`detectors.intake.slices`) and send
+    a slice's joined labels as one block of columns (`detectors.intake.blocks`: they
+    reach the concept monitors up to a slice later); a slice
     is tested when something of a later one arrives. A statistic at a slice's end stands
     at or below the events' path, so slices do not add false alarms; they delay an alarm
     (0.1 to 1.6 slices on the simulator's scenarios) and can miss a change that comes and

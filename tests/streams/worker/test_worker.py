@@ -404,6 +404,24 @@ def test_summaries_messages_of_every_format_give_the_same_items() -> None:
         assert [list(i.event.features) for i in got[:3]] == [["a", "b", "c"], ["b", "a", "c"], []]
 
 
+def test_items_kept_between_the_stages_count_the_labels_of_their_blocks() -> None:
+    """What the worker keeps in memory for its own model stage is bounded by events: a
+    block of labels counts as the labels it holds (`LOCAL_ITEMS`)."""
+    from driftline.detectors.intake.stage import LABELS, Intake  # noqa: PLC0415
+    from driftline.detectors.settings import DetectorSettings  # noqa: PLC0415
+    from driftline.schemas.records import Outcome, Prediction  # noqa: PLC0415
+
+    events = [
+        *(Prediction(f"p{i}", f"r{i}", "m", "v1", 10 * i, {"a": 1.0}, 0.9) for i in range(40)),
+        *(Outcome(f"o{i}", f"r{i}", "m", 400 + 10 * i, 1) for i in range(30)),
+    ]
+    intake = Intake(DetectorSettings(slice_ms=100))
+    items = intake.process(events)["m"] + intake.flush_slices()["m"]
+    blocks = [i for i in items if i.kind == LABELS]
+    assert blocks and sum(b.event.events for b in blocks) == 30
+    assert worker_module._weight(items) == len(items) - len(blocks) + 30
+
+
 async def test_a_batch_too_large_for_one_message_is_cut_by_its_items_size() -> None:
     """Stage 1's items of a model go out in messages under ``max_request_size``, cut by
     the bytes per item of the messages before (each item encoded once, but for the first
