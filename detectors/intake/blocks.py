@@ -123,6 +123,9 @@ class LabelBlocks:
         """Per model with a block open: its earliest open slice, and ``slice_ms``."""
         self.mixed: set[str] = set()
         """Models that showed a role other than ``champion`` here: labels go as items."""
+        self.pending: dict[str, list[LabelBlock]] = {}
+        """Per model, blocks restored open whose model no longer has ``slice_ms`` set: to
+        send as they are (`restore`)."""
 
     def take(
         self,
@@ -203,6 +206,7 @@ class LabelBlocks:
         return out
 
     def forget(self, model_id: str) -> None:
+        self.pending.pop(model_id, None)
         self.open.pop(model_id, None)
         self.lowest.pop(model_id, None)
         self.mixed.discard(model_id)
@@ -214,19 +218,27 @@ class LabelBlocks:
                 [model_id, version, block_to_wire(found.block(model_id, version)), found.size]
                 for model_id, versions in self.open.items()
                 for version, found in versions.items()
+            ]
+            + [
+                [model_id, block.model_version, block_to_wire(block), 0]
+                for model_id, blocks in self.pending.items()
+                for block in blocks
             ],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.mixed = set(state["mixed"])
-        self.open, self.lowest = {}, {}
+        self.open, self.lowest, self.pending = {}, {}, {}
         for model_id, version, row, size in state["open"]:
             block = block_from_wire(model_id, row)
+            every = self.settings_for(model_id).slice_ms
+            if every <= 0:  # slices turned off since: what was gathered goes as it is
+                self.pending.setdefault(model_id, []).append(block)
+                continue
             self.open.setdefault(model_id, {})[version] = _Open(
                 block.number, block.event_ids, block.outcome_ts, block.labels, block.predictions,
                 block.prediction_ts, size,
             )  # fmt: skip
-            every = self.settings_for(model_id).slice_ms
             lowest = self.lowest.get(model_id)
             if lowest is None or block.number < lowest[0]:
                 self.lowest[model_id] = (block.number, every)

@@ -170,6 +170,9 @@ class Intake:
         if slicer.pending:  # restored without their profile: sent as they are
             self._route_summaries(slicer.pending, out)
             slicer.pending = {}
+        if blocks.pending:  # restored after slices were turned off: sent as they are
+            self._route_summaries(blocks.pending, out, LABELS)
+            blocks.pending = {}
         seq = self.seq
         duplicates = n_predictions = 0
         trace_of = iter(traces) if traces is not None else None
@@ -302,7 +305,11 @@ class Intake:
             found[model_id] = restored + found.get(model_id, [])
         self.slicer.pending = {}
         self._route_summaries(found, out)
-        self._route_summaries(self.blocks.flush(), out, LABELS)
+        blocks = self.blocks.flush()
+        for model_id, held in self.blocks.pending.items():
+            blocks[model_id] = held + blocks.get(model_id, [])
+        self.blocks.pending = {}
+        self._route_summaries(blocks, out, LABELS)
         return out
 
     def _route_summaries(

@@ -193,3 +193,24 @@ def test_a_block_read_back_from_the_wire_is_checked() -> None:
         block_from_wire(MODEL, [*row[:4], [1, 0], *row[5:]])
     with pytest.raises(ValueError, match="no label"):
         block_from_wire(MODEL, [row[0], row[1], [], [], [], [], []])
+
+
+def test_blocks_restored_after_slices_were_turned_off_are_sent_as_they_are() -> None:
+    """A checkpoint with open blocks, restored with ``slice_ms`` 0: the blocks go to the
+    model stage with the next batch, every label in them, and labels go as items again."""
+    events = generate(StreamSpec(n_predictions=4_000, seed=3))
+    first = Intake(SETTINGS)
+    sent = [i for b in range(0, 3_000, 500) for i in first.process(events[b : b + 500])[MODEL]]
+    held = first.blocks.open[MODEL]["v1"].event_ids
+    assert held
+    state = orjson.loads(orjson.dumps(first.state()))
+    second = Intake(settings_with(SETTINGS, slice_ms=0))
+    second.restore(state)
+    again = orjson.loads(orjson.dumps(second.state()))["blocks"]["open"]
+    assert [row[:3] for row in again] == [row[:3] for row in state["blocks"]["open"]]
+    after = second.process(events[3_000:])[MODEL]
+    assert after[0].kind == LABELS and after[0].event.event_ids == held
+    assert LABELS not in {i.kind for i in after[1:]} and LABEL in {i.kind for i in after}
+    plain = Intake(settings_with(SETTINGS, slice_ms=0))
+    expected = plain.process(events[:3_000])[MODEL] + plain.process(events[3_000:])[MODEL]
+    assert sorted(_labels(sent + after)) == sorted(_labels(expected))
