@@ -15,6 +15,9 @@
    With ``--against REV``, commit REV's worker as well (7eb953a is the last one-stage
    worker, the "today's" of issue 9's throughput target), alternating with this tree's,
    each in a fresh process over the same records: the two figures side by side.
+   With ``--slice-ms``, the worker again with that ``slice_ms`` (what a hot model is
+   run with: a version's predictions summed per slice by the input stages once its
+   warm-up reference reaches them, its labels sent in blocks).
 4. Paced run at half the worker's measured throughput, with drift injected into several
    models: per-record produce-to-processed latency (p50/p99) and produce-to-decision
    latency of every decision (the decision is published in the batch that processes its
@@ -22,7 +25,7 @@
    turns (taking a shard's state) and the cycle collector's runs.
 
     python benchmarks/worker_throughput.py [--predictions 150000] [--paced-seconds 20]
-        [--compare-compression none zstd] [--against 7eb953a]
+        [--compare-compression none zstd] [--against 7eb953a] [--slice-ms 10000]
 """
 
 from __future__ import annotations
@@ -468,6 +471,25 @@ async def main(args: argparse.Namespace) -> None:
                 f"({peer_rate / rate:.2f} of the default's; by CPU time {peer_cpu / rate_cpu:.2f})"
             )
 
+        if args.slice_ms:
+            sliced = await run_worker(
+                bs,
+                bulk,
+                "bench-bulk-sliced",
+                total,
+                300,
+                detectors=replace(SETTINGS, slice_ms=args.slice_ms),
+            )
+            sliced_rate, sliced_cpu = sliced.rates
+            sliced_bytes = sliced.metrics.summary_bytes._value.get()
+            print(
+                f"worker with slice_ms {args.slice_ms}: {sliced_rate:>9,.0f} records/s "
+                f"({sliced_rate / rate:.2f} of the default's, {sliced_rate / bare:.2f} of the "
+                f"bare loop; by CPU time {sliced_cpu / rate_cpu:.2f} and "
+                f"{sliced_cpu / bare_cpu:.2f}); summaries topic {sliced_bytes / input_bytes:.2f} "
+                "of the input's bytes"
+            )
+
         paced = topics("paced")
         await create_topics(kafka, paced, PARTITIONS)
         target_rate = rate * args.paced_fraction
@@ -535,6 +557,14 @@ if __name__ == "__main__":
         "one-stage worker), alternating with this tree's, each in a fresh process",
     )
     parser.add_argument("--against-rounds", type=int, default=2)
+    parser.add_argument(
+        "--slice-ms",
+        type=int,
+        default=0,
+        help="also run the worker with this slice_ms (the hot-model set-up: predictions "
+        "summed per slice in the input stages once a version's warm-up reference reaches "
+        "them, labels in blocks)",
+    )
     parser.add_argument(
         "--paced-fraction",
         type=float,
