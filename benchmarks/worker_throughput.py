@@ -15,9 +15,9 @@
    With ``--against REV``, commit REV's worker as well (7eb953a is the last one-stage
    worker, the "today's" of issue 9's throughput target), alternating with this tree's,
    each in a fresh process over the same records: the two figures side by side.
-   With ``--slice-ms``, the worker again with that ``slice_ms`` (what a hot model is
-   run with: a version's predictions summed per slice by the input stages once its
-   warm-up reference reaches them, its labels sent in blocks).
+   With ``--slice-ms``, the worker again with that ``slice_ms`` and an offline profile
+   (what a hot model is run with: its predictions summed per slice by the input stages,
+   its labels sent in blocks), alone and decoding every item.
 4. Paced run at half the worker's measured throughput, with drift injected into several
    models: per-record produce-to-processed latency (p50/p99) and produce-to-decision
    latency of every decision (the decision is published in the batch that processes its
@@ -49,8 +49,10 @@ from dataclasses import replace
 import commits
 import numpy as np
 import orjson
+import stage2_cost
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from driftline.detectors.drift.reference import ReferenceProfile
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.decode import encode
 from driftline.schemas.records import Event, Prediction
@@ -215,6 +217,7 @@ async def run_worker(
     timeout_s: float,
     detectors: DetectorSettings = SETTINGS,
     compression: str | None = None,
+    references: dict[str, ReferenceProfile] | None = None,
 ) -> TimedWorker:
     kafka = KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence=False)
     # Each run has its own summaries, state and output topics (the inputs are shared): a
@@ -225,7 +228,8 @@ async def run_worker(
     if compression is not None:
         kafka = replace(kafka, compression_type=compression)
     settings = WorkerSettings(group_id=group, session_timeout_ms=6_000, heartbeat_interval_ms=500)
-    worker = TimedWorker(replace(Config(), topics=t, detectors=detectors), kafka, settings)
+    config = replace(Config(), topics=t, detectors=detectors, references=references or {})
+    worker = TimedWorker(config, kafka, settings)
     task = asyncio.create_task(worker.run())
     deadline = time.monotonic() + timeout_s
     while worker.handled < until and time.monotonic() < deadline:  # noqa: ASYNC110 (polls a count)
@@ -472,23 +476,38 @@ async def main(args: argparse.Namespace) -> None:
             )
 
         if args.slice_ms:
-            sliced = await run_worker(
-                bs,
-                bulk,
-                "bench-bulk-sliced",
-                total,
-                300,
-                detectors=replace(SETTINGS, slice_ms=args.slice_ms),
-            )
-            sliced_rate, sliced_cpu = sliced.rates
-            sliced_bytes = sliced.metrics.summary_bytes._value.get()
-            print(
-                f"worker with slice_ms {args.slice_ms}: {sliced_rate:>9,.0f} records/s "
-                f"({sliced_rate / rate:.2f} of the default's, {sliced_rate / bare:.2f} of the "
-                f"bare loop; by CPU time {sliced_cpu / rate_cpu:.2f} and "
-                f"{sliced_cpu / bare_cpu:.2f}); summaries topic {sliced_bytes / input_bytes:.2f} "
-                "of the input's bytes"
-            )
+            # An offline profile, so the input stages sum from the first prediction (with
+            # a warm-up reference they send items until it reaches them, which in a
+            # backlog read this fast is most of the stream).
+            sliced_settings = replace(SETTINGS, slice_ms=args.slice_ms)
+            profiles = {"credit-risk": stage2_cost.offline_profile()}
+            for local, base, base_cpu in (
+                (held, rate, rate_cpu),
+                (0, decoded_rate, decoded_cpu),
+            ):
+                worker_module.LOCAL_ITEMS = local
+                try:
+                    sliced = await run_worker(
+                        bs,
+                        bulk,
+                        f"bench-bulk-sliced{local}",
+                        total,
+                        300,
+                        sliced_settings,
+                        references=profiles,
+                    )
+                finally:
+                    worker_module.LOCAL_ITEMS = held
+                sliced_rate, sliced_cpu = sliced.rates
+                sliced_bytes = sliced.metrics.summary_bytes._value.get()
+                print(
+                    f"worker with slice_ms {args.slice_ms}"
+                    f"{'' if local else ', decoding every item'}: {sliced_rate:>9,.0f} "
+                    f"records/s ({sliced_rate / base:.2f} of the same without slices, "
+                    f"{sliced_rate / bare:.2f} of the bare loop; by CPU time "
+                    f"{sliced_cpu / base_cpu:.2f} and {sliced_cpu / bare_cpu:.2f}); "
+                    f"summaries topic {sliced_bytes / input_bytes:.2f} of the input's bytes"
+                )
 
         paced = topics("paced")
         await create_topics(kafka, paced, PARTITIONS)
