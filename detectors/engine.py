@@ -229,6 +229,7 @@ class ModelEngine:
                 found[1].append(seq)
             elif kind == LABELS:
                 self._sort_block(batch, event, seq)
+                seq += event.positions - 1
             else:
                 self._sort_independent(batch, event, seq)
         self.seq = seq + 1
@@ -318,17 +319,38 @@ class ModelEngine:
 
     @staticmethod
     def _sort_block(batch: _Sorted, block: LabelBlock, seq: int) -> None:
-        """A block's labels join their version's columns, one C-level step per column;
-        they share the block's position."""
-        key = (block.model_id, block.model_version)
-        lab = batch.labels.get(key)
-        if lab is None:
-            lab = batch.labels[key] = LabelBatch([], [], [], [], [])
-        lab.pairs.extend(zip(block.predictions, block.labels, strict=True))
-        lab.seqs.extend(itertools.repeat(seq, len(block.outcome_ts)))
-        lab.ts.extend(block.outcome_ts)
-        lab.event_ids.extend(block.event_ids)
-        lab.prediction_ts.extend(block.prediction_ts)
+        """A block's labels join their versions' columns, a C-level step per column where
+        they are of one version (most models); their outcomes take the positions from
+        ``seq`` on, one each."""
+        versions = block.versions
+        columns = LabelBatch(
+            list(zip(block.predictions, block.labels, strict=True)),
+            list(map(seq.__add__, block.outcomes)),
+            block.outcome_ts,
+            block.event_ids,
+            block.prediction_ts,
+        )
+        parts: list[tuple[str, LabelBatch]]
+        if versions.count(versions[0]) == len(versions):
+            parts = [(versions[0], columns)]
+        else:  # a champion and its challengers or shadows: each version its rows
+            rows: dict[str, list[int]] = {}
+            for i, version in enumerate(versions):
+                rows.setdefault(version, []).append(i)
+            parts = [
+                (version, LabelBatch._make([column[i] for i in found] for column in columns))
+                for version, found in rows.items()
+            ]
+        for version, part in parts:
+            key = (block.model_id, version)
+            lab = batch.labels.get(key)
+            if lab is None:
+                lab = batch.labels[key] = LabelBatch([], [], [], [], [])
+            lab.pairs.extend(part.pairs)
+            lab.seqs.extend(part.seqs)
+            lab.ts.extend(part.ts)
+            lab.event_ids.extend(part.event_ids)
+            lab.prediction_ts.extend(part.prediction_ts)
 
     def _sort_independent(self, batch: _Sorted, outcome: Outcome, seq: int) -> None:
         model_id = outcome.model_id

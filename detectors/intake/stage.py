@@ -37,6 +37,7 @@ from driftline.detectors.intake.blocks import (
     LabelBlocks,
     block_from_wire,
     block_to_wire,
+    blockable,
 )
 from driftline.detectors.intake.join import OutcomeJoin
 from driftline.detectors.intake.recent import RecentIds
@@ -198,14 +199,14 @@ class Intake:
                             placed.append((items, len(items)))
                             items.append(Routed(SUMMARY, seq, slot, piece, None))
                             seq += 1
-                    if model_id in blocks.lowest:
+                    if model_id in blocks.open:
                         for block in blocks.closing(model_id, event.ts):
                             items.append(Routed(LABELS, seq, slot, block, None))
                             seq += 1
                 slot = watermarks[model_id] = event.ts
             if type(event) is Prediction:
                 n_predictions += 1
-                if slicing and event.role != "champion" and model_id not in blocks.mixed:
+                if slicing and event.role == "canary" and model_id not in blocks.canary:
                     # Its labels are compared label by label from now on.
                     for block in blocks.mix(model_id):
                         items.append(Routed(LABELS, seq, slot, block, None))
@@ -241,17 +242,25 @@ class Intake:
                     outcome.label,  # type: ignore[union-attr]
                     outcome.ts,
                 )
-            for j in joined:
-                if slicing and j.tag is None and trace is None:
-                    got = blocks.take(
+            if (
+                slicing
+                and joined
+                and trace is None
+                and blocks.takes(model_id)
+                and all(j.tag is None and blockable(j.label, j.prediction) for j in joined)
+            ):
+                # The outcome's labels go in the model's block, together.
+                for n, j in enumerate(joined):
+                    blocks.take(
                         model_id, j.model_version, slot, event.event_id, event.ts, j.label,
-                        j.prediction, j.prediction_ts,
+                        j.prediction, j.prediction_ts, n == 0,
                     )  # fmt: skip
-                    if got is not False:
-                        if got is not True:  # the block is full: it goes now
-                            items.append(Routed(LABELS, seq, slot, got, None))
-                            seq += 1
-                        continue
+                full = blocks.full(model_id)
+                if full is not None:
+                    items.append(Routed(LABELS, seq, slot, full, None))
+                    seq += 1
+                continue
+            for j in joined:
                 if outcome is None:  # the outcome came first: rebuild it from the join
                     found: Event = Outcome(
                         event.event_id, event.request_id, model_id, event.ts, j.label, None, False

@@ -1293,6 +1293,8 @@ def _traces_by_position(items: list[Routed], before: int) -> dict[int, str]:
             item.kind == LABEL and previous is not None and event.event_id == previous.event_id
         ):
             seq += 1
+        if item.kind == LABELS:  # a position per outcome
+            seq += event.positions - 1
         previous = event if item.kind == LABEL else None
         if item.trace is not None:
             out.setdefault(seq, item.trace)

@@ -19,7 +19,7 @@ from driftline.detectors.pipeline import StagedPipeline
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.records import Outcome, Prediction
 from driftline.streams.replay import Staged
-from driftline.streams.simulation.traffic import StreamSpec, generate
+from driftline.streams.simulation.traffic import StreamSpec, generate, with_promotion
 
 SETTINGS = DetectorSettings(
     slice_ms=2_000, warmup_events=2_000, window_events=2_000, label_warmup_events=1_000
@@ -50,7 +50,7 @@ def _decisions(events, *, block_bytes: int | None = None, items: bool = False):
         if block_bytes is not None:
             intake.blocks.max_bytes = block_bytes
         if items:
-            intake.blocks.mixed.add(MODEL)
+            intake.blocks.canary.add(MODEL)
     staged = Staged(pipeline)
     out = []
     for i in range(0, len(events), 4_096):
@@ -83,15 +83,36 @@ def test_a_slices_labels_travel_as_blocks_holding_every_label_once() -> None:
     assert _labels(decoded) == _labels(got)
 
 
-def test_blocks_of_one_label_give_the_item_paths_decisions() -> None:
-    """A block sent with each label stands where the label would: the model stage reads
-    blocks as it reads label items (every field of every decision equal)."""
+def test_blocks_of_one_outcome_give_the_item_paths_decisions() -> None:
+    """A block sent with each outcome stands where the outcome's labels would: the model
+    stage reads blocks as it reads label items (every field of every decision equal)."""
     events = generate(
         StreamSpec(scenario="concept", n_predictions=30_000, change_at=15_000, seed=7)
     )
     expected = _decisions(events, items=True)
     assert any(d["kind"] == "concept_drift" for d in expected)
     assert _decisions(events, block_bytes=1) == expected
+
+
+def test_a_shadows_labels_pair_with_the_champions_in_blocks() -> None:
+    """A promoted version with the old one shadowing it on the same requests: the labels
+    of an outcome (the champion's and the shadow's) travel in one block and keep one
+    position, so the paired comparison rolls the promotion back as on items, and blocks
+    of one outcome give the item path's decisions, every field."""
+    events = with_promotion(
+        generate(StreamSpec(n_predictions=50_000, seed=93)), at=15_000, flip=0.12, seed=93,
+        shadow_old=True,
+    )  # fmt: skip
+    expected = _decisions(events, items=True)
+    rollbacks = [d for d in expected if d["type"] == "rollback"]
+    assert rollbacks and rollbacks[0]["kind"] == "promotion_regression"
+    assert _decisions(events, block_bytes=1) == expected
+    got = [(d["type"], d["kind"]) for d in _decisions(events) if d["type"] == "rollback"]
+    assert got[:1] == [("rollback", "promotion_regression")]
+    intake = Intake(SETTINGS)
+    blocks = [i.event for i in intake.process(events)[MODEL] if i.kind == LABELS]
+    paired = [b for b in blocks if len(set(b.versions)) == 2]
+    assert paired and all(b.positions < b.events for b in paired)
 
 
 @pytest.mark.parametrize("seed", [7, 10])
@@ -113,17 +134,17 @@ def test_blocks_move_concept_drift_by_at_most_a_slice_or_two(seed: int) -> None:
 
 
 def test_labels_that_are_read_one_by_one_travel_as_items() -> None:
-    """Labels of a model that showed a challenger, of tagged predictions, with a trace,
-    or with a list for a value go as items; the model's open blocks go out first."""
+    """Labels of a model that showed a canary, of tagged predictions, with a trace, or
+    with a list for a value go as items; the model's open block goes out first."""
     events = generate(StreamSpec(n_predictions=3_000, seed=5))
     at = next(i for i, e in enumerate(events) if type(e) is Prediction and i > 2_500)
-    shadowed = [*events[:at], replace(events[at], model_version="v2", role="shadow"), *events[at:]]
+    canary = [*events[:at], replace(events[at], model_version="v2", role="canary"), *events[at:]]
     intake = Intake(SETTINGS)
-    items = intake.process(shadowed)[MODEL]
-    switch = next(n for n, i in enumerate(items) if i.kind == 0 and i.event.role == "shadow")
+    items = intake.process(canary)[MODEL]
+    switch = next(n for n, i in enumerate(items) if i.kind == 0 and i.event.role == "canary")
     assert items[switch - 1].kind == LABELS
     assert LABELS not in [i.kind for i in items[switch:]] and LABEL in [i.kind for i in items]
-    assert MODEL not in intake.blocks.open and MODEL in intake.state()["blocks"]["mixed"]
+    assert MODEL not in intake.blocks.open and MODEL in intake.state()["blocks"]["canary"]
 
     tagged = [e if type(e) is not Prediction else replace(e, segment={"r": "n"}) for e in events]
     kinds = Counter(i.kind for i in Intake(SETTINGS).process(tagged)[MODEL])
@@ -170,7 +191,7 @@ def test_a_restart_inside_a_block_continues_it() -> None:
         for i in range(0, cut, 4_096)
         for d in first.process(events[i : min(i + 4_096, cut)])
     ]
-    assert first.intake.blocks.open[MODEL]["v1"].ts
+    assert first.intake.blocks.open[MODEL].ts
     state = orjson.loads(orjson.dumps(first.state(), option=orjson.OPT_SERIALIZE_NUMPY))
     second = Engine(SETTINGS)
     second.restore(state)
@@ -183,16 +204,23 @@ def test_a_restart_inside_a_block_continues_it() -> None:
 
 
 def test_a_block_read_back_from_the_wire_is_checked() -> None:
-    """Columns of different lengths, or none, are an unreadable block."""
+    """Columns of different lengths, none, ordinals that do not start at 0 or a field
+    missing: an unreadable block."""
     blocks = LabelBlocks(lambda _: SETTINGS)
-    assert blocks.take(MODEL, "v1", 4_000, "e1", 4_000, 1, 0.7, 3_000) is True
+    blocks.take(MODEL, "v1", 4_000, "e1", 4_000, 1, 0.7, 3_000, True)
+    blocks.take(MODEL, "v2", 4_000, "e1", 4_000, 1, 0.4, 3_000, False)
     block = blocks.flush()[MODEL][0]
+    assert block.outcomes == [0, 0] and block.positions == 1
     assert block_from_wire(MODEL, block_to_wire(block)) == block
     row = block_to_wire(block)
     with pytest.raises(ValueError, match="differ in length"):
-        block_from_wire(MODEL, [*row[:4], [1, 0], *row[5:]])
+        block_from_wire(MODEL, [*row[:4], [1], *row[5:]])
     with pytest.raises(ValueError, match="no label"):
-        block_from_wire(MODEL, [row[0], row[1], [], [], [], [], []])
+        block_from_wire(MODEL, [row[0], *([] for _ in row[1:])])
+    with pytest.raises(ValueError, match="count up"):
+        block_from_wire(MODEL, [row[0], row[1], [1, 1], *row[3:]])
+    with pytest.raises(ValueError, match="fields"):
+        block_from_wire(MODEL, row[:-1])
 
 
 def test_blocks_restored_after_slices_were_turned_off_are_sent_as_they_are() -> None:
@@ -201,13 +229,13 @@ def test_blocks_restored_after_slices_were_turned_off_are_sent_as_they_are() -> 
     events = generate(StreamSpec(n_predictions=4_000, seed=3))
     first = Intake(SETTINGS)
     sent = [i for b in range(0, 3_000, 500) for i in first.process(events[b : b + 500])[MODEL]]
-    held = first.blocks.open[MODEL]["v1"].event_ids
+    held = first.blocks.open[MODEL].event_ids
     assert held
     state = orjson.loads(orjson.dumps(first.state()))
     second = Intake(settings_with(SETTINGS, slice_ms=0))
     second.restore(state)
     again = orjson.loads(orjson.dumps(second.state()))["blocks"]["open"]
-    assert [row[:3] for row in again] == [row[:3] for row in state["blocks"]["open"]]
+    assert [row[:2] for row in again] == [row[:2] for row in state["blocks"]["open"]]
     after = second.process(events[3_000:])[MODEL]
     assert after[0].kind == LABELS and after[0].event.event_ids == held
     assert LABELS not in {i.kind for i in after[1:]} and LABEL in {i.kind for i in after}
