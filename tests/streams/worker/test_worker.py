@@ -422,6 +422,28 @@ def test_items_kept_between_the_stages_count_the_labels_of_their_blocks() -> Non
     assert worker_module._weight(items) == len(items) - len(blocks) + 30
 
 
+def test_a_trace_after_a_block_of_labels_is_found_at_the_engines_position() -> None:
+    """A block takes a position per outcome in the model stage; the worker counts them
+    alike when it looks up the trace of a decision's triggering event."""
+    from driftline.detectors.engine import ModelEngine  # noqa: PLC0415
+    from driftline.detectors.intake.blocks import LabelBlock  # noqa: PLC0415
+    from driftline.detectors.intake.stage import LABELS, PREDICTION, Routed  # noqa: PLC0415
+    from driftline.detectors.settings import DetectorSettings  # noqa: PLC0415
+    from driftline.schemas.records import Prediction  # noqa: PLC0415
+
+    block = LabelBlock(
+        "m", 0, ["v1", "v2", "v1", "v1"], [0, 0, 1, 2], ["o1", "o1", "o2", "o3"],
+        [5, 5, 6, 7], [1, 1, 0, 1], [0.9, 0.4, 0.2, 0.7], [1, 1, 2, 3],
+    )  # fmt: skip
+    p = Prediction("p9", "r9", "m", "v1", 8, {"x": 1.0}, 0.5)
+    items = [Routed(LABELS, 0, 7, block, None), Routed(PREDICTION, 1, 8, p, None, "t-p")]
+    engine = ModelEngine(DetectorSettings(slice_ms=10))
+    engine.seq = 10
+    engine.process(items)
+    assert block.positions == 3
+    assert worker_module._traces_by_position(items, 10) == {engine.seq - 1: "t-p"} == {13: "t-p"}
+
+
 async def test_a_batch_too_large_for_one_message_is_cut_by_its_items_size() -> None:
     """Stage 1's items of a model go out in messages under ``max_request_size``, cut by
     the bytes per item of the messages before (each item encoded once, but for the first
