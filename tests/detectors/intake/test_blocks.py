@@ -11,7 +11,6 @@ import orjson
 import pytest
 from msgspec.structs import replace
 
-from driftline.detectors.engine import Engine
 from driftline.detectors.intake.blocks import LabelBlocks, block_from_wire, block_to_wire
 from driftline.detectors.intake.stage import LABEL, LABELS, Intake
 from driftline.detectors.intake.wire import decode_items, encode_items
@@ -169,38 +168,6 @@ def test_a_block_is_sent_when_it_holds_its_bytes() -> None:
     sizes = [len(orjson.dumps(block_to_wire(b))) for b in blocks]
     assert len({b.number for b in blocks}) < len(blocks)
     assert max(sizes) <= 4_000 and sorted(sizes)[len(sizes) // 2] > 4_000 * 0.5
-
-
-def test_a_restart_inside_a_block_continues_it() -> None:
-    """The open blocks are in the input stage's checkpoint: a snapshot cut inside one and
-    restored gives the decisions of an uninterrupted run."""
-    events = generate(
-        StreamSpec(scenario="concept", n_predictions=30_000, change_at=15_000, seed=8)
-    )
-    whole = Engine(SETTINGS)
-    expected = [
-        d.decision_id
-        for i in range(0, len(events), 4_096)
-        for d in whole.process(events[i : i + 4_096])
-    ]
-    assert expected
-    cut = 20_001
-    first = Engine(SETTINGS)
-    before = [
-        d.decision_id
-        for i in range(0, cut, 4_096)
-        for d in first.process(events[i : min(i + 4_096, cut)])
-    ]
-    assert first.intake.blocks.open[MODEL].ts
-    state = orjson.loads(orjson.dumps(first.state(), option=orjson.OPT_SERIALIZE_NUMPY))
-    second = Engine(SETTINGS)
-    second.restore(state)
-    after = [
-        d.decision_id
-        for i in range(cut, len(events), 4_096)
-        for d in second.process(events[i : i + 4_096])
-    ]
-    assert before + after == expected
 
 
 def test_a_block_read_back_from_the_wire_is_checked() -> None:

@@ -120,8 +120,8 @@ def test_feedback_and_canary_predictions_travel_as_items(profile) -> None:
 
 
 def test_a_restart_inside_a_slice_continues_it(profile) -> None:
-    """The input stage's open slice is in the checkpoint: a snapshot cut inside one and
-    restored gives the decisions of an uninterrupted run."""
+    """The input stage's open slice and block of labels are in the checkpoint: a
+    snapshot cut inside them and restored gives the decisions of an uninterrupted run."""
     events = generate(
         StreamSpec(scenario="mean_shift", n_predictions=40_000, change_at=20_000, seed=8)
     )
@@ -140,6 +140,7 @@ def test_a_restart_inside_a_slice_continues_it(profile) -> None:
         for d in first.process(events[i : min(i + 4_096, cut)])
     ]
     assert first.intake.slicer.versions[MODEL]["v1"].open.events > 0
+    assert first.intake.blocks.open[MODEL].ts
     state = orjson.loads(orjson.dumps(first.state(), option=orjson.OPT_SERIALIZE_NUMPY))
     second = Engine(SETTINGS, {MODEL: profile})
     second.restore(state)
@@ -149,6 +150,8 @@ def test_a_restart_inside_a_slice_continues_it(profile) -> None:
         for d in second.process(events[i : i + 4_096])
     ]
     assert before + after == expected
+    judged = [e.models.monitors[MODEL]["v1"].concept.judged for e in (whole, second)]
+    assert judged[0] == judged[1] > 10_000  # every label of the open block was kept
 
 
 def test_slices_summed_against_another_profile_are_counted_then_summed_against_its_own(
