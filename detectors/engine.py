@@ -308,9 +308,7 @@ class ModelEngine:
                     j.prediction_ts,
                 )
             )
-        lab = batch.labels.get((model_id, j.model_version))
-        if lab is None:
-            lab = batch.labels[(model_id, j.model_version)] = LabelBatch([], [], [], [], [])
+        lab = _labels_of(batch, model_id, j.model_version)
         lab.pairs.append((j.prediction, j.label))
         lab.seqs.append(seq)
         lab.ts.append(event.ts)
@@ -322,35 +320,26 @@ class ModelEngine:
         """A block's labels join their versions' columns, a C-level step per column where
         they are of one version (most models); their outcomes take the positions from
         ``seq`` on, one each."""
-        versions = block.versions
-        columns = LabelBatch(
-            list(zip(block.predictions, block.labels, strict=True)),
-            list(map(seq.__add__, block.outcomes)),
-            block.outcome_ts,
-            block.event_ids,
-            block.prediction_ts,
-        )
-        parts: list[tuple[str, LabelBatch]]
-        if versions.count(versions[0]) == len(versions):
-            parts = [(versions[0], columns)]
-        else:  # a champion and its challengers or shadows: each version its rows
-            rows: dict[str, list[int]] = {}
-            for i, version in enumerate(versions):
-                rows.setdefault(version, []).append(i)
-            parts = [
-                (version, LabelBatch._make([column[i] for i in found] for column in columns))
-                for version, found in rows.items()
-            ]
-        for version, part in parts:
-            key = (block.model_id, version)
-            lab = batch.labels.get(key)
-            if lab is None:
-                lab = batch.labels[key] = LabelBatch([], [], [], [], [])
-            lab.pairs.extend(part.pairs)
-            lab.seqs.extend(part.seqs)
-            lab.ts.extend(part.ts)
-            lab.event_ids.extend(part.event_ids)
-            lab.prediction_ts.extend(part.prediction_ts)
+        versions, outcomes = block.versions, block.outcomes
+        n = len(versions)
+        # One label per outcome (no challenger or shadow): consecutive positions.
+        seqs = range(seq, seq + n) if outcomes[-1] == n - 1 else [seq + o for o in outcomes]
+        if versions.count(versions[0]) == n:
+            lab = _labels_of(batch, block.model_id, versions[0])
+            lab.pairs.extend(zip(block.predictions, block.labels, strict=True))
+            lab.seqs.extend(seqs)
+            lab.ts.extend(block.outcome_ts)
+            lab.event_ids.extend(block.event_ids)
+            lab.prediction_ts.extend(block.prediction_ts)
+            return
+        # A champion and its challengers or shadows: each version its rows.
+        for i, version in enumerate(versions):
+            lab = _labels_of(batch, block.model_id, version)
+            lab.pairs.append((block.predictions[i], block.labels[i]))
+            lab.seqs.append(seqs[i])
+            lab.ts.append(block.outcome_ts[i])
+            lab.event_ids.append(block.event_ids[i])
+            lab.prediction_ts.append(block.prediction_ts[i])
 
     def _sort_independent(self, batch: _Sorted, outcome: Outcome, seq: int) -> None:
         model_id = outcome.model_id
@@ -918,6 +907,14 @@ def split_legacy_state(state: dict[str, Any]) -> dict[str, Any]:
     models = {k: v for k, v in state.items() if k not in ("seen", "join")}
     models["counts"] = {k: counts.get(k, 0) for k in ENGINE_COUNTERS}
     return {"intake": intake, "models": models}
+
+
+def _labels_of(batch: _Sorted, model_id: str, version: str) -> LabelBatch:
+    """The batch's label columns of a version (empty ones, the first time)."""
+    lab = batch.labels.get((model_id, version))
+    if lab is None:
+        lab = batch.labels[(model_id, version)] = LabelBatch([], [], [], [], [])
+    return lab
 
 
 def _cuts(seqs: Sequence[int], steps: list[int]) -> list[int]:
