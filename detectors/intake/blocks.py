@@ -193,7 +193,7 @@ class LabelBlocks:
             return None
         return self._close(model_id)
 
-    def mix(self, model_id: str) -> list[LabelBlock]:
+    def saw_canary(self, model_id: str) -> list[LabelBlock]:
         """The model showed a canary here: its labels go as items from now on; its open
         block, to send now."""
         self.canary.add(model_id)

@@ -208,7 +208,7 @@ class Intake:
                 n_predictions += 1
                 if slicing and event.role == "canary" and model_id not in blocks.canary:
                     # Its labels are compared label by label from now on.
-                    for block in blocks.mix(model_id):
+                    for block in blocks.saw_canary(model_id):
                         items.append(Routed(LABELS, seq, slot, block, None))
                         seq += 1
                 tagged = (
