@@ -15,19 +15,19 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any
 from zlib import crc32
 
 import numpy as np
 
 from driftline.detectors.decision import Decision, decision_id
+from driftline.detectors.drift.concept import LabelBatch
 from driftline.detectors.drift.reference import (
     ReferenceProfile,
     estimated_error,
     label_values,
     missing_share,
     positive,
-    split_pairs,
 )
 from driftline.detectors.feedback.monitor import (
     INDEPENDENT,
@@ -46,20 +46,6 @@ from driftline.detectors.monitor import VersionMonitor
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.versions.registry import ModelVersions, Rows
 from driftline.schemas.records import Event, Outcome, Prediction
-
-
-class LabelBatch(NamedTuple):
-    """One version's joined labels in a batch, as columns."""
-
-    pairs: list[tuple[Any, Any]]
-    """(prediction, label) of each label."""
-    seqs: list[int]
-    """Item positions in merge order."""
-    ts: list[int]
-    """Outcome event times."""
-    event_ids: list[str]
-    prediction_ts: list[int]
-    """Event times of the predictions the labels are for."""
 
 
 @dataclass(slots=True)
@@ -309,7 +295,8 @@ class ModelEngine:
                 )
             )
         lab = _labels_of(batch, model_id, j.model_version)
-        lab.pairs.append((j.prediction, j.label))
+        lab.predictions.append(j.prediction)
+        lab.labels.append(j.label)
         lab.seqs.append(seq)
         lab.ts.append(event.ts)
         lab.event_ids.append(event.event_id)
@@ -326,7 +313,8 @@ class ModelEngine:
         seqs = range(seq, seq + n) if outcomes[-1] == n - 1 else [seq + o for o in outcomes]
         if versions.count(versions[0]) == n:
             lab = _labels_of(batch, block.model_id, versions[0])
-            lab.pairs.extend(zip(block.predictions, block.labels, strict=True))
+            lab.predictions.extend(block.predictions)
+            lab.labels.extend(block.labels)
             lab.seqs.extend(seqs)
             lab.ts.extend(block.outcome_ts)
             lab.event_ids.extend(block.event_ids)
@@ -335,7 +323,8 @@ class ModelEngine:
         # A champion and its challengers or shadows: each version its rows.
         for i, version in enumerate(versions):
             lab = _labels_of(batch, block.model_id, version)
-            lab.pairs.append((block.predictions[i], block.labels[i]))
+            lab.predictions.append(block.predictions[i])
+            lab.labels.append(block.labels[i])
             lab.seqs.append(seqs[i])
             lab.ts.append(block.outcome_ts[i])
             lab.event_ids.append(block.event_ids[i])
@@ -371,11 +360,11 @@ class ModelEngine:
             monitor = self.monitor(*key)
             sliced = batch.sums.get(key)
             if sliced is None:
-                decisions += monitor.process(predictions, seqs, [], [], [], [])
+                decisions += monitor.process(predictions, seqs)
             else:
                 untested = monitor.unmatched_events
                 summed = list(zip(sliced[1], sliced[0], strict=True))
-                decisions += monitor.process(predictions, seqs, [], [], [], [], summed)
+                decisions += monitor.process(predictions, seqs, summed=summed)
                 self.counts["untested_slice_events"] += monitor.unmatched_events - untested
             if monitor.hand_over:
                 monitor.hand_over = False
@@ -458,8 +447,8 @@ class ModelEngine:
             released = registry.held_pairs.release(registry.horizon, registry.held.watermark)
             if released:
                 decisions += self._concept_now(registry, model_id, waiting)
-            for version, got_pairs in released.items():
-                made = self.monitor(model_id, version).process([], [], *got_pairs)
+            for version, matured in released.items():
+                made = self.monitor(model_id, version).process([], [], matured)
                 decisions += [self._read_labels(d, registry.evidence) for d in made]
             decisions += registry.release_estimates()
         return decisions + self._concept_now(registry, model_id, waiting)
@@ -506,7 +495,7 @@ class ModelEngine:
         if registry.horizon == 0.0 and not registry.held_pairs.held:
             waiting.setdefault(version, []).append(part)
         else:
-            registry.held_pairs.add(version, *part)
+            registry.held_pairs.add(version, part)
 
     def _concept_now(
         self, registry: ModelVersions, model_id: str, waiting: dict[str, list[LabelBatch]]
@@ -515,11 +504,8 @@ class ModelEngine:
         with the label maturity of the step before its label."""
         decisions: list[Decision] = []
         for version, parts in waiting.items():
-            pairs = [x for part in parts for x in part.pairs]
-            seqs = [x for part in parts for x in part.seqs]
-            ts = [x for part in parts for x in part.ts]
-            ids = [x for part in parts for x in part.event_ids]
-            made = self.monitor(model_id, version).process([], [], pairs, seqs, ts, ids)
+            together = parts[0] if len(parts) == 1 else _joined(parts)
+            made = self.monitor(model_id, version).process([], [], together)
             decisions += [self._read_labels(d, registry.evidence_at(d.seq)) for d in made]
         waiting.clear()
         return decisions
@@ -539,7 +525,7 @@ class ModelEngine:
         for (model_id, _), (_, seqs) in itertools.chain(preds.items(), sums.items()):
             last[model_id] = max(last.get(model_id, -1), seqs[-1])
         for (model_id, _), lab in labels.items():
-            last[model_id] = max(last.get(model_id, -1), lab[1][-1])
+            last[model_id] = max(last.get(model_id, -1), lab.seqs[-1])
         # Records are in merge order: a model's last one has its largest position.
         for model_id, seq in {record[0]: record[2] for record in loops}.items():
             last[model_id] = max(last.get(model_id, -1), seq)
@@ -697,9 +683,15 @@ class ModelEngine:
         """Per model, the labelled events of this batch in arrival order with their error,
         Brier score, label-free estimated error and outcome delay (NaN where not known)."""
         by_model: dict[str, list[Rows]] = {}
-        for (model_id, version), (pairs, seqs, ts, ids, predicted_ts) in labels.items():
+        for (model_id, version), (
+            predictions,
+            outcomes,
+            seqs,
+            ts,
+            ids,
+            predicted_ts,
+        ) in labels.items():
             settings = self.settings_for(model_id)
-            predictions, outcomes = split_pairs(pairs)
             error, scores, estimate, classes = label_values(
                 self.monitor(model_id, version).concept.task,
                 predictions,
@@ -909,11 +901,17 @@ def split_legacy_state(state: dict[str, Any]) -> dict[str, Any]:
     return {"intake": intake, "models": models}
 
 
+def _joined(parts: list[LabelBatch]) -> LabelBatch:
+    """Label batches one after the other, a C-level pass per column."""
+    chain = itertools.chain.from_iterable
+    return LabelBatch._make(list(chain(column)) for column in zip(*parts, strict=True))
+
+
 def _labels_of(batch: _Sorted, model_id: str, version: str) -> LabelBatch:
     """The batch's label columns of a version (empty ones, the first time)."""
     lab = batch.labels.get((model_id, version))
     if lab is None:
-        lab = batch.labels[(model_id, version)] = LabelBatch([], [], [], [], [])
+        lab = batch.labels[(model_id, version)] = LabelBatch.empty()
     return lab
 
 

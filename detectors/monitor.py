@@ -15,7 +15,7 @@ from driftline.detectors.decision import Decision
 from driftline.detectors.drift import concept as concept_module
 from driftline.detectors.drift.categorical import CategoricalChannel
 from driftline.detectors.drift.channel import Channel
-from driftline.detectors.drift.concept import ConceptMonitor
+from driftline.detectors.drift.concept import ConceptMonitor, LabelBatch
 from driftline.detectors.drift.numeric import NumericChannel
 from driftline.detectors.drift.reference import (
     ReferenceBuilder,
@@ -192,10 +192,7 @@ class VersionMonitor:
         self,
         predictions: list[Prediction],
         seqs: list[int],
-        labelled: list[tuple[Any, Any]],
-        label_seqs: list[int],
-        label_ts: list[int],
-        label_ids: list[str],
+        labelled: LabelBatch | None = None,
         summed: Sequence[tuple[int, SliceSummary]] = (),
     ) -> list[Decision]:
         """One batch of this version's predictions, slices of its predictions summed by
@@ -217,10 +214,8 @@ class VersionMonitor:
             if self.profile is not None and self.profile.offline:
                 signals = self._skew(signals, seqs[start:], summed)
         self.events += len(predictions) + sum(s.events for _, s in summed)
-        if labelled:
-            got_signals, got_reports = self.concept.update(
-                labelled, label_seqs, label_ts, label_ids
-            )
+        if labelled is not None and labelled.labels:
+            got_signals, got_reports = self.concept.update(labelled)
             signals += got_signals
             reports += got_reports
         if self.policy is None or not (signals or reports):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.stats import norm
@@ -31,6 +31,27 @@ its tests be redesigned: the learning happens at the same labels whatever the ba
 REFRESH_GROWTH = 1.25
 """The tests are redesigned when the reference has grown by this factor since the last
 design (a handful of redesigns per decade of labels)."""
+
+
+class LabelBatch(NamedTuple):
+    """One version's joined labels, as columns in arrival order (what the model stage
+    gathers per batch and the concept monitor reads)."""
+
+    predictions: list[Any]
+    """The values predicted."""
+    labels: list[Any]
+    """What each prediction's outcome was."""
+    seqs: list[int]
+    """Positions in the model's merged order."""
+    ts: list[int]
+    """Outcome event times."""
+    event_ids: list[str]
+    prediction_ts: list[int]
+    """Event times of the predictions the labels are for."""
+
+    @classmethod
+    def empty(cls) -> LabelBatch:
+        return cls([], [], [], [], [], [])
 
 
 def n_tests(settings: DetectorSettings) -> int:
@@ -147,26 +168,24 @@ class ConceptMonitor:
         p0 = min(estimate + self.settings.reference_uncertainty_z * se, 0.99)
         return p0, np.minimum(p0 + steps, 0.999)
 
-    def update(
-        self,
-        pairs: list[tuple[Any, Any]],
-        seq: list[int],
-        ts: list[int],
-        event_ids: list[str],
-    ) -> tuple[list[Signal], list[WindowReport | Recovery]]:
-        """Feed labelled (prediction, label) pairs in arrival order."""
+    def update(self, batch: LabelBatch) -> tuple[list[Signal], list[WindowReport | Recovery]]:
+        """Feed a batch of labelled predictions in arrival order."""
         signals: list[Signal] = []
         reports: list[WindowReport | Recovery] = []
+        seq, ts, event_ids = batch.seqs, batch.ts, batch.event_ids
         start = 0
         if self.reference_rate is None:
-            start = self._warm(pairs)
-        if start >= len(pairs):
+            start = self._warm(batch.predictions, batch.labels)
+        n = len(batch.labels)
+        if start >= n:
             return signals, reports
         if not self.ready:
-            self.skipped += len(pairs) - start
+            self.skipped += n - start
             return signals, reports
         assert self.task is not None
-        predictions, labels = split_pairs(pairs[start:])
+        predictions, labels = batch.predictions, batch.labels
+        if start:
+            predictions, labels = predictions[start:], labels[start:]
         errors = prediction_errors(
             self.task, predictions, labels, self.settings.classification_threshold, self.tolerance
         )
@@ -359,9 +378,10 @@ class ConceptMonitor:
                 )
             )
 
-    def _warm(self, pairs: list[tuple[Any, Any]]) -> int:
+    def _warm(self, predictions: list[Any], labels: list[Any]) -> int:
+        """Gather the label warm-up from the first labels; how many of these it took."""
         need = self.settings.label_warmup_events - len(self.warmup)
-        take = pairs[:need]
+        take = list(zip(predictions[:need], labels[:need], strict=True))
         self.warmup.extend((p, y) for p, y in take if y is not None)
         if len(self.warmup) >= self.settings.label_warmup_events:
             preds, labels = split_pairs(self.warmup)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from driftline.detectors.decision import Decision, Impact, Trigger, build_decision
+from driftline.detectors.drift.concept import LabelBatch
 from driftline.detectors.intake.slices import SliceSummary, traffic_weight
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.versions.comparison import MeanComparison, MeanVerdict, PairedComparison
@@ -314,26 +315,15 @@ class HeldPairs:
         self.count = 0
         self.forced = 0
 
-    def add(
-        self,
-        version: str,
-        pairs: list[Any],
-        seqs: list[int],
-        ts: list[int],
-        ids: list[str],
-        prediction_ts: list[int],
-    ) -> None:
+    def add(self, version: str, batch: LabelBatch) -> None:
         heap = self.held.setdefault(version, [])
-        for (p, y), q, t, i, t0 in zip(pairs, seqs, ts, ids, prediction_ts, strict=True):
+        for p, y, q, t, i, t0 in zip(*batch, strict=True):
             heapq.heappush(heap, (t0 - t0 % COHORT_MS, q, [t0, p, y, q, t, i]))
-        self.count += len(seqs)
+        self.count += len(batch.seqs)
 
-    def release(
-        self, horizon_ms: float | None, watermark: int
-    ) -> dict[str, tuple[list[Any], list[int], list[int], list[str]]]:
-        """Per version, the pairs whose cohort matured (cohort by cohort, oldest first),
-        and the oldest beyond ``limit``, as (pairs, positions, event times, event
-        ids)."""
+    def release(self, horizon_ms: float | None, watermark: int) -> dict[str, LabelBatch]:
+        """Per version, the labels whose cohort matured (cohort by cohort, oldest first),
+        and the oldest beyond ``limit``."""
         go: dict[str, list[list[Any]]] = {}
         bound = matured_through(horizon_ms, watermark)
         if bound > -_END:
@@ -348,11 +338,13 @@ class HeldPairs:
             self.forced += 1
         self.held = {version: heap for version, heap in self.held.items() if heap}
         return {
-            version: (
-                [(e[1], e[2]) for e in got],
+            version: LabelBatch(
+                [e[1] for e in got],
+                [e[2] for e in got],
                 [e[3] for e in got],
                 [e[4] for e in got],
                 [e[5] for e in got],
+                [e[0] for e in got],
             )
             for version, got in go.items()
         }

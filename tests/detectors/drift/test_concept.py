@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from river.datasets import synth
 
-from driftline.detectors.drift.concept import ConceptMonitor
+from driftline.detectors.drift.concept import ConceptMonitor, LabelBatch
 from driftline.detectors.engine import Engine
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.records import Outcome, Prediction
@@ -29,6 +29,14 @@ def _pairs(rates: list[tuple[int, float]], seed: int) -> list[tuple[float, int]]
     return out
 
 
+def _batch(pairs: list[tuple[float, int]], idx: list[int]) -> LabelBatch:
+    """(prediction, label) pairs at positions ``idx`` as the concept monitor reads them."""
+    ts = [1_700_000_000_000 + k for k in idx]
+    return LabelBatch(
+        [p for p, _ in pairs], [y for _, y in pairs], idx, ts, [f"e{k}" for k in idx], ts
+    )
+
+
 def _run(pairs, settings=None, batch=2_000, arl=ARL):
     monitor = ConceptMonitor(settings or DetectorSettings(), None, offline=False)
     monitor.calibrate(arl)
@@ -36,9 +44,7 @@ def _run(pairs, settings=None, batch=2_000, arl=ARL):
     for i in range(0, len(pairs), batch):
         part = pairs[i : i + batch]
         idx = list(range(i, i + len(part)))
-        got, reports = monitor.update(
-            part, idx, [1_700_000_000_000 + k for k in idx], [f"e{k}" for k in idx]
-        )
+        got, reports = monitor.update(_batch(part, idx))
         signals += got
         recoveries += [r for r in reports if not hasattr(r, "drifted")]
     return signals, recoveries, monitor

@@ -15,7 +15,7 @@ from driftline.detectors.drift.river_bridge import ERROR_DETECTORS, RiverErrorDe
 from driftline.detectors.settings import CHANNEL_DETECTORS as CHOICES
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.exceptions import ConfigError
-from tests.detectors.drift.test_concept import _pairs, _run
+from tests.detectors.drift.test_concept import _batch, _pairs, _run
 
 ARL = 1e8
 
@@ -48,9 +48,7 @@ def test_a_restored_river_detector_continues_exactly(name) -> None:
     for i in range(30_000, len(pairs), 2_000):
         part = pairs[i : i + 2_000]
         idx = list(range(i, i + len(part)))
-        got, _ = again.update(
-            part, idx, [1_700_000_000_000 + k for k in idx], [f"e{k}" for k in idx]
-        )
+        got, _ = again.update(_batch(part, idx))
         tail += got
     assert [(s.seq, s.value) for s in first + tail] == [(s.seq, s.value) for s in whole]
     assert whole_rec  # the rise ended and was seen to end
