@@ -683,30 +683,23 @@ class ModelEngine:
         """Per model, the labelled events of this batch in arrival order with their error,
         Brier score, label-free estimated error and outcome delay (NaN where not known)."""
         by_model: dict[str, list[Rows]] = {}
-        for (model_id, version), (
-            predictions,
-            outcomes,
-            seqs,
-            ts,
-            ids,
-            predicted_ts,
-        ) in labels.items():
+        for (model_id, version), lab in labels.items():
             settings = self.settings_for(model_id)
             error, scores, estimate, classes = label_values(
                 self.monitor(model_id, version).concept.task,
-                predictions,
-                outcomes,
+                lab.predictions,
+                lab.labels,
                 settings.classification_threshold,
                 settings.scores_are_probabilities,
             )
-            t0 = np.array(predicted_ts, dtype=np.int64)
-            delay = np.maximum(np.array(ts, dtype=np.int64) - t0, 1)
+            t0 = np.array(lab.prediction_ts, dtype=np.int64)
+            delay = np.maximum(np.array(lab.ts, dtype=np.int64) - t0, 1)
             by_model.setdefault(model_id, []).append(
                 Rows(
-                    versions=np.full(len(seqs), version, dtype=object),
-                    seqs=seqs,
-                    ts=ts,
-                    event_ids=ids,
+                    versions=np.full(len(lab.seqs), version, dtype=object),
+                    seqs=lab.seqs,
+                    ts=lab.ts,
+                    event_ids=lab.event_ids,
                     values={
                         "error_rate": error,
                         "brier_score": scores,

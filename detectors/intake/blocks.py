@@ -37,13 +37,16 @@ from typing import Any, NamedTuple
 from driftline.detectors.settings import DetectorSettings
 
 BLOCK_BYTES = 131_072
-"""Encoded bytes a block holds at most (estimated as labels are added): an eighth of
-Kafka's default ``max.request.size``, so a block fits a summaries message with room for
-other items, and a slice of a hot model goes in several blocks."""
+"""Encoded bytes at which a block is sent (estimated as labels are added): an eighth of
+Kafka's default ``max.request.size`` (the worker takes at most a quarter of its own), so
+a block fits a summaries message with room for other items even where the estimate
+falls short (a string's characters are counted, and a non-ASCII one takes up to four
+bytes), and a slice of a hot model goes in several blocks."""
 
-LABEL_BYTES = 80
-"""Estimated encoded bytes of a label's numbers and separators (two 13-digit times, a
-float prediction, a label, its outcome's ordinal), beside its id, version and strings."""
+LABEL_BYTES = 96
+"""Encoded bytes of a label's numbers and separators at most (two 13-digit times, a
+float prediction and a float label of up to 24 characters each, its outcome's ordinal,
+the quotes of its id and version), beside its id, version and strings."""
 
 MAX_STRING = 256
 """Longest string label or prediction a block takes (longer ones travel as items)."""
