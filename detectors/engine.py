@@ -311,24 +311,20 @@ class ModelEngine:
         n = len(versions)
         # One label per outcome (no challenger or shadow): consecutive positions.
         seqs = range(seq, seq + n) if outcomes[-1] == n - 1 else [seq + o for o in outcomes]
+        sources = (
+            block.predictions, block.labels, seqs, block.outcome_ts, block.event_ids,
+            block.prediction_ts,
+        )  # fmt: skip
         if versions.count(versions[0]) == n:
-            lab = _labels_of(batch, block.model_id, versions[0])
-            lab.predictions.extend(block.predictions)
-            lab.labels.extend(block.labels)
-            lab.seqs.extend(seqs)
-            lab.ts.extend(block.outcome_ts)
-            lab.event_ids.extend(block.event_ids)
-            lab.prediction_ts.extend(block.prediction_ts)
+            _labels_of(batch, block.model_id, versions[0]).extend(sources)
             return
         # A champion and its challengers or shadows: each version its rows.
+        rows: dict[str, list[int]] = {}
         for i, version in enumerate(versions):
+            rows.setdefault(version, []).append(i)
+        for version, found in rows.items():
             lab = _labels_of(batch, block.model_id, version)
-            lab.predictions.append(block.predictions[i])
-            lab.labels.append(block.labels[i])
-            lab.seqs.append(seqs[i])
-            lab.ts.append(block.outcome_ts[i])
-            lab.event_ids.append(block.event_ids[i])
-            lab.prediction_ts.append(block.prediction_ts[i])
+            lab.extend([[source[i] for i in found] for source in sources])
 
     def _sort_independent(self, batch: _Sorted, outcome: Outcome, seq: int) -> None:
         model_id = outcome.model_id

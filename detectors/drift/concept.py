@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 from scipy.stats import norm
@@ -52,6 +53,11 @@ class LabelBatch(NamedTuple):
     @classmethod
     def empty(cls) -> LabelBatch:
         return cls([], [], [], [], [], [])
+
+    def extend(self, sources: Sequence[Sequence[Any]]) -> None:
+        """Append one sequence per field (in field order) to the columns."""
+        for column, source in zip(self, sources, strict=True):
+            cast(list[Any], column).extend(source)
 
 
 def n_tests(settings: DetectorSettings) -> int:

@@ -1,6 +1,6 @@
-"""Blocks of labels: with slices on, a version's joined labels travel to the model stage as
-columns per slice; they reach the concept monitors up to a slice later, and change
-nothing else."""
+"""Blocks of labels: with slices on, a model's joined labels travel to the model stage as
+columns per slice; they reach the model stage up to a slice later, and change nothing
+else."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _decisions(events, *, block_bytes: int | None = None, items: bool = False):
     for intake in pipeline.intakes:
         if block_bytes is not None:
             intake.blocks.max_bytes = block_bytes
-        if items:
+        if items:  # as after a canary: every label an item
             intake.blocks.canary.add(MODEL)
     staged = Staged(pipeline)
     out = []
