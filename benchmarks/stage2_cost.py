@@ -19,9 +19,10 @@ Were the cost per slice independent of its events, the last column would stay ne
 the density grows. The labels' share still grows with them: a block saves the model
 stage its Python work per label, but the concept monitors, the labelled rows of the
 version comparisons and the label maturity read each label's values (in numpy).
-Without labels, what grows is bounded: a window test closes at the end of the first
-slice that fills ``window_events`` (2,000 here), so at most one per slice, and the model
-stage's fixed cost per call.
+The last line gives the labels' share per label (the ``summaries`` set-up's CPU less the
+``no labels`` one's, over the outcomes). Without labels, what grows is bounded: a window
+test closes at the end of the first slice that fills ``window_events`` (2,000 here), so
+at most one per slice, and the model stage's fixed cost per call.
 
     python benchmarks/stage2_cost.py [--slices 30] [--rounds 3]
 """
@@ -126,6 +127,7 @@ def main() -> None:
         f"{'ms/slice':>9} {'slice cost x sparsest':>22} {'summaries/input bytes':>22}"
     )
     profile = offline_profile()
+    cpu_by: dict[tuple[str, int], tuple[float, int]] = {}
     for name, used, labels in (
         ("items", None, 0.5),
         ("summaries", profile, 0.5),
@@ -137,6 +139,7 @@ def main() -> None:
             runs = [model_stage_cpu(spacing, predictions, used, labels) for _ in range(args.rounds)]
             cpu = statistics.median(r[0] for r in runs)
             events, span_s = runs[0][1], runs[0][2]
+            cpu_by[(name, spacing)] = (cpu, events)
             slices = max(span_s / step_s, 1.0)
             per_slice = cpu / slices
             first_per_slice = first_per_slice or per_slice
@@ -145,6 +148,20 @@ def main() -> None:
                 f"{cpu / events * 1e6:>9.1f} {per_slice * 1000:>9.2f} "
                 f"{per_slice / first_per_slice:>22.1f} {runs[0][3]:>22.3f}"
             )
+    # The same predictions with and without their labels: what the labels add, per label
+    # (the outcomes are the events the no-labels set-up does not have).
+    shares = []
+    for spacing in SPACINGS_MS:
+        (with_cpu, with_events), (without_cpu, without_events) = (
+            cpu_by[("summaries", spacing)],
+            cpu_by[("no labels", spacing)],
+        )
+        outcomes = with_events - without_events
+        shares.append(f"{(with_cpu - without_cpu) / outcomes * 1e6:.1f}")
+    print(
+        "labels with summaries (summaries minus no labels, per label) at "
+        f"{' / '.join(f'{s}ms' for s in SPACINGS_MS)}: {' / '.join(shares)} us a label"
+    )
 
 
 if __name__ == "__main__":
