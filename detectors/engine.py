@@ -13,7 +13,7 @@ import itertools
 import math
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from zlib import crc32
@@ -183,16 +183,13 @@ class ModelEngine:
         and labels per (model, version), feedback-loop records per model; note where
         each model's steps fall (by its merged event time, ``slot``)."""
         batch = _Sorted()
-        seq = self.seq - 1
-        previous: Event | None = None
+        last = self.seq - 1
         clocks = self.clocks
-        for item in items:
+        # The last item's last position, read after the loop, is where the next batch starts.
+        for seq, last, fresh, item in numbered(items, self.seq):  # noqa: B007
             kind = item.kind
             event = item.event
-            # The labels one outcome gives (champion and challenger on one request) share
-            # its position: the paired comparisons match them by it.
-            if not (kind == LABEL and previous is not None and event.event_id == previous.event_id):
-                seq += 1
+            if fresh:
                 slot = item.slot
                 clock = clocks.get(event.model_id)
                 if clock is None:
@@ -202,7 +199,6 @@ class ModelEngine:
                     clock[0] = (slot // clock[2] + 1) * clock[2]
                     clock[1] = 0
                 clock[1] += event.events if kind in _SUMMED else 1
-            previous = event if kind == LABEL else None
             if kind == PREDICTION:
                 self._sort_prediction(batch, event, seq, item.tag)
             elif kind == LABEL:
@@ -215,10 +211,9 @@ class ModelEngine:
                 found[1].append(seq)
             elif kind == LABELS:
                 self._sort_block(batch, event, seq)
-                seq += event.positions - 1
             else:
                 self._sort_independent(batch, event, seq)
-        self.seq = seq + 1
+        self.seq = last + 1
         return batch
 
     def _clock(self, model_id: str, slot: int, items: int = 0) -> list[int]:
@@ -894,6 +889,25 @@ def _joined(parts: list[LabelBatch]) -> LabelBatch:
     """Label batches one after the other, a C-level pass per column."""
     chain = itertools.chain.from_iterable
     return LabelBatch._make(list(chain(column)) for column in zip(*parts, strict=True))
+
+
+def numbered(items: Sequence[Routed], start: int) -> Iterator[tuple[int, int, bool, Routed]]:
+    """The model stage's positions of ``items`` in merge order, from ``start``: per item
+    its first and last position (a block of labels takes one per outcome) and whether it
+    opens a new one (the labels one outcome gives, a champion's and a challenger's on one
+    request, share its position: the paired comparisons match them by it)."""
+    seq = start - 1
+    previous: Event | None = None
+    for item in items:
+        kind, event = item.kind, item.event
+        fresh = not (kind == LABEL and previous is not None and event.event_id == previous.event_id)
+        if fresh:
+            seq += 1
+        first = seq
+        if kind == LABELS:
+            seq += event.positions - 1
+        previous = event if kind == LABEL else None
+        yield first, seq, fresh, item
 
 
 def _labels_of(batch: _Sorted, model_id: str, version: str) -> LabelBatch:

@@ -65,10 +65,10 @@ from aiokafka.errors import (
 
 from driftline.detectors.decision import Decision
 from driftline.detectors.drift.reference import ReferenceProfile, fingerprint
-from driftline.detectors.engine import ModelEngine
+from driftline.detectors.engine import ModelEngine, numbered
 from driftline.detectors.intake.blocks import BLOCK_BYTES
 from driftline.detectors.intake.join import JOIN_COUNTERS
-from driftline.detectors.intake.stage import LABEL, LABELS, Intake, Routed
+from driftline.detectors.intake.stage import LABELS, Intake, Routed
 from driftline.detectors.intake.wire import decode_items, encode_items
 from driftline.schemas.deadletter import DeadLetter
 from driftline.schemas.decode import DEFAULT_MAX_MESSAGE_BYTES, FUTURE_TIMESTAMP, decode
@@ -226,9 +226,10 @@ class Worker:
         self._merge_seen: dict[str, int] = {}
         self.token = uuid.uuid4().hex
         """Names this process's summaries messages (see `_forward`)."""
-        self.local: OrderedDict[tuple[str, str], list[Routed]] = OrderedDict()
+        self.local: OrderedDict[tuple[str, str], tuple[list[Routed], int]] = OrderedDict()
         """Items this process sent to the summaries topic, until its model stage reads them
-        back (see `_local_items`), oldest first."""
+        back (see `_local_items`), oldest first, with what they count for against
+        `LOCAL_ITEMS`."""
         self.local_items = 0
         self.item_bytes = 0.0
         """Bytes per item of the last summaries message (how many messages a batch needs)."""
@@ -800,10 +801,12 @@ class Worker:
             # process (or this worker before a crash) sent for the same seqs can differ in
             # its cut, and must be decoded, never answered from here.
             tag = f"{self.token}:{shard.partition}:{part[0].seq}:{part[-1].seq}:{len(part)}"
-            self.local[(model_id, tag)] = part
-            self.local_items += _weight(part)
+            # Only an input stage that slices sends blocks, which hold many labels.
+            weight = _weight(part) if shard.intake.slicing else len(part)
+            self.local[(model_id, tag)] = (part, weight)
+            self.local_items += weight
             while self.local_items > LOCAL_ITEMS:
-                self.local_items -= _weight(self.local.popitem(last=False)[1])
+                self.local_items -= self.local.popitem(last=False)[1][1]
             headers = [("driftline-part", tag.encode())]
             await self.publisher.send(self.topics.summaries, value, key, headers=headers)
             self.metrics.summary_bytes.inc(len(value))
@@ -843,10 +846,10 @@ class Worker:
         time), else decoded from the message."""
         tag = dict(record.headers or ()).get("driftline-part")
         if tag is not None:
-            items = self.local.pop((model_id, tag.decode()), None)
-            if items is not None:
-                self.local_items -= _weight(items)
-                return items
+            kept = self.local.pop((model_id, tag.decode()), None)
+            if kept is not None:
+                self.local_items -= kept[1]
+                return kept[0]
         body = message if "i" in message else orjson.loads(record.value or b"")
         # fk: format 2's feature names beside the items (absent in formats 1 and 3).
         return decode_items(body["i"], model_id, body.get("fk"))
@@ -1281,21 +1284,10 @@ def _traceparent(record: ConsumerRecord) -> str | None:
 
 def _traces_by_position(items: list[Routed], before: int) -> dict[int, str]:
     """Each released item's trace by the position the model engine will give it (its
-    counter before the batch is ``before``; labels of one outcome share a position, as
-    `detectors.engine.ModelEngine.process` counts them), so a decision, which names the
-    position of the event that triggered it, finds that event's trace."""
+    counter before the batch is ``before``; `detectors.engine.numbered`), so a decision,
+    which names the position of the event that triggered it, finds that event's trace."""
     out: dict[int, str] = {}
-    seq = before - 1
-    previous = None
-    for item in items:
-        event = item.event
-        if not (
-            item.kind == LABEL and previous is not None and event.event_id == previous.event_id
-        ):
-            seq += 1
-        if item.kind == LABELS:  # a position per outcome
-            seq += event.positions - 1
-        previous = event if item.kind == LABEL else None
+    for seq, _, _, item in numbered(items, before):
         if item.trace is not None:
             out.setdefault(seq, item.trace)
     return out
