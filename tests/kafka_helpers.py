@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -27,6 +28,18 @@ TEST_WORKER = {
     "checkpoint_interval_s": 0.5,
 }
 """Group timeouts tuned for the embedded broker: joins wait half the session (3 s)."""
+
+
+_fresh = itertools.count()
+
+
+def fresh(name: str) -> str:
+    """``name`` with a number of its own in this process, for what a module-scoped
+    fixture creates on the broker: pytest tears a module's fixtures down when its process
+    runs another module's test in between (pytest-xdist's worksteal does), and sets them
+    up again for the module's next test; a second set-up must not produce into the
+    topics, or join the group, of the first (the records would be there twice)."""
+    return f"{name}-{next(_fresh)}"
 
 
 def topics_for(prefix: str) -> Topics:

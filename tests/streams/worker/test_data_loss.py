@@ -34,6 +34,7 @@ from tests.kafka_helpers import (
     committed,
     config_for,
     decisions,
+    fresh,
     kafka,
     read_all,
     setup_topics,
@@ -112,13 +113,14 @@ def own(inputs, name):
 def clean_run(broker):
     """Decisions and join counts of an uninterrupted run without the bad records."""
     events = list(stream(SPEC))
-    topics = topics_for("loss-clean")
+    topics = topics_for(fresh("loss-clean"))
+    group = f"g-{topics.predictions}"
 
     async def go():
         await setup_topics(broker, topics, 1)
         total = await produce_with(broker, topics, events, {})
-        await run_to_end(broker, topics, "g-loss-clean", total)
-        (state,) = (await checkpoints(broker, topics.state, "g-loss-clean")).values()
+        await run_to_end(broker, topics, group, total)
+        (state,) = (await checkpoints(broker, topics.state, group)).values()
         return await decisions(broker, topics), state.state["intake"]["join"]["counts"]
 
     found, join_counts = asyncio.run(go())
@@ -130,7 +132,7 @@ def clean_run(broker):
 def bad_inputs(broker):
     """The same stream with the three bad records, produced once; (topics, total)."""
     events = list(stream(SPEC))
-    topics = topics_for("loss-bad")
+    topics = topics_for(fresh("loss-bad"))
 
     async def go():
         await setup_topics(broker, topics, 1)

@@ -21,6 +21,7 @@ from tests.kafka_helpers import (
     TEST_WORKER,
     config_for,
     decisions,
+    fresh,
     kafka,
     produce,
     setup_topics,
@@ -37,12 +38,12 @@ _runs = itertools.count()
 @pytest.fixture(scope="module")
 def produced(broker):
     """The stream in 1-partition input topics, and the decision ids of a clean run."""
-    topics = topics_for("pubfault")
+    topics = topics_for(fresh("pubfault"))
 
     async def go() -> tuple[int, set[str]]:
         await setup_topics(broker, topics, 1)
         total = sum((await produce(broker, topics, list(stream(SPEC)))).values())
-        found = await run(broker, topics, "g-pubfault-clean", total)
+        found = await run(broker, topics, fresh("g-pubfault-clean"), total)
         return total, {d["decision_id"] for d in found}
 
     total, clean = asyncio.run(go())

@@ -18,6 +18,7 @@ import pytest
 
 from driftline.schemas.decode import encode
 from driftline.streams.cli import main
+from driftline.streams.config import Topics
 from driftline.streams.simulation.traffic import StreamSpec
 from tests.conftest import stream
 from tests.kafka_helpers import (
@@ -25,6 +26,7 @@ from tests.kafka_helpers import (
     checkpoints,
     committed,
     decisions,
+    fresh,
     produce,
     setup_topics,
     start_worker_process,
@@ -43,7 +45,7 @@ _runs = itertools.count()
 @pytest.fixture(scope="module")
 def produced(broker):
     """The stream produced once into 2-partition input topics; returns (topics, total)."""
-    topics = topics_for("recovery")
+    topics = topics_for(fresh("recovery"))
 
     async def go():
         await setup_topics(broker, topics, PARTITIONS)
@@ -58,15 +60,22 @@ def outputs(topics, name):
     return replace(own, predictions=topics.predictions, outcomes=topics.outcomes)
 
 
+def reference_of(topics: Topics) -> str:
+    """The reference run's name (its output topics and group), one per produced stream."""
+    return topics.predictions.removesuffix(".predictions") + "-ref"
+
+
 @pytest.fixture(scope="module")
 def reference_run(broker, produced):
     """Decisions of one uninterrupted in-process worker."""
     topics, total = produced
-    mine = outputs(topics, "ref")
+    mine = outputs(topics, reference_of(topics))
 
     async def go():
         await setup_topics(broker, mine, PARTITIONS)
-        await run_until_committed(broker, mine, "g-ref", PARTITIONS, total, SMALL)
+        await run_until_committed(
+            broker, mine, f"g-{reference_of(topics)}", PARTITIONS, total, SMALL
+        )
         return await decisions(broker, mine)
 
     found = asyncio.run(go())
@@ -138,7 +147,14 @@ async def test_kill_minus_9_loses_nothing_and_duplicates_nothing(
     # The model stage merged every item once: as many as the uninterrupted run, whatever
     # the killed worker had sent twice.
     merged, resent = await merged_items(broker, mine.state, "g-crash")
-    assert merged == (await merged_items(broker, outputs(topics, "ref").state, "g-ref"))[0]
+    assert (
+        merged
+        == (
+            await merged_items(
+                broker, outputs(topics, reference_of(topics)).state, f"g-{reference_of(topics)}"
+            )
+        )[0]
+    )
     print(f"model stage: {merged} items merged, {resent} re-sent items recognised")
 
 
