@@ -613,7 +613,9 @@ def label_values(
     [[1.0, 0.0], [0.81, 0.04000000000000001], [0.09999999999999998, 0.2], [0.0, 0.0]]
     """
     n = len(predictions)
-    binary = _binary_probabilities(task, predictions, labels)
+    # Without a task, a pair of a float prediction and a 0/1 label is a binary model's
+    # (`infer_task`): a batch of nothing else takes the vectorised path as well.
+    binary = _binary_probabilities(task or "binary", predictions, labels)
     if binary is not None:
         p, y = binary
         error = _binary_errors(p, y, threshold)

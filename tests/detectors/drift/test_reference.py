@@ -167,7 +167,8 @@ def test_label_values_of_a_batch_equal_those_of_each_pair(scored) -> None:
     """The vectorised path (a binary model's probabilities) and the general one give the
     values pair by pair, bit for bit: thresholds hit exactly, scores outside [0, 1],
     labels as bools, ints and floats; a batch the fast path cannot take (a string label,
-    a hard 0/1 prediction, another task) falls back."""
+    a hard 0/1 prediction, a missing label, another task) falls back, with a task or
+    without one (each pair's own inferred)."""
     rng = np.random.default_rng(7)
     p = [float(x) for x in rng.uniform(-0.2, 1.2, 400)] + [0.5, 0.0, 1.0]
     y = [bool(v) if i % 3 == 0 else (float(v) if i % 3 == 1 else int(v))
@@ -177,6 +178,8 @@ def test_label_values_of_a_batch_equal_those_of_each_pair(scored) -> None:
         ("binary", [*p, 1], [*y, 1]),
         ("binary", [*p, 0.3], [*y, "1"]),
         (None, p, y),
+        (None, [*p, 1], [*y, 1]),
+        (None, [*p, 0.3], [*y, None]),
         ("multiclass", ["a", "b", "a"], ["a", "a", None]),
     ]
     for task, predictions, labels in batches:
