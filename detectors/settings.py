@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from driftline.schemas.config_types import check_types
 from driftline.schemas.exceptions import ConfigError
 
 CONCEPT_DETECTORS = ("cusum", "adwin", "ddm", "hddm_a", "hddm_w")
@@ -490,8 +491,10 @@ class DetectorSettings:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DetectorSettings:
-        """Build from a mapping (a TOML table), rejecting unknown keys by name."""
+        """Build from a mapping (a TOML table), rejecting unknown keys and values of the
+        wrong type by name."""
         reject_unknown(cls, values, "detector")
+        check_types(cls, values, "detector")
         return cls(**values)
 
 

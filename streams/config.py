@@ -16,6 +16,7 @@ import orjson
 
 from driftline.detectors.drift.reference import ReferenceProfile
 from driftline.detectors.settings import DetectorSettings
+from driftline.schemas.config_types import KIND_NAMES
 from driftline.schemas.exceptions import ConfigError
 from driftline.schemas.formats import InputSettings
 
@@ -125,7 +126,9 @@ def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
             try:
                 out[key] = int(value) if kind == "int" else float(value)
             except ValueError:
-                raise ConfigError(f"setting {key} must be a {kind}, got {value!r}") from None
+                raise ConfigError(
+                    f"setting {key} must be {KIND_NAMES[kind]}, got {value!r}"
+                ) from None
         elif isinstance(value, str) and kind == "bool":  # from the environment
             if value.lower() not in _BOOL_WORDS:
                 raise ConfigError(f"setting {key} must be true or false, got {value!r}")

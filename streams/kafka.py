@@ -19,6 +19,7 @@ from aiokafka.partitioner import murmur2
 
 from driftline.detectors.drift.reference import ReferenceProfile
 from driftline.detectors.settings import reject_unknown
+from driftline.schemas.config_types import check_types
 from driftline.schemas.exceptions import ConfigError, DriftlineError
 from driftline.streams.config import Topics
 from driftline.streams.faults import Silenced
@@ -95,6 +96,7 @@ class KafkaSettings:
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> KafkaSettings:
         reject_unknown(cls, values, "kafka")
+        check_types(cls, values, "kafka")
         return cls(**values)
 
     def client_options(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
+from driftline.schemas.config_types import check_types
 from driftline.schemas.exceptions import ConfigError
 
 FORMATS: Final = ("driftline", "kserve", "seldon", "mapped")
@@ -123,6 +124,7 @@ class InputSettings:
                 f"[input] unknown setting(s) {', '.join(sorted(unknown))}; "
                 f"known: {', '.join(sorted(known))}"
             )
+        check_types(cls, values, "[input]")
         data = dict(values)
         for name in ("topics", "features", "seldon_namespaces"):
             if isinstance(data.get(name), str):

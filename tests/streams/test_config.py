@@ -120,3 +120,37 @@ def test_settings_out_of_range_are_one_line_each(tmp_path) -> None:
         load_config(path)
     path.write_text("[models.dispatch]\nscores_are_probabilities = false\n")
     assert not load_config(path).model_detectors["dispatch"].scores_are_probabilities
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[detectors]\nslice_ms = 1.5\n", "detector setting slice_ms must be an integer, got 1.5"),
+        ("[models.fraud]\nwarmup_events = true\n", "warmup_events must be an integer, got True"),
+        ("[detectors]\nconcept_detector = 3\n", "concept_detector must be a string, got 3"),
+        ('[worker]\nidle_after_ms = "2s"\n', "worker setting idle_after_ms must be an integer"),
+        ("[worker]\ncheckpoint_interval_s = true\n", "checkpoint_interval_s must be a number"),
+        ("[worker]\ngroup_id = 5\n", "worker setting group_id must be a string, got 5"),
+        ('[kafka]\nenable_idempotence = "yes"\n', "enable_idempotence must be true or false"),
+        ('[input]\npair_ttl_ms = "1m"\n', r"\[input\] setting pair_ttl_ms must be an integer"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_one_line_naming_the_setting(tmp_path, toml, message) -> None:
+    """Every settings table is checked against its fields' types when it is read: a
+    float slice length, a string duration, a number for a name, a string for a switch.
+    Before, most reached the worker as they were (a TypeError once running, or a float
+    where counts are kept)."""
+    with pytest.raises(ConfigError, match=message) as raised:
+        parts(tmp_path, toml)
+    assert "\n" not in str(raised.value)
+
+
+def test_integers_are_numbers_for_settings_that_take_any_number(tmp_path) -> None:
+    """TOML writes whole numbers without a point: a setting that takes any number takes
+    them, and keeps its value."""
+    config, _, worker = parts(
+        tmp_path,
+        "[worker]\ncheckpoint_interval_s = 2\n[detectors]\nfalse_alarm_budget_events = 500000\n",
+    )
+    assert worker.checkpoint_interval_s == 2
+    assert config.detectors.false_alarm_budget_events == 500_000
