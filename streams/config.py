@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import orjson
 
 from driftline.detectors.drift.reference import ReferenceProfile
-from driftline.detectors.settings import DetectorSettings
-from driftline.schemas.config_types import KIND_NAMES
+from driftline.detectors.settings import DetectorSettings, reject_unknown
+from driftline.schemas.config_types import KIND_NAMES, check_types
 from driftline.schemas.exceptions import ConfigError
 from driftline.schemas.formats import InputSettings
 
@@ -170,10 +170,13 @@ def load_config(
         model: DetectorSettings.from_dict({**detectors.to_dict(), **_coerce(values)})
         for model, values in data.get("models", {}).items()
     }
+    topic_names = data.get("topics", {})
     try:
-        topics = Topics(**data.get("topics", {}))
-    except TypeError as exc:
-        raise ConfigError(f"config file {path}: [topics] {exc}") from None
+        reject_unknown(Topics, topic_names, "[topics]")
+        check_types(Topics, topic_names, "[topics]")
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    topics = Topics(**topic_names)
     profiles: dict[str, ReferenceProfile] = {}
     for ref in [*data.get("references", []), *(references or [])]:
         profile = load_profile(ref)

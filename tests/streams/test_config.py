@@ -133,6 +133,11 @@ def test_settings_out_of_range_are_one_line_each(tmp_path) -> None:
         ("[worker]\ngroup_id = 5\n", "worker setting group_id must be a string, got 5"),
         ('[kafka]\nenable_idempotence = "yes"\n', "enable_idempotence must be true or false"),
         ('[input]\npair_ttl_ms = "1m"\n', r"\[input\] setting pair_ttl_ms must be an integer"),
+        ("[topics]\nalerts = 7\n", r"\[topics\] setting alerts must be a string, got 7"),
+        (
+            '[topics]\ndecisions = "d"\n',
+            r"unknown \[topics\] setting\(s\): decisions; known: alerts",
+        ),
     ],
 )
 def test_a_value_of_the_wrong_type_is_one_line_naming_the_setting(tmp_path, toml, message) -> None:
