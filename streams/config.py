@@ -138,6 +138,32 @@ def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+TABLES = ("detectors", "topics", "worker", "kafka", "input")
+"""Sections of the config file that are tables of settings."""
+
+
+def _check_shape(data: Mapping[str, Any], path: str | Path | None) -> list[str]:
+    """Check that each section has the shape its settings are read from (a table, a
+    table of tables, a list of paths); the reference profile paths listed
+    (``references = "p.json"`` is a list of one)."""
+    for name in TABLES:
+        if not isinstance(data.get(name, {}), dict):
+            raise ConfigError(f"config file {path}: [{name}] must be a table of settings")
+    models = data.get("models", {})
+    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        raise ConfigError(
+            f"config file {path}: models must be tables of settings, [models.<model_id>]"
+        )
+    references = data.get("references", [])
+    if isinstance(references, str):
+        return [references]
+    if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
+        raise ConfigError(
+            f"config file {path}: references must be a list of reference profile paths"
+        )
+    return references
+
+
 def load_config(
     path: str | Path | None = None,
     references: list[str] | None = None,
@@ -164,6 +190,7 @@ def load_config(
             f"config file {path}: unknown section(s) {', '.join(sorted(unknown))}; "
             f"known: {', '.join(sorted(sections))}"
         )
+    listed = _check_shape(data, path)
     base_values = {**data.get("detectors", {}), **_coerce(_env_overrides()), **(overrides or {})}
     detectors = DetectorSettings.from_dict(_coerce(base_values))
     model_detectors = {
@@ -178,7 +205,7 @@ def load_config(
         raise ConfigError(f"config file {path}: {exc}") from None
     topics = Topics(**topic_names)
     profiles: dict[str, ReferenceProfile] = {}
-    for ref in [*data.get("references", []), *(references or [])]:
+    for ref in [*listed, *(references or [])]:
         profile = load_profile(ref)
         profiles[profile_key(profile, ref)] = profile
     input_values = dict(data.get("input", {}))

@@ -159,3 +159,27 @@ def test_integers_are_numbers_for_settings_that_take_any_number(tmp_path) -> Non
     )
     assert worker.checkpoint_interval_s == 2
     assert config.detectors.false_alarm_budget_events == 500_000
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("detectors = 3\n", r"\[detectors\] must be a table of settings"),
+        ("worker = [1]\n", r"\[worker\] must be a table of settings"),
+        ("[models]\nfraud = 3\n", r"models must be tables of settings, \[models.<model_id>\]"),
+        ("references = 5\n", "references must be a list of reference profile paths"),
+        ("references = [5]\n", "references must be a list of reference profile paths"),
+    ],
+)
+def test_a_section_of_the_wrong_shape_is_one_line(tmp_path, toml, message) -> None:
+    """A section that is not the table (or list) its settings are read from is named;
+    these were Python tracebacks (a TypeError or an AttributeError)."""
+    with pytest.raises(ConfigError, match=message) as raised:
+        parts(tmp_path, toml)
+    assert "\n" not in str(raised.value)
+
+
+def test_one_reference_path_may_be_written_as_a_string(tmp_path) -> None:
+    """``references = "p.json"`` is the list of that one path, not of its characters."""
+    with pytest.raises(ConfigError, match=r"reference profile p\.json does not exist"):
+        parts(tmp_path, 'references = "p.json"\n')
