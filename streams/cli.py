@@ -188,6 +188,8 @@ def _simulate(args: argparse.Namespace) -> int:
         if args.canary_share:
             if not 0 < args.canary_share < 1:
                 raise ConfigError(f"--canary-share must be in (0, 1), got {args.canary_share}")
+            if not 0 <= args.canary_flip <= 1:
+                raise ConfigError(f"--canary-flip must be in [0, 1], got {args.canary_flip}")
             events = with_canary(events, args.canary_share, args.canary_flip, args.seed)
     if args.input_format and args.input_format != "driftline":
         traffic = to_foreign(events, args.input_format, "predictions", "outcomes")
@@ -334,6 +336,28 @@ LOGGING_FLAGS = _logging_flags()
 """``--log-level`` and ``--log-format``, on every command."""
 
 
+def _bounded(kind: type, low: float, high: float | None = None, what: str = "") -> Any:
+    """An argparse type: a ``kind`` number from ``low`` to ``high`` (inclusive), refused
+    with a one-line usage error naming what it should be."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+
+    return parse
+
+
+POSITIVE = _bounded(int, 1, what="a whole number of 1 or more")
+NON_NEGATIVE = _bounded(int, 0, what="a whole number of 0 or more")
+SECONDS = _bounded(float, 1e-3, what="a number of seconds above 0")
+PORT = _bounded(int, 1, 65_535, what="a port number (1-65535)")
+
+
 def _command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A subcommand with the logging flags."""
     return sub.add_parser(name, parents=[LOGGING_FLAGS], **kwargs)
@@ -362,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument(
         "--partitions",
-        type=int,
+        type=POSITIVE,
         default=1,
         help="shard like a worker reading topics with this many partitions",
     )
@@ -383,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--model-version", help="limit the profile to one version")
     rb.add_argument("--name", help="profile name (default: the input file's stem)")
     rb.add_argument("--config", help="TOML configuration file (its [detectors] table)")
-    rb.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS)
+    rb.add_argument("--max-rows", type=POSITIVE, default=DEFAULT_MAX_ROWS)
     rb.add_argument("--label-column", default="label")
     rb.add_argument("--prediction-column", default="prediction")
     rb.set_defaults(func=_reference_build)
@@ -391,8 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     wk = _command(sub, "worker", help="the long-running stream worker")
     _kafka_flags(wk)
     wk.add_argument("--group-id", help="consumer group (env DRIFTLINE_GROUP_ID, default driftline)")
-    wk.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    wk.add_argument("--ui-port", type=int, help="serve the live view on this port")
+    wk.add_argument("--metrics-port", type=PORT, help="serve Prometheus metrics on this port")
+    wk.add_argument("--ui-port", type=PORT, help="serve the live view on this port")
     wk.add_argument(
         "--input-format",
         choices=INPUT_FORMATS,
@@ -400,17 +424,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wk.add_argument(
         "--checkpoint-interval",
-        type=float,
+        type=SECONDS,
         metavar="SECONDS",
         help="seconds between state checkpoints (default 5)",
     )
     wk.set_defaults(func=_worker)
 
     dm = _command(sub, "demo", help="embedded broker, simulated fleet, worker, live decisions")
-    dm.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
-    dm.add_argument("--rate", type=int, default=3_000, help="events per second (default 3000)")
+    dm.add_argument("--duration", type=SECONDS, default=60.0, help="seconds to run (default 60)")
+    dm.add_argument("--rate", type=POSITIVE, default=3_000, help="events per second (default 3000)")
     dm.add_argument("--seed", type=int, default=0)
-    dm.add_argument("--ui-port", type=int, help="port of the live view (default: a free one)")
+    dm.add_argument("--ui-port", type=PORT, help="port of the live view (default: a free one)")
     dm.set_defaults(func=_demo)
 
     tp = sub.add_parser("topics", help="topic administration")
@@ -419,11 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_flags(tc)
     tc.add_argument(
         "--partitions",
-        type=int,
+        type=POSITIVE,
         default=4,
         help="partitions of the input, decision and dead-letter topics (default 4)",
     )
-    tc.add_argument("--replication-factor", type=int, default=1)
+    tc.add_argument("--replication-factor", type=POSITIVE, default=1)
     tc.set_defaults(func=_topics_create)
 
     rpub = _command(ref_sub, "publish", help="send a profile to running workers")
@@ -433,8 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = _command(sub, "simulate", help="write a seeded synthetic stream as JSONL")
     sim.add_argument("--scenario", choices=SCENARIOS, default="mean_shift")
-    sim.add_argument("--predictions", type=int, default=100_000)
-    sim.add_argument("--change-at", type=int)
+    sim.add_argument("--predictions", type=POSITIVE, default=100_000)
+    sim.add_argument("--change-at", type=NON_NEGATIVE)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--model-id", default="credit-risk")
     sim.add_argument(
@@ -474,6 +498,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except DriftlineError as exc:
         print(f"driftline: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A file that cannot be read or written, a port already taken: what the user
+        # named, in one line (errno's text and the path).
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"driftline: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from driftline.streams.cli import main
 
@@ -139,6 +140,42 @@ def test_user_errors_are_one_clear_line(tmp_path, capsys) -> None:
     config.write_text("[detectors]\nwindow_events = -1\n")
     assert main(["replay", str(stream), "--config", str(config)]) == 2
     assert "window_events must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["replay", "s.jsonl", "--partitions", "0"], "--partitions: 0 is not a whole number of 1"),
+        (["simulate", "--predictions", "-5", "--out", "x"], "--predictions: -5 is not a whole"),
+        (["simulate", "--change-at", "x", "--out", "x"], "--change-at: 'x' is not a whole"),
+        (["worker", "--ui-port", "70000"], r"--ui-port: 70000 is not a port number \(1-65535\)"),
+        (["demo", "--duration", "0"], "--duration: 0 is not a number of seconds above 0"),
+        (["topics", "create", "--partitions", "-1"], "--partitions: -1 is not a whole number"),
+    ],
+)
+def test_a_number_out_of_range_is_a_usage_error(args, message, capsys) -> None:
+    """Counts, durations and ports are checked as the command line is read (exit 2, one
+    line naming the flag); before, they failed deep inside as tracebacks (a KeyError for
+    zero partitions, numpy's negative dimensions for a negative count)."""
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    assert re.search(message, capsys.readouterr().err.splitlines()[-1])
+
+
+def test_files_that_cannot_be_read_or_written_are_one_line(tmp_path, capsys) -> None:
+    """A directory given as the stream, an output in a folder that does not exist, a
+    canary flip that is not a share: exit 2 with one line, no traceback."""
+    assert main(["replay", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"driftline: error: Is a directory: {tmp_path}\n"
+    stream = simulate(tmp_path, "stationary", 200)
+    missing = tmp_path / "no" / "d.jsonl"
+    assert main(["replay", str(stream), "--quiet", "--out", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"driftline: error: No such file or directory: {missing}\n"
+    out = str(tmp_path / "x.jsonl")
+    assert main(["simulate", "--canary-share", "0.1", "--canary-flip", "2", "--out", out]) == 2
+    assert "--canary-flip must be in [0, 1], got 2.0" in capsys.readouterr().err
 
 
 def test_installed_entry_point_runs(tmp_path) -> None:
