@@ -336,7 +336,7 @@ LOGGING_FLAGS = _logging_flags()
 """``--log-level`` and ``--log-format``, on every command."""
 
 
-def _bounded(kind: type, low: float, high: float | None = None, what: str = "") -> Any:
+def _bounded(kind: type, low: float, high: float | None = None, *, what: str) -> Any:
     """An argparse type: a ``kind`` number from ``low`` to ``high`` (inclusive), refused
     with a one-line usage error naming what it should be."""
 
