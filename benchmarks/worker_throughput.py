@@ -509,6 +509,13 @@ async def main(args: argparse.Namespace) -> None:
                     f"summaries topic {sliced_bytes / input_bytes:.2f} of the input's bytes"
                 )
 
+        # The paced worker starts as `driftline worker` does: the runs above and the stream
+        # they read are dropped, and what is left is collected and frozen (`tune_gc`), so
+        # that its cycle collector does not walk this process's leftovers (the workers
+        # above stay referenced otherwise, with their state).
+        del events, worker, decoding
+        peer = sliced = None
+        tune_gc()
         paced = topics("paced")
         await create_topics(kafka, paced, PARTITIONS)
         target_rate = rate * args.paced_fraction
