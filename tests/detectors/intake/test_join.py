@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 
+import numpy as np
 import orjson
 
 from driftline.detectors.intake.join import OutcomeJoin
@@ -91,6 +92,28 @@ def test_a_restored_join_continues_as_the_original() -> None:
         (early,) = join.add_prediction("b", pending(ts=2))
         assert early.label == 1
     assert copy.counts == original.counts
+
+
+def test_the_state_lists_every_map_in_its_order_after_any_mix_of_operations() -> None:
+    """The state reads the maps' storage, not their links: the same order, as long as
+    nothing moves an entry to the end. Joins in either order, two models on one
+    request, evictions past the bound, expiries, late and duplicate outcomes, seeded."""
+    rng = np.random.default_rng(17)
+    join = OutcomeJoin(ttl_ms=500, max_pending=300, memory=400)
+    for i in range(5_000):
+        request = f"r{int(rng.integers(0, 1_500))}"
+        if rng.random() < 0.5:
+            model = "m" if rng.random() < 0.9 else "m2"
+            join.add_prediction(request, pending(ts=i, model=model))
+        else:
+            join.add_outcome(request, "m", int(rng.integers(0, 2)), i)
+    state = join.state()
+    assert [k for k, _ in state["predictions"]] == list(join.predictions)
+    assert [v for _, v in state["predictions"]] == list(join.predictions.values())
+    assert [k for k, _ in state["outcomes"]] == list(join.outcomes)
+    assert state["expired"] == list(join.expired) and state["resolved"] == list(join.resolved)
+    assert min(len(join.expired), len(join.resolved), len(join.outcomes)) > 0
+    assert join.counts["expired_unlabelled"] > 0 and join.counts["late"] > 0
 
 
 def test_waiting_predictions_drop_out_of_the_cycle_collectors_tracking() -> None:
