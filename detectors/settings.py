@@ -493,8 +493,7 @@ class DetectorSettings:
     def from_dict(cls, values: dict[str, Any]) -> DetectorSettings:
         """Build from a mapping (a TOML table), rejecting unknown keys and values of the
         wrong type by name."""
-        reject_unknown(cls, values, "detector")
-        check_types(cls, values, "detector")
+        check_table(cls, values, "detector")
         return cls(**values)
 
 
@@ -511,8 +510,10 @@ REMOVED = {
 """Settings that no longer exist, with what replaced them."""
 
 
-def reject_unknown(cls: type, values: Mapping[str, Any], what: str) -> None:
-    """Raise ConfigError naming every key of ``values`` that is not a field of ``cls``."""
+def check_table(cls: type, values: Mapping[str, Any], what: str) -> None:
+    """Raise ConfigError naming a removed setting, every key of ``values`` that is not a
+    field of ``cls``, or else the first value of the wrong type (`check_types`): what
+    every settings table read from TOML goes through."""
     for name in sorted(set(values) & set(REMOVED)):
         raise ConfigError(f"{what} setting {name} was removed: {REMOVED[name]}")
     known = {f.name for f in fields(cls)}
@@ -521,3 +522,4 @@ def reject_unknown(cls: type, values: Mapping[str, Any], what: str) -> None:
         raise ConfigError(
             f"unknown {what} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
+    check_types(cls, values, what)

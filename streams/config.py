@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import orjson
 
 from driftline.detectors.drift.reference import ReferenceProfile
-from driftline.detectors.settings import DetectorSettings, reject_unknown
-from driftline.schemas.config_types import KIND_NAMES, check_types
+from driftline.detectors.settings import DetectorSettings, check_table
+from driftline.schemas.config_types import KIND_NAMES
 from driftline.schemas.exceptions import ConfigError
 from driftline.schemas.formats import InputSettings
 
@@ -199,8 +199,7 @@ def load_config(
     }
     topic_names = data.get("topics", {})
     try:
-        reject_unknown(Topics, topic_names, "[topics]")
-        check_types(Topics, topic_names, "[topics]")
+        check_table(Topics, topic_names, "[topics]")
     except ConfigError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     topics = Topics(**topic_names)

@@ -18,8 +18,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
 from driftline.detectors.drift.reference import ReferenceProfile
-from driftline.detectors.settings import reject_unknown
-from driftline.schemas.config_types import check_types
+from driftline.detectors.settings import check_table
 from driftline.schemas.exceptions import ConfigError, DriftlineError
 from driftline.streams.config import Topics
 from driftline.streams.faults import Silenced
@@ -95,8 +94,7 @@ class KafkaSettings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> KafkaSettings:
-        reject_unknown(cls, values, "kafka")
-        check_types(cls, values, "kafka")
+        check_table(cls, values, "kafka")
         return cls(**values)
 
     def client_options(self) -> dict[str, Any]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from driftline.detectors.settings import reject_unknown
-from driftline.schemas.config_types import check_types
+from driftline.detectors.settings import check_table
 from driftline.schemas.exceptions import ConfigError
 
 
@@ -70,8 +69,7 @@ class WorkerSettings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> WorkerSettings:
-        reject_unknown(cls, values, "worker")
-        check_types(cls, values, "worker")
+        check_table(cls, values, "worker")
         settings = cls(**values)
         if settings.checkpoint_interval_s <= 0 or settings.max_batch_records <= 0:
             raise ConfigError("checkpoint_interval_s and max_batch_records must be positive")
