@@ -48,13 +48,20 @@ class StagedPipeline:
         return merge
 
     def process(self, parts: Sequence[Sequence[Event]]) -> list[Decision]:
-        """One batch of events per input partition (each in arrival order)."""
+        """One batch of events per input partition (each in arrival order). Every
+        partition's items are merged before any is released, as the partitions were read
+        side by side: the merges' event-time rule (`detectors.intake.merge`) would
+        otherwise see the first partition a batch ahead of the others."""
         released: list[Routed] = []
+        touched: dict[str, ModelMerge] = {}
         for p, (intake, events) in enumerate(zip(self.intakes, parts, strict=True)):
             if not events:
                 continue
             for model_id, items in intake.process(events).items():
-                released += self.merge_for(model_id).add(p, intake.watermarks[model_id], items)
+                merge = touched[model_id] = self.merge_for(model_id)
+                released += merge.add(p, intake.watermarks[model_id], items, release=False)
+        for merge in touched.values():
+            released += merge.release()
         decisions = self.engine.process(released) if released else []
         self._hand_references()
         self._forget()

@@ -16,8 +16,11 @@ The trade-offs of waiting, each bounded by a setting:
   also been silent for ``merge_idle_ms`` of wall time (a worker catching up on a
   backlog reads its partitions unevenly; a partition still sending is never left
   behind). Replay, which has no wall time and reads its partitions side by side, uses
-  the event-time rule alone. Items that arrive behind what was released are *late*:
-  they are released at once, counted, and never dropped.
+  the event-time rule alone, and adds every partition's items of a batch before it
+  releases any (`detectors.pipeline.StagedPipeline.process`): released one partition at
+  a time, a sparse model's batch (hours of event time) let the first partition run past
+  the lateness and made the others' items late. Items that arrive behind what was
+  released are *late*: they are released at once, counted, and never dropped.
 * At most ``merge_max_buffered`` items wait per model; beyond that everything waiting is
   released (counted as a forced release), which bounds memory when a partition stalls.
 * An item that repeats a ``seq`` its partition already sent (re-sent after a crash) is
@@ -88,9 +91,12 @@ class ModelMerge:
         watermark: int,
         items: Sequence[Routed],
         now_ms: int | None = None,
+        release: bool = True,
     ) -> list[Routed]:
         """Take a partition's items (in the order it made them); return what is released,
-        in merge order. ``now_ms`` is wall time (None in replay: event time alone)."""
+        in merge order. ``now_ms`` is wall time (None in replay: event time alone).
+        Without ``release``, only late items are returned; the rest wait for `release`
+        (replay adds every partition's items of a batch before releasing any)."""
         self.idle[partition] = False
         if now_ms is not None:
             self.heard[partition] = now_ms
@@ -118,11 +124,17 @@ class ModelMerge:
             late, fresh = fresh[:cut], fresh[cut:]
             counts["late_items"] += len(late)
         self.waiting[partition] += fresh
-        released = self._release(self._horizon(now_ms))
-        if sum(len(w) for w in self.waiting) > self.max_buffered:
-            counts["forced_releases"] += 1
-            released += self._release(None)
+        released = self.release(now_ms) if release else []
         return [*late, *released] if late else released
+
+    def release(self, now_ms: int | None = None) -> list[Routed]:
+        """The items every partition that still counts has reported past, in merge order
+        (and everything waiting beyond ``max_buffered``)."""
+        released = self._release(self._horizon(now_ms))
+        if self.buffered > self.max_buffered:
+            self.counts["forced_releases"] += 1
+            released += self._release(None)
+        return released
 
     def mark_idle(self, partition: int, now_ms: int | None = None) -> list[Routed]:
         """A partition has read all its input for now: stop waiting for it."""

@@ -199,3 +199,27 @@ def test_staged_pipeline_detects_as_fast_at_any_partition_count() -> None:
         first[n] = min(d.ts for d in found if d.kind == "data_drift" and d.type == "alert")
     assert first[1] > change_ts
     assert abs(first[12] - first[1]) <= 2_000 and abs(first[4] - first[1]) <= 2_000
+
+
+def test_replay_merges_a_sparse_models_partitions_side_by_side() -> None:
+    """A prediction every 12 s, a batch spanning hours of event time: replay on 4
+    partitions merges each batch's partitions before releasing any, so no item is late
+    and the decisions are those of one partition (none: labels that come a day later for
+    one outcome, read by matured cohort). Released one partition at a time, the first
+    ran past the others by more than the lateness and two thirds of the items were late,
+    out of order: the late outcome's labels came in bursts, read as concept drift."""
+    from tests.detectors.versions.test_registry import _outcome_ordered_stream  # noqa: PLC0415
+
+    events = _outcome_ordered_stream(5)
+    for n in (1, 4):
+        pipeline = StagedPipeline(n, DetectorSettings())
+        found = []
+        for i in range(0, len(events), 4_096):
+            parts = [[] for _ in range(n)]
+            for e in events[i : i + 4_096]:
+                parts[partition_for(e.request_id.encode(), n)].append(e)
+            found += pipeline.process(parts)
+        found += pipeline.flush()
+        assert found == [], n
+        assert pipeline.counts["late_items"] == 0
+        assert pipeline.counts["items"] == len(events)
