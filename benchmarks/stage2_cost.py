@@ -10,19 +10,23 @@ stage's step). Three set-ups, in the same run:
 
 - ``items``: today's default (``slice_ms`` 0, a warm-up reference): every prediction
   and label travels to the model stage as an item and is tested there;
-- ``summaries``: an offline reference profile and ``slice_ms`` 10,000: the input stage
-  sums each slice's predictions, the model stage tests the sums; the labels (half the
-  predictions get one) come in blocks of columns per slice (`detectors.intake.blocks`);
+- ``blocks``: an offline reference profile without a performance figure and
+  ``slice_ms`` 10,000: the input stage sums each slice's predictions, the model stage
+  tests the sums; the labels (half the predictions get one) come in blocks of columns
+  per slice (`detectors.intake.blocks`), which the model stage reads label by label
+  (in numpy): the concept monitor, the version comparisons' labelled rows, the label
+  maturity;
+- ``label sums``: the same profile with its validation labels (a binary performance
+  figure): the input stage sums each slice's labels too, per version, prediction minute
+  and outcome (`detectors.intake.labelsums`), and the model stage reads the sums;
 - ``no labels``: the same without outcomes, which isolates the predictions' share.
 
-Were the cost per slice independent of its events, the last column would stay near 1 as
-the density grows. The labels' share still grows with them: a block saves the model
-stage its Python work per label, but the concept monitors, the labelled rows of the
-version comparisons and the label maturity read each label's values (in numpy).
-The last line gives the labels' share per label (the ``summaries`` set-up's CPU less the
-``no labels`` one's, over the outcomes). Without labels, what grows is bounded: a window
-test closes at the end of the first slice that fills ``window_events`` (2,000 here), so
-at most one per slice, and the model stage's fixed cost per call.
+Were the cost per slice independent of its events, the slice cost column would stay
+near 1 as the density grows. The last lines give the labels' share per label (the
+set-up's CPU less the ``no labels`` one's, over the outcomes). Without labels, what grows
+is bounded: a window test closes at the end of the first slice that fills
+``window_events`` (2,000 here), so at most one per slice, and the model stage's fixed
+cost per call.
 
     python benchmarks/stage2_cost.py [--slices 30] [--rounds 3]
 """
@@ -53,12 +57,15 @@ SETTINGS = DetectorSettings(warmup_events=3_000, window_events=2_000, label_warm
 SLICE_MS = 10_000
 
 
-def offline_profile() -> ReferenceProfile:
-    """A training profile of the simulator's model (its stationary traffic)."""
+def offline_profile(labelled: bool = False) -> ReferenceProfile:
+    """A training profile of the simulator's model (its stationary traffic); with
+    ``labelled``, its validation labels too (the profile's performance figure)."""
     builder = ReferenceBuilder(SETTINGS, 20_000)
-    for e in generate(StreamSpec(scenario="stationary", n_predictions=20_000, seed=99)):
+    events = generate(StreamSpec(scenario="stationary", n_predictions=20_000, seed=99))
+    labels = {e.request_id: e.label for e in events if type(e) is not Prediction}
+    for e in events:
         if type(e) is Prediction:
-            builder.add(e.features, e.prediction)
+            builder.add(e.features, e.prediction, labels.get(e.request_id) if labelled else None)
     return builder.build("training", "credit-risk")
 
 
@@ -126,11 +133,12 @@ def main() -> None:
         f"{'set-up':>10} {'spacing':>8} {'events/slice':>13} {'slices':>7} {'us/event':>9} "
         f"{'ms/slice':>9} {'slice cost x sparsest':>22} {'summaries/input bytes':>22}"
     )
-    profile = offline_profile()
+    profile, labelled = offline_profile(), offline_profile(labelled=True)
     cpu_by: dict[tuple[str, int], tuple[float, int]] = {}
     for name, used, labels in (
         ("items", None, 0.5),
-        ("summaries", profile, 0.5),
+        ("blocks", profile, 0.5),
+        ("label sums", labelled, 0.5),
         ("no labels", profile, 0.0),
     ):
         first_per_slice = None
@@ -150,18 +158,19 @@ def main() -> None:
             )
     # The same predictions with and without their labels: what the labels add, per label
     # (the outcomes are the events the no-labels set-up does not have).
-    shares = []
-    for spacing in SPACINGS_MS:
-        (with_cpu, with_events), (without_cpu, without_events) = (
-            cpu_by[("summaries", spacing)],
-            cpu_by[("no labels", spacing)],
+    for name in ("blocks", "label sums"):
+        shares = []
+        for spacing in SPACINGS_MS:
+            (with_cpu, with_events), (without_cpu, without_events) = (
+                cpu_by[(name, spacing)],
+                cpu_by[("no labels", spacing)],
+            )
+            outcomes = with_events - without_events
+            shares.append(f"{(with_cpu - without_cpu) / outcomes * 1e6:.1f}")
+        print(
+            f"labels in {name} ({name} minus no labels, per label) at "
+            f"{' / '.join(f'{s}ms' for s in SPACINGS_MS)}: {' / '.join(shares)} us a label"
         )
-        outcomes = with_events - without_events
-        shares.append(f"{(with_cpu - without_cpu) / outcomes * 1e6:.1f}")
-    print(
-        "labels with summaries (summaries minus no labels, per label) at "
-        f"{' / '.join(f'{s}ms' for s in SPACINGS_MS)}: {' / '.join(shares)} us a label"
-    )
 
 
 if __name__ == "__main__":

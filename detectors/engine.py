@@ -40,10 +40,12 @@ from driftline.detectors.feedback.monitor import (
     feedback_tag,
 )
 from driftline.detectors.intake.blocks import LabelBlock
+from driftline.detectors.intake.labelsums import LabelSums
 from driftline.detectors.intake.slices import SliceSummary
-from driftline.detectors.intake.stage import LABELS, SUMMARY, Intake, Routed
+from driftline.detectors.intake.stage import LABEL_SUMS, LABELS, SUMMARY, Intake, Routed
 from driftline.detectors.monitor import VersionMonitor
 from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.versions.maturity import Cohort
 from driftline.detectors.versions.registry import ModelVersions, Rows
 from driftline.schemas.records import Event, Outcome, Prediction
 
@@ -57,6 +59,8 @@ class _Sorted:
     labels: dict[tuple[str, str], LabelBatch] = field(default_factory=dict)
     sums: dict[tuple[str, str], tuple[list[SliceSummary], list[int]]] = field(default_factory=dict)
     """Slices summed by the input stage and their positions per (model, version)."""
+    label_sums: dict[str, tuple[list[LabelSums], list[int]]] = field(default_factory=dict)
+    """Labels summed by the input stage and their positions per model."""
     loops: list[Record] = field(default_factory=list)
     """Records of the models that watch feedback loops, in order (most models have none)."""
     independent: dict[str, int] = field(default_factory=dict)
@@ -67,7 +71,7 @@ class _Sorted:
 
 _NAN = math.nan
 
-_SUMMED = (SUMMARY, LABELS)
+_SUMMED = (SUMMARY, LABELS, LABEL_SUMS)
 """Item kinds that stand for several events (what a model's step counts)."""
 
 ENGINE_COUNTERS = ("evicted_versions", "evicted_models", "untested_slice_events")
@@ -175,7 +179,7 @@ class ModelEngine:
         for d in decisions:
             name = f"{d.type}:{d.kind}"
             self.decision_counts[name] = self.decision_counts.get(name, 0) + 1
-        self._remember_models(batch.preds, batch.labels, batch.loops, batch.independent, batch.sums)
+        self._remember_models(batch)
         return decisions
 
     def _sort(self, items: Sequence[Routed]) -> _Sorted:
@@ -211,6 +215,12 @@ class ModelEngine:
                 found[1].append(seq)
             elif kind == LABELS:
                 self._sort_block(batch, event, seq)
+            elif kind == LABEL_SUMS:
+                held = batch.label_sums.get(event.model_id)
+                if held is None:
+                    held = batch.label_sums[event.model_id] = ([], [])
+                held[0].append(event)
+                held[1].append(seq)
             else:
                 self._sort_independent(batch, event, seq)
         self.seq = last + 1
@@ -371,7 +381,7 @@ class ModelEngine:
         sums: dict[str, dict[str, tuple[list[SliceSummary], list[int]]]] = {}
         for (model_id, version), got in batch.sums.items():
             sums.setdefault(model_id, {})[version] = got
-        for model_id in {**served, **sums, **rows}:
+        for model_id in {**served, **sums, **rows, **batch.label_sums}:
             decisions += self._versions(
                 model_id,
                 served.get(model_id, {}),
@@ -379,6 +389,7 @@ class ModelEngine:
                 labels.get(model_id, {}),
                 batch.steps.get(model_id, []),
                 sums.get(model_id, {}),
+                batch.label_sums.get(model_id),
             )
         if batch.loops:
             decisions += self._feedback_loops(batch.loops)
@@ -395,11 +406,13 @@ class ModelEngine:
         labels: dict[str, LabelBatch],
         steps: list[int],
         sums: dict[str, tuple[list[SliceSummary], list[int]]] | None = None,
+        label_sums: tuple[list[LabelSums], list[int]] | None = None,
     ) -> list[Decision]:
         """One model's version comparisons and concept monitors on a batch: its items
         between two steps at a time, and at each step what the step released (held labels
         and cohorts whose predictions matured, see `ModelVersions.step`). ``sums``: slices
-        of predictions summed by the input stage, per version (counted as traffic)."""
+        of predictions summed by the input stage, per version (counted as traffic);
+        ``label_sums``: labels summed by the input stage, with their positions."""
         registry = self.model_versions(model_id)
         registry.begin_batch()
         decisions: list[Decision] = []
@@ -411,6 +424,8 @@ class ModelEngine:
         label_cuts = {v: _cuts(lab.seqs, steps) for v, lab in labels.items()}
         sums = sums or {}
         sum_cuts = {v: _cuts(seqs, steps) for v, (_, seqs) in sums.items()}
+        summed_labels, summed_at = label_sums or ([], [])
+        summed_cuts = _cuts(summed_at, steps)
         every = self.settings_for(model_id).slice_ms
         for g in range(len(steps) + 1):
             for version, (found, _) in sums.items():
@@ -432,6 +447,9 @@ class ModelEngine:
                     c = label_cuts[version]
                     if c[g] < c[g + 1]:
                         self._pairs(registry, version, lab, c[g], c[g + 1], waiting)
+            for at in range(summed_cuts[g], summed_cuts[g + 1]):
+                now = registry.observe_label_sums(summed_labels[at], summed_at[at])
+                decisions += self._summed(registry, model_id, now)
             if g == len(steps):
                 break
             decisions += self._labelled(registry, registry.step(steps[g]))
@@ -442,7 +460,27 @@ class ModelEngine:
                 made = self.monitor(model_id, version).process([], [], matured)
                 decisions += [self._read_labels(d, registry.evidence) for d in made]
             decisions += registry.release_estimates()
+            decisions += self._summed(registry, model_id, registry.release_label_sums())
         return decisions + self._concept_now(registry, model_id, waiting)
+
+    def _summed(
+        self, registry: ModelVersions, model_id: str, released: list[tuple[str, Cohort]]
+    ) -> list[Decision]:
+        """Summed labels whose cohort may be read (`ModelVersions.observe_label_sums`),
+        oldest first: through their versions' concept monitors, the versions' error
+        history and a promoted champion's comparison."""
+        decisions: list[Decision] = []
+        by_version: dict[str, list[tuple[int, int, int, int, str]]] = {}
+        for version, cohort in released:
+            seq, ts, event_id = cohort.last
+            by_version.setdefault(version, []).append(
+                (cohort.n, round(cohort.total), seq, ts, event_id)
+            )
+            decisions += registry.read_label_sums(version, cohort)
+        for version, found in by_version.items():
+            made = self.monitor(model_id, version).process_sums(found)
+            decisions += [self._read_labels(d, registry.evidence_at(d.seq)) for d in made]
+        return decisions
 
     def _served(
         self,
@@ -501,24 +539,19 @@ class ModelEngine:
         waiting.clear()
         return decisions
 
-    def _remember_models(
-        self,
-        preds: dict[tuple[str, str], tuple[list[Prediction], list[int]]],
-        labels: dict[tuple[str, str], LabelBatch],
-        loops: list[Record],
-        independent: dict[str, int],
-        sums: dict[tuple[str, str], tuple[list[SliceSummary], list[int]]],
-    ) -> None:
+    def _remember_models(self, batch: _Sorted) -> None:
         """Mark the batch's models as seen (in order of their last event) and forget the
         least recently seen beyond ``max_models``. What survives is the most recently seen
         models, however the stream was cut into batches."""
-        last = dict(independent)
-        for (model_id, _), (_, seqs) in itertools.chain(preds.items(), sums.items()):
+        last = dict(batch.independent)
+        for (model_id, _), (_, seqs) in itertools.chain(batch.preds.items(), batch.sums.items()):
             last[model_id] = max(last.get(model_id, -1), seqs[-1])
-        for (model_id, _), lab in labels.items():
+        for (model_id, _), lab in batch.labels.items():
             last[model_id] = max(last.get(model_id, -1), lab.seqs[-1])
+        for model_id, (_, seqs) in batch.label_sums.items():
+            last[model_id] = max(last.get(model_id, -1), seqs[-1])
         # Records are in merge order: a model's last one has its largest position.
-        for model_id, seq in {record[0]: record[2] for record in loops}.items():
+        for model_id, seq in {record[0]: record[2] for record in batch.loops}.items():
             last[model_id] = max(last.get(model_id, -1), seq)
         recent = self.recent_models
         for model_id, _ in sorted(last.items(), key=lambda item: item[1]):

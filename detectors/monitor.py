@@ -222,6 +222,15 @@ class VersionMonitor:
             return []
         return self.policy.process(signals, reports)
 
+    def process_sums(self, found: Sequence[tuple[int, int, int, int, str]]) -> list[Decision]:
+        """Labels of this version summed by the input stage (`detectors.intake.labelsums`)
+        through the concept monitor: per row ``(labels, errors, position, event time,
+        event id)`` of the last label (`detectors.drift.concept.ConceptMonitor.update_sums`)."""
+        signals, reports = self.concept.update_sums(found)
+        if self.policy is None or not (signals or reports):
+            return []
+        return self.policy.process(signals, reports)
+
     def _matched(
         self, summed: Sequence[tuple[int, SliceSummary]]
     ) -> Sequence[tuple[int, SliceSummary]]:

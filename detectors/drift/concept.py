@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -22,6 +22,7 @@ from driftline.detectors.drift.reference import (
 from driftline.detectors.drift.river_bridge import RiverErrorDetector
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.signal import Recovery, Signal, WindowReport
+from driftline.detectors.stats.cusum import Alarm
 from driftline.detectors.stats.latch import BERNOULLI, LatchingBank
 from driftline.detectors.stats.margin import calibrated_nulls
 
@@ -101,6 +102,8 @@ class ConceptMonitor:
         """The reference before it learned: (events, errors)."""
         self.refreshed_count = self.reference_count
         self.warmup: list[tuple[Any, Any]] = []
+        self.warm_sums = [0, 0]
+        """[labels, errors] of the label warm-up gathered from sums (`update_sums`)."""
         self.bank = LatchingBank(np.array([BERNOULLI]), np.array([0.5]), np.array([0.6]))
         """Placeholder until the reference rate is known (`_set_threshold` builds the real one)."""
         self.nulls = self.bank.null
@@ -259,24 +262,45 @@ class ConceptMonitor:
             return
         k = len(self.designs)
         stats = np.repeat(e[:, None], k, axis=1)
+        stamps = np.asarray(ts, dtype=np.int64)[rows]
+        latched = int(self.bank.latched.sum())
+        alarms = self.bank.update(stats, np.ones((len(e), k), dtype=bool), stamps)
+
+        def where(alarm: Alarm) -> tuple[int, int, str, int]:
+            row = int(rows[alarm.row])
+            first = int(rows[max(alarm.row - max(alarm.run_length, 1) + 1, 0)])
+            started = ts[first] if alarm.first_stamp is None else alarm.first_stamp
+            return seq[row], ts[row], event_ids[row], started
+
+        self._bank_alarms(alarms, latched, where, signals, reports)
+
+    def _bank_alarms(
+        self,
+        alarms: list[Alarm],
+        latched: int,
+        where: Callable[[Alarm], tuple[int, int, str, int]],
+        signals: list[Signal],
+        reports: list[WindowReport | Recovery],
+    ) -> None:
+        """The bank's alarms as signals and recoveries (``latched``: its latched columns
+        before the update); ``where`` gives an alarm's position, event time, event id
+        and the event time its run started."""
         # The bank watches one quantity: the first of its CUSUMs to alarm speaks for it,
         # and it has recovered when the last latched one has.
-        latched = int(self.bank.latched.sum())
         test = "concept_drift::cusum_error_rate"
-        stamps = np.asarray(ts, dtype=np.int64)[rows]
-        for alarm in self.bank.update(stats, np.ones((len(e), k), dtype=bool), stamps):
-            row = int(rows[alarm.row])
+        for alarm in alarms:
+            at, stamp, event_id, first_ts = where(alarm)
             p0 = float(self.nulls[alarm.column])
             p1 = float(self.designs[alarm.column])
             latched += -1 if alarm.recovered else 1
             if alarm.recovered and latched == 0:
                 reports.append(
                     Recovery(
-                        seq[row],
+                        at,
                         "concept_drift",
                         None,
                         "cusum_error_rate",
-                        ts[row],
+                        stamp,
                         alarm.run_length,
                         test,
                     )
@@ -286,10 +310,9 @@ class ConceptMonitor:
             one, zero = (float(v) for v in bernoulli_llr_terms(np.array(p0), np.array(p1)))
             run = max(alarm.run_length, 1)
             rate = bernoulli_rate(alarm.statistic / run, one, zero)
-            first = int(rows[max(alarm.row - run + 1, 0)])
             signals.append(
                 Signal(
-                    seq=seq[row],
+                    seq=at,
                     kind="concept_drift",
                     feature=None,
                     detector="cusum_error_rate",
@@ -300,9 +323,9 @@ class ConceptMonitor:
                     effect=round(rate - float(self.reference_rate or 0.0), 6),
                     effect_unit="error_rate_increase",
                     strength=round(alarm.statistic / run, 6),
-                    ts=ts[row],
-                    event_id=event_ids[row],
-                    first_ts=ts[first] if alarm.first_stamp is None else alarm.first_stamp,
+                    ts=stamp,
+                    event_id=event_id,
+                    first_ts=first_ts,
                     count=run,
                     config={
                         "reference_error_rate": round(p0, 6),
@@ -319,6 +342,58 @@ class ConceptMonitor:
                     test=test,
                 )
             )
+
+    def update_sums(
+        self, found: Sequence[tuple[int, int, int, int, str]]
+    ) -> tuple[list[Signal], list[WindowReport | Recovery]]:
+        """Feed labels summed by the input stage (`detectors.intake.labelsums`), in
+        order: per row ``(labels, errors, position, event time, event id)`` of the last
+        label. The bank takes a row's count of errors as one step (its increment is
+        exactly its labels', so it can alarm later than on the labels, never earlier),
+        a window closes at the first row that fills it (it may hold more than
+        ``label_window_events``), and the reference learns at the steps its count
+        crosses. Labels of a binary task only: others, and any before the reference is
+        known, are counted as skipped."""
+        signals: list[Signal] = []
+        reports: list[WindowReport | Recovery] = []
+        if self.reference_rate is None:
+            found = self._warm_sums(found)
+        if not found:
+            return signals, reports
+        if not self.ready or self.task != "binary" or self.river is not None:
+            self.skipped += sum(row[0] for row in found)
+            return signals, reports
+        k = len(self.designs)
+        n = np.array([row[0] for row in found], dtype=np.int64)
+        errors = np.array([row[1] for row in found], dtype=np.float64)
+        stamps = np.array([row[3] for row in found], dtype=np.int64)
+        latched = int(self.bank.latched.sum())
+        alarms = self.bank.update(
+            np.repeat(errors[:, None], k, axis=1),
+            np.repeat(n[:, None].astype(np.float64), k, axis=1),
+            stamps,
+            events=n,
+        )
+
+        def where(alarm: Alarm) -> tuple[int, int, str, int]:
+            _, _, at, stamp, event_id = found[alarm.row]
+            return at, stamp, event_id, stamp if alarm.first_stamp is None else alarm.first_stamp
+
+        self._bank_alarms(alarms, latched, where, signals, reports)
+        size = self.settings.label_window_events
+        for count, wrong, at, stamp, event_id in found:
+            before = self.judged
+            self.judged += count
+            self.cum_errors += wrong
+            if self.judged // REFERENCE_STEP > before // REFERENCE_STEP:
+                self._learn()
+            if self.window_first_ts is None:
+                self.window_first_ts = stamp
+            self.window_errors += wrong
+            self.window_n += count
+            if self.window_n >= size:
+                self._close_window(at, stamp, event_id, signals, reports)
+        return signals, reports
 
     def _river(
         self,
@@ -405,6 +480,29 @@ class ConceptMonitor:
             self.warmup = []
         return len(take)
 
+    def _warm_sums(
+        self, found: Sequence[tuple[int, int, int, int, str]]
+    ) -> Sequence[tuple[int, int, int, int, str]]:
+        """The label warm-up from sums (a monitor without an offline figure whose labels
+        the input stage sums: its profile reached the input stage first): rows are taken
+        whole until ``label_warmup_events`` labels, whose error rate is the reference as
+        `performance_summary` gives it for a binary task; the rows after them."""
+        need = self.settings.label_warmup_events
+        for i, (n, errors, *_) in enumerate(found):
+            self.warm_sums[0] += n
+            self.warm_sums[1] += errors
+            if self.warm_sums[0] >= need:
+                count, wrong = self.warm_sums
+                self.task, self.tolerance = "binary", None
+                self.reference_rate = (wrong + 0.5) / (count + 1.0)
+                self.reference_count = count
+                self.base = (count, self.reference_rate * count)
+                self.refreshed_count = count
+                self.warm_sums = [0, 0]
+                self._set_threshold()
+                return found[i + 1 :]
+        return []
+
     def _windows(
         self,
         e: np.ndarray,
@@ -488,6 +586,7 @@ class ConceptMonitor:
             "reference_rate": self.reference_rate,
             "reference_count": self.reference_count,
             "warmup": [[to_wire(p), y] for p, y in self.warmup],
+            "warm_sums": self.warm_sums,
             "learning": {
                 "judged": self.judged,
                 "cum_errors": self.cum_errors,
@@ -509,6 +608,7 @@ class ConceptMonitor:
         self.reference_rate = state["reference_rate"]
         self.reference_count = state["reference_count"]
         self.warmup = [(from_wire(p), y) for p, y in state["warmup"]]
+        self.warm_sums = list(state.get("warm_sums", [0, 0]))
         learning = state.get("learning")
         if learning is not None:
             self.judged = learning["judged"]

@@ -615,17 +615,10 @@ def label_values(
     n = len(predictions)
     # Without a task, a pair of a float prediction and a 0/1 label is a binary model's
     # (`infer_task`): a batch of nothing else takes the vectorised path as well.
-    binary = _binary_probabilities(task or "binary", predictions, labels)
-    if binary is not None:
-        p, y = binary
-        error = _binary_errors(p, y, threshold)
-        if not scored:
-            nothing = np.full(n, math.nan)
-            return error, nothing, nothing.copy(), y
-        probability = (p >= 0.0) & (p <= 1.0)
-        scores = np.where(probability, (p - y) ** 2, math.nan)
-        estimate = np.where(probability, np.where(p >= threshold, 1.0 - p, p), math.nan)
-        return error, scores, estimate, y
+    if (task or "binary") == "binary":
+        found = binary_label_values(predictions, labels, threshold, scored)
+        if found is not None:
+            return found
     error, scores, estimate, classes = (np.empty(n) for _ in range(4))
     for i, (prediction, label) in enumerate(zip(predictions, labels, strict=True)):
         task_here = task or infer_task([prediction], [label]) or ""
@@ -639,6 +632,25 @@ def label_values(
         zero_one = label is True or label is False or label in (0, 1)
         classes[i] = float(label) if zero_one else math.nan
     return error, scores, estimate, classes
+
+
+def binary_label_values(
+    predictions: list[Any], labels: list[Any], threshold: float, scored: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """`label_values` of a binary model's float predictions and 0/1 labels in one
+    vectorised step, or None when the pairs hold anything else."""
+    binary = _binary_probabilities("binary", predictions, labels)
+    if binary is None:
+        return None
+    p, y = binary
+    error = _binary_errors(p, y, threshold)
+    if not scored:
+        nothing = np.full(len(p), math.nan)
+        return error, nothing, nothing.copy(), y
+    probability = (p >= 0.0) & (p <= 1.0)
+    scores = np.where(probability, (p - y) ** 2, math.nan)
+    estimate = np.where(probability, np.where(p >= threshold, 1.0 - p, p), math.nan)
+    return error, scores, estimate, y
 
 
 def missing_share(features: Mapping[str, Any]) -> float:

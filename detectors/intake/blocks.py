@@ -19,6 +19,10 @@ message), or when the partition has read all there is for now (its idle marker).
 labels then reach the model stage up to one slice later than as items: the cost of
 testing a hot model's labels per slice.
 
+Where no reader in the model stage needs a label by itself (a binary model whose
+profile has a performance figure), a closed block is sent summed instead
+(`detectors.intake.labelsums`).
+
 What travels as items, as before: labels of a model that showed a canary on this
 partition (a live canary is compared with its stable version event by event, and its
 predictions travel as items too, `detectors.intake.slices`), labels of tagged

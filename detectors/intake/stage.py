@@ -40,6 +40,13 @@ from driftline.detectors.intake.blocks import (
     blockable,
 )
 from driftline.detectors.intake.join import OutcomeJoin
+from driftline.detectors.intake.labelsums import (
+    LabelSums,
+    merge_sums,
+    summed,
+    sums_from_wire,
+    sums_to_wire,
+)
 from driftline.detectors.intake.recent import RecentIds
 from driftline.detectors.intake.slices import (
     Slicer,
@@ -54,6 +61,8 @@ SUMMARY = 3
 """Item kind of a slice of a version's predictions summed here (`SliceSummary`)."""
 LABELS = 4
 """Item kind of a block of a version's joined labels (`detectors.intake.blocks`)."""
+LABEL_SUMS = 5
+"""Item kind of a block of labels summed here (`detectors.intake.labelsums`)."""
 
 INTAKE_COUNTERS = ("events", "predictions", "outcomes", "duplicates")
 SEEN_TAG_KEYS = 4_096
@@ -79,13 +88,15 @@ class Routed(NamedTuple):
 
     kind: int
     """`PREDICTION`, `LABEL` (a joined outcome), `INDEPENDENT` (an independent outcome),
-    `SUMMARY` (a slice of predictions summed) or `LABELS` (a block of joined labels)."""
+    `SUMMARY` (a slice of predictions summed), `LABELS` (a block of joined labels) or
+    `LABEL_SUMS` (a block of labels summed)."""
     seq: int
     """Position among the items of its input partition (re-sent items repeat it)."""
     slot: int
     """The partition's event-time watermark of the model when the item was made."""
     event: Any
-    """The prediction, the outcome, the `SliceSummary` or the `LabelBlock`."""
+    """The prediction, the outcome, the `SliceSummary`, the `LabelBlock` or the
+    `LabelSums`."""
     label: Label | None
     """For a joined outcome: what it was joined with."""
     trace: str | None = None
@@ -136,8 +147,12 @@ class Intake:
     ) -> None:
         self.settings = settings or DetectorSettings()
         self.model_settings = dict(model_settings or {})
-        self.slicer = Slicer(self.settings_for, profiles if profiles is not None else {})
+        self.profiles = profiles if profiles is not None else {}
+        self.slicer = Slicer(self.settings_for, self.profiles)
         self.blocks = LabelBlocks(self.settings_for, block_bytes)
+        self.held_sums: dict[str, LabelSums] = {}
+        """Per model, the sums of the blocks of its open slice sent full (a slice's labels
+        go to the model stage as one sum, whatever their number: `_sent`)."""
         self.slicing = any(s.slice_ms > 0 for s in (self.settings, *self.model_settings.values()))
         """Whether any model's predictions may be summed and labels sent in blocks here
         (else nothing is looked up)."""
@@ -172,7 +187,7 @@ class Intake:
             self._route_summaries(slicer.pending, out)
             slicer.pending = {}
         if blocks.pending:  # restored after slices were turned off: sent as they are
-            self._route_summaries(blocks.pending, out, LABELS)
+            self._route_labels(blocks.pending, out)
             blocks.pending = {}
         seq = self.seq
         duplicates = n_predictions = 0
@@ -199,17 +214,18 @@ class Intake:
                             placed.append((items, len(items)))
                             items.append(Routed(SUMMARY, seq, slot, piece, None))
                             seq += 1
-                    if model_id in blocks.open:
-                        for block in blocks.closing(model_id, event.ts):
-                            items.append(Routed(LABELS, seq, slot, block, None))
+                    if model_id in blocks.open or model_id in self.held_sums:
+                        closed = blocks.closing(model_id, event.ts)
+                        for sent in self._sent(model_id, closed, event.ts):
+                            items.append(_labels_item(seq, slot, sent))
                             seq += 1
                 slot = watermarks[model_id] = event.ts
             if type(event) is Prediction:
                 n_predictions += 1
                 if slicing and event.role == "canary" and model_id not in blocks.canary:
                     # Its labels are compared label by label from now on.
-                    for block in blocks.saw_canary(model_id):
-                        items.append(Routed(LABELS, seq, slot, block, None))
+                    for sent in self._sent(model_id, blocks.saw_canary(model_id), None):
+                        items.append(_labels_item(seq, slot, sent))
                         seq += 1
                 tagged = (
                     self._tag(event)
@@ -257,8 +273,9 @@ class Intake:
                     )  # fmt: skip
                 full = blocks.full(model_id)
                 if full is not None:
-                    items.append(Routed(LABELS, seq, slot, full, None))
-                    seq += 1
+                    for sent in self._sent(model_id, [full], slot):
+                        items.append(_labels_item(seq, slot, sent))
+                        seq += 1
                 continue
             for j in joined:
                 if outcome is None:  # the outcome came first: rebuild it from the join
@@ -299,6 +316,7 @@ class Intake:
             model_id = watermarks.popitem(last=False)[0]
             self.slicer.forget(model_id)
             self.blocks.forget(model_id)
+            self.held_sums.pop(model_id, None)
             self.tags.pop(model_id, None)
             self._no_action.pop(model_id, None)
             self._seen.pop(model_id, None)
@@ -318,22 +336,78 @@ class Intake:
         for model_id, held in self.blocks.pending.items():
             blocks[model_id] = held + blocks.get(model_id, [])
         self.blocks.pending = {}
-        self._route_summaries(blocks, out, LABELS)
+        for model_id in self.held_sums:
+            blocks.setdefault(model_id, [])
+        self._route_labels(blocks, out)
         return out
+
+    def _summed(self, block: LabelBlock) -> LabelSums | None:
+        """A block's labels summed where every reader in the model stage takes sums
+        (`detectors.intake.labelsums`), else None."""
+        settings = self.settings_for(block.model_id)
+        if settings.concept_detector == "cusum" and all(
+            (profile := self.profiles.get(f"{block.model_id}@{version}")
+             or self.profiles.get(block.model_id)) is not None
+            and profile.performance is not None
+            and profile.performance.task == "binary"
+            for version in set(block.versions)
+        ):  # fmt: skip
+            return summed(
+                block, settings.classification_threshold, settings.scores_are_probabilities
+            )
+        return None
+
+    def _sent(
+        self, model_id: str, closed: Sequence[LabelBlock], until: int | None
+    ) -> list[LabelBlock | LabelSums]:
+        """A model's closed blocks as what to send now, in order: a block summed where it
+        may be, and the sums of one slice gathered in `held_sums` until the partition's
+        event time of the model reaches ``until`` past the slice (None: sent now), so a
+        slice's labels go as one sum whatever their number. A block that stays columns
+        sends the sums held before it first."""
+        out: list[LabelBlock | LabelSums] = []
+        held = self.held_sums
+        for block in closed:
+            found = self._summed(block)
+            if found is None:
+                if model_id in held:
+                    out.append(held.pop(model_id))
+                out.append(block)
+                continue
+            earlier = held.get(model_id)
+            if earlier is not None and earlier.number != found.number:
+                out.append(held.pop(model_id))
+                earlier = None
+            held[model_id] = found if earlier is None else merge_sums(earlier, found)
+        waiting = held.get(model_id)
+        every = self.settings_for(model_id).slice_ms
+        if waiting is not None and (until is None or every <= 0 or until // every > waiting.number):
+            out.append(held.pop(model_id))
+        return out
+
+    def _route_labels(
+        self, found: Mapping[str, Sequence[LabelBlock]], out: dict[str, list[Routed]]
+    ) -> None:
+        """Blocks of labels (and the sums held) as items of their models, at the
+        partition's event time of each."""
+        for model_id, blocks in found.items():
+            slot = self.watermarks[model_id]
+            items = out.setdefault(model_id, [])
+            for sent in self._sent(model_id, blocks, None):
+                items.append(_labels_item(self.seq, slot, sent))
+                self.seq += 1
 
     def _route_summaries(
         self,
-        found: Mapping[str, Sequence[SliceSummary | LabelBlock]],
+        found: Mapping[str, Sequence[SliceSummary]],
         out: dict[str, list[Routed]],
-        kind: int = SUMMARY,
     ) -> None:
-        """Summaries (or blocks of labels) as items of their models, at the partition's
-        event time of each."""
+        """Summaries as items of their models, at the partition's event time of each."""
         for model_id, summaries in found.items():
             slot = self.watermarks[model_id]
             items = out.setdefault(model_id, [])
             for summary in summaries:
-                items.append(Routed(kind, self.seq, slot, summary, None))
+                items.append(Routed(SUMMARY, self.seq, slot, summary, None))
                 self.seq += 1
 
     def _tag(self, event: Prediction) -> tuple[int, Tag | None] | None:
@@ -391,6 +465,7 @@ class Intake:
             "tags": {m: r.state() for m, r in self.tags.items()},
             "slices": self.slicer.state(),
             "blocks": self.blocks.state(),
+            "held_sums": [[m, sums_to_wire(s)] for m, s in self.held_sums.items()],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -409,6 +484,11 @@ class Intake:
             self.slicer.restore(state["slices"])
         if "blocks" in state:  # nor blocks of labels
             self.blocks.restore(state["blocks"])
+        self.held_sums = {m: sums_from_wire(m, row) for m, row in state.get("held_sums", [])}
+
+
+def _labels_item(seq: int, slot: int, found: LabelBlock | LabelSums) -> Routed:
+    return Routed(LABEL_SUMS if type(found) is LabelSums else LABELS, seq, slot, found, None)
 
 
 def item_to_wire(item: Routed) -> list[Any]:
@@ -420,6 +500,8 @@ def item_to_wire(item: Routed) -> list[Any]:
         return [SUMMARY, item.seq, item.slot, *summary_to_wire(e)]
     if item.kind == LABELS:
         return [LABELS, item.seq, item.slot, *block_to_wire(e)]
+    if item.kind == LABEL_SUMS:
+        return [LABEL_SUMS, item.seq, item.slot, *sums_to_wire(e)]
     if item.kind == PREDICTION:
         p: Prediction = e
         row = [
@@ -454,6 +536,8 @@ def item_from_wire(
         return Routed(SUMMARY, row[1], row[2], summary_from_wire(model_id, row[3:]), None)
     if row[0] == LABELS:
         return Routed(LABELS, row[1], row[2], block_from_wire(model_id, row[3:]), None)
+    if row[0] == LABEL_SUMS:
+        return Routed(LABEL_SUMS, row[1], row[2], sums_from_wire(model_id, row[3:]), None)
     kind, seq, slot, event_id, request_id, ts = row[:6]
     trace = row[_TRACE_AT[kind]] if len(row) > _TRACE_AT.get(kind, len(row)) else None
     if kind == PREDICTION:
@@ -487,6 +571,7 @@ __all__ = [
     "INDEPENDENT",
     "LABEL",
     "LABELS",
+    "LABEL_SUMS",
     "PREDICTION",
     "Intake",
     "Label",

@@ -178,14 +178,17 @@ class MeanComparison:
             baseline_mean=float(m_b[i]),
         )
 
-    def update_summary(self, n: int, total: float, total_sq: float) -> MeanVerdict | None:
-        """Feed ``n`` candidate events at once by their sum and sum of squares (a cohort
-        released together); the verdict, if the test crosses at the end of them (index 0).
-        Checking only at such points keeps the test's guarantee: it holds at any stopping
-        time."""
-        self.n[0] += n
-        self.sums[0] += total
-        self.sumsq[0] += total_sq
+    def update_summary(
+        self, n: int, total: float, total_sq: float, candidate: bool = True
+    ) -> MeanVerdict | None:
+        """Feed ``n`` events of one side (the candidate's unless ``candidate`` is False)
+        at once by their sum and sum of squares (a cohort released together); the
+        verdict, if the test crosses at the end of them (index 0). Checking only at such
+        points keeps the test's guarantee: it holds at any stopping time."""
+        side = 0 if candidate else 1
+        self.n[side] += n
+        self.sums[side] += total
+        self.sumsq[side] += total_sq
         return self._verdict_now()
 
     def _verdict_now(self) -> MeanVerdict | None:

@@ -102,6 +102,23 @@ class LabelMaturity:
                     hist = self.histograms[name] = np.zeros(len(LOG_DELAY_BINS), np.int64)
                 np.add.at(hist, bins[mask], 1)
 
+    def observe_counts(
+        self, delays: list[list[int]], first_prediction_ts: int, last_label_ts: int
+    ) -> None:
+        """`observe` of binary labels counted by the input stage: ``[outcome, bin,
+        count]`` rows of their log delays' bins, and the span they cover."""
+        self.span[0] = min(self.span[0], first_prediction_ts)
+        self.span[1] = max(self.span[1], last_label_ts)
+        if not delays:
+            return
+        self.binary = True
+        for outcome, bin_, count in delays:
+            name = str(outcome)
+            hist = self.histograms.get(name)
+            if hist is None:
+                hist = self.histograms[name] = np.zeros(len(LOG_DELAY_BINS), np.int64)
+            hist[bin_] += count
+
     def horizon_ms(self) -> float | None:
         """The largest per-class quantile of the delays, in milliseconds; 0 for a binary
         label whose delays do not depend on the outcome (None: not known yet)."""
@@ -212,9 +229,14 @@ class Cohorts:
     def release(self, horizon_ms: float | None) -> list[tuple[int, str, Cohort]]:
         """The cohorts that matured as (minute, version, sums), oldest first, and the
         oldest beyond `MAX_PENDING`."""
+        bound = -math.inf if horizon_ms is None else self.watermark - COHORT_MS - horizon_ms
+        return self.release_through(bound)
+
+    def release_through(self, bound: float) -> list[tuple[int, str, Cohort]]:
+        """`release` of the minutes up to ``bound`` (and the oldest beyond
+        `MAX_PENDING`)."""
         out: list[tuple[int, str, Cohort]] = []
         order = self.order
-        bound = -math.inf if horizon_ms is None else self.watermark - COHORT_MS - horizon_ms
         while order and (order[0][0] <= bound or len(self.pending) > MAX_PENDING):
             start, version = heapq.heappop(order)
             cohort = self.pending.pop((version, start), None)

@@ -34,11 +34,13 @@ import numpy as np
 
 from driftline.detectors.decision import Decision, Impact, Trigger, build_decision
 from driftline.detectors.drift.concept import LabelBatch
+from driftline.detectors.intake.labelsums import LabelSums
 from driftline.detectors.intake.slices import SliceSummary, traffic_weight
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.versions.comparison import MeanComparison, MeanVerdict, PairedComparison
 from driftline.detectors.versions.maturity import (
     COHORT_MS,
+    Cohort,
     Cohorts,
     LabelMaturity,
 )
@@ -183,6 +185,11 @@ class Rows:
             event_ids=list(event_ids),
             values={k: np.array(v, dtype=np.float64) for k, v in values.items()},
         )
+
+
+def _trigger(rows: Rows, row: int) -> Trigger:
+    """The labelled row at ``row`` as a decision's trigger."""
+    return Trigger(rows.ts[row], rows.seqs[row], rows.event_ids[row])
 
 
 class HeldLabels:
@@ -427,7 +434,9 @@ class ModelVersions:
         self.cohorts = Cohorts()
         self.held = HeldLabels(settings.label_maturity_max_held)
         self.held_pairs = HeldPairs(settings.label_maturity_max_held)
-        """Labelled gaps held until their prediction minute matured."""
+        self.summed = Cohorts()
+        """Labels summed by the input stage (their count and errors), held by version and
+        prediction minute until it matured (`observe_label_sums`)."""
         self.gap_alerted: dict[str, str] = {}
         """Direction of a reported estimate gap (``more``/``fewer`` errors) -> version."""
         self.decided: set[str] = set()
@@ -538,6 +547,7 @@ class ModelVersions:
             for table in (self.canaries, self.promotions, self.challengers, self.gaps):
                 table.pop(name, None)
             self.cohorts.drop(name)
+            self.summed.drop(name)
             self.decided = {key for key in self.decided if not key.startswith(f"{name}:")}
             dropped += 1
         return dropped
@@ -628,6 +638,91 @@ class ModelVersions:
                 if h[2] >= limit:
                     h[:] = [h[2], h[3], 0.0, 0.0]
 
+    def _record_counts(self, version: str, n: int, errors: float) -> None:
+        """`record_errors` of ``n`` summed labels with ``errors`` among them (a generation
+        that fills part-way through takes its share of the errors)."""
+        info = self.versions.get(version)
+        if info is None:
+            return
+        limit = self.settings.promotion_baseline_labels
+        h = info.history
+        while n > 0:
+            take = min(n, max(limit - round(h[2]), 0))
+            share = errors * take / n
+            h[2] += take
+            h[3] += share
+            n, errors = n - take, errors - share
+            if h[2] >= limit:
+                h[:] = [h[2], h[3], 0.0, 0.0]
+
+    # -- labels summed by the input stage ----------------------------------------------
+
+    def observe_label_sums(self, sums: LabelSums, seq: int) -> list[tuple[str, Cohort]]:
+        """Labels summed by the input stage (at position ``seq``): their delays taught to
+        the label-delay model, their estimate gaps held by cohort (`add_estimates`); per
+        version, what may be read at once (the horizon 0 and nothing held, as
+        `matured`), the rest held by prediction minute until a step releases it
+        (`release_label_sums`)."""
+        self.maturity.observe_counts(sums.delays, sums.first_prediction_ts, sums.ts)
+        self.learnt = True
+        summed = self.summed
+        now: dict[str, Cohort] = {}
+        for g in sums.groups:
+            last = [seq, g.last_ts, g.last_event_id]
+            known = g.version in self.versions
+            if g.scored and known and f"{g.version}:estimate_gap" not in self.decided:
+                self.cohorts.add(g.version, g.cohort, g.scored, g.gap_sum, g.gap_sq, last)
+            if self.horizon == 0.0 and not summed.pending:
+                summed.watermark = max(summed.watermark, g.last_ts)
+                found = now.get(g.version)
+                if found is None:
+                    now[g.version] = Cohort(g.n, g.errors, g.errors, last)
+                else:
+                    found.n += g.n
+                    found.total += g.errors
+                    found.total_sq += g.errors
+                    if g.last_ts >= found.last[1]:
+                        found.last = last
+            else:
+                summed.add(g.version, g.cohort, g.n, g.errors, g.errors, last)
+        return list(now.items())
+
+    def release_label_sums(self) -> list[tuple[str, Cohort]]:
+        """At a step: the summed labels whose prediction minute matured, oldest first."""
+        bound = matured_through(self.horizon, self.summed.watermark)
+        return [(version, cohort) for _, version, cohort in self.summed.release_through(bound)]
+
+    def read_label_sums(self, version: str, cohort: Cohort) -> list[Decision]:
+        """Summed labels of a version that may be read: its error history, and a promoted
+        champion's comparison with the one it replaced."""
+        if version not in self.versions:
+            return []
+        self._record_counts(version, cohort.n, cohort.total)
+        decisions = []
+        for new, (old, comparison) in list(self.promotions.items()):
+            key = f"{new}:promotion"
+            if version not in (new, old) or key in self.decided:
+                continue
+            verdict = comparison.update_summary(
+                cohort.n, cohort.total, cohort.total_sq, candidate=version == new
+            )
+            if verdict is None:
+                continue
+            self.decided.add(key)
+            seq, ts, event_id = cohort.last
+            decisions.append(
+                self._mean_decision(
+                    "rollback",
+                    new,
+                    old,
+                    CANARY_METRICS[0],
+                    verdict,
+                    Trigger(ts, seq, event_id),
+                    comparison,
+                )
+            )
+        return decisions
+
     # -- canary vs stable --------------------------------------------------------------
 
     def _mean_comparison(self, metric: Metric, alpha: float, tau: float) -> MeanComparison:
@@ -691,7 +786,9 @@ class ModelVersions:
                 self.decided.add(f"{canary}:canary")
                 found.append(("rollback", *rollback))
             decisions += [
-                self._mean_decision(kind, canary, stable, m, v, rows, r, comparisons[m.name])
+                self._mean_decision(
+                    kind, canary, stable, m, v, _trigger(rows, r), comparisons[m.name]
+                )
                 for kind, r, m, v in found
             ]
         return decisions
@@ -716,7 +813,13 @@ class ModelVersions:
             row = int(use[verdict.index])
             decisions.append(
                 self._mean_decision(
-                    "rollback", new, old, CANARY_METRICS[0], verdict, rows, row, comparison
+                    "rollback",
+                    new,
+                    old,
+                    CANARY_METRICS[0],
+                    verdict,
+                    _trigger(rows, row),
+                    comparison,
                 )
             )
         return decisions
@@ -728,8 +831,7 @@ class ModelVersions:
         baseline: str,
         metric: Metric,
         verdict: MeanVerdict,
-        rows: Rows,
-        row: int,
+        trigger: Trigger,
         comparison: MeanComparison,
     ) -> Decision:
         """A canary or promotion verdict as a decision; its configuration and confidence
@@ -770,7 +872,7 @@ class ModelVersions:
             first_ts=info.first_ts,
             count=verdict.candidate_n + verdict.baseline_n,
             reference=f"{'previous champion' if promoted else 'stable version'} {baseline}",
-            trigger=Trigger(rows.ts[row], rows.seqs[row], rows.event_ids[row]),
+            trigger=trigger,
             details={
                 "confidence_interval": [round(verdict.lower, 6), round(verdict.upper, 6)],
                 "confidence": 1 - comparison.alpha,
@@ -1060,6 +1162,7 @@ class ModelVersions:
             "gaps": {k: c.state() for k, c in self.gaps.items()},
             "maturity": self.maturity.state(),
             "cohorts": self.cohorts.state(),
+            "summed": self.summed.state(),
             "held": self.held.state(),
             "held_pairs": self.held_pairs.state(),
             "gap_alerted": self.gap_alerted,
@@ -1112,6 +1215,9 @@ class ModelVersions:
             self.held.restore(state["held"])
         if "held_pairs" in state:
             self.held_pairs.restore(state["held_pairs"])
+        self.summed = Cohorts()
+        if "summed" in state:  # checkpoints before summed labels hold none
+            self.summed.restore(state["summed"])
         self.gap_alerted = dict(state.get("gap_alerted", {}))
         self.decided = set(state["decided"])
         step = state.get("step")

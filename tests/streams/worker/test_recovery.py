@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from tests.kafka_helpers import (
     decisions,
     fresh,
     produce,
+    read_all,
     setup_topics,
     start_worker_process,
     topics_for,
@@ -442,11 +444,13 @@ async def test_a_batch_fetched_while_partitions_are_handed_back_is_read_again(
 async def test_kill_minus_9_while_slices_are_summed_loses_and_duplicates_nothing(
     broker, produced, tmp_path
 ) -> None:
-    """With an offline profile and ``slice_ms``, the input stages send slices, not
-    predictions: SIGKILL mid-stream, restart, and the decisions are replay's (by id),
-    every input record counted exactly once in the recovered state, and re-sent slices
-    recognised by the model stage."""
+    """With an offline profile (its validation labels too) and ``slice_ms``, the input
+    stages send slices, not predictions, and their labels summed: SIGKILL mid-stream,
+    restart, and the decisions are replay's (by id), every input record counted exactly
+    once in the recovered state, and re-sent slices recognised by the model stage."""
     from driftline.detectors.drift.reference import ReferenceBuilder  # noqa: PLC0415
+    from driftline.detectors.intake.stage import LABEL_SUMS, LABELS  # noqa: PLC0415
+    from driftline.detectors.intake.wire import decode_items  # noqa: PLC0415
     from driftline.detectors.pipeline import StagedPipeline  # noqa: PLC0415
     from driftline.detectors.settings import DetectorSettings  # noqa: PLC0415
     from driftline.schemas.records import Prediction  # noqa: PLC0415
@@ -458,10 +462,13 @@ async def test_kill_minus_9_while_slices_are_summed_loses_and_duplicates_nothing
     detectors = {**DETECTORS, "slice_ms": 2_000}
     settings = DetectorSettings(**detectors)
     builder = ReferenceBuilder(settings, 20_000)
-    for e in stream(StreamSpec(scenario="stationary", n_predictions=20_000, seed=99)):
+    training = stream(StreamSpec(scenario="stationary", n_predictions=20_000, seed=99))
+    labels = {e.request_id: e.label for e in training if not isinstance(e, Prediction)}
+    for e in training:
         if isinstance(e, Prediction):
-            builder.add(e.features, e.prediction)
+            builder.add(e.features, e.prediction, labels.get(e.request_id))
     profile = builder.build("training", SPEC.model_id)
+    assert profile.performance is not None and profile.performance.task == "binary"
     profile_path = tmp_path / "profile.json"
     profile_path.write_bytes(orjson.dumps(profile.to_dict()))
     config = write_config(tmp_path / "w.toml", mine, "g-slicecrash", detectors)
@@ -480,4 +487,13 @@ async def test_kill_minus_9_while_slices_are_summed_loses_and_duplicates_nothing
     assert sum(c.state["consumed"] for c in recovered.values()) == total
     assert sum(c.state["intake"]["counts"]["duplicates"] for c in recovered.values()) == 0
     merged, resent = await merged_items(broker, mine.state, "g-slicecrash")
-    print(f"killed at {done}/{total} committed; model stage merged {merged}, re-sent {resent}")
+    kinds: Counter[int] = Counter()
+    for value in await read_all(broker, mine.summaries):
+        message = orjson.loads(value)
+        if "i" in message:
+            kinds.update(item.kind for item in decode_items(message["i"], SPEC.model_id))
+    assert kinds[LABEL_SUMS] > 0 and kinds[LABELS] == 0
+    print(
+        f"killed at {done}/{total} committed; model stage merged {merged}, re-sent {resent}; "
+        f"{kinds[LABEL_SUMS]} label sums sent"
+    )

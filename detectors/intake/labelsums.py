@@ -1,0 +1,217 @@
+"""A slice's labels summed by the input stage, so that the model stage's work on a hot
+binary model's labels is per slice, not per label.
+
+A block of labels (`detectors.intake.blocks`) still hands the model stage one value per
+label, which it converts and tests (about 1.5 us a label, measured by
+``benchmarks/stage2_cost.py``). Where every reader of those labels needs only sums, the
+input stage sends the sums instead (`LabelSums`), grouped by what the model stage holds
+them by: the version, the minute the predictions were made (the label maturity's cohort,
+`detectors.versions.maturity.COHORT_MS`) and the outcome (0 or 1). Per group: labels,
+errors, the Brier score's and the realised-minus-estimated error's sums and sums of
+squares, and the group's last label (time and id, what a decision it triggers names);
+per outcome, a histogram of the label delays (the maturity's bins). The model stage's
+readers take these as they take the columns: the label maturity learns its horizon from
+the histograms, the cohorts wait for it (`ModelVersions.observe_label_sums`), the
+concept monitor runs its CUSUM bank and windows on a group's count of errors
+(`ConceptMonitor.update_sums`: a sum's increment is exactly its labels', and a bank on
+sums can be later, never earlier, than on the labels, see
+`detectors.stats.latch.LatchingBank.update`), and the version history and the promoted
+champion's comparison take a group's counts.
+
+The cost per slice is then that of its groups: two per minute of predictions its labels
+judge, whatever the labels' number.
+
+A block is summed (`summed`) only where nothing it holds needs a label by itself:
+
+* the model's concept test is the CUSUM bank (River's detectors read label by label);
+* the profile of each of its versions has a binary performance figure (the input stage
+  judges labels as the concept monitor does: the task known before the first label);
+* every outcome in it has one label (a challenger's or shadow's paired comparison counts
+  discordant pairs of one outcome's labels: those blocks stay columns);
+* its predictions are floats and its labels 0 or 1 (`binary_label_values`).
+
+Canary comparisons read labels one by one (their metrics include the outcome delay per
+label): a partition that shows a canary sends its labels as items, as before
+(`LabelBlocks.saw_canary`), and sums from other partitions do not feed a canary
+comparison; the stable version's labels on the partitions that saw the canary do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from driftline.detectors.drift.reference import binary_label_values
+from driftline.detectors.intake.blocks import LabelBlock
+from driftline.detectors.versions.maturity import COHORT_MS, LOG_DELAY_BINS
+
+
+class LabelGroup(NamedTuple):
+    """One version's labels of predictions made in one minute, with one outcome."""
+
+    version: str
+    cohort: int
+    """Start of the minute the predictions were made in (epoch ms)."""
+    outcome: int
+    """The label: 0 or 1."""
+    n: int
+    errors: int
+    scored: int
+    """Labels with a Brier score (the prediction a probability, ``scores_are_probabilities``)."""
+    brier: float
+    brier_sq: float
+    gap_sum: float
+    """Sum of realised minus estimated error over the scored labels."""
+    gap_sq: float
+    last_ts: int
+    """Event time of the group's last outcome (in arrival order)."""
+    last_event_id: str
+
+
+class LabelSums(NamedTuple):
+    """A model's labels of (a part of) one slice from one input partition, summed."""
+
+    model_id: str
+    number: int
+    """The slice: event time // ``slice_ms``."""
+    first_event_id: str
+    """The first outcome's event id (names the item)."""
+    first_prediction_ts: int
+    """The earliest prediction judged (the span of delays that could be seen)."""
+    delays: list[list[int]]
+    """``[outcome, bin, count]`` of the log delays (`LOG_DELAY_BINS`), per outcome."""
+    groups: list[LabelGroup]
+
+    @property
+    def events(self) -> int:
+        """Labels summed."""
+        return sum(g.n for g in self.groups)
+
+    @property
+    def ts(self) -> int:
+        """The latest of its outcomes' event times."""
+        return max(g.last_ts for g in self.groups)
+
+    @property
+    def event_id(self) -> str:
+        return f"labelsums/{self.number}/{self.first_event_id}"
+
+
+def summed(block: LabelBlock, threshold: float, scored: bool) -> LabelSums | None:
+    """The block's labels summed, or None when one outcome gave several labels or the
+    pairs are not a binary model's float predictions and 0/1 labels."""
+    if block.outcomes[-1] != len(block.outcomes) - 1:
+        return None
+    found = binary_label_values(block.predictions, block.labels, threshold, scored)
+    if found is None:
+        return None
+    error, brier, estimate, outcome = found
+    t0 = np.asarray(block.prediction_ts, dtype=np.int64)
+    ts = np.asarray(block.outcome_ts, dtype=np.int64)
+    names = sorted(set(block.versions))
+    if len(names) == 1:
+        version = np.zeros(len(t0), np.int64)
+    else:
+        index = {name: i for i, name in enumerate(names)}
+        version = np.fromiter((index[v] for v in block.versions), np.int64, len(t0))
+    cohort = t0 - t0 % COHORT_MS
+    keys = np.stack([version, cohort, outcome.astype(np.int64)], axis=1)
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    size = len(unique)
+    scored_rows = np.isfinite(brier)
+    gap = np.where(scored_rows, error - estimate, 0.0)
+    b = np.where(scored_rows, brier, 0.0)
+
+    def by_group(weights: np.ndarray) -> list[float]:
+        return np.bincount(inverse, weights=weights, minlength=size).tolist()
+
+    counts = np.bincount(inverse, minlength=size).tolist()
+    errors = by_group(error)
+    n_scored = by_group(scored_rows.astype(np.float64))
+    brier_sum, brier_sq = by_group(b), by_group(b * b)
+    gap_sum, gap_sq = by_group(gap), by_group(gap * gap)
+    last = np.zeros(size, np.int64)
+    last[inverse] = np.arange(len(t0))  # the group's last row (rows in arrival order)
+    groups = []
+    for g, ((v, c, o), row) in enumerate(zip(unique.tolist(), last.tolist(), strict=True)):
+        group = LabelGroup(
+            names[int(v)], int(c), int(o), counts[g], round(errors[g]), round(n_scored[g]),
+            brier_sum[g], brier_sq[g], gap_sum[g], gap_sq[g],
+            block.outcome_ts[row], block.event_ids[row],
+        )  # fmt: skip
+        groups.append(group)
+    log_delay = np.log10(np.maximum(ts - t0, 1) / 1000.0)
+    width = len(LOG_DELAY_BINS)
+    bins = np.minimum(np.searchsorted(LOG_DELAY_BINS, log_delay, "right"), width - 1)
+    pairs, tally = np.unique(outcome.astype(np.int64) * width + bins, return_counts=True)
+    delays = [
+        [k // width, k % width, c] for k, c in zip(pairs.tolist(), tally.tolist(), strict=True)
+    ]
+    return LabelSums(
+        block.model_id, block.number, block.event_ids[0], int(t0.min()), delays, groups
+    )
+
+
+def merge_sums(first: LabelSums, then: LabelSums) -> LabelSums:
+    """The sums of two blocks of one model's slice, ``then``'s labels after ``first``'s."""
+    groups = {(g.version, g.cohort, g.outcome): g for g in first.groups}
+    for g in then.groups:
+        key = (g.version, g.cohort, g.outcome)
+        was = groups.get(key)
+        if was is None:
+            groups[key] = g
+            continue
+        groups[key] = LabelGroup(
+            g.version, g.cohort, g.outcome, was.n + g.n, was.errors + g.errors,
+            was.scored + g.scored, was.brier + g.brier, was.brier_sq + g.brier_sq,
+            was.gap_sum + g.gap_sum, was.gap_sq + g.gap_sq, g.last_ts, g.last_event_id,
+        )  # fmt: skip
+    delays: dict[tuple[int, int], int] = {}
+    for outcome, bin_, count in (*first.delays, *then.delays):
+        delays[(outcome, bin_)] = delays.get((outcome, bin_), 0) + count
+    return LabelSums(
+        first.model_id,
+        first.number,
+        first.first_event_id,
+        min(first.first_prediction_ts, then.first_prediction_ts),
+        [[o, b, c] for (o, b), c in sorted(delays.items())],
+        sorted(groups.values(), key=lambda g: (g.version, g.cohort, g.outcome)),
+    )
+
+
+def sums_to_wire(sums: LabelSums) -> list[Any]:
+    """The fields of a `LabelSums` after its model id (which travels once per message)."""
+    return [
+        sums.number,
+        sums.first_event_id,
+        sums.first_prediction_ts,
+        sums.delays,
+        [list(g) for g in sums.groups],
+    ]
+
+
+def sums_from_wire(model_id: str, row: Sequence[Any]) -> LabelSums:
+    """Inverse of `sums_to_wire`."""
+    if len(row) != 5:
+        raise ValueError(f"label sums have 5 fields, got {len(row)}")
+    number, first_event_id, first_prediction_ts, delays, groups = row
+    if not groups:
+        raise ValueError("label sums hold no group")
+    made = []
+    for g in groups:
+        if len(g) != len(LabelGroup._fields):
+            raise ValueError(f"a label group has {len(LabelGroup._fields)} fields, got {len(g)}")
+        group = LabelGroup(*g)
+        if group.outcome not in (0, 1) or not 0 <= group.errors <= group.n or group.n < 1:
+            raise ValueError("a label group's counts are out of range")
+        made.append(group)
+    for outcome, bin_, count in delays:
+        if outcome not in (0, 1) or not 0 <= bin_ < len(LOG_DELAY_BINS) or count < 1:
+            raise ValueError("a label delay count is out of range")
+    return LabelSums(model_id, number, first_event_id, first_prediction_ts, delays, made)
+
+
+__all__ = ["LabelGroup", "LabelSums", "merge_sums", "summed", "sums_from_wire", "sums_to_wire"]
