@@ -448,8 +448,8 @@ class ModelEngine:
                     if c[g] < c[g + 1]:
                         self._pairs(registry, version, lab, c[g], c[g + 1], waiting)
             for at in range(summed_cuts[g], summed_cuts[g + 1]):
-                now = registry.observe_label_sums(summed_labels[at], summed_at[at])
-                decisions += self._summed(registry, model_id, now)
+                now, paired = registry.observe_label_sums(summed_labels[at], summed_at[at])
+                decisions += paired + self._summed(registry, model_id, now)
             if g == len(steps):
                 break
             decisions += self._labelled(registry, registry.step(steps[g]))
@@ -460,7 +460,8 @@ class ModelEngine:
                 made = self.monitor(model_id, version).process([], [], matured)
                 decisions += [self._read_labels(d, registry.evidence) for d in made]
             decisions += registry.release_estimates()
-            decisions += self._summed(registry, model_id, registry.release_label_sums())
+            released_sums, paired = registry.release_label_sums()
+            decisions += paired + self._summed(registry, model_id, released_sums)
         return decisions + self._concept_now(registry, model_id, waiting)
 
     def _summed(

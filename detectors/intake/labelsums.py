@@ -16,18 +16,21 @@ concept monitor runs its CUSUM bank and windows on a group's count of errors
 (`ConceptMonitor.update_sums`: a sum's increment is exactly its labels', and a bank on
 sums can be later, never earlier, than on the labels, see
 `detectors.stats.latch.LatchingBank.update`), and the version history and the promoted
-champion's comparison take a group's counts.
+champion's comparison take a group's counts. Outcomes that judged two versions'
+predictions on the same request (a champion and a challenger or shadow) are also counted
+per pair of versions and minute (the later of the two predictions', where the model
+stage holds a pair): pairs, and those where only one of the two was right, which is all
+the paired comparison reads (`PairedComparison.update_counts`).
 
 The cost per slice is then that of its groups: two per minute of predictions its labels
-judge, whatever the labels' number.
+judge and version (and one per minute and pair of versions), whatever the labels'
+number.
 
 A block is summed (`summed`) only where nothing it holds needs a label by itself:
 
 * the model's concept test is the CUSUM bank (River's detectors read label by label);
 * the profile of each of its versions has a binary performance figure (the input stage
   judges labels as the concept monitor does: the task known before the first label);
-* every outcome in it has one label (a challenger's or shadow's paired comparison counts
-  discordant pairs of one outcome's labels: those blocks stay columns);
 * its predictions are floats and its labels 0 or 1 (`binary_label_values`).
 
 Canary comparisons read labels one by one (their metrics include the outcome delay per
@@ -70,6 +73,22 @@ class LabelGroup(NamedTuple):
     last_event_id: str
 
 
+class PairGroup(NamedTuple):
+    """Outcomes that judged two versions' predictions on the same requests (a champion
+    and a challenger or shadow), in one minute: the later of the two predictions'."""
+
+    first: str
+    second: str
+    """The two versions, ``first < second``."""
+    cohort: int
+    n: int
+    first_only: int
+    """Pairs where only ``first`` was right."""
+    second_only: int
+    last_ts: int
+    last_event_id: str
+
+
 class LabelSums(NamedTuple):
     """A model's labels of (a part of) one slice from one input partition, summed."""
 
@@ -83,6 +102,9 @@ class LabelSums(NamedTuple):
     delays: list[list[int]]
     """``[outcome, bin, count]`` of the log delays (`LOG_DELAY_BINS`), per outcome."""
     groups: list[LabelGroup]
+    """Per version, minute and outcome: every label, paired or not."""
+    pairs: list[PairGroup]
+    """Per two versions and minute: the outcomes that judged both."""
 
     @property
     def events(self) -> int:
@@ -100,10 +122,8 @@ class LabelSums(NamedTuple):
 
 
 def summed(block: LabelBlock, threshold: float, scored: bool) -> LabelSums | None:
-    """The block's labels summed, or None when one outcome gave several labels or the
-    pairs are not a binary model's float predictions and 0/1 labels."""
-    if block.outcomes[-1] != len(block.outcomes) - 1:
-        return None
+    """The block's labels summed, or None when the pairs are not a binary model's float
+    predictions and 0/1 labels."""
     found = binary_label_values(block.predictions, block.labels, threshold, scored)
     if found is None:
         return None
@@ -150,9 +170,39 @@ def summed(block: LabelBlock, threshold: float, scored: bool) -> LabelSums | Non
     delays = [
         [k // width, k % width, c] for k, c in zip(pairs.tolist(), tally.tolist(), strict=True)
     ]
+    paired = [] if block.outcomes[-1] == len(t0) - 1 else _pairs(block, error, cohort)
     return LabelSums(
-        block.model_id, block.number, block.event_ids[0], int(t0.min()), delays, groups
+        block.model_id, block.number, block.event_ids[0], int(t0.min()), delays, groups, paired
     )
+
+
+def _pairs(block: LabelBlock, error: np.ndarray, cohort: np.ndarray) -> list[PairGroup]:
+    """The discordance of every two versions' labels of one outcome, per minute (the later
+    of their predictions', where the model stage holds a pair's rows)."""
+    outcomes, versions = block.outcomes, block.versions
+    right = (error == 0.0).tolist()
+    minute = cohort.tolist()
+    found: dict[tuple[str, str, int], list[Any]] = {}
+    start, n = 0, len(outcomes)
+    while start < n:
+        stop = start + 1
+        while stop < n and outcomes[stop] == outcomes[start]:
+            stop += 1
+        for i in range(start, stop):
+            for j in range(i + 1, stop):
+                a, b = (i, j) if versions[i] < versions[j] else (j, i)
+                if versions[a] == versions[b]:
+                    continue
+                key = (versions[a], versions[b], max(minute[a], minute[b]))
+                entry = found.get(key)
+                if entry is None:
+                    entry = found[key] = [0, 0, 0, 0, ""]
+                entry[0] += 1
+                entry[1] += right[a] and not right[b]
+                entry[2] += right[b] and not right[a]
+                entry[3], entry[4] = block.outcome_ts[start], block.event_ids[start]
+        start = stop
+    return [PairGroup(*key, *entry) for key, entry in sorted(found.items())]
 
 
 def merge_sums(first: LabelSums, then: LabelSums) -> LabelSums:
@@ -172,6 +222,15 @@ def merge_sums(first: LabelSums, then: LabelSums) -> LabelSums:
     delays: dict[tuple[int, int], int] = {}
     for outcome, bin_, count in (*first.delays, *then.delays):
         delays[(outcome, bin_)] = delays.get((outcome, bin_), 0) + count
+    pairs = {(p.first, p.second, p.cohort): p for p in first.pairs}
+    for p in then.pairs:
+        pair_key = (p.first, p.second, p.cohort)
+        held = pairs.get(pair_key)
+        pairs[pair_key] = p if held is None else p._replace(
+            n=held.n + p.n,
+            first_only=held.first_only + p.first_only,
+            second_only=held.second_only + p.second_only,
+        )  # fmt: skip
     return LabelSums(
         first.model_id,
         first.number,
@@ -179,6 +238,7 @@ def merge_sums(first: LabelSums, then: LabelSums) -> LabelSums:
         min(first.first_prediction_ts, then.first_prediction_ts),
         [[o, b, c] for (o, b), c in sorted(delays.items())],
         sorted(groups.values(), key=lambda g: (g.version, g.cohort, g.outcome)),
+        [pairs[pair_key] for pair_key in sorted(pairs)],
     )
 
 
@@ -190,14 +250,15 @@ def sums_to_wire(sums: LabelSums) -> list[Any]:
         sums.first_prediction_ts,
         sums.delays,
         [list(g) for g in sums.groups],
+        [list(p) for p in sums.pairs],
     ]
 
 
 def sums_from_wire(model_id: str, row: Sequence[Any]) -> LabelSums:
     """Inverse of `sums_to_wire`."""
-    if len(row) != 5:
-        raise ValueError(f"label sums have 5 fields, got {len(row)}")
-    number, first_event_id, first_prediction_ts, delays, groups = row
+    if len(row) != 6:
+        raise ValueError(f"label sums have 6 fields, got {len(row)}")
+    number, first_event_id, first_prediction_ts, delays, groups, pair_rows = row
     if not groups:
         raise ValueError("label sums hold no group")
     made = []
@@ -211,7 +272,23 @@ def sums_from_wire(model_id: str, row: Sequence[Any]) -> LabelSums:
     for outcome, bin_, count in delays:
         if outcome not in (0, 1) or not 0 <= bin_ < len(LOG_DELAY_BINS) or count < 1:
             raise ValueError("a label delay count is out of range")
-    return LabelSums(model_id, number, first_event_id, first_prediction_ts, delays, made)
+    pairs = []
+    for p in pair_rows:
+        if len(p) != len(PairGroup._fields):
+            raise ValueError(f"a pair group has {len(PairGroup._fields)} fields, got {len(p)}")
+        pair = PairGroup(*p)
+        if pair.n < 1 or pair.first_only + pair.second_only > pair.n or pair.first >= pair.second:
+            raise ValueError("a pair group's counts or versions are out of range")
+        pairs.append(pair)
+    return LabelSums(model_id, number, first_event_id, first_prediction_ts, delays, made, pairs)
 
 
-__all__ = ["LabelGroup", "LabelSums", "merge_sums", "summed", "sums_from_wire", "sums_to_wire"]
+__all__ = [
+    "LabelGroup",
+    "LabelSums",
+    "PairGroup",
+    "merge_sums",
+    "summed",
+    "sums_from_wire",
+    "sums_to_wire",
+]

@@ -318,6 +318,31 @@ class PairedComparison:
             disagreement_rate=float((b[i] + c[i]) / pairs[i]),
         )
 
+    def update_counts(
+        self, pairs: int, candidate_only: int, baseline_only: int
+    ) -> PairedVerdict | None:
+        """Feed ``pairs`` labelled pairs at once by their discordant counts (a cohort
+        summed by the input stage); the verdict, if the e-process crosses at the end of
+        them (index 0). Checking only at such points keeps its guarantee (Ville's
+        inequality holds at any stopping time)."""
+        self.candidate_only += candidate_only
+        self.baseline_only += baseline_only
+        self.pairs += pairs
+        b, c = self.candidate_only, self.baseline_only
+        a = self.prior
+        log_e = float(betaln(b + a, c + a) - betaln(a, a)) + (b + c) * math.log(2.0)
+        if log_e < math.log(1.0 / self.alpha) or b + c < self.min_discordant:
+            return None
+        return PairedVerdict(
+            index=0,
+            candidate_better=b > c,
+            e_value=math.exp(min(log_e, 700.0)),
+            candidate_only=b,
+            baseline_only=c,
+            pairs=self.pairs,
+            disagreement_rate=(b + c) / self.pairs,
+        )
+
     def state(self) -> dict[str, Any]:
         return {"b": self.candidate_only, "c": self.baseline_only, "pairs": self.pairs}
 

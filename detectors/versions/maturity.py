@@ -269,3 +269,69 @@ class Cohorts:
         }
         self.order = [(start, v) for v, start in self.pending]
         heapq.heapify(self.order)
+
+
+@dataclass(slots=True)
+class PairCohort:
+    """Discordance counts of two versions on the same requests, predictions of one minute."""
+
+    n: int = 0
+    first_only: int = 0
+    """Pairs where only the first version was right."""
+    second_only: int = 0
+    last: list[Any] = field(default_factory=lambda: [0, 0, ""])
+    """[seq, event time, event id] of the last pair added."""
+
+
+class PairCohorts:
+    """`Cohorts` for pairs of versions: discordance counts held by (first version, second
+    version, prediction minute) until that minute has matured."""
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, str, int], PairCohort] = {}
+        self.order: list[tuple[int, str, str]] = []
+        """Heap of the (minute, first, second) held (and of dropped ones, skipped)."""
+
+    def add(
+        self, first: str, second: str, start: int, n: int, first_only: int, second_only: int,
+        last: list[Any],
+    ) -> None:  # fmt: skip
+        held = self.pending.get((first, second, start))
+        if held is None:
+            self.pending[(first, second, start)] = PairCohort(n, first_only, second_only, last)
+            heapq.heappush(self.order, (start, first, second))
+        else:
+            held.n += n
+            held.first_only += first_only
+            held.second_only += second_only
+            held.last = last
+
+    def release_through(self, bound: float) -> list[tuple[str, str, PairCohort]]:
+        """The counts of the minutes up to ``bound``, oldest first (and the oldest beyond
+        `MAX_PENDING`)."""
+        out: list[tuple[str, str, PairCohort]] = []
+        order = self.order
+        while order and (order[0][0] <= bound or len(self.pending) > MAX_PENDING):
+            start, first, second = heapq.heappop(order)
+            found = self.pending.pop((first, second, start), None)
+            if found is not None:  # else dropped with a version
+                out.append((first, second, found))
+        return out
+
+    def drop(self, version: str) -> None:
+        for key in [k for k in self.pending if version in k[:2]]:
+            del self.pending[key]
+
+    def state(self) -> list[list[Any]]:
+        return [
+            [first, second, start, c.n, c.first_only, c.second_only, c.last]
+            for (first, second, start), c in self.pending.items()
+        ]
+
+    def restore(self, state: list[list[Any]]) -> None:
+        self.pending = {
+            (first, second, start): PairCohort(n, a, b, list(last))
+            for first, second, start, n, a, b, last in state
+        }
+        self.order = [(start, first, second) for first, second, start in self.pending]
+        heapq.heapify(self.order)

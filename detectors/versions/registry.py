@@ -43,6 +43,8 @@ from driftline.detectors.versions.maturity import (
     Cohort,
     Cohorts,
     LabelMaturity,
+    PairCohort,
+    PairCohorts,
 )
 
 LN2 = math.log(2.0)
@@ -437,6 +439,8 @@ class ModelVersions:
         self.summed = Cohorts()
         """Labels summed by the input stage (their count and errors), held by version and
         prediction minute until it matured (`observe_label_sums`)."""
+        self.summed_pairs = PairCohorts()
+        """Their paired discordance counts, held by two versions and minute."""
         self.gap_alerted: dict[str, str] = {}
         """Direction of a reported estimate gap (``more``/``fewer`` errors) -> version."""
         self.decided: set[str] = set()
@@ -548,6 +552,7 @@ class ModelVersions:
                 table.pop(name, None)
             self.cohorts.drop(name)
             self.summed.drop(name)
+            self.summed_pairs.drop(name)
             self.decided = {key for key in self.decided if not key.startswith(f"{name}:")}
             dropped += 1
         return dropped
@@ -657,22 +662,36 @@ class ModelVersions:
 
     # -- labels summed by the input stage ----------------------------------------------
 
-    def observe_label_sums(self, sums: LabelSums, seq: int) -> list[tuple[str, Cohort]]:
+    def observe_label_sums(
+        self, sums: LabelSums, seq: int
+    ) -> tuple[list[tuple[str, Cohort]], list[Decision]]:
         """Labels summed by the input stage (at position ``seq``): their delays taught to
         the label-delay model, their estimate gaps held by cohort (`add_estimates`); per
         version, what may be read at once (the horizon 0 and nothing held, as
         `matured`), the rest held by prediction minute until a step releases it
-        (`release_label_sums`)."""
+        (`release_label_sums`); and the paired comparisons' decisions on the pairs read
+        at once."""
         self.maturity.observe_counts(sums.delays, sums.first_prediction_ts, sums.ts)
         self.learnt = True
         summed = self.summed
+        at_once = self.horizon == 0.0 and not summed.pending and not self.summed_pairs.pending
+        decisions = []
+        for p in sums.pairs:
+            last = [seq, p.last_ts, p.last_event_id]
+            if at_once:
+                counts = PairCohort(p.n, p.first_only, p.second_only, last)
+                decisions += self.read_pair_sums(p.first, p.second, counts)
+            else:
+                self.summed_pairs.add(
+                    p.first, p.second, p.cohort, p.n, p.first_only, p.second_only, last
+                )
         now: dict[str, Cohort] = {}
         for g in sums.groups:
             last = [seq, g.last_ts, g.last_event_id]
             known = g.version in self.versions
             if g.scored and known and f"{g.version}:estimate_gap" not in self.decided:
                 self.cohorts.add(g.version, g.cohort, g.scored, g.gap_sum, g.gap_sq, last)
-            if self.horizon == 0.0 and not summed.pending:
+            if at_once:
                 summed.watermark = max(summed.watermark, g.last_ts)
                 found = now.get(g.version)
                 if found is None:
@@ -685,12 +704,50 @@ class ModelVersions:
                         found.last = last
             else:
                 summed.add(g.version, g.cohort, g.n, g.errors, g.errors, last)
-        return list(now.items())
+        return list(now.items()), decisions
 
-    def release_label_sums(self) -> list[tuple[str, Cohort]]:
-        """At a step: the summed labels whose prediction minute matured, oldest first."""
+    def release_label_sums(self) -> tuple[list[tuple[str, Cohort]], list[Decision]]:
+        """At a step: the summed labels whose prediction minute matured, oldest first,
+        and the paired comparisons' decisions on the pairs released."""
         bound = matured_through(self.horizon, self.summed.watermark)
-        return [(version, cohort) for _, version, cohort in self.summed.release_through(bound)]
+        decisions = []
+        for first, second, found in self.summed_pairs.release_through(bound):
+            decisions += self.read_pair_sums(first, second, found)
+        released = [(version, c) for _, version, c in self.summed.release_through(bound)]
+        return released, decisions
+
+    def read_pair_sums(self, first: str, second: str, found: PairCohort) -> list[Decision]:
+        """`compare_pairs` on discordance counts summed by the input stage: a pair of the
+        stable champion and a challenger or shadow feeds their paired comparison."""
+        champion = self.champion
+        if champion not in (first, second):
+            return []
+        candidate = second if champion == first else first
+        info = self.versions.get(candidate)
+        key = f"{candidate}:paired:{champion}"
+        if info is None or info.role not in ("challenger", "shadow") or key in self.decided:
+            return []
+        existing = self.challengers.get(candidate)
+        if existing is None or existing[0] != champion:
+            existing = self.challengers[candidate] = (champion, self._paired_comparison())
+        candidate_only, champion_only = (
+            (found.second_only, found.first_only)
+            if candidate == second
+            else (found.first_only, found.second_only)
+        )
+        verdict = existing[1].update_counts(found.n, candidate_only, champion_only)
+        if verdict is None:
+            return []
+        self.decided.add(key)
+        if not verdict.candidate_better:
+            return []
+        seq, ts, event_id = found.last
+        rollback = candidate == self.promotions.get(champion, (None, None))[0]
+        return [
+            self._paired_decision(
+                candidate, champion, verdict, Trigger(ts, seq, event_id), rollback, existing[1]
+            )
+        ]
 
     def read_label_sums(self, version: str, cohort: Cohort) -> list[Decision]:
         """Summed labels of a version that may be read: its error history, and a promoted
@@ -1083,7 +1140,7 @@ class ModelVersions:
             rollback = candidate == previous
             decisions.append(
                 self._paired_decision(
-                    candidate, champion, verdict, rows, row, rollback, existing[1]
+                    candidate, champion, verdict, _trigger(rows, row), rollback, existing[1]
                 )
             )
         return decisions
@@ -1093,8 +1150,7 @@ class ModelVersions:
         candidate: str,
         champion: str,
         verdict: Any,
-        rows: Rows,
-        row: int,
+        trigger: Trigger,
         rollback: bool,
         comparison: PairedComparison,
     ) -> Decision:
@@ -1127,7 +1183,7 @@ class ModelVersions:
             first_ts=self.versions[candidate].first_ts,
             count=verdict.pairs,
             reference=f"champion version {champion} on the same requests",
-            trigger=Trigger(rows.ts[row], rows.seqs[row], rows.event_ids[row]),
+            trigger=trigger,
             details={
                 "candidate_only_right": verdict.candidate_only,
                 "champion_only_right": verdict.baseline_only,
@@ -1163,6 +1219,7 @@ class ModelVersions:
             "maturity": self.maturity.state(),
             "cohorts": self.cohorts.state(),
             "summed": self.summed.state(),
+            "summed_pairs": self.summed_pairs.state(),
             "held": self.held.state(),
             "held_pairs": self.held_pairs.state(),
             "gap_alerted": self.gap_alerted,
@@ -1216,8 +1273,10 @@ class ModelVersions:
         if "held_pairs" in state:
             self.held_pairs.restore(state["held_pairs"])
         self.summed = Cohorts()
+        self.summed_pairs = PairCohorts()
         if "summed" in state:  # checkpoints before summed labels hold none
             self.summed.restore(state["summed"])
+            self.summed_pairs.restore(state.get("summed_pairs", []))
         self.gap_alerted = dict(state.get("gap_alerted", {}))
         self.decided = set(state["decided"])
         step = state.get("step")

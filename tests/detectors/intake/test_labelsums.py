@@ -138,8 +138,9 @@ def test_a_hot_slice_goes_as_one_sum_and_survives_a_checkpoint() -> None:
 
 
 def test_blocks_whose_labels_are_read_one_by_one_stay_columns() -> None:
-    """No performance figure, a River concept detector, a non-binary task, a shadow's
-    labels paired with the champion's on one outcome: the labels go in blocks."""
+    """No performance figure, a River concept detector, a non-binary task: the labels go
+    in blocks. A shadow's labels paired with the champion's on one outcome are summed,
+    each in its version's groups and the outcome in its pair's."""
     events = generate(StreamSpec(n_predictions=4_000, seed=5))
 
     def kinds(settings: DetectorSettings, profile: ReferenceProfile | None, stream) -> set[int]:
@@ -157,8 +158,13 @@ def test_blocks_whose_labels_are_read_one_by_one_stay_columns() -> None:
     )
     assert LABEL_SUMS not in kinds(SETTINGS, regression, events)
     shadowed = with_promotion(events, at=1_000, flip=0.0, seed=5, shadow_old=True)
-    found = kinds(SETTINGS, profile, shadowed)
-    assert LABELS in found
+    items = Intake(SETTINGS, profiles={MODEL: profile}).process(shadowed)[MODEL]
+    assert LABELS not in {i.kind for i in items}
+    sums = [i.event for i in items if i.kind == LABEL_SUMS]
+    pairs = [p for s in sums for p in s.pairs]
+    assert pairs and {(p.first, p.second) for p in pairs} == {("v1", "v2")}
+    shadow = sum(g.n for s in sums for g in s.groups if g.version == "v1" and g.cohort > 0)
+    assert sum(p.n for p in pairs) <= shadow
 
 
 @pytest.mark.parametrize("seed", [7, 10])
@@ -256,6 +262,32 @@ def test_a_worse_promotion_is_rolled_back_on_summed_labels() -> None:
     assert rollback(equal, settings) is None
 
 
+def test_a_shadow_rolls_a_worse_promotion_back_on_summed_pairs() -> None:
+    """v2 replaces v1, which goes on scoring the same requests as a shadow, and v2 errs
+    6 points more: the paired comparison on the input stage's discordance counts rolls it
+    back to v1 after about the pairs label by label needs (within a quarter, plus a
+    slice's); with v2 as good as v1, no paired decision."""
+    profile = training()
+    base = generate(StreamSpec(n_predictions=50_000, seed=93))
+
+    def paired(events, settings):
+        return [
+            d
+            for d in _decisions(events, profile, settings)
+            if d["detector"]["name"] == "paired_discordance_e_process"
+        ]
+
+    worse = with_promotion(base, at=15_000, flip=0.12, seed=93, shadow_old=True)
+    on_items = paired(worse, settings_with(SETTINGS, slice_ms=0))
+    on_sums = paired(worse, SETTINGS)
+    assert [(d["type"], d["kind"]) for d in on_sums] == [("rollback", "promotion_regression")]
+    assert [(d["type"], d["kind"]) for d in on_items] == [("rollback", "promotion_regression")]
+    pairs = on_sums[0]["evidence"]["window"]["count"], on_items[0]["evidence"]["window"]["count"]
+    assert pairs[0] <= 1.25 * pairs[1] + 100, pairs
+    equal = with_promotion(base, at=15_000, flip=0.0, seed=93, shadow_old=True)
+    assert paired(equal, SETTINGS) == []
+
+
 def test_held_sums_survive_a_checkpoint() -> None:
     """A snapshot while summed labels wait for their cohort, restored in a fresh engine:
     the decisions after it are those of an uninterrupted run."""
@@ -282,13 +314,15 @@ def test_sums_read_back_from_the_wire_are_checked() -> None:
     items = Intake(SETTINGS, profiles={MODEL: training()}).process(events)[MODEL]
     found: LabelSums = next(i.event for i in items if i.kind == LABEL_SUMS)
     row = sums_to_wire(found)
-    with pytest.raises(ValueError, match="5 fields"):
+    with pytest.raises(ValueError, match="6 fields"):
         sums_from_wire(MODEL, row[:-1])
     with pytest.raises(ValueError, match="no group"):
-        sums_from_wire(MODEL, [*row[:4], []])
+        sums_from_wire(MODEL, [*row[:4], [], row[5]])
     group = list(row[4][0])
     group[4] = group[3] + 1  # more errors than labels
     with pytest.raises(ValueError, match="out of range"):
-        sums_from_wire(MODEL, [*row[:4], [group]])
+        sums_from_wire(MODEL, [*row[:4], [group], row[5]])
     with pytest.raises(ValueError, match="delay"):
-        sums_from_wire(MODEL, [*row[:3], [[0, len(LOG_DELAY_BINS), 1]], row[4]])
+        sums_from_wire(MODEL, [*row[:3], [[0, len(LOG_DELAY_BINS), 1]], *row[4:]])
+    with pytest.raises(ValueError, match="pair group"):
+        sums_from_wire(MODEL, [*row[:5], [["v2", "v1", 0, 3, 1, 1, 5, "o"]]])
