@@ -46,7 +46,7 @@ from driftline.detectors.intake.wire import encode_items
 from driftline.detectors.pipeline import StagedPipeline
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.decode import encode
-from driftline.schemas.records import Prediction
+from driftline.schemas.records import Outcome, Prediction
 from driftline.streams.replay import Staged
 from driftline.streams.simulation.traffic import StreamSpec, generate
 
@@ -62,7 +62,7 @@ def offline_profile(labelled: bool = False) -> ReferenceProfile:
     ``labelled``, its validation labels too (the profile's performance figure)."""
     builder = ReferenceBuilder(SETTINGS, 20_000)
     events = generate(StreamSpec(scenario="stationary", n_predictions=20_000, seed=99))
-    labels = {e.request_id: e.label for e in events if type(e) is not Prediction}
+    labels = {e.request_id: e.label for e in events if isinstance(e, Outcome)}
     for e in events:
         if type(e) is Prediction:
             builder.add(e.features, e.prediction, labels.get(e.request_id) if labelled else None)

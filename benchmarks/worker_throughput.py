@@ -22,7 +22,10 @@
    models: per-record produce-to-processed latency (p50/p99) and produce-to-decision
    latency of every decision (the decision is published in the batch that processes its
    triggering record), and what held the loop meanwhile: its batches, its checkpoint
-   turns (taking a shard's state) and the cycle collector's runs.
+   turns (taking a shard's state) and the cycle collector's runs. Then the bare loop
+   reading the same paced producer at the same rate: the latency floor that producer,
+   broker and client give on this machine (the three share its cores), beside the
+   worker's.
 
     python benchmarks/worker_throughput.py [--predictions 150000] [--paced-seconds 20]
         [--compare-compression none zstd] [--against 7eb953a] [--slice-ms 10000]
@@ -88,6 +91,32 @@ async def produce(bootstrap: str, t: Topics, events: list[Event], rate: float | 
     await producer.flush()
     await producer.stop()
     return len(events)
+
+
+async def bare_paced(bootstrap: str, t: Topics, total: int) -> np.ndarray:
+    """Produce-to-read latency (s) of every record for the bare loop (``getmany`` and
+    ``orjson.loads``) reading topics as a paced producer fills them: the floor that
+    producer, broker and client give on this machine at that rate."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20
+    )
+    await consumer.start()
+    tps = [
+        TopicPartition(topic, p) for topic in (t.predictions, t.outcomes) for p in range(PARTITIONS)
+    ]
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, 0)
+    latencies: list[float] = []
+    while len(latencies) < total:
+        batch = await consumer.getmany(timeout_ms=200, max_records=5_000)
+        for records in batch.values():
+            for r in records:
+                orjson.loads(r.value)
+        now = time.time() * 1000
+        latencies += [(now - r.timestamp) / 1000 for rs in batch.values() for r in rs]
+    await consumer.stop()
+    return np.array(latencies)
 
 
 async def bare_loop(bootstrap: str, t: Topics, total: int) -> tuple[float, float]:
@@ -547,6 +576,23 @@ async def main(args: argparse.Namespace) -> None:
             f"{batch_ms.max():.0f} ms; {len(turns_ms)} checkpoint turns, mean "
             f"{turns_ms.mean():.0f} ms, longest {turns_ms.max():.0f} ms; {len(pauses)} "
             f"collections, longest {max(pauses, default=0.0) * 1000:.0f} ms"
+        )
+        # The floor: the same producer at the same rate, read by the bare loop.
+        floor_topics = topics("paced-bare")
+        await create_topics(kafka, floor_topics, PARTITIONS)
+        reading = asyncio.create_task(bare_paced(bs, floor_topics, expected))
+        await asyncio.sleep(1)
+        producer = multiprocessing.get_context("spawn").Process(
+            target=paced_producer, args=(bs, floor_topics, n, target_rate)
+        )
+        producer.start()
+        floor = await reading
+        producer.join()
+        print(
+            f"the bare loop at the same rate (the floor of producer, broker and client): "
+            f"p50 {np.percentile(floor, 50) * 1000:.0f} ms, p99 "
+            f"{np.percentile(floor, 99) * 1000:.0f} ms; the worker's p99 is "
+            f"{np.percentile(lat, 99) / np.percentile(floor, 99):.1f} times it"
         )
         inputs = await record_times(bs, [paced.predictions, paced.outcomes])
         decisions = await record_times(
