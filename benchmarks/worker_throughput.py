@@ -16,8 +16,8 @@
    worker, the "today's" of issue 9's throughput target), alternating with this tree's,
    each in a fresh process over the same records: the two figures side by side.
    With ``--slice-ms``, the worker again with that ``slice_ms`` and an offline profile
-   (what a hot model is run with: its predictions summed per slice by the input stages,
-   its labels sent in blocks), alone and decoding every item.
+   with its validation labels (what a hot binary model is run with: its predictions and
+   its labels summed per slice by the input stages), alone and decoding every item.
 4. Paced run at half the worker's measured throughput, with drift injected into several
    models: per-record produce-to-processed latency (p50/p99) and produce-to-decision
    latency of every decision (the decision is published in the batch that processes its
@@ -97,16 +97,7 @@ async def bare_paced(bootstrap: str, t: Topics, total: int) -> np.ndarray:
     """Produce-to-read latency (s) of every record for the bare loop (``getmany`` and
     ``orjson.loads``) reading topics as a paced producer fills them: the floor that
     producer, broker and client give on this machine at that rate."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20
-    )
-    await consumer.start()
-    tps = [
-        TopicPartition(topic, p) for topic in (t.predictions, t.outcomes) for p in range(PARTITIONS)
-    ]
-    consumer.assign(tps)
-    for tp in tps:
-        consumer.seek(tp, 0)
+    consumer = await bare_consumer(bootstrap, t)
     latencies: list[float] = []
     while len(latencies) < total:
         batch = await consumer.getmany(timeout_ms=200, max_records=5_000)
@@ -119,8 +110,8 @@ async def bare_paced(bootstrap: str, t: Topics, total: int) -> np.ndarray:
     return np.array(latencies)
 
 
-async def bare_loop(bootstrap: str, t: Topics, total: int) -> tuple[float, float]:
-    """Records per second of wall-clock time and of CPU time."""
+async def bare_consumer(bootstrap: str, t: Topics) -> AIOKafkaConsumer:
+    """A started consumer of the input topics' partitions from their beginning (no group)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20
     )
@@ -131,6 +122,12 @@ async def bare_loop(bootstrap: str, t: Topics, total: int) -> tuple[float, float
     consumer.assign(tps)
     for tp in tps:
         consumer.seek(tp, 0)
+    return consumer
+
+
+async def bare_loop(bootstrap: str, t: Topics, total: int) -> tuple[float, float]:
+    """Records per second of wall-clock time and of CPU time."""
+    consumer = await bare_consumer(bootstrap, t)
     seen, first, first_cpu = 0, None, 0.0
     while seen < total:
         batch = await consumer.getmany(timeout_ms=200, max_records=5_000)
@@ -509,7 +506,7 @@ async def main(args: argparse.Namespace) -> None:
             # a warm-up reference they send items until it reaches them, which in a
             # backlog read this fast is most of the stream).
             sliced_settings = replace(SETTINGS, slice_ms=args.slice_ms)
-            profiles = {"credit-risk": stage2_cost.offline_profile()}
+            profiles = {"credit-risk": stage2_cost.offline_profile(labelled=True)}
             for local, base, base_cpu in (
                 (held, rate, rate_cpu),
                 (0, decoded_rate, decoded_cpu),

@@ -32,9 +32,12 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+_Key = TypeVar("_Key", tuple[str, int], tuple[str, str, int])
+_Held = TypeVar("_Held", "Cohort", "PairCohort")
 
 LOG_DELAY_BINS = np.arange(0.0, 8.05, 0.05)
 """Bin edges of log10(delay in seconds): a second to three years, in 12 % steps."""
@@ -207,8 +210,8 @@ class Cohorts:
         """Largest label event time seen."""
         self.forced = 0
         """Cohorts released before their horizon because too many were held."""
-        self.order: list[tuple[int, str]] = []
-        """Heap of the (minute, version) held (and of dropped ones, skipped when met)."""
+        self.order: list[tuple[int, tuple[str, int]]] = []
+        """Heap of the (minute, key) held (and of dropped ones, skipped when met)."""
 
     def add(
         self, version: str, start: int, n: int, total: float, total_sq: float, last: list[Any]
@@ -219,7 +222,7 @@ class Cohorts:
         held = self.pending.get((version, start))
         if held is None:
             self.pending[(version, start)] = Cohort(n, total, total_sq, last)
-            heapq.heappush(self.order, (start, version))
+            heapq.heappush(self.order, (start, (version, start)))
         else:
             held.n += n
             held.total += total
@@ -235,15 +238,11 @@ class Cohorts:
     def release_through(self, bound: float) -> list[tuple[int, str, Cohort]]:
         """`release` of the minutes up to ``bound`` (and the oldest beyond
         `MAX_PENDING`)."""
-        out: list[tuple[int, str, Cohort]] = []
-        order = self.order
-        while order and (order[0][0] <= bound or len(self.pending) > MAX_PENDING):
-            start, version = heapq.heappop(order)
-            cohort = self.pending.pop((version, start), None)
-            if cohort is None:
-                continue  # dropped with its version
-            out.append((start, version, cohort))
-            self.forced += start > bound
+        out = [
+            (start, version, cohort)
+            for start, (version, _), cohort in _release(self.pending, self.order, bound)
+        ]
+        self.forced += sum(start > bound for start, _, _ in out)
         return out
 
     def drop(self, version: str) -> None:
@@ -267,7 +266,7 @@ class Cohorts:
             (v, start): Cohort(n, total, total_sq, list(last))
             for v, start, n, total, total_sq, last in state["pending"]
         }
-        self.order = [(start, v) for v, start in self.pending]
+        self.order = [(start, (v, start)) for v, start in self.pending]
         heapq.heapify(self.order)
 
 
@@ -289,8 +288,8 @@ class PairCohorts:
 
     def __init__(self) -> None:
         self.pending: dict[tuple[str, str, int], PairCohort] = {}
-        self.order: list[tuple[int, str, str]] = []
-        """Heap of the (minute, first, second) held (and of dropped ones, skipped)."""
+        self.order: list[tuple[int, tuple[str, str, int]]] = []
+        """Heap of the (minute, key) held (and of dropped ones, skipped)."""
 
     def add(
         self, first: str, second: str, start: int, n: int, first_only: int, second_only: int,
@@ -299,7 +298,7 @@ class PairCohorts:
         held = self.pending.get((first, second, start))
         if held is None:
             self.pending[(first, second, start)] = PairCohort(n, first_only, second_only, last)
-            heapq.heappush(self.order, (start, first, second))
+            heapq.heappush(self.order, (start, (first, second, start)))
         else:
             held.n += n
             held.first_only += first_only
@@ -309,14 +308,10 @@ class PairCohorts:
     def release_through(self, bound: float) -> list[tuple[str, str, PairCohort]]:
         """The counts of the minutes up to ``bound``, oldest first (and the oldest beyond
         `MAX_PENDING`)."""
-        out: list[tuple[str, str, PairCohort]] = []
-        order = self.order
-        while order and (order[0][0] <= bound or len(self.pending) > MAX_PENDING):
-            start, first, second = heapq.heappop(order)
-            found = self.pending.pop((first, second, start), None)
-            if found is not None:  # else dropped with a version
-                out.append((first, second, found))
-        return out
+        return [
+            (first, second, found)
+            for _, (first, second, _), found in _release(self.pending, self.order, bound)
+        ]
 
     def drop(self, version: str) -> None:
         for key in [k for k in self.pending if version in k[:2]]:
@@ -333,5 +328,19 @@ class PairCohorts:
             (first, second, start): PairCohort(n, a, b, list(last))
             for first, second, start, n, a, b, last in state
         }
-        self.order = [(start, first, second) for first, second, start in self.pending]
+        self.order = [(key[2], key) for key in self.pending]
         heapq.heapify(self.order)
+
+
+def _release(
+    pending: dict[_Key, _Held], order: list[tuple[int, _Key]], bound: float
+) -> list[tuple[int, _Key, _Held]]:
+    """Pop the held entries of the minutes up to ``bound``, oldest first, and the oldest
+    beyond `MAX_PENDING` (heap entries of dropped ones are skipped)."""
+    out = []
+    while order and (order[0][0] <= bound or len(pending) > MAX_PENDING):
+        start, key = heapq.heappop(order)
+        found = pending.pop(key, None)
+        if found is not None:
+            out.append((start, key, found))
+    return out

@@ -765,18 +765,9 @@ class ModelVersions:
             )
             if verdict is None:
                 continue
-            self.decided.add(key)
             seq, ts, event_id = cohort.last
             decisions.append(
-                self._mean_decision(
-                    "rollback",
-                    new,
-                    old,
-                    CANARY_METRICS[0],
-                    verdict,
-                    Trigger(ts, seq, event_id),
-                    comparison,
-                )
+                self._promotion_rollback(new, old, verdict, Trigger(ts, seq, event_id), comparison)
             )
         return decisions
 
@@ -866,20 +857,23 @@ class ModelVersions:
             verdict = comparison.update(rows.versions[use] == new, errors[use])
             if verdict is None:
                 continue
-            self.decided.add(key)
-            row = int(use[verdict.index])
-            decisions.append(
-                self._mean_decision(
-                    "rollback",
-                    new,
-                    old,
-                    CANARY_METRICS[0],
-                    verdict,
-                    _trigger(rows, row),
-                    comparison,
-                )
-            )
+            trigger = _trigger(rows, int(use[verdict.index]))
+            decisions.append(self._promotion_rollback(new, old, verdict, trigger, comparison))
         return decisions
+
+    def _promotion_rollback(
+        self,
+        new: str,
+        old: str,
+        verdict: MeanVerdict,
+        trigger: Trigger,
+        comparison: MeanComparison,
+    ) -> Decision:
+        """A promoted champion found worse than the one it replaced: decided once."""
+        self.decided.add(f"{new}:promotion")
+        return self._mean_decision(
+            "rollback", new, old, CANARY_METRICS[0], verdict, trigger, comparison
+        )
 
     def _mean_decision(
         self,
