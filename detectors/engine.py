@@ -21,7 +21,7 @@ from zlib import crc32
 import numpy as np
 
 from driftline.detectors.decision import Decision, decision_id
-from driftline.detectors.drift.concept import LabelBatch
+from driftline.detectors.drift.concept import LabelBatch, SummedLabels
 from driftline.detectors.drift.reference import (
     ReferenceProfile,
     estimated_error,
@@ -461,26 +461,35 @@ class ModelEngine:
                 decisions += [self._read_labels(d, registry.evidence) for d in made]
             decisions += registry.release_estimates()
             released_sums, paired = registry.release_label_sums()
-            decisions += paired + self._summed(registry, model_id, released_sums)
+            decisions += paired + self._summed(registry, model_id, released_sums, step=True)
         return decisions + self._concept_now(registry, model_id, waiting)
 
     def _summed(
-        self, registry: ModelVersions, model_id: str, released: list[tuple[str, Cohort]]
+        self,
+        registry: ModelVersions,
+        model_id: str,
+        released: list[tuple[str, Cohort]],
+        step: bool = False,
     ) -> list[Decision]:
         """Summed labels whose cohort may be read (`ModelVersions.observe_label_sums`),
         oldest first: through their versions' concept monitors, the versions' error
-        history and a promoted champion's comparison."""
+        history and a promoted champion's comparison. Decisions on labels read at once
+        carry the label maturity of the step before their label, those a ``step``
+        released the step's (as for labels one by one)."""
         decisions: list[Decision] = []
-        by_version: dict[str, list[tuple[int, int, int, int, str]]] = {}
+        by_version: dict[str, list[SummedLabels]] = {}
         for version, cohort in released:
             seq, ts, event_id = cohort.last
             by_version.setdefault(version, []).append(
-                (cohort.n, round(cohort.total), seq, ts, event_id)
+                SummedLabels(cohort.n, round(cohort.total), seq, ts, event_id)
             )
             decisions += registry.read_label_sums(version, cohort)
         for version, found in by_version.items():
             made = self.monitor(model_id, version).process_sums(found)
-            decisions += [self._read_labels(d, registry.evidence_at(d.seq)) for d in made]
+            decisions += [
+                self._read_labels(d, registry.evidence if step else registry.evidence_at(d.seq))
+                for d in made
+            ]
         return decisions
 
     def _served(

@@ -15,7 +15,7 @@ from driftline.detectors.decision import Decision
 from driftline.detectors.drift import concept as concept_module
 from driftline.detectors.drift.categorical import CategoricalChannel
 from driftline.detectors.drift.channel import Channel
-from driftline.detectors.drift.concept import ConceptMonitor, LabelBatch
+from driftline.detectors.drift.concept import ConceptMonitor, LabelBatch, SummedLabels
 from driftline.detectors.drift.numeric import NumericChannel
 from driftline.detectors.drift.reference import (
     ReferenceBuilder,
@@ -222,10 +222,9 @@ class VersionMonitor:
             return []
         return self.policy.process(signals, reports)
 
-    def process_sums(self, found: Sequence[tuple[int, int, int, int, str]]) -> list[Decision]:
+    def process_sums(self, found: Sequence[SummedLabels]) -> list[Decision]:
         """Labels of this version summed by the input stage (`detectors.intake.labelsums`)
-        through the concept monitor: per row ``(labels, errors, position, event time,
-        event id)`` of the last label (`detectors.drift.concept.ConceptMonitor.update_sums`)."""
+        through the concept monitor (`detectors.drift.concept.ConceptMonitor.update_sums`)."""
         signals, reports = self.concept.update_sums(found)
         if self.policy is None or not (signals or reports):
             return []

@@ -35,6 +35,18 @@ REFRESH_GROWTH = 1.25
 design (a handful of redesigns per decade of labels)."""
 
 
+class SummedLabels(NamedTuple):
+    """Labels of one version summed by the input stage (`detectors.intake.labelsums`), as
+    the concept monitor reads them: how many, how many wrong, and where the last one is."""
+
+    labels: int
+    errors: int
+    seq: int
+    """Position of the last label in the model's merged order."""
+    ts: int
+    event_id: str
+
+
 class LabelBatch(NamedTuple):
     """One version's joined labels, as columns in arrival order (what the model stage
     gathers per batch and the concept monitor reads)."""
@@ -344,11 +356,10 @@ class ConceptMonitor:
             )
 
     def update_sums(
-        self, found: Sequence[tuple[int, int, int, int, str]]
+        self, found: Sequence[SummedLabels]
     ) -> tuple[list[Signal], list[WindowReport | Recovery]]:
         """Feed labels summed by the input stage (`detectors.intake.labelsums`), in
-        order: per row ``(labels, errors, position, event time, event id)`` of the last
-        label. The bank takes a row's count of errors as one step (its increment is
+        order. The bank takes a row's count of errors as one step (its increment is
         exactly its labels', so it can alarm later than on the labels, never earlier),
         a window closes at the first row that fills it (it may hold more than
         ``label_window_events``), and the reference learns at the steps its count
@@ -361,12 +372,12 @@ class ConceptMonitor:
         if not found:
             return signals, reports
         if not self.ready or self.task != "binary" or self.river is not None:
-            self.skipped += sum(row[0] for row in found)
+            self.skipped += sum(row.labels for row in found)
             return signals, reports
         k = len(self.designs)
-        n = np.array([row[0] for row in found], dtype=np.int64)
-        errors = np.array([row[1] for row in found], dtype=np.float64)
-        stamps = np.array([row[3] for row in found], dtype=np.int64)
+        n = np.array([row.labels for row in found], dtype=np.int64)
+        errors = np.array([row.errors for row in found], dtype=np.float64)
+        stamps = np.array([row.ts for row in found], dtype=np.int64)
         latched = int(self.bank.latched.sum())
         alarms = self.bank.update(
             np.repeat(errors[:, None], k, axis=1),
@@ -376,8 +387,9 @@ class ConceptMonitor:
         )
 
         def where(alarm: Alarm) -> tuple[int, int, str, int]:
-            _, _, at, stamp, event_id = found[alarm.row]
-            return at, stamp, event_id, stamp if alarm.first_stamp is None else alarm.first_stamp
+            row = found[alarm.row]
+            started = row.ts if alarm.first_stamp is None else alarm.first_stamp
+            return row.seq, row.ts, row.event_id, started
 
         self._bank_alarms(alarms, latched, where, signals, reports)
         size = self.settings.label_window_events
@@ -480,17 +492,15 @@ class ConceptMonitor:
             self.warmup = []
         return len(take)
 
-    def _warm_sums(
-        self, found: Sequence[tuple[int, int, int, int, str]]
-    ) -> Sequence[tuple[int, int, int, int, str]]:
+    def _warm_sums(self, found: Sequence[SummedLabels]) -> Sequence[SummedLabels]:
         """The label warm-up from sums (a monitor without an offline figure whose labels
         the input stage sums: its profile reached the input stage first): rows are taken
         whole until ``label_warmup_events`` labels, whose error rate is the reference as
         `performance_summary` gives it for a binary task; the rows after them."""
         need = self.settings.label_warmup_events
-        for i, (n, errors, *_) in enumerate(found):
-            self.warm_sums[0] += n
-            self.warm_sums[1] += errors
+        for i, row in enumerate(found):
+            self.warm_sums[0] += row.labels
+            self.warm_sums[1] += row.errors
             if self.warm_sums[0] >= need:
                 count, wrong = self.warm_sums
                 self.task, self.tolerance = "binary", None
