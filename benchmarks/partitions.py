@@ -14,9 +14,14 @@ model trained on its first 10,000 events and then frozen.
 
 With ``--slice-ms``, the data and prediction tests run per slice of event time (the
 ``slice_ms`` setting; with warm-up references the model stage sums the slices): the
-delay it costs, against the per-event figures of a run without it.
+delay it costs, against the per-event figures of a run without it. With
+``--labelled-profile`` as well, each model has an offline profile with its validation
+labels (the simulator's stationary traffic; Hyperplane's first 10,000 events, which the
+model was trained on), so the input stages sum the labels too
+(`detectors.intake.labelsums`).
 
     python benchmarks/partitions.py [--seeds 3] [--predictions 60000] [--slice-ms 0]
+        [--labelled-profile]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 from river import linear_model
 from river.datasets import synth
 
+from driftline.detectors.drift.reference import ReferenceBuilder, ReferenceProfile
 from driftline.detectors.pipeline import StagedPipeline
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.records import Event, Outcome, Prediction
@@ -85,8 +91,25 @@ def hyperplane(n: int, change_at: int, seed: int) -> list[Event]:
     return [e for _, e in events]
 
 
-def run(events: list[Event], partitions: int, settings: DetectorSettings) -> list:
-    staged = Staged(StagedPipeline(partitions, settings))
+def labelled_profile(events: list[Event], predictions: int) -> ReferenceProfile:
+    """An offline profile of the first ``predictions`` predictions of ``events``, with
+    their labels."""
+    labels = {e.request_id: e.label for e in events if isinstance(e, Outcome)}
+    served = [e for e in events if isinstance(e, Prediction)][:predictions]
+    builder = ReferenceBuilder(DetectorSettings(), predictions)
+    for e in served:
+        builder.add(e.features, e.prediction, labels.get(e.request_id))
+    return builder.build("training", served[0].model_id)
+
+
+def run(
+    events: list[Event],
+    partitions: int,
+    settings: DetectorSettings,
+    profile: ReferenceProfile | None = None,
+) -> list:
+    profiles = {} if profile is None else {profile.model_id or "": profile}
+    staged = Staged(StagedPipeline(partitions, settings, profiles))
     out = []
     for i in range(0, len(events), BATCH):
         out += staged.process(events[i : i + BATCH])
@@ -114,21 +137,29 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--predictions", type=int, default=60_000)
     parser.add_argument("--slice-ms", type=int, default=0)
+    parser.add_argument("--labelled-profile", action="store_true")
     args = parser.parse_args()
+    training = None
+    if args.labelled_profile:
+        training = labelled_profile(generate(StreamSpec(n_predictions=20_000, seed=99)), 20_000)
     settings = DetectorSettings(slice_ms=args.slice_ms)
     n, change_at = args.predictions, args.predictions // 3
     print(
         f"{n:,} predictions, change after {change_at:,}; warm-up {settings.warmup_events:,} "
         "model events at every partition count (the model stage sees all partitions); "
         f"slice_ms {settings.slice_ms} ({settings.slice_ms // EVENT_MS} predictions a slice)"
+        + ("; offline profiles with their labels" if training is not None else "")
     )
     print(f"{'scenario':<20} {'seed':>4} " + " ".join(f"{p:>3}p delay" for p in PARTITIONS))
     ratios: list[float] = []
     started = time.perf_counter()
     for scenario, kind in KIND.items():
         for seed in range(1, args.seeds + 1):
+            profile = training
             if scenario == "hyperplane_gradual":
                 events = hyperplane(n, change_at, seed)
+                if training is not None:
+                    profile = labelled_profile(events, 10_000)
             else:
                 spec = StreamSpec(
                     scenario=scenario, n_predictions=n, change_at=change_at, seed=seed
@@ -136,7 +167,7 @@ def main() -> None:
                 events = generate(spec)
             delays = []
             for p in PARTITIONS:
-                found = run(events, p, settings)
+                found = run(events, p, settings, profile)
                 delays.append(delay(found, events, change_at, kind))
             cells = " ".join(f"{d if d is not None else '-':>9}" for d in delays)
             if delays[0] and delays[-1] is not None:
@@ -152,7 +183,7 @@ def main() -> None:
         for seed in range(1, args.seeds + 1):
             spec = StreamSpec(scenario="stationary", n_predictions=n, change_at=n - 1, seed=seed)
             events = generate(spec)
-            total += false_alarms(run(events, p, settings), events, n - 1)
+            total += false_alarms(run(events, p, settings, training), events, n - 1)
         print(f"false alarms at {p:>2} partitions on {args.seeds} stationary streams: {total}")
     print(f"({time.perf_counter() - started:.0f} s)")
 
