@@ -169,7 +169,7 @@ def test_blocks_whose_labels_are_read_one_by_one_stay_columns() -> None:
 
 @pytest.mark.parametrize("seed", [7, 10])
 def test_summed_labels_move_concept_drift_by_at_most_two_slices(seed: int) -> None:
-    """A 9-point error rise: the concept drift decision on sums comes within two slices
+    """The simulator's concept change: the concept drift decision on sums comes within two slices
     of label by label's (slices off: every label an item), and none on a stationary
     stream, on sums or items."""
     profile = training()
@@ -239,7 +239,7 @@ def test_summed_labels_wait_for_their_cohort_when_delays_depend_on_the_outcome()
 
 
 def test_a_worse_promotion_is_rolled_back_on_summed_labels() -> None:
-    """v2 replaces v1 and errs 6 points more: rolled back on sums after about the labelled
+    """v2 replaces v1 and errs about 5 points more: rolled back on sums after about the labelled
     events label by label needs (within a quarter, plus a slice's); an equal v2 is left
     alone."""
     profile = training()
@@ -264,7 +264,7 @@ def test_a_worse_promotion_is_rolled_back_on_summed_labels() -> None:
 
 def test_a_shadow_rolls_a_worse_promotion_back_on_summed_pairs() -> None:
     """v2 replaces v1, which goes on scoring the same requests as a shadow, and v2 errs
-    6 points more: the paired comparison on the input stage's discordance counts rolls it
+    about 5 points more: the paired comparison on the input stage's discordance counts rolls it
     back to v1 after about the pairs label by label needs (within a quarter, plus a
     slice's); with v2 as good as v1, no paired decision."""
     profile = training()
