@@ -32,6 +32,19 @@ def partition_items(events, partitions: int):
     return messages
 
 
+def staged(events, pipeline: StagedPipeline, batch: int) -> list:
+    """``pipeline``'s decisions on ``events`` routed to its partitions as the worker's
+    records are, ``batch`` events at a time, then flushed."""
+    n = len(pipeline.intakes)
+    found = []
+    for i in range(0, len(events), batch):
+        parts = [[] for _ in range(n)]
+        for e in events[i : i + batch]:
+            parts[partition_for(e.request_id.encode(), n)].append(e)
+        found += pipeline.process(parts)
+    return found + pipeline.flush()
+
+
 def merged(messages, partitions: int, order) -> list:
     merge = ModelMerge(partitions, lateness_ms=10**12, max_buffered=10**9)
     out = []
@@ -187,14 +200,7 @@ def test_staged_pipeline_detects_as_fast_at_any_partition_count() -> None:
     change_ts = sorted(e.ts for e in events if isinstance(e, Prediction))[spec.change_at]
     first = {}
     for n in (1, 4, 12):
-        pipeline = StagedPipeline(n, SMALL)
-        found = []
-        for i in range(0, len(events), 2_000):
-            parts = [[] for _ in range(n)]
-            for e in events[i : i + 2_000]:
-                parts[partition_for(e.request_id.encode(), n)].append(e)
-            found += pipeline.process(parts)
-        found += pipeline.flush()
+        found = staged(events, StagedPipeline(n, SMALL), 2_000)
         assert not [d for d in found if d.ts < change_ts]
         first[n] = min(d.ts for d in found if d.kind == "data_drift" and d.type == "alert")
     assert first[1] > change_ts
@@ -213,13 +219,6 @@ def test_replay_merges_a_sparse_models_partitions_side_by_side() -> None:
     events = _outcome_ordered_stream(5)
     for n in (1, 4):
         pipeline = StagedPipeline(n, DetectorSettings())
-        found = []
-        for i in range(0, len(events), 4_096):
-            parts = [[] for _ in range(n)]
-            for e in events[i : i + 4_096]:
-                parts[partition_for(e.request_id.encode(), n)].append(e)
-            found += pipeline.process(parts)
-        found += pipeline.flush()
-        assert found == [], n
+        assert staged(events, pipeline, 4_096) == [], n
         assert pipeline.counts["late_items"] == 0
         assert pipeline.counts["items"] == len(events)
