@@ -42,7 +42,7 @@ comparison; the stable version's labels on the partitions that saw the canary do
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -261,26 +261,26 @@ def sums_from_wire(model_id: str, row: Sequence[Any]) -> LabelSums:
     number, first_event_id, first_prediction_ts, delays, groups, pair_rows = row
     if not groups:
         raise ValueError("label sums hold no group")
-    made = []
-    for g in groups:
-        if len(g) != len(LabelGroup._fields):
-            raise ValueError(f"a label group has {len(LabelGroup._fields)} fields, got {len(g)}")
-        group = LabelGroup(*g)
-        if group.outcome not in (0, 1) or not 0 <= group.errors <= group.n or group.n < 1:
-            raise ValueError("a label group's counts are out of range")
-        made.append(group)
+    made = [_record(LabelGroup, g, "a label group") for g in groups]
+    if any(g.outcome not in (0, 1) or not 0 <= g.errors <= g.n or g.n < 1 for g in made):
+        raise ValueError("a label group's counts are out of range")
     for outcome, bin_, count in delays:
         if outcome not in (0, 1) or not 0 <= bin_ < len(LOG_DELAY_BINS) or count < 1:
             raise ValueError("a label delay count is out of range")
-    pairs = []
-    for p in pair_rows:
-        if len(p) != len(PairGroup._fields):
-            raise ValueError(f"a pair group has {len(PairGroup._fields)} fields, got {len(p)}")
-        pair = PairGroup(*p)
-        if pair.n < 1 or pair.first_only + pair.second_only > pair.n or pair.first >= pair.second:
-            raise ValueError("a pair group's counts or versions are out of range")
-        pairs.append(pair)
+    pairs = [_record(PairGroup, p, "a pair group") for p in pair_rows]
+    if any(p.n < 1 or p.first_only + p.second_only > p.n or p.first >= p.second for p in pairs):
+        raise ValueError("a pair group's counts or versions are out of range")
     return LabelSums(model_id, number, first_event_id, first_prediction_ts, delays, made, pairs)
+
+
+_Record = TypeVar("_Record", LabelGroup, PairGroup)
+
+
+def _record(kind: type[_Record], row: Sequence[Any], name: str) -> _Record:
+    """A group read back from its row, which must hold every field."""
+    if len(row) != len(kind._fields):
+        raise ValueError(f"{name} has {len(kind._fields)} fields, got {len(row)}")
+    return kind(*row)
 
 
 __all__ = [

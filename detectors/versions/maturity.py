@@ -100,10 +100,7 @@ class LabelMaturity:
             self.binary = True
         for name, mask in (("0", classes == 0), ("1", classes == 1), ("*", ~binary)):
             if mask.any():
-                hist = self.histograms.get(name)
-                if hist is None:
-                    hist = self.histograms[name] = np.zeros(len(LOG_DELAY_BINS), np.int64)
-                np.add.at(hist, bins[mask], 1)
+                np.add.at(self._histogram(name), bins[mask], 1)
 
     def observe_counts(
         self, delays: list[list[int]], first_prediction_ts: int, last_label_ts: int
@@ -116,11 +113,14 @@ class LabelMaturity:
             return
         self.binary = True
         for outcome, bin_, count in delays:
-            name = str(outcome)
-            hist = self.histograms.get(name)
-            if hist is None:
-                hist = self.histograms[name] = np.zeros(len(LOG_DELAY_BINS), np.int64)
-            hist[bin_] += count
+            self._histogram(str(outcome))[bin_] += count
+
+    def _histogram(self, name: str) -> np.ndarray:
+        """The delay histogram of one outcome class (``0``, ``1``, ``*``), made empty."""
+        hist = self.histograms.get(name)
+        if hist is None:
+            hist = self.histograms[name] = np.zeros(len(LOG_DELAY_BINS), np.int64)
+        return hist
 
     def horizon_ms(self) -> float | None:
         """The largest per-class quantile of the delays, in milliseconds; 0 for a binary

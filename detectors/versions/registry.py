@@ -724,30 +724,22 @@ class ModelVersions:
             return []
         candidate = second if champion == first else first
         info = self.versions.get(candidate)
-        key = f"{candidate}:paired:{champion}"
-        if info is None or info.role not in ("challenger", "shadow") or key in self.decided:
+        decided = f"{candidate}:paired:{champion}" in self.decided
+        if info is None or info.role not in ("challenger", "shadow") or decided:
             return []
-        existing = self.challengers.get(candidate)
-        if existing is None or existing[0] != champion:
-            existing = self.challengers[candidate] = (champion, self._paired_comparison())
+        comparison = self._paired_with(candidate, champion)
         candidate_only, champion_only = (
             (found.second_only, found.first_only)
             if candidate == second
             else (found.first_only, found.second_only)
         )
-        verdict = existing[1].update_counts(found.n, candidate_only, champion_only)
+        verdict = comparison.update_counts(found.n, candidate_only, champion_only)
         if verdict is None:
             return []
-        self.decided.add(key)
-        if not verdict.candidate_better:
-            return []
         seq, ts, event_id = found.last
-        rollback = candidate == self.promotions.get(champion, (None, None))[0]
-        return [
-            self._paired_decision(
-                candidate, champion, verdict, Trigger(ts, seq, event_id), rollback, existing[1]
-            )
-        ]
+        return self._paired_verdict(
+            candidate, champion, verdict, Trigger(ts, seq, event_id), comparison
+        )
 
     def read_label_sums(self, version: str, cohort: Cohort) -> list[Decision]:
         """Summed labels of a version that may be read: its error history, and a promoted
@@ -1113,31 +1105,42 @@ class ModelVersions:
                 if info is None or info.role not in ("challenger", "shadow"):
                     continue
                 pairs.setdefault(version, []).append((not error, not champion_error, row))
-        previous = self.promotions.get(champion, (None, None))[0]
         decisions = []
         for candidate, got in pairs.items():
-            key = f"{candidate}:paired:{champion}"
-            if key in self.decided:
+            if f"{candidate}:paired:{champion}" in self.decided:
                 continue
-            existing = self.challengers.get(candidate)
-            if existing is None or existing[0] != champion:
-                existing = self.challengers[candidate] = (champion, self._paired_comparison())
-            verdict = existing[1].update(
+            comparison = self._paired_with(candidate, champion)
+            verdict = comparison.update(
                 np.array([r[0] for r in got]), np.array([r[1] for r in got])
             )
-            if verdict is None:
-                continue
-            self.decided.add(key)
-            if not verdict.candidate_better:
-                continue
-            row = got[verdict.index][2]
-            rollback = candidate == previous
-            decisions.append(
-                self._paired_decision(
-                    candidate, champion, verdict, _trigger(rows, row), rollback, existing[1]
-                )
-            )
+            if verdict is not None:
+                trigger = _trigger(rows, got[verdict.index][2])
+                decisions += self._paired_verdict(candidate, champion, verdict, trigger, comparison)
         return decisions
+
+    def _paired_with(self, candidate: str, champion: str) -> PairedComparison:
+        """The paired comparison of a challenger or shadow with the champion (a new one
+        when the champion changed)."""
+        existing = self.challengers.get(candidate)
+        if existing is None or existing[0] != champion:
+            existing = self.challengers[candidate] = (champion, self._paired_comparison())
+        return existing[1]
+
+    def _paired_verdict(
+        self,
+        candidate: str,
+        champion: str,
+        verdict: Any,
+        trigger: Trigger,
+        comparison: PairedComparison,
+    ) -> list[Decision]:
+        """A paired comparison's verdict, decided once: a decision when the candidate is
+        the better (a rollback when it is the champion the current one replaced)."""
+        self.decided.add(f"{candidate}:paired:{champion}")
+        if not verdict.candidate_better:
+            return []
+        rollback = candidate == self.promotions.get(champion, (None, None))[0]
+        return [self._paired_decision(candidate, champion, verdict, trigger, rollback, comparison)]
 
     def _paired_decision(
         self,
