@@ -604,8 +604,8 @@ def label_values(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per (prediction, label) pair: the error (1 or 0; NaN when it cannot be judged),
     the Brier score and the label-free estimated error (NaN unless ``scored``: the
-    predictions are probabilities), and the outcome class (0 or 1 for a binary label,
-    whose delays are learnt apart; NaN for any other). Without a ``task``, each pair's
+    predictions are probabilities), and the outcome class (0 or 1 for a binary model's
+    label, whose delays are learnt apart; NaN for any other). Without a ``task``, each pair's
     own is inferred. A binary model's probabilities take a vectorised path that gives
     the same values as `prediction_error`, `brier` and `estimated_error`.
 
@@ -629,8 +629,11 @@ def label_values(
             estimate[i] = estimated_error(task_here, prediction, None, threshold)
         else:
             scores[i] = estimate[i] = math.nan
+        # A class of its own only for a binary model's label: a regression's label of
+        # exactly 0 or 1 is one value among many (`LabelMaturity` learns its delays with
+        # the others').
         zero_one = label is True or label is False or label in (0, 1)
-        classes[i] = float(label) if zero_one else math.nan
+        classes[i] = float(label) if zero_one and task_here == "binary" else math.nan
     return error, scores, estimate, classes
 
 

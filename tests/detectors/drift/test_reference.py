@@ -151,12 +151,13 @@ def _one_by_one(task, predictions, labels, threshold, scored):
     for p, y in zip(predictions, labels, strict=True):
         here = task or infer_task([p], [y]) or ""
         e = prediction_error(here, p, y, threshold, None)
+        zero_one = y is True or y is False or y in (0, 1)
         rows.append(
             (
                 math.nan if e is None else float(e),
                 brier(here, p, y) if scored else math.nan,
                 estimated_error(here, p, None, threshold) if scored else math.nan,
-                float(y) if y is True or y is False or y in (0, 1) else math.nan,
+                float(y) if zero_one and here == "binary" else math.nan,
             )
         )
     return [list(column) for column in zip(*rows, strict=True)]
@@ -168,7 +169,9 @@ def test_label_values_of_a_batch_equal_those_of_each_pair(scored) -> None:
     values pair by pair, bit for bit: thresholds hit exactly, scores outside [0, 1],
     labels as bools, ints and floats; a batch the fast path cannot take (a string label,
     a hard 0/1 prediction, a missing label, another task) falls back, with a task or
-    without one (each pair's own inferred)."""
+    without one (each pair's own inferred). Only a binary model's labels have an outcome
+    class: a regression's or multiclass model's label of 0 or 1 has none (one such label
+    once made the label maturity wait for a second outcome forever)."""
     rng = np.random.default_rng(7)
     p = [float(x) for x in rng.uniform(-0.2, 1.2, 400)] + [0.5, 0.0, 1.0]
     y = [bool(v) if i % 3 == 0 else (float(v) if i % 3 == 1 else int(v))
@@ -181,11 +184,15 @@ def test_label_values_of_a_batch_equal_those_of_each_pair(scored) -> None:
         (None, [*p, 1], [*y, 1]),
         (None, [*p, 0.3], [*y, None]),
         ("multiclass", ["a", "b", "a"], ["a", "a", None]),
+        ("multiclass", ["a", "b"], [0, True]),
+        ("regression", [0.7, 2.0, 3.1], [1.0, 0, 2.5]),
     ]
     for task, predictions, labels in batches:
         got = [v.tolist() for v in label_values(task, predictions, labels, 0.5, scored)]
         want = _one_by_one(task, predictions, labels, 0.5, scored)
         assert np.array_equal(np.array(got), np.array(want), equal_nan=True), task
+        if task in ("multiclass", "regression"):
+            assert np.isnan(got[3]).all()
 
 
 def test_prediction_errors_of_a_batch_equal_those_of_each_pair() -> None:
