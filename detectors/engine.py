@@ -448,6 +448,8 @@ class ModelEngine:
                     if c[g] < c[g + 1]:
                         self._pairs(registry, version, lab, c[g], c[g + 1], waiting)
             for at in range(summed_cuts[g], summed_cuts[g + 1]):
+                for version, rule in summed_labels[at].rules.items():
+                    self.monitor(model_id, version).concept.note_sums(*rule)
                 now, paired = registry.observe_label_sums(summed_labels[at], summed_at[at])
                 decisions += paired + self._summed(registry, model_id, now)
             if g == len(steps):
@@ -472,18 +474,21 @@ class ModelEngine:
         step: bool = False,
     ) -> list[Decision]:
         """Summed labels whose cohort may be read (`ModelVersions.observe_label_sums`),
-        oldest first: through their versions' concept monitors, the versions' error
+        oldest first: through their versions' concept monitors (a held cohort part by
+        part, `detectors.versions.maturity.Cohort.parts`), the versions' error
         history and a promoted champion's comparison. Decisions on labels read at once
         carry the label maturity of the step before their label, those a ``step``
-        released the step's (as for labels one by one)."""
+        released the step's (as for labels one by one). A regression's version
+        comparisons read no error (see `detectors.intake.labelsums`)."""
         decisions: list[Decision] = []
         by_version: dict[str, list[SummedLabels]] = {}
         for version, cohort in released:
-            seq, ts, event_id = cohort.last
-            by_version.setdefault(version, []).append(
-                SummedLabels(cohort.n, round(cohort.total), seq, ts, event_id)
-            )
-            decisions += registry.read_label_sums(version, cohort)
+            rows = by_version.setdefault(version, [])
+            parts = cohort.parts or [[cohort.n, cohort.total, cohort.last]]
+            for n, total, (seq, ts, event_id) in parts:
+                rows.append(SummedLabels(n, round(total), seq, ts, event_id))
+            if self.monitor(model_id, version).concept.sums_rule[0] != "regression":
+                decisions += registry.read_label_sums(version, cohort)
         for version, found in by_version.items():
             made = self.monitor(model_id, version).process_sums(found)
             decisions += [

@@ -116,6 +116,9 @@ class ConceptMonitor:
         self.warmup: list[tuple[Any, Any]] = []
         self.warm_sums = [0, 0]
         """[labels, errors] of the label warm-up gathered from sums (`update_sums`)."""
+        self.sums_rule: tuple[str, float | None] = ("binary", None)
+        """The task and tolerance the input stage judged this version's summed labels by
+        (`note_sums`)."""
         self.bank = LatchingBank(np.array([BERNOULLI]), np.array([0.5]), np.array([0.6]))
         """Placeholder until the reference rate is known (`_set_threshold` builds the real one)."""
         self.nulls = self.bank.null
@@ -355,6 +358,12 @@ class ConceptMonitor:
                 )
             )
 
+    def note_sums(self, task: str, tolerance: float | None) -> None:
+        """The input stage judged this version's summed labels by ``task`` and
+        ``tolerance`` (its profile's performance figure): `update_sums` reads them only
+        where they match this monitor's own."""
+        self.sums_rule = (task, tolerance)
+
     def update_sums(
         self, found: Sequence[SummedLabels]
     ) -> tuple[list[Signal], list[WindowReport | Recovery]]:
@@ -363,15 +372,16 @@ class ConceptMonitor:
         exactly its labels', so it can alarm later than on the labels, never earlier),
         a window closes at the first row that fills it (it may hold more than
         ``label_window_events``), and the reference learns at the steps its count
-        crosses. Labels of a binary task only: others, and any before the reference is
-        known, are counted as skipped."""
+        crosses. Labels judged by this monitor's task and tolerance only (`note_sums`):
+        others, and any before the reference is known, are counted as skipped."""
         signals: list[Signal] = []
         reports: list[WindowReport | Recovery] = []
         if self.reference_rate is None:
             found = self._warm_sums(found)
         if not found:
             return signals, reports
-        if not self.ready or self.task != "binary" or self.river is not None:
+        judged_here = (self.task, self.tolerance) == self.sums_rule
+        if not self.ready or not judged_here or self.river is not None:
             self.skipped += sum(row.labels for row in found)
             return signals, reports
         k = len(self.designs)
@@ -496,14 +506,15 @@ class ConceptMonitor:
         """The label warm-up from sums (a monitor without an offline figure whose labels
         the input stage sums: its profile reached the input stage first): rows are taken
         whole until ``label_warmup_events`` labels, whose error rate is the reference as
-        `performance_summary` gives it for a binary task; the rows after them."""
+        `performance_summary` gives it, judged by the sums' rule (`note_sums`); the rows
+        after them."""
         need = self.settings.label_warmup_events
         for i, row in enumerate(found):
             self.warm_sums[0] += row.labels
             self.warm_sums[1] += row.errors
             if self.warm_sums[0] >= need:
                 count, wrong = self.warm_sums
-                self.task, self.tolerance = "binary", None
+                self.task, self.tolerance = self.sums_rule
                 self.reference_rate = (wrong + 0.5) / (count + 1.0)
                 self.reference_count = count
                 self.base = (count, self.reference_rate * count)
@@ -597,6 +608,7 @@ class ConceptMonitor:
             "reference_count": self.reference_count,
             "warmup": [[to_wire(p), y] for p, y in self.warmup],
             "warm_sums": self.warm_sums,
+            "sums_rule": list(self.sums_rule),
             "learning": {
                 "judged": self.judged,
                 "cum_errors": self.cum_errors,
@@ -619,6 +631,8 @@ class ConceptMonitor:
         self.reference_count = state["reference_count"]
         self.warmup = [(from_wire(p), y) for p, y in state["warmup"]]
         self.warm_sums = list(state.get("warm_sums", [0, 0]))
+        task, tolerance = state.get("sums_rule", ("binary", None))  # before: binary sums only
+        self.sums_rule = (task, tolerance)
         learning = state.get("learning")
         if learning is not None:
             self.judged = learning["judged"]

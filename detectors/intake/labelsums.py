@@ -1,20 +1,20 @@
 """A slice's labels summed by the input stage, so that the model stage's work on a hot
-binary model's labels is per slice, not per label.
+model's labels is per slice, not per label.
 
 A block of labels (`detectors.intake.blocks`) still hands the model stage one value per
 label, which it converts and tests (about 1.5 us a label, measured by
 ``benchmarks/stage2_cost.py``). Where every reader of those labels needs only sums, the
 input stage sends the sums instead (`LabelSums`), grouped by what the model stage holds
 them by: the version, the minute the predictions were made (the label maturity's cohort,
-`detectors.versions.maturity.COHORT_MS`) and the outcome (0 or 1). Per group: labels,
-errors, the Brier score's and the realised-minus-estimated error's sums and sums of
-squares, and the group's last label (time and id, what a decision it triggers names);
-per outcome, a histogram of the label delays (the maturity's bins). The model stage's
-readers take these as they take the columns: the label maturity learns its horizon from
-the histograms, the cohorts wait for it (`ModelVersions.observe_label_sums`), the
-concept monitor runs its CUSUM bank and windows on a group's count of errors
-(`ConceptMonitor.update_sums`: a sum's increment is exactly its labels', and a bank on
-sums can be later, never earlier, than on the labels, see
+`detectors.versions.maturity.COHORT_MS`) and the outcome (0 or 1, or `OTHER` for any
+other label). Per group: labels, errors, the Brier score's and the realised-minus-estimated
+error's sums and sums of squares, and the group's last label (time and id, what a
+decision it triggers names); per outcome, a histogram of the label delays (the
+maturity's bins). The model stage's readers take these as they take the columns: the
+label maturity learns its horizon from the histograms, the cohorts wait for it
+(`ModelVersions.observe_label_sums`), the concept monitor runs its CUSUM bank and windows
+on a group's count of errors (`ConceptMonitor.update_sums`: a sum's increment is exactly
+its labels', and a bank on sums can be later, never earlier, than on the labels, see
 `detectors.stats.latch.LatchingBank.update`), and the version history and the promoted
 champion's comparison take a group's counts. Outcomes that judged two versions'
 predictions on the same request (a champion and a challenger or shadow) are also counted
@@ -26,12 +26,20 @@ The cost per slice is then that of its groups: two per minute of predictions its
 judge and version (and one per minute and pair of versions), whatever the labels'
 number.
 
-A block is summed (`summed`) only where nothing it holds needs a label by itself:
+A label is judged as the concept monitor of its version judges it: by the task and the
+residual tolerance of the version's performance figure (`LabelSums.rules`, which the
+model stage's monitors check against their own). A block is summed (`summed`) only where
+nothing it holds needs a label by itself:
 
 * the model's concept test is the CUSUM bank (River's detectors read label by label);
-* the profile of each of its versions has a binary performance figure (the input stage
-  judges labels as the concept monitor does: the task known before the first label);
-* its predictions are floats and its labels 0 or 1 (`binary_label_values`).
+* the profile of each of its versions has a performance figure of one task, binary,
+  multiclass or regression (the input stage judges labels as the concept monitor does:
+  the task known before the first label);
+* every label can be judged: a binary model's predictions are floats and its labels 0 or
+  1 (`binary_label_values`), a regression's predictions and labels are numbers.
+
+A regression's version comparisons read no error (as for its labels one by one, whose
+error needs the tolerance only the concept monitor has), and its sums count no pairs.
 
 Canary comparisons read labels one by one (their metrics include the outcome delay per
 label): a partition that shows a canary sends its labels as items, as before
@@ -41,14 +49,26 @@ comparison; the stable version's labels on the partitions that saw the canary do
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from driftline.detectors.drift.reference import binary_label_values
+from driftline.detectors.drift.reference import binary_label_values, prediction_error
 from driftline.detectors.intake.blocks import LabelBlock
-from driftline.detectors.versions.maturity import COHORT_MS, LOG_DELAY_BINS
+from driftline.detectors.versions.maturity import COHORT_MS, LOG_DELAY_BINS, OTHER
+
+SUMMED_TASKS = ("binary", "multiclass", "regression")
+"""Tasks whose labels may be summed (a ranking's predictions never travel in a block)."""
+
+
+class Rule(NamedTuple):
+    """How a version's labels are judged: its performance figure's task and residual
+    tolerance (a regression's; None for the others), as its concept monitor does."""
+
+    task: str
+    tolerance: float | None
 
 
 class LabelGroup(NamedTuple):
@@ -58,7 +78,7 @@ class LabelGroup(NamedTuple):
     cohort: int
     """Start of the minute the predictions were made in (epoch ms)."""
     outcome: int
-    """The label: 0 or 1."""
+    """The label: 0 or 1, or `OTHER` (a label that is neither, as a multiclass model's)."""
     n: int
     errors: int
     scored: int
@@ -105,6 +125,8 @@ class LabelSums(NamedTuple):
     """Per version, minute and outcome: every label, paired or not."""
     pairs: list[PairGroup]
     """Per two versions and minute: the outcomes that judged both."""
+    rules: dict[str, Rule]
+    """Per version, how its labels were judged."""
 
     @property
     def events(self) -> int:
@@ -121,10 +143,12 @@ class LabelSums(NamedTuple):
         return f"labelsums/{self.number}/{self.first_event_id}"
 
 
-def summed(block: LabelBlock, threshold: float, scored: bool) -> LabelSums | None:
-    """The block's labels summed, or None when the pairs are not a binary model's float
-    predictions and 0/1 labels."""
-    found = binary_label_values(block.predictions, block.labels, threshold, scored)
+def summed(
+    block: LabelBlock, rules: Mapping[str, Rule], threshold: float, scored: bool
+) -> LabelSums | None:
+    """The block's labels summed, each judged by its version's rule (``rules``, one task
+    for all), or None when a label cannot be judged (see the module's notes)."""
+    found = judged(block, rules, threshold, scored)
     if found is None:
         return None
     error, brier, estimate, outcome = found
@@ -166,14 +190,42 @@ def summed(block: LabelBlock, threshold: float, scored: bool) -> LabelSums | Non
     log_delay = np.log10(np.maximum(ts - t0, 1) / 1000.0)
     width = len(LOG_DELAY_BINS)
     bins = np.minimum(np.searchsorted(LOG_DELAY_BINS, log_delay, "right"), width - 1)
+    # One key per outcome and bin (`OTHER`'s are negative: floor division gives it back).
     pairs, tally = np.unique(outcome.astype(np.int64) * width + bins, return_counts=True)
     delays = [
         [k // width, k % width, c] for k, c in zip(pairs.tolist(), tally.tolist(), strict=True)
     ]
-    paired = [] if block.outcomes[-1] == len(t0) - 1 else _pairs(block, error, cohort)
+    single = block.outcomes[-1] == len(t0) - 1  # every outcome judged one prediction
+    regression = any(rule.task == "regression" for rule in rules.values())
+    paired = [] if single or regression else _pairs(block, error, cohort)
     return LabelSums(
-        block.model_id, block.number, block.event_ids[0], int(t0.min()), delays, groups, paired
-    )
+        block.model_id, block.number, block.event_ids[0], int(t0.min()), delays, groups,
+        paired, {version: rules[version] for version in names},
+    )  # fmt: skip
+
+
+def judged(
+    block: LabelBlock, rules: Mapping[str, Rule], threshold: float, scored: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per label: the error (1 or 0), Brier score and estimated error (NaN unless a
+    binary model's probability) and outcome (a binary model's label, else `OTHER`), as
+    `detectors.drift.reference.label_values` gives them with the concept monitor's
+    tolerance; None when the versions' tasks differ or a label cannot be judged."""
+    tasks = {rules[version].task for version in set(block.versions)}
+    if len(tasks) != 1 or not tasks <= set(SUMMED_TASKS):
+        return None
+    if tasks == {"binary"}:
+        return binary_label_values(block.predictions, block.labels, threshold, scored)
+    (task,) = tasks
+    errors = [
+        prediction_error(task, p, y, threshold, rules[v].tolerance)
+        for p, y, v in zip(block.predictions, block.labels, block.versions, strict=True)
+    ]
+    if None in errors:
+        return None
+    nothing = np.full(len(errors), math.nan)
+    other = np.full(len(errors), float(OTHER))  # only a binary model's labels are classes
+    return np.asarray(errors, dtype=np.float64), nothing, nothing.copy(), other
 
 
 def _pairs(block: LabelBlock, error: np.ndarray, cohort: np.ndarray) -> list[PairGroup]:
@@ -239,6 +291,7 @@ def merge_sums(first: LabelSums, then: LabelSums) -> LabelSums:
         [[o, b, c] for (o, b), c in sorted(delays.items())],
         sorted(groups.values(), key=lambda g: (g.version, g.cohort, g.outcome)),
         [pairs[pair_key] for pair_key in sorted(pairs)],
+        {**first.rules, **then.rules},
     )
 
 
@@ -251,29 +304,42 @@ def sums_to_wire(sums: LabelSums) -> list[Any]:
         sums.delays,
         [list(g) for g in sums.groups],
         [list(p) for p in sums.pairs],
+        {version: list(rule) for version, rule in sums.rules.items()},
     ]
 
 
 def sums_from_wire(model_id: str, row: Sequence[Any]) -> LabelSums:
     """Inverse of `sums_to_wire`."""
-    if len(row) != 6:
-        raise ValueError(f"label sums have 6 fields, got {len(row)}")
-    number, first_event_id, first_prediction_ts, delays, groups, pair_rows = row
+    if len(row) != 7:
+        raise ValueError(f"label sums have 7 fields, got {len(row)}")
+    number, first_event_id, first_prediction_ts, delays, groups, pair_rows, rule_rows = row
     if not groups:
         raise ValueError("label sums hold no group")
     made = [_record(LabelGroup, g, "a label group") for g in groups]
-    if any(g.outcome not in (0, 1) or not 0 <= g.errors <= g.n or g.n < 1 for g in made):
+    if any(g.outcome not in _OUTCOMES or not 0 <= g.errors <= g.n or g.n < 1 for g in made):
         raise ValueError("a label group's counts are out of range")
     for outcome, bin_, count in delays:
-        if outcome not in (0, 1) or not 0 <= bin_ < len(LOG_DELAY_BINS) or count < 1:
+        if outcome not in _OUTCOMES or not 0 <= bin_ < len(LOG_DELAY_BINS) or count < 1:
             raise ValueError("a label delay count is out of range")
     pairs = [_record(PairGroup, p, "a pair group") for p in pair_rows]
     if any(p.n < 1 or p.first_only + p.second_only > p.n or p.first >= p.second for p in pairs):
         raise ValueError("a pair group's counts or versions are out of range")
-    return LabelSums(model_id, number, first_event_id, first_prediction_ts, delays, made, pairs)
+    rules = {
+        version: _record(Rule, rule, "a version's rule") for version, rule in rule_rows.items()
+    }
+    if any(rule.task not in SUMMED_TASKS for rule in rules.values()) or {
+        g.version for g in made
+    } - set(rules):
+        raise ValueError("label sums name a task they cannot hold or lack a version's rule")
+    return LabelSums(
+        model_id, number, first_event_id, first_prediction_ts, delays, made, pairs, rules
+    )
 
 
-_Record = TypeVar("_Record", LabelGroup, PairGroup)
+_OUTCOMES = (0, 1, OTHER)
+
+
+_Record = TypeVar("_Record", LabelGroup, PairGroup, Rule)
 
 
 def _record(kind: type[_Record], row: Sequence[Any], name: str) -> _Record:
@@ -284,9 +350,13 @@ def _record(kind: type[_Record], row: Sequence[Any], name: str) -> _Record:
 
 
 __all__ = [
+    "OTHER",
+    "SUMMED_TASKS",
     "LabelGroup",
     "LabelSums",
     "PairGroup",
+    "Rule",
+    "judged",
     "merge_sums",
     "summed",
     "sums_from_wire",

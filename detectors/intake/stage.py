@@ -42,6 +42,7 @@ from driftline.detectors.intake.blocks import (
 from driftline.detectors.intake.join import OutcomeJoin
 from driftline.detectors.intake.labelsums import (
     LabelSums,
+    Rule,
     merge_sums,
     summed,
     sums_from_wire,
@@ -345,17 +346,20 @@ class Intake:
         """A block's labels summed where every reader in the model stage takes sums
         (`detectors.intake.labelsums`), else None."""
         settings = self.settings_for(block.model_id)
-        if settings.concept_detector == "cusum" and all(
-            (profile := self.profiles.get(f"{block.model_id}@{version}")
-             or self.profiles.get(block.model_id)) is not None
-            and profile.performance is not None
-            and profile.performance.task == "binary"
-            for version in set(block.versions)
-        ):  # fmt: skip
-            return summed(
-                block, settings.classification_threshold, settings.scores_are_probabilities
+        if settings.concept_detector != "cusum":
+            return None
+        rules = {}
+        for version in set(block.versions):
+            profile = self.profiles.get(f"{block.model_id}@{version}") or self.profiles.get(
+                block.model_id
             )
-        return None
+            if profile is None or profile.performance is None:
+                return None
+            figure = profile.performance
+            rules[version] = Rule(figure.task, figure.residual_tolerance)
+        return summed(
+            block, rules, settings.classification_threshold, settings.scores_are_probabilities
+        )
 
     def _sent(
         self, model_id: str, closed: Sequence[LabelBlock], until: int | None
@@ -375,7 +379,10 @@ class Intake:
                 out.append(block)
                 continue
             earlier = held.get(model_id)
-            if earlier is not None and earlier.number != found.number:
+            if earlier is not None and (
+                earlier.number != found.number
+                or any(earlier.rules.get(v, rule) != rule for v, rule in found.rules.items())
+            ):  # another slice, or a version judged otherwise (its profile was replaced)
                 out.append(held.pop(model_id))
                 earlier = None
             held[model_id] = found if earlier is None else merge_sums(earlier, found)

@@ -436,9 +436,10 @@ class ModelVersions:
         self.cohorts = Cohorts()
         self.held = HeldLabels(settings.label_maturity_max_held)
         self.held_pairs = HeldPairs(settings.label_maturity_max_held)
-        self.summed = Cohorts()
+        self.summed = Cohorts(parts=True)
         """Labels summed by the input stage (their count and errors), held by version and
-        prediction minute until it matured (`observe_label_sums`)."""
+        prediction minute until it matured (`observe_label_sums`), in parts for the
+        concept monitor."""
         self.summed_pairs = PairCohorts()
         """Their paired discordance counts, held by two versions and minute."""
         self.gap_alerted: dict[str, str] = {}
@@ -1269,7 +1270,7 @@ class ModelVersions:
             self.held.restore(state["held"])
         if "held_pairs" in state:
             self.held_pairs.restore(state["held_pairs"])
-        self.summed = Cohorts()
+        self.summed = Cohorts(parts=True)
         self.summed_pairs = PairCohorts()
         if "summed" in state:  # checkpoints before summed labels hold none
             self.summed.restore(state["summed"])

@@ -8,13 +8,19 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace as settings_with
 
+import msgspec
 import numpy as np
 import orjson
 import pytest
 
-from driftline.detectors.drift.reference import ReferenceBuilder, ReferenceProfile, label_values
+from driftline.detectors.drift.reference import (
+    ReferenceBuilder,
+    ReferenceProfile,
+    label_values,
+    prediction_errors,
+)
 from driftline.detectors.engine import Engine
-from driftline.detectors.intake.labelsums import LabelSums, sums_from_wire, sums_to_wire
+from driftline.detectors.intake.labelsums import OTHER, LabelSums, sums_from_wire, sums_to_wire
 from driftline.detectors.intake.stage import LABEL, LABEL_SUMS, LABELS, Intake, item_to_wire
 from driftline.detectors.pipeline import StagedPipeline
 from driftline.detectors.settings import DetectorSettings
@@ -43,6 +49,28 @@ def labelled_profile(events: list[Event], model_id: str = MODEL) -> ReferencePro
 
 def training(seed: int = 99) -> ReferenceProfile:
     return labelled_profile(generate(StreamSpec(n_predictions=20_000, seed=seed)))
+
+
+def as_task(events: list[Event], task: str, seed: int) -> list[Event]:
+    """The simulator's binary stream as a ``multiclass`` model's (the class ``refer`` where
+    the score is 0.5 or more, the label ``refer`` for a 1: the binary model's errors) or a
+    ``regression``'s (100 times the score, against 100 times the label plus noise of 10)."""
+    rng = np.random.default_rng(seed)
+    out: list[Event] = []
+    for e in events:
+        if type(e) is Prediction:
+            p = e.prediction
+            value = ("refer" if p >= 0.5 else "approve") if task == "multiclass" else 100.0 * p
+            out.append(msgspec.structs.replace(e, prediction=value))
+        elif e.label is None:  # type: ignore[union-attr]
+            out.append(e)
+        else:
+            y = e.label  # type: ignore[union-attr]
+            label = ("refer" if y else "approve") if task == "multiclass" else 100.0 * y
+            if task == "regression":
+                label = round(label + float(rng.normal(0.0, 10.0)), 3)
+            out.append(msgspec.structs.replace(e, label=label))
+    return out
 
 
 def _decisions(
@@ -138,9 +166,10 @@ def test_a_hot_slice_goes_as_one_sum_and_survives_a_checkpoint() -> None:
 
 
 def test_blocks_whose_labels_are_read_one_by_one_stay_columns() -> None:
-    """No performance figure, a River concept detector, a non-binary task: the labels go
-    in blocks. A shadow's labels paired with the champion's on one outcome are summed,
-    each in its version's groups and the outcome in its pair's."""
+    """No performance figure, a River concept detector, a regression figure without a
+    tolerance (its labels cannot be judged): the labels go in blocks. A shadow's labels
+    paired with the champion's on one outcome are summed, each in its version's groups
+    and the outcome in its pair's."""
     events = generate(StreamSpec(n_predictions=4_000, seed=5))
 
     def kinds(settings: DetectorSettings, profile: ReferenceProfile | None, stream) -> set[int]:
@@ -314,15 +343,80 @@ def test_sums_read_back_from_the_wire_are_checked() -> None:
     items = Intake(SETTINGS, profiles={MODEL: training()}).process(events)[MODEL]
     found: LabelSums = next(i.event for i in items if i.kind == LABEL_SUMS)
     row = sums_to_wire(found)
-    with pytest.raises(ValueError, match="6 fields"):
+    with pytest.raises(ValueError, match="7 fields"):
         sums_from_wire(MODEL, row[:-1])
     with pytest.raises(ValueError, match="no group"):
-        sums_from_wire(MODEL, [*row[:4], [], row[5]])
+        sums_from_wire(MODEL, [*row[:4], [], *row[5:]])
     group = list(row[4][0])
     group[4] = group[3] + 1  # more errors than labels
     with pytest.raises(ValueError, match="out of range"):
-        sums_from_wire(MODEL, [*row[:4], [group], row[5]])
+        sums_from_wire(MODEL, [*row[:4], [group], *row[5:]])
     with pytest.raises(ValueError, match="delay"):
         sums_from_wire(MODEL, [*row[:3], [[0, len(LOG_DELAY_BINS), 1]], *row[4:]])
     with pytest.raises(ValueError, match="pair group"):
-        sums_from_wire(MODEL, [*row[:5], [["v2", "v1", 0, 3, 1, 1, 5, "o"]]])
+        sums_from_wire(MODEL, [*row[:5], [["v2", "v1", 0, 3, 1, 1, 5, "o"]], row[6]])
+    with pytest.raises(ValueError, match="rule"):
+        sums_from_wire(MODEL, [*row[:6], {"v1": ["ranking", None]}])
+    with pytest.raises(ValueError, match="rule"):
+        sums_from_wire(MODEL, [*row[:6], {}])
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_labels_of_other_tasks_are_summed_as_their_concept_monitor_judges_them(task: str) -> None:
+    """A multiclass and a regression model with a performance figure: their labels go as
+    sums, whose errors are those the concept monitor finds with the figure's task and
+    tolerance and whose outcome is `OTHER` (no label is 0 or 1); the concept change is
+    found within three slices of label by label (labels that are not 0 or 1 wait for
+    their minute to mature, and a held minute is read in parts of 25 labels or more,
+    `detectors.versions.maturity.PART_VALUES`), a stationary stream gives no concept
+    drift."""
+    events = as_task(generate(StreamSpec(n_predictions=6_000, seed=4)), task, 4)
+    training_events = generate(StreamSpec(n_predictions=20_000, seed=99))
+    profile = labelled_profile(as_task(training_events, task, 99))
+    assert profile.performance is not None and profile.performance.task == task
+    tolerance = profile.performance.residual_tolerance
+    assert (tolerance is None) == (task == "multiclass")
+    summed_items = Intake(SETTINGS, profiles={MODEL: profile}).process(events)[MODEL]
+    sums = [i.event for i in summed_items if i.kind == LABEL_SUMS]
+    assert sums and not [i for i in summed_items if i.kind in (LABEL, LABELS)]
+    assert {g.outcome for s in sums for g in s.groups} == {OTHER}
+    assert {s.rules["v1"] for s in sums} == {(task, tolerance)}
+    blocks = [i.event for i in Intake(SETTINGS).process(events)[MODEL] if i.kind == LABELS]
+    predictions = [p for b in blocks for p in b.predictions]
+    labels = [y for b in blocks for y in b.labels]
+    errors = prediction_errors(task, predictions, labels, 0.5, tolerance)
+    assert sum(g.errors for s in sums for g in s.groups) == errors.sum() > 0
+    assert sum(g.scored for s in sums for g in s.groups) == 0  # no probability: no Brier
+
+    spec = StreamSpec(scenario="concept", n_predictions=30_000, change_at=15_000, seed=7)
+    changed = as_task(generate(spec), task, 7)
+    change_ts = sorted(e.ts for e in changed if type(e) is Prediction)[spec.change_at]
+    first = [
+        next(d for d in found if d["kind"] == "concept_drift")
+        for found in (
+            _decisions(changed, profile, settings_with(SETTINGS, slice_ms=0)),
+            _decisions(changed, profile),
+        )
+    ]
+    assert first[1]["ts"] > change_ts
+    assert abs(first[1]["ts"] - first[0]["ts"]) <= 3 * SETTINGS.slice_ms
+    quiet = as_task(generate(StreamSpec(n_predictions=30_000, seed=7)), task, 7)
+    assert not [d for d in _decisions(quiet, profile) if d["kind"] == "concept_drift"]
+
+
+def test_a_regressions_summed_errors_reach_no_version_comparison() -> None:
+    """A promotion that errs more, as a multiclass model: rolled back on its summed labels
+    as a binary model is. As a regression: not (label by label, its version comparisons
+    read no error either), while its concept monitor reads the same sums."""
+    base = generate(StreamSpec(n_predictions=120_000, seed=91))
+    # Promoted a quarter in: these labels wait for their minute to mature (a horizon
+    # of about 50 s), and the promotion is noticed once v2 serves most recent traffic.
+    worse = with_promotion(base, at=30_000, flip=0.12, seed=91)
+    settings = settings_with(DetectorSettings(), slice_ms=2_000)
+    training_events = generate(StreamSpec(n_predictions=20_000, seed=99))
+    kinds = {}
+    for task in ("multiclass", "regression"):
+        profile = labelled_profile(as_task(training_events, task, 99))
+        found = _decisions(as_task(worse, task, 91), profile, settings)
+        kinds[task] = {d["kind"] for d in found if d["type"] == "rollback"}
+    assert kinds == {"multiclass": {"promotion_regression"}, "regression": set()}

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from driftline.detectors.versions.maturity import (
     COHORT_MS,
+    LOG_DELAY_BINS,
     MAX_PENDING,
+    OTHER,
+    PART_VALUES,
     Cohorts,
     LabelMaturity,
 )
@@ -110,3 +114,44 @@ def test_held_cohorts_are_bounded_and_a_dropped_version_is_forgotten() -> None:
     restored = Cohorts()
     restored.restore(cohorts.state())
     assert restored.pending == cohorts.pending and restored.forced == 5
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_held_cohort_keeps_its_parts_in_order_and_bounded(seed: int) -> None:
+    """Sums of 1 to 40 values added to one minute: the parts add up to the cohort and
+    keep the order of what was added (each part's last is the last added to it), every
+    part but the last holds at least `PART_VALUES` values, and their number grows with
+    the log of the values beyond the first thousands (not with the adds); the parts
+    survive the state. Without ``parts`` none are kept."""
+    rng = np.random.default_rng(seed)
+    cohorts, plain = Cohorts(parts=True), Cohorts()
+    sizes = rng.integers(1, 41, 20_000)
+    for i, n in enumerate(sizes.tolist()):
+        for held in (cohorts, plain):
+            held.add("v1", 0, n, n / 4, n / 4, [i, 1_000 + i, f"o{i}"])
+    cohort = cohorts.pending[("v1", 0)]
+    assert sum(p[0] for p in cohort.parts) == cohort.n == sizes.sum()
+    assert sum(p[1] for p in cohort.parts) == pytest.approx(cohort.total)
+    assert all(p[0] >= PART_VALUES for p in cohort.parts[:-1])
+    order = [p[2][0] for p in cohort.parts]
+    assert order == sorted(order) and order[-1] == len(sizes) - 1
+    assert len(cohort.parts) <= 32 * np.log(cohort.n) + cohort.n // PART_VALUES // 8
+    assert len(cohort.parts) < len(sizes) // 50
+    restored = Cohorts(parts=True)
+    restored.restore(orjson.loads(orjson.dumps(cohorts.state())))  # as a checkpoint
+    assert restored.pending == cohorts.pending
+    assert plain.pending[("v1", 0)].parts == []
+
+
+def test_counted_delays_of_labels_that_are_not_binary_have_no_classes() -> None:
+    """Delays counted by the input stage for labels that are not 0 or 1 (`OTHER`) are
+    learnt together, as `observe` learns a NaN class: the horizon is their quantile,
+    and the maturity does not wait for two binary outcomes."""
+    counted, observed = LabelMaturity(0.95, 30), LabelMaturity(0.95, 30)
+    log_delays = np.log10(np.random.default_rng(3).uniform(5.0, 50.0, 500))
+    observed.observe(np.full(500, np.nan), log_delays)
+    bins = np.minimum(np.searchsorted(LOG_DELAY_BINS, log_delays, "right"), len(LOG_DELAY_BINS) - 1)
+    values, counts = np.unique(bins, return_counts=True)
+    rows = [[OTHER, int(b), int(c)] for b, c in zip(values, counts, strict=True)]
+    counted.observe_counts(rows, 0, DAY_MS)  # watched far longer than twice the horizon
+    assert not counted.binary and counted.horizon_ms() == observed.horizon_ms() > 0
