@@ -21,6 +21,10 @@ stage's step). Three set-ups, in the same run:
   and outcome (`detectors.intake.labelsums`), and the model stage reads the sums;
 - ``no labels``: the same without outcomes, which isolates the predictions' share.
 
+With ``--task multiclass`` or ``--task regression`` the simulator's stream and its
+profile are made another task's (`driftline.streams.simulation.traffic.as_task`): the
+label sums then hold that task's errors (a regression's at its profile's tolerance).
+
 Were the cost per slice independent of its events, the slice cost column would stay
 near 1 as the density grows. The last lines give the labels' share per label (the
 set-up's CPU less the ``no labels`` one's, over the outcomes). Without labels, what grows
@@ -28,7 +32,7 @@ is bounded: a window test closes at the end of the first slice that fills
 ``window_events`` (2,000 here), so at most one per slice, and the model stage's fixed
 cost per call.
 
-    python benchmarks/stage2_cost.py [--slices 30] [--rounds 3]
+    python benchmarks/stage2_cost.py [--slices 30] [--rounds 3] [--task binary]
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.decode import encode
 from driftline.schemas.records import Outcome, Prediction
 from driftline.streams.replay import Staged
-from driftline.streams.simulation.traffic import StreamSpec, generate
+from driftline.streams.simulation.traffic import StreamSpec, as_task, generate
 
 PARTITIONS = 4
 BATCH = 4_096
@@ -57,11 +61,13 @@ SETTINGS = DetectorSettings(warmup_events=3_000, window_events=2_000, label_warm
 SLICE_MS = 10_000
 
 
-def offline_profile(labelled: bool = False) -> ReferenceProfile:
-    """A training profile of the simulator's model (its stationary traffic); with
-    ``labelled``, its validation labels too (the profile's performance figure)."""
+def offline_profile(labelled: bool = False, task: str = "binary") -> ReferenceProfile:
+    """A training profile of the simulator's model (its stationary traffic, as ``task``'s,
+    `as_task`); with ``labelled``, its validation labels too (the profile's performance
+    figure)."""
     builder = ReferenceBuilder(SETTINGS, 20_000)
-    events = generate(StreamSpec(scenario="stationary", n_predictions=20_000, seed=99))
+    stream = generate(StreamSpec(scenario="stationary", n_predictions=20_000, seed=99))
+    events = as_task(stream, task, 99)
     labels = {e.request_id: e.label for e in events if isinstance(e, Outcome)}
     for e in events:
         if type(e) is Prediction:
@@ -90,6 +96,7 @@ def model_stage_cpu(
     predictions: int,
     profile: ReferenceProfile | None = None,
     label_rate: float = 0.5,
+    task: str = "binary",
 ) -> tuple[float, int, float, float]:
     """CPU seconds of the model stage, events served, event-time seconds covered, and the
     summaries' bytes over the input's (with ``profile``: summed per slice by the input
@@ -102,7 +109,7 @@ def model_stage_cpu(
         event_ms=spacing_ms,
         label_rate=label_rate,
     )
-    events = generate(spec)
+    events = as_task(generate(spec), task, 11)
     settings = SETTINGS if profile is None else replace(SETTINGS, slice_ms=SLICE_MS)
     profiles = {} if profile is None else {"credit-risk": profile}
     pipeline = StagedPipeline(PARTITIONS, settings, profiles)
@@ -123,17 +130,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--task", choices=("binary", "multiclass", "regression"), default="binary")
     args = parser.parse_args()
     step_s = SLICE_MS / 1000
     print(
         f"{args.slices} slices of {step_s:.0f} s of event time through both stages on "
-        f"{PARTITIONS} partitions; model stage CPU only, median of {args.rounds}"
+        f"{PARTITIONS} partitions; model stage CPU only, median of {args.rounds}; "
+        f"a {args.task} model"
     )
     print(
         f"{'set-up':>10} {'spacing':>8} {'events/slice':>13} {'slices':>7} {'us/event':>9} "
         f"{'ms/slice':>9} {'slice cost x sparsest':>22} {'summaries/input bytes':>22}"
     )
-    profile, labelled = offline_profile(), offline_profile(labelled=True)
+    profile = offline_profile(task=args.task)
+    labelled = offline_profile(labelled=True, task=args.task)
     cpu_by: dict[tuple[str, int], tuple[float, int]] = {}
     for name, used, labels in (
         ("items", None, 0.5),
@@ -144,7 +154,10 @@ def main() -> None:
         first_per_slice = None
         for spacing in SPACINGS_MS:
             predictions = args.slices * SLICE_MS // spacing
-            runs = [model_stage_cpu(spacing, predictions, used, labels) for _ in range(args.rounds)]
+            runs = [
+                model_stage_cpu(spacing, predictions, used, labels, args.task)
+                for _ in range(args.rounds)
+            ]
             cpu = statistics.median(r[0] for r in runs)
             events, span_s = runs[0][1], runs[0][2]
             cpu_by[(name, spacing)] = (cpu, events)
@@ -166,7 +179,9 @@ def main() -> None:
                 cpu_by[("no labels", spacing)],
             )
             outcomes = with_events - without_events
-            shares.append(f"{(with_cpu - without_cpu) / outcomes * 1e6:.1f}")
+            # A short run (a few slices of sparse traffic) can end before any label comes.
+            share = "n/a" if outcomes <= 0 else f"{(with_cpu - without_cpu) / outcomes * 1e6:.1f}"
+            shares.append(share)
         print(
             f"labels in {name} ({name} minus no labels, per label) at "
             f"{' / '.join(f'{s}ms' for s in SPACINGS_MS)}: {' / '.join(shares)} us a label"

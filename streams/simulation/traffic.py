@@ -236,6 +236,40 @@ def with_promotion(
     return out
 
 
+REGRESSION_NOISE = 10.0
+"""Spread of the noise `as_task` adds to a regression's labels (100 times the 0/1
+label): the offline residuals' 90th percentile, the tolerance, is then about 70."""
+
+
+def as_task(events: list[Event], task: str, seed: int) -> list[Event]:
+    """The simulator's binary stream as another task's: ``multiclass`` (the class
+    ``refer`` where the score is 0.5 or more, else ``approve``; the label ``refer`` for a
+    1: the binary model's errors exactly) or ``regression`` (100 times the score,
+    against 100 times the label plus normal noise, `REGRESSION_NOISE`); ``binary`` gives
+    the stream back."""
+    if task == "binary":
+        return events
+    if task not in ("multiclass", "regression"):
+        raise ValueError(f"task must be binary, multiclass or regression, got {task!r}")
+    rng = np.random.default_rng(seed)
+    out: list[Event] = []
+    for e in events:
+        if type(e) is Prediction:
+            p = float(e.prediction)  # type: ignore[arg-type]  # the simulator's: a score
+            value = ("refer" if p >= 0.5 else "approve") if task == "multiclass" else 100.0 * p
+            out.append(replace(e, prediction=value))
+        elif type(e) is Outcome and e.label is not None:
+            if task == "multiclass":
+                out.append(replace(e, label="refer" if e.label else "approve"))
+            else:
+                y = float(e.label)  # the simulator's: 0 or 1
+                noisy = 100.0 * y + float(rng.normal(0.0, REGRESSION_NOISE))
+                out.append(replace(e, label=round(noisy, 3)))
+        else:
+            out.append(e)
+    return out
+
+
 def hostile(n: int, *, one_model: bool = False, t0: int = TS0_MS) -> Iterator[Event]:
     """Predictions, each followed by its outcome, where every id and value is new: a new
     model id (or one model with ``one_model``), version, segment value, category and

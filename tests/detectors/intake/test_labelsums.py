@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace as settings_with
 
-import msgspec
 import numpy as np
 import orjson
 import pytest
@@ -27,7 +26,7 @@ from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.versions.maturity import COHORT_MS, LOG_DELAY_BINS
 from driftline.schemas.records import Event, Prediction
 from driftline.streams.replay import Staged
-from driftline.streams.simulation.traffic import StreamSpec, generate, with_promotion
+from driftline.streams.simulation.traffic import StreamSpec, as_task, generate, with_promotion
 from tests.detectors.versions.test_registry import _outcome_ordered_stream
 
 SETTINGS = DetectorSettings(
@@ -49,28 +48,6 @@ def labelled_profile(events: list[Event], model_id: str = MODEL) -> ReferencePro
 
 def training(seed: int = 99) -> ReferenceProfile:
     return labelled_profile(generate(StreamSpec(n_predictions=20_000, seed=seed)))
-
-
-def as_task(events: list[Event], task: str, seed: int) -> list[Event]:
-    """The simulator's binary stream as a ``multiclass`` model's (the class ``refer`` where
-    the score is 0.5 or more, the label ``refer`` for a 1: the binary model's errors) or a
-    ``regression``'s (100 times the score, against 100 times the label plus noise of 10)."""
-    rng = np.random.default_rng(seed)
-    out: list[Event] = []
-    for e in events:
-        if type(e) is Prediction:
-            p = e.prediction
-            value = ("refer" if p >= 0.5 else "approve") if task == "multiclass" else 100.0 * p
-            out.append(msgspec.structs.replace(e, prediction=value))
-        elif e.label is None:  # type: ignore[union-attr]
-            out.append(e)
-        else:
-            y = e.label  # type: ignore[union-attr]
-            label = ("refer" if y else "approve") if task == "multiclass" else 100.0 * y
-            if task == "regression":
-                label = round(label + float(rng.normal(0.0, 10.0)), 3)
-            out.append(msgspec.structs.replace(e, label=label))
-    return out
 
 
 def _decisions(
