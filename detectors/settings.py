@@ -393,6 +393,15 @@ class DetectorSettings:
     side by side, and is the extra wait a model pays only when one of its partitions
     stops carrying it."""
 
+    canary_items_ms: int = 86_400_000
+    """Event time after a partition's last canary prediction of a model during which the
+    model's predictions and labels still leave that partition as items (with
+    ``slice_ms``): a live canary is compared with its stable version event by event, and
+    the labels of its last predictions come up to a label delay later. Then the model's
+    traffic is summed again (`detectors.intake.canary`). A day: labels later than that
+    feed the version history and the concept monitors as sums, not the canary's
+    comparison."""
+
     merge_idle_ms: int = 30_000
     """Wall time a lagging partition must also have been silent (for the model) before
     the worker's model stage stops waiting for it: three default session timeouts, so a
@@ -465,6 +474,10 @@ class DetectorSettings:
         if self.reference_lag_labels < 0 or self.reference_max_labels < 0:
             raise ConfigError(
                 "settings reference_lag_labels and reference_max_labels must be 0 or positive"
+            )
+        if self.canary_items_ms < 0:
+            raise ConfigError(
+                f"setting canary_items_ms must be 0 or positive, got {self.canary_items_ms}"
             )
         if self.slice_ms < 0:
             raise ConfigError(

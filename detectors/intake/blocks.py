@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from driftline.detectors.intake.canary import CanaryTraffic
 from driftline.detectors.settings import DetectorSettings
 
 BLOCK_BYTES = 131_072
@@ -151,15 +152,18 @@ class LabelBlocks:
         self.max_bytes = max_bytes
         self.open: dict[str, _Open] = {}
         """Per model, the block being gathered."""
-        self.canary: set[str] = set()
-        """Models that showed a canary here: their labels go as items."""
+        self.canary = CanaryTraffic(settings_for)
+        """Models that showed a canary here lately: their labels go as items."""
         self.pending: dict[str, list[LabelBlock]] = {}
         """Per model, blocks restored open whose model no longer has ``slice_ms`` set: to
         send as they are (`restore`)."""
 
-    def takes(self, model_id: str) -> bool:
-        """Whether the model's labels may travel in blocks here."""
-        return model_id not in self.canary and self.settings_for(model_id).slice_ms > 0
+    def takes(self, model_id: str, ts: int) -> bool:
+        """Whether the model's labels may travel in blocks here at the partition's event
+        time ``ts`` of the model."""
+        if model_id in self.canary and self.canary.active(model_id, ts):
+            return False
+        return self.settings_for(model_id).slice_ms > 0
 
     def take(
         self,
@@ -200,10 +204,11 @@ class LabelBlocks:
             return None
         return self._close(model_id)
 
-    def saw_canary(self, model_id: str) -> list[LabelBlock]:
-        """The model showed a canary here: its labels go as items from now on; its open
-        block, to send now."""
-        self.canary.add(model_id)
+    def saw_canary(self, model_id: str, ts: int) -> list[LabelBlock]:
+        """The model showed a canary here at the partition's event time ``ts``: its
+        labels go as items until `CanaryTraffic` says otherwise; its open block, to send
+        now."""
+        self.canary.saw(model_id, ts)
         return [self._close(model_id)] if model_id in self.open else []
 
     def closing(self, model_id: str, ts: int) -> list[LabelBlock]:
@@ -224,11 +229,11 @@ class LabelBlocks:
     def forget(self, model_id: str) -> None:
         self.pending.pop(model_id, None)
         self.open.pop(model_id, None)
-        self.canary.discard(model_id)
+        self.canary.forget(model_id)
 
     def state(self) -> dict[str, Any]:
         return {
-            "canary": sorted(self.canary),
+            "canary": self.canary.state(),
             "open": [
                 [model_id, block_to_wire(found.block(model_id)), found.size]
                 for model_id, found in self.open.items()
@@ -241,7 +246,7 @@ class LabelBlocks:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.canary = set(state["canary"])
+        self.canary.restore(state["canary"])
         self.open, self.pending = {}, {}
         for model_id, row, size in state["open"]:
             block = block_from_wire(model_id, row)

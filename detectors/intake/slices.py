@@ -31,6 +31,7 @@ import numpy as np
 
 from driftline.detectors.drift.channel import OpenSlice, slice_from_state, slice_state
 from driftline.detectors.drift.reference import ReferenceProfile, fingerprint
+from driftline.detectors.intake.canary import CanaryTraffic
 from driftline.detectors.monitor import ChannelSet
 from driftline.detectors.settings import DetectorSettings
 from driftline.schemas.records import Prediction
@@ -249,8 +250,9 @@ class Slicer:
         """Per model and version: what this partition sums of it (None: items)."""
         self.lowest: dict[str, tuple[int, int]] = {}
         """Per model with a slice open here: the earliest open slice, and ``slice_ms``."""
-        self.canary: set[str] = set()
-        """Models that showed canary traffic here: their predictions travel as items."""
+        self.canary = CanaryTraffic(settings_for)
+        """Models that showed canary traffic here lately: their predictions travel as
+        items."""
         self.chosen: dict[str, dict[str, str | None]] = {}
         """Per model and version, the fingerprint of the profile chosen (None: none), so a
         restarted stage chooses as it did (state)."""
@@ -296,9 +298,9 @@ class Slicer:
         prediction opens the slice of that time, so a late one joins the open slice)."""
         model_id = p.model_id
         if p.role == "canary":
-            self.canary.add(model_id)
+            self.canary.saw(model_id, watermark)
             return False
-        if model_id in self.canary:
+        if model_id in self.canary and self.canary.active(model_id, watermark):
             return False
         versions = self.versions.get(model_id)
         if versions is not None and p.model_version in versions:
@@ -366,7 +368,7 @@ class Slicer:
             del self.learned[key]
         self.versions.pop(model_id, None)
         self.lowest.pop(model_id, None)
-        self.canary.discard(model_id)
+        self.canary.forget(model_id)
         self.chosen.pop(model_id, None)
         self.busy.discard(model_id)
 
@@ -393,7 +395,7 @@ class Slicer:
     def state(self) -> dict[str, Any]:
         """Between batches (everything waiting is summed)."""
         return {
-            "canary": sorted(self.canary),
+            "canary": self.canary.state(),
             "chosen": self.chosen,
             "open": [
                 [model_id, version, _open_state(found.open)]
@@ -409,7 +411,7 @@ class Slicer:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.canary = set(state["canary"])
+        self.canary.restore(state["canary"])
         self.chosen = {m: dict(v) for m, v in state["chosen"].items()}
         self.versions, self.lowest, self.busy = {}, {}, set()
         self.pending = {}

@@ -4,6 +4,7 @@ way to the model stage, and where a slice was summed changes no decision."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace as settings_with
 
 import orjson
 import pytest
@@ -117,6 +118,47 @@ def test_feedback_and_canary_predictions_travel_as_items(profile) -> None:
     items = intake.process(plain)[MODEL]
     after = [i.kind for i in items if i.event.ts > plain[first].ts]
     assert SUMMARY not in after[1:] and after.count(PREDICTION) > 100
+
+
+def test_a_models_traffic_is_summed_again_a_while_after_its_last_canary(profile) -> None:
+    """Canary predictions for 10 s of a 60-s stream: from the first one, the model's
+    predictions and labels leave the partition as items, until ``canary_items_ms`` (15 s
+    here) past the last one; then they are summed again (slices and blocks). At the
+    default (a day) they stay items to the end. The time of the last canary is in the
+    input stage's state, and a restored stage resumes on time as well."""
+    events = generate(StreamSpec(n_predictions=6_000, seed=12))
+    ts = sorted(e.ts for e in events if type(e) is Prediction)
+    first_ts, last_ts = ts[1_500], ts[2_500]
+    routed = [
+        replace(e, model_version="v2", role="canary")
+        if type(e) is Prediction and first_ts <= e.ts <= last_ts and int(e.request_id[-1]) == 0
+        else e
+        for e in events
+    ]
+    settings = settings_with(SETTINGS, canary_items_ms=15_000)
+    resume = last_ts + settings.canary_items_ms
+
+    def kinds(intake: Intake, stream) -> list[tuple[int, int]]:
+        return [(i.kind, i.event.ts if i.kind != SUMMARY else i.event.last_ts)
+                for i in intake.process(stream)[MODEL]]  # fmt: skip
+
+    found = kinds(Intake(settings, profiles={MODEL: profile}), routed)
+    during = [k for k, t in found if first_ts < t <= resume]
+    after = [k for k, t in found if t > resume + settings.slice_ms]
+    assert SUMMARY not in during and LABELS not in during and during.count(LABEL) > 100
+    assert PREDICTION not in after and LABEL not in after
+    assert SUMMARY in after and LABELS in after
+    stays = kinds(Intake(SETTINGS, profiles={MODEL: profile}), routed)
+    assert SUMMARY not in [k for k, t in stays if t > resume + SETTINGS.slice_ms]
+
+    cut = next(i for i, e in enumerate(routed) if e.ts > last_ts + 1_000)
+    first = Intake(settings, profiles={MODEL: profile})
+    first.process(routed[:cut])
+    state = orjson.loads(orjson.dumps(first.state()))
+    assert state["slices"]["canary"] == [[MODEL, last_ts]] == state["blocks"]["canary"]
+    second = Intake(settings, profiles={MODEL: profile})
+    second.restore(state)
+    assert kinds(second, routed[cut:])[-50:] == found[-50:]
 
 
 def test_a_restart_inside_a_slice_continues_it(profile) -> None:
