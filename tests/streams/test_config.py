@@ -105,7 +105,8 @@ def test_topics_create_makes_every_topic(broker, tmp_path, capsys) -> None:
 
 def test_settings_out_of_range_are_one_line_each(tmp_path) -> None:
     """A state trim interval below 0, an unknown channel detector (globally or for one
-    model) and a switch that is not a boolean are refused with the setting's name."""
+    model), a switch that is not a boolean and a negative canary period are refused with
+    the setting's name."""
     with pytest.raises(ConfigError, match="state_trim_interval_s must be 0 or positive"):
         parts(tmp_path, "[worker]\nstate_trim_interval_s = -1\n")
     path = tmp_path / "d.toml"
@@ -120,6 +121,9 @@ def test_settings_out_of_range_are_one_line_each(tmp_path) -> None:
         load_config(path)
     path.write_text("[models.dispatch]\nscores_are_probabilities = false\n")
     assert not load_config(path).model_detectors["dispatch"].scores_are_probabilities
+    path.write_text("[models.fraud]\ncanary_items_ms = -1\n")
+    with pytest.raises(ConfigError, match=r"canary_items_ms must be 0 or positive, got -1"):
+        load_config(path)
 
 
 @pytest.mark.parametrize(
