@@ -6,10 +6,12 @@
   (target: median at most 5,000).
 * A promoted version 5 points worse than the one it replaced: labelled events of the new
   version until the rollback.
-* With ``--summed``, the promotions again through both stages on 4 partitions with
-  ``slice_ms`` 2,000 and an offline profile with its validation labels, so the input
-  stages sum the labels (`detectors.intake.labelsums`), beside the same streams label by
-  label (``slice_ms`` 0): the worse promotion (labelled events), the same with the old
+* With ``--summed``, the canaries and promotions again through both stages on 4
+  partitions with ``slice_ms`` 2,000 and an offline profile with its validation labels,
+  so the input stages sum the labels (`detectors.intake.labelsums`), beside the same
+  streams label by label (``slice_ms`` 0): the worse canary (labelled canary events),
+  equal canaries (every canary decision counts as false), the worse promotion
+  (labelled events), the same with the old
   version shadowing the new one (pairs until the paired comparison rolls it back), and
   equal promotions with and without the shadow (every decision on the new version counts
   as false).
@@ -140,21 +142,34 @@ def paired_rollback(events: list, runner: Callable[[list], list]) -> int | None:
 
 
 def summed(seeds: int) -> None:
-    """The promotions through both stages, label by label and with the labels summed."""
+    """The canaries and promotions through both stages, label by label and with the
+    labels summed."""
     profile = labelled_profile()
     for name, slice_ms in (("label by label", 0), ("labels summed", SLICE_MS)):
 
         def runner(events: list, slice_ms: int = slice_ms) -> list:
             return staged(events, profile, slice_ms)
 
+        def canary(seed: int) -> list:
+            return with_canary(stationary(2_000 + seed, 150_000), 0.10, 0.12, seed)
+
+        def promotion(seed: int) -> list:
+            return with_promotion(stationary(3_000 + seed, 150_000), 60_000, 0.12, seed)
+
+        report(
+            f"5-point-worse canary on 10 %, {PARTITIONS} partitions, {name}",
+            [first_rollback(canary(seed), runner) for seed in range(seeds)],
+            "labelled canary events",
+        )
+        equal_canary = sum(
+            d.kind == "canary_regression"
+            for seed in range(seeds)
+            for d in runner(with_canary(stationary(1_000 + seed, 150_000), 0.10, 0.0, seed))
+        )
+        print(f"equal canaries ({seeds} seeds), {name}: {equal_canary} canary decisions")
         report(
             f"5-point-worse promotion, {PARTITIONS} partitions, {name}",
-            [
-                first_rollback(
-                    with_promotion(stationary(3_000 + seed, 150_000), 60_000, 0.12, seed), runner
-                )
-                for seed in range(seeds)
-            ],
+            [first_rollback(promotion(seed), runner) for seed in range(seeds)],
             "labelled events of the new version",
         )
         report(

@@ -479,7 +479,8 @@ class ModelEngine:
         history and a promoted champion's comparison. Decisions on labels read at once
         carry the label maturity of the step before their label, those a ``step``
         released the step's (as for labels one by one). A regression's version
-        comparisons read no error (see `detectors.intake.labelsums`)."""
+        comparisons read no error (see `detectors.intake.labelsums`), its canaries'
+        the other labelled metrics."""
         decisions: list[Decision] = []
         by_version: dict[str, list[SummedLabels]] = {}
         for version, cohort in released:
@@ -487,8 +488,8 @@ class ModelEngine:
             parts = cohort.parts or [[cohort.n, cohort.total, cohort.last]]
             for n, total, (seq, ts, event_id) in parts:
                 rows.append(SummedLabels(n, round(total), seq, ts, event_id))
-            if self.monitor(model_id, version).concept.sums_rule[0] != "regression":
-                decisions += registry.read_label_sums(version, cohort)
+            errors = self.monitor(model_id, version).concept.sums_rule[0] != "regression"
+            decisions += registry.read_label_sums(version, cohort, errors)
         for version, found in by_version.items():
             made = self.monitor(model_id, version).process_sums(found)
             decisions += [

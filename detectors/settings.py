@@ -395,12 +395,10 @@ class DetectorSettings:
 
     canary_items_ms: int = 86_400_000
     """Event time after a partition's last canary prediction of a model during which the
-    model's predictions and labels still leave that partition as items (with
-    ``slice_ms``): a live canary is compared with its stable version event by event, and
-    the labels of its last predictions come up to a label delay later. Then the model's
-    traffic is summed again (`detectors.intake.canary`). A day: labels later than that
-    feed the version history and the concept monitors as sums, not the canary's
-    comparison."""
+    model's predictions still leave that partition as items (with ``slice_ms``): a live
+    canary is compared with its stable version prediction by prediction before labels
+    come. Then they are summed in slices again (`detectors.intake.canary`). A day: a
+    canary that is still rolling out but rarely served keeps its comparison fed."""
 
     merge_idle_ms: int = 30_000
     """Wall time a lagging partition must also have been silent (for the model) before

@@ -19,13 +19,13 @@ message), or when the partition has read all there is for now (its idle marker).
 labels then reach the model stage up to one slice later than as items: the cost of
 testing a hot model's labels per slice.
 
-Where no reader in the model stage needs a label by itself (a binary model whose
-profile has a performance figure), a closed block is sent summed instead
-(`detectors.intake.labelsums`).
+Where no reader in the model stage needs a label by itself (a model whose profile has
+a performance figure), a closed block is sent summed instead
+(`detectors.intake.labelsums`). A live canary's labels and its stable version's travel
+in blocks and sums too: its comparisons read a block's rows and a sum's counts (before,
+a partition that showed a canary sent the model's labels as items).
 
-What travels as items, as before: labels of a model that showed a canary on this
-partition (a live canary is compared with its stable version event by event, and its
-predictions travel as items too, `detectors.intake.slices`), labels of tagged
+What travels as items, as before: labels of tagged
 predictions (the feedback-loop tests read them one by one), labels that carry a trace
 context (a decision they trigger names it), and labels whose values are not plain
 numbers, booleans or short strings. The labels of one outcome go together, all in a
@@ -38,7 +38,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from driftline.detectors.intake.canary import CanaryTraffic
 from driftline.detectors.settings import DetectorSettings
 
 BLOCK_BYTES = 131_072
@@ -152,17 +151,12 @@ class LabelBlocks:
         self.max_bytes = max_bytes
         self.open: dict[str, _Open] = {}
         """Per model, the block being gathered."""
-        self.canary = CanaryTraffic(settings_for)
-        """Models that showed a canary here lately: their labels go as items."""
         self.pending: dict[str, list[LabelBlock]] = {}
         """Per model, blocks restored open whose model no longer has ``slice_ms`` set: to
         send as they are (`restore`)."""
 
-    def takes(self, model_id: str, ts: int) -> bool:
-        """Whether the model's labels may travel in blocks here at the partition's event
-        time ``ts`` of the model."""
-        if model_id in self.canary and self.canary.active(model_id, ts):
-            return False
+    def takes(self, model_id: str) -> bool:
+        """Whether the model's labels may travel in blocks here."""
         return self.settings_for(model_id).slice_ms > 0
 
     def take(
@@ -204,13 +198,6 @@ class LabelBlocks:
             return None
         return self._close(model_id)
 
-    def saw_canary(self, model_id: str, ts: int) -> list[LabelBlock]:
-        """The model showed a canary here at the partition's event time ``ts``: its
-        labels go as items until `CanaryTraffic` says otherwise; its open block, to send
-        now."""
-        self.canary.saw(model_id, ts)
-        return [self._close(model_id)] if model_id in self.open else []
-
     def closing(self, model_id: str, ts: int) -> list[LabelBlock]:
         """The model's block if its slice ends before event time ``ts`` (the partition's
         event time of the model is about to pass it), to send now."""
@@ -229,11 +216,9 @@ class LabelBlocks:
     def forget(self, model_id: str) -> None:
         self.pending.pop(model_id, None)
         self.open.pop(model_id, None)
-        self.canary.forget(model_id)
 
     def state(self) -> dict[str, Any]:
         return {
-            "canary": self.canary.state(),
             "open": [
                 [model_id, block_to_wire(found.block(model_id)), found.size]
                 for model_id, found in self.open.items()
@@ -246,7 +231,8 @@ class LabelBlocks:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.canary.restore(state["canary"])
+        # A "canary" list in a checkpoint from before is not read: labels go in blocks
+        # whatever the canaries.
         self.open, self.pending = {}, {}
         for model_id, row, size in state["open"]:
             block = block_from_wire(model_id, row)

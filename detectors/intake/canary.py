@@ -1,14 +1,14 @@
-"""How long a model's traffic travels as items on an input partition after it showed a
-canary there.
+"""How long a model's predictions travel as items on an input partition after it showed
+a canary there.
 
-A live canary is compared with its stable version prediction by prediction and label by
-label (`detectors.versions.registry.ModelVersions.compare_canaries`), so while a
-partition sees a model's canary, the model's predictions and labels leave it as items,
-not in slices, blocks or sums (`detectors.intake.slices`, `detectors.intake.blocks`).
-Once ``canary_items_ms`` of the partition's event time of the model has passed its last
-canary prediction (the canary was promoted or rolled back, and the labels of its last
-predictions had that long to come), the model's traffic is summed again. Before, it
-stayed items for as long as the input stage remembered the model.
+A live canary is compared with its stable version prediction by prediction on what its
+predictions show before labels (`detectors.versions.registry.ModelVersions.compare_canaries`),
+so while a partition sees a model's canary, the model's predictions leave it as items,
+not in slices (`detectors.intake.slices`; its labels go in blocks and sums, which the
+labelled comparisons read). Once ``canary_items_ms`` of the partition's event time of
+the model has passed its last canary prediction (the canary was promoted or rolled
+back), the model's predictions are summed again. Before, they stayed items for as long
+as the input stage remembered the model.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ label maturity learns its horizon from the histograms, the cohorts wait for it
 on a group's count of errors (`ConceptMonitor.update_sums`: a sum's increment is exactly
 its labels', and a bank on sums can be later, never earlier, than on the labels, see
 `detectors.stats.latch.LatchingBank.update`), and the version history and the promoted
-champion's comparison take a group's counts. Outcomes that judged two versions'
+champion's comparison and a live canary's take a group's counts. Outcomes that judged two versions'
 predictions on the same request (a champion and a challenger or shadow) are also counted
 per pair of versions and minute (the later of the two predictions', where the model
 stage holds a pair): pairs, and those where only one of the two was right, which is all
@@ -41,10 +41,10 @@ nothing it holds needs a label by itself:
 A regression's version comparisons read no error (as for its labels one by one, whose
 error needs the tolerance only the concept monitor has), and its sums count no pairs.
 
-Canary comparisons read labels one by one (their metrics include the outcome delay per
-label): a partition that shows a canary sends its labels as items, as before
-(`LabelBlocks.saw_canary`), and sums from other partitions do not feed a canary
-comparison; the stable version's labels on the partitions that saw the canary do.
+A live canary is compared with its stable version on summed labels too
+(`ModelVersions.compare_canary_sums`): a group also holds the sum and sum of squares of
+its labels' log10 delays, so each labelled metric (error rate, Brier score, outcome
+latency) takes a group's count, sum and sum of squares on its version's side at once.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ class LabelGroup(NamedTuple):
     gap_sum: float
     """Sum of realised minus estimated error over the scored labels."""
     gap_sq: float
+    latency: float
+    """Sum of the labels' log10 delays in seconds (a canary's outcome latency)."""
+    latency_sq: float
     last_ts: int
     """Event time of the group's last outcome (in arrival order)."""
     last_event_id: str
@@ -177,17 +180,18 @@ def summed(
     n_scored = by_group(scored_rows.astype(np.float64))
     brier_sum, brier_sq = by_group(b), by_group(b * b)
     gap_sum, gap_sq = by_group(gap), by_group(gap * gap)
+    log_delay = np.log10(np.maximum(ts - t0, 1) / 1000.0)
+    latency, latency_sq = by_group(log_delay), by_group(log_delay * log_delay)
     last = np.zeros(size, np.int64)
     last[inverse] = np.arange(len(t0))  # the group's last row (rows in arrival order)
     groups = []
     for g, ((v, c, o), row) in enumerate(zip(unique.tolist(), last.tolist(), strict=True)):
         group = LabelGroup(
             names[int(v)], int(c), int(o), counts[g], round(errors[g]), round(n_scored[g]),
-            brier_sum[g], brier_sq[g], gap_sum[g], gap_sq[g],
+            brier_sum[g], brier_sq[g], gap_sum[g], gap_sq[g], latency[g], latency_sq[g],
             block.outcome_ts[row], block.event_ids[row],
         )  # fmt: skip
         groups.append(group)
-    log_delay = np.log10(np.maximum(ts - t0, 1) / 1000.0)
     width = len(LOG_DELAY_BINS)
     bins = np.minimum(np.searchsorted(LOG_DELAY_BINS, log_delay, "right"), width - 1)
     # One key per outcome and bin (`OTHER`'s are negative: floor division gives it back).
@@ -269,7 +273,8 @@ def merge_sums(first: LabelSums, then: LabelSums) -> LabelSums:
         groups[key] = LabelGroup(
             g.version, g.cohort, g.outcome, was.n + g.n, was.errors + g.errors,
             was.scored + g.scored, was.brier + g.brier, was.brier_sq + g.brier_sq,
-            was.gap_sum + g.gap_sum, was.gap_sq + g.gap_sq, g.last_ts, g.last_event_id,
+            was.gap_sum + g.gap_sum, was.gap_sq + g.gap_sq, was.latency + g.latency,
+            was.latency_sq + g.latency_sq, g.last_ts, g.last_event_id,
         )  # fmt: skip
     delays: dict[tuple[int, int], int] = {}
     for outcome, bin_, count in (*first.delays, *then.delays):

@@ -223,11 +223,6 @@ class Intake:
                 slot = watermarks[model_id] = event.ts
             if type(event) is Prediction:
                 n_predictions += 1
-                if slicing and event.role == "canary":
-                    # Its labels are compared label by label while it shows canaries.
-                    for sent in self._sent(model_id, blocks.saw_canary(model_id, slot), None):
-                        items.append(_labels_item(seq, slot, sent))
-                        seq += 1
                 tagged = (
                     self._tag(event)
                     if event.segment is not None or event.action is not None or event.exploration
@@ -263,7 +258,7 @@ class Intake:
                 slicing
                 and joined
                 and trace is None
-                and blocks.takes(model_id, slot)
+                and blocks.takes(model_id)
                 and all(j.tag is None and blockable(j.label, j.prediction) for j in joined)
             ):
                 # The outcome's labels go in the model's block, together.

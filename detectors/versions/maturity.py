@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -209,6 +210,9 @@ class Cohort:
     """``[n, total, last]`` of what was added, in order, in parts of at least `PART_VALUES`
     values (and `PART_SHARE`) but the last, where the holder keeps them (`Cohorts` with
     ``parts``)."""
+    extra: list[float] = field(default_factory=list)
+    """Further sums over the same values, added element by element (the summed labels'
+    Brier scores and delays, `detectors.versions.registry.ModelVersions.observe_label_sums`)."""
 
 
 PART_VALUES = 25
@@ -239,20 +243,30 @@ class Cohorts:
         """Heap of the (minute, key) held (and of dropped ones, skipped when met)."""
 
     def add(
-        self, version: str, start: int, n: int, total: float, total_sq: float, last: list[Any]
+        self,
+        version: str,
+        start: int,
+        n: int,
+        total: float,
+        total_sq: float,
+        last: list[Any],
+        extra: Sequence[float] = (),
     ) -> None:
         """Hold the sums of ``n`` values of one version's predictions made in the minute
-        from ``start`` until that minute matures (`release`)."""
+        from ``start`` until that minute matures (`release`); ``extra``: further sums of
+        them (`Cohort.extra`)."""
         self.watermark = max(self.watermark, int(last[1]))
         held = self.pending.get((version, start))
         if held is None:
             held = self.pending[(version, start)] = Cohort(n, total, total_sq, last)
+            held.extra = list(extra)
             heapq.heappush(self.order, (start, (version, start)))
         else:
             held.n += n
             held.total += total
             held.total_sq += total_sq
             held.last = last
+            held.extra = [a + b for a, b in zip(held.extra, extra, strict=True)]
         if not self.parts:
             return
         if held.parts and held.parts[-1][0] < max(PART_VALUES, held.n // PART_SHARE):
@@ -288,7 +302,7 @@ class Cohorts:
             "watermark": self.watermark,
             "forced": self.forced,
             "pending": [
-                [v, start, c.n, c.total, c.total_sq, c.last, c.parts]
+                [v, start, c.n, c.total, c.total_sq, c.last, c.parts, c.extra]
                 for (v, start), c in self.pending.items()
             ],
         }
@@ -297,10 +311,12 @@ class Cohorts:
         self.watermark = state["watermark"]
         self.forced = state["forced"]
         self.pending = {}
-        for v, start, n, total, total_sq, last, *parts in state["pending"]:
-            # Checkpoints before parts have none: such a cohort is read whole.
-            kept = [[m, t, list(at)] for m, t, at in parts[0]] if parts else []
-            self.pending[(v, start)] = Cohort(n, total, total_sq, list(last), kept)
+        for v, start, n, total, total_sq, last, *more in state["pending"]:
+            # Checkpoints before parts have none (such a cohort is read whole), and
+            # before extra sums none (no canary compared on summed labels).
+            parts, extra = [*more, [], []][:2]
+            kept = [[m, t, list(at)] for m, t, at in parts]
+            self.pending[(v, start)] = Cohort(n, total, total_sq, list(last), kept, list(extra))
         self.order = [(start, (v, start)) for v, start in self.pending]
         heapq.heapify(self.order)
 

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -187,6 +188,60 @@ class Rows:
             event_ids=list(event_ids),
             values={k: np.array(v, dtype=np.float64) for k, v in values.items()},
         )
+
+
+def _feed_rows(
+    rows: Rows,
+    mine: np.ndarray,
+    canary: str,
+    labelled: bool,
+    metric: Metric,
+    comparison: MeanComparison,
+) -> tuple[MeanVerdict, int] | None:
+    """A canary comparison fed the rows of the canary and its stable version (``mine``)
+    that have the metric: its verdict and the row it fell on, or None."""
+    values = rows.values.get(metric.name)
+    if metric.labelled != labelled or values is None:
+        return None
+    use = np.flatnonzero(mine & np.isfinite(values))
+    if not len(use):
+        return None
+    verdict = comparison.update(rows.versions[use] == canary, values[use])
+    return None if verdict is None else (verdict, int(use[verdict.index]))
+
+
+SUMMED_EXTRA = ("scored", "brier", "brier_sq", "latency", "latency_sq")
+"""What a cohort of summed labels keeps beside its errors (`Cohort.extra`): labels with a
+Brier score, the scores' sum and sum of squares, and the log10 delays' sum and sum of
+squares (`detectors.intake.labelsums.LabelGroup`)."""
+
+
+def _summed_metrics(cohort: Cohort, errors: bool) -> dict[str, tuple[int, float, float]]:
+    """Per labelled canary metric, a cohort of summed labels' count, sum and sum of
+    squares (the error rate only where ``errors``)."""
+    scored, brier, brier_sq, latency, latency_sq = cohort.extra
+    found = {
+        "brier_score": (round(scored), brier, brier_sq),
+        "outcome_latency": (cohort.n, latency, latency_sq),
+    }
+    if errors:
+        found["error_rate"] = (cohort.n, cohort.total, cohort.total_sq)
+    return found
+
+
+def _feed_sums(
+    sums: dict[str, tuple[int, float, float]],
+    candidate: bool,
+    metric: Metric,
+    comparison: MeanComparison,
+) -> tuple[MeanVerdict, int] | None:
+    """A canary comparison fed one side's summed labels at once (see
+    `MeanComparison.update_summary`): its verdict, or None."""
+    got = sums.get(metric.name) if metric.labelled else None
+    if got is None or got[0] == 0:
+        return None
+    verdict = comparison.update_summary(*got, candidate=candidate)
+    return None if verdict is None else (verdict, 0)
 
 
 def _trigger(rows: Rows, row: int) -> Trigger:
@@ -692,19 +747,21 @@ class ModelVersions:
             known = g.version in self.versions
             if g.scored and known and f"{g.version}:estimate_gap" not in self.decided:
                 self.cohorts.add(g.version, g.cohort, g.scored, g.gap_sum, g.gap_sq, last)
+            extra = (g.scored, g.brier, g.brier_sq, g.latency, g.latency_sq)  # SUMMED_EXTRA
             if at_once:
                 summed.watermark = max(summed.watermark, g.last_ts)
                 found = now.get(g.version)
                 if found is None:
-                    now[g.version] = Cohort(g.n, g.errors, g.errors, last)
+                    now[g.version] = Cohort(g.n, g.errors, g.errors, last, [], list(extra))
                 else:
                     found.n += g.n
                     found.total += g.errors
                     found.total_sq += g.errors
+                    found.extra = [a + b for a, b in zip(found.extra, extra, strict=True)]
                     if g.last_ts >= found.last[1]:
                         found.last = last
             else:
-                summed.add(g.version, g.cohort, g.n, g.errors, g.errors, last)
+                summed.add(g.version, g.cohort, g.n, g.errors, g.errors, last, extra)
         return list(now.items()), decisions
 
     def release_label_sums(self) -> tuple[list[tuple[str, Cohort]], list[Decision]]:
@@ -742,13 +799,16 @@ class ModelVersions:
             candidate, champion, verdict, Trigger(ts, seq, event_id), comparison
         )
 
-    def read_label_sums(self, version: str, cohort: Cohort) -> list[Decision]:
-        """Summed labels of a version that may be read: its error history, and a promoted
-        champion's comparison with the one it replaced."""
+    def read_label_sums(self, version: str, cohort: Cohort, errors: bool) -> list[Decision]:
+        """Summed labels of a version that may be read: the live canaries' comparisons,
+        and where their ``errors`` are judged here (not a regression's), its error
+        history and a promoted champion's comparison with the one it replaced."""
         if version not in self.versions:
             return []
+        decisions = self.compare_canary_sums(version, cohort, errors)
+        if not errors:
+            return decisions
         self._record_counts(version, cohort.n, cohort.total)
-        decisions = []
         for new, (old, comparison) in list(self.promotions.items()):
             key = f"{new}:promotion"
             if version not in (new, old) or key in self.decided:
@@ -799,40 +859,68 @@ class ModelVersions:
             mine = (rows.versions == canary) | (rows.versions == stable)
             if not mine.any():
                 continue
-            existing = self.canaries.get(canary)
-            if existing is None or existing[0] != stable:
-                existing = self.canaries[canary] = (stable, self._canary_comparisons())
-            comparisons = existing[1]
-            rollback: tuple[int, Metric, MeanVerdict] | None = None
-            found: list[tuple[str, int, Metric, MeanVerdict]] = []
-            for metric in CANARY_METRICS:
-                key = f"{canary}:canary:{metric.name}"
-                values = rows.values.get(metric.name)
-                if metric.labelled != labelled or values is None or key in self.decided:
-                    continue
-                use = np.flatnonzero(mine & np.isfinite(values))
-                if not len(use):
-                    continue
-                verdict = comparisons[metric.name].update(rows.versions[use] == canary, values[use])
-                if verdict is None:
-                    continue
-                row = int(use[verdict.index])
-                if metric.action == "rollback":
-                    if rollback is None or row < rollback[0]:
-                        rollback = (row, metric, verdict)
-                    continue
-                self.decided.add(key)
-                found.append(("alert", row, metric, verdict))
-            if rollback is not None:
-                self.decided.add(f"{canary}:canary")
-                found.append(("rollback", *rollback))
+            feed = partial(_feed_rows, rows, mine, canary, labelled)
             decisions += [
-                self._mean_decision(
-                    kind, canary, stable, m, v, _trigger(rows, r), comparisons[m.name]
-                )
-                for kind, r, m, v in found
+                self._mean_decision(kind, canary, stable, m, v, _trigger(rows, row), comparison)
+                for kind, m, v, row, comparison in self._judge_canary(canary, stable, feed)
             ]
         return decisions
+
+    def compare_canary_sums(self, version: str, cohort: Cohort, errors: bool) -> list[Decision]:
+        """`compare_canaries` on one version's labels summed by the input stage (a
+        cohort of `observe_label_sums`): each labelled metric's count, sum and sum of
+        squares fed to its side at once; the error rate only where ``errors`` (not a
+        regression's, as for its labelled rows)."""
+        stable = self.champion
+        if stable is None:
+            return []
+        decisions = []
+        sums = _summed_metrics(cohort, errors)
+        seq, ts, event_id = cohort.last
+        for canary in self.live_canaries():
+            if version not in (canary, stable):
+                continue
+            feed = partial(_feed_sums, sums, version == canary)
+            decisions += [
+                self._mean_decision(kind, canary, stable, m, v, Trigger(ts, seq, event_id), c)
+                for kind, m, v, _, c in self._judge_canary(canary, stable, feed)
+            ]
+        return decisions
+
+    def _judge_canary(
+        self,
+        canary: str,
+        stable: str,
+        feed: Callable[[Metric, MeanComparison], tuple[MeanVerdict, int] | None],
+    ) -> list[tuple[str, Metric, MeanVerdict, int, MeanComparison]]:
+        """A canary's comparisons with ``stable`` (made afresh when the stable version
+        changed) fed by ``feed`` (a verdict and where it fell, or None), metric by
+        metric: every alert, and the earliest of the rollback metrics' verdicts as the
+        one rollback, each decided once."""
+        existing = self.canaries.get(canary)
+        if existing is None or existing[0] != stable:
+            existing = self.canaries[canary] = (stable, self._canary_comparisons())
+        comparisons = existing[1]
+        rollback: tuple[Metric, MeanVerdict, int] | None = None
+        found: list[tuple[str, Metric, MeanVerdict, int, MeanComparison]] = []
+        for metric in CANARY_METRICS:
+            key = f"{canary}:canary:{metric.name}"
+            if key in self.decided:
+                continue
+            got = feed(metric, comparisons[metric.name])
+            if got is None:
+                continue
+            verdict, where = got
+            if metric.action == "rollback":
+                if rollback is None or where < rollback[2]:
+                    rollback = (metric, verdict, where)
+                continue
+            self.decided.add(key)
+            found.append(("alert", metric, verdict, where, comparisons[metric.name]))
+        if rollback is not None:
+            self.decided.add(f"{canary}:canary")
+            found.append(("rollback", *rollback, comparisons[rollback[0].name]))
+        return found
 
     def compare_promotions(self, rows: Rows) -> list[Decision]:
         """Newly promoted champions against the champion they replaced (error rate)."""

@@ -26,7 +26,13 @@ from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.versions.maturity import COHORT_MS, LOG_DELAY_BINS
 from driftline.schemas.records import Event, Prediction
 from driftline.streams.replay import Staged
-from driftline.streams.simulation.traffic import StreamSpec, as_task, generate, with_promotion
+from driftline.streams.simulation.traffic import (
+    StreamSpec,
+    as_task,
+    generate,
+    with_canary,
+    with_promotion,
+)
 from tests.detectors.versions.test_registry import _outcome_ordered_stream
 
 SETTINGS = DetectorSettings(
@@ -397,3 +403,37 @@ def test_a_regressions_summed_errors_reach_no_version_comparison() -> None:
         found = _decisions(as_task(worse, task, 91), profile, settings)
         kinds[task] = {d["kind"] for d in found if d["type"] == "rollback"}
     assert kinds == {"multiclass": {"promotion_regression"}, "regression": set()}
+
+
+def test_a_canary_is_compared_on_summed_labels() -> None:
+    """A canary on 10 % of traffic whose labels the input stages sum (its predictions go
+    as items): about 5 points worse, rolled back on the same metric within a quarter (and
+    a slice's labels) of the labelled canary events label by label needs (1,245 against
+    1,208, measured); its outcomes a minute later, the
+    outcome-latency alert as label by label; equal, nothing on any canary metric on
+    three seeds."""
+    profile = training()
+    base = generate(StreamSpec(n_predictions=60_000, seed=61))
+    items = settings_with(SETTINGS, slice_ms=0)
+
+    def canary_decisions(events, settings):
+        found = _decisions(events, profile, settings)
+        return [d for d in found if d["kind"] == "canary_regression"]
+
+    worse = with_canary(base, 0.10, 0.12, 61)
+    on_items, on_sums = (canary_decisions(worse, s)[0] for s in (items, SETTINGS))
+    assert on_sums["type"] == on_items["type"] == "rollback"
+    metric = on_sums["detector"]["config"]["metric"]
+    assert metric == on_items["detector"]["config"]["metric"] in ("error_rate", "brier_score")
+    n_items = on_items["evidence"]["candidate"]["events"]
+    n_sums = on_sums["evidence"]["candidate"]["events"]
+    assert n_sums <= 1.25 * n_items + 100, (n_sums, n_items)
+
+    later = with_canary(base, 0.10, 0.0, 62, outcome_delay_ms=60_000)
+    for settings in (items, SETTINGS):
+        metrics = [d["detector"]["config"]["metric"] for d in canary_decisions(later, settings)]
+        assert metrics == ["outcome_latency"]
+
+    for seed in (63, 64, 65):
+        equal = with_canary(generate(StreamSpec(n_predictions=60_000, seed=seed)), 0.10, 0.0, seed)
+        assert canary_decisions(equal, SETTINGS) == []
