@@ -212,7 +212,7 @@ class Cohort:
     ``parts``)."""
     extra: list[float] = field(default_factory=list)
     """Further sums over the same values, added element by element (the summed labels'
-    Brier scores and delays, `detectors.versions.registry.ModelVersions.observe_label_sums`)."""
+    Brier scores and delays: `detectors.versions.registry._group_extra`)."""
 
 
 PART_VALUES = 25

@@ -35,7 +35,7 @@ import numpy as np
 
 from driftline.detectors.decision import Decision, Impact, Trigger, build_decision
 from driftline.detectors.drift.concept import LabelBatch
-from driftline.detectors.intake.labelsums import LabelSums
+from driftline.detectors.intake.labelsums import LabelGroup, LabelSums
 from driftline.detectors.intake.slices import SliceSummary, traffic_weight
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.versions.comparison import MeanComparison, MeanVerdict, PairedComparison
@@ -210,15 +210,16 @@ def _feed_rows(
     return None if verdict is None else (verdict, int(use[verdict.index]))
 
 
-SUMMED_EXTRA = ("scored", "brier", "brier_sq", "latency", "latency_sq")
-"""What a cohort of summed labels keeps beside its errors (`Cohort.extra`): labels with a
-Brier score, the scores' sum and sum of squares, and the log10 delays' sum and sum of
-squares (`detectors.intake.labelsums.LabelGroup`)."""
+def _group_extra(g: LabelGroup) -> list[float]:
+    """What a cohort of summed labels keeps beside its errors (`Cohort.extra`): labels with
+    a Brier score, the scores' sum and sum of squares, and the log10 delays' sum and sum
+    of squares (read back by `_summed_metrics`)."""
+    return [g.scored, g.brier, g.brier_sq, g.latency, g.latency_sq]
 
 
 def _summed_metrics(cohort: Cohort, errors: bool) -> dict[str, tuple[int, float, float]]:
     """Per labelled canary metric, a cohort of summed labels' count, sum and sum of
-    squares (the error rate only where ``errors``)."""
+    squares (the error rate only where ``errors``), from its errors and `_group_extra`."""
     scored, brier, brier_sq, latency, latency_sq = cohort.extra
     found = {
         "brier_score": (round(scored), brier, brier_sq),
@@ -747,12 +748,12 @@ class ModelVersions:
             known = g.version in self.versions
             if g.scored and known and f"{g.version}:estimate_gap" not in self.decided:
                 self.cohorts.add(g.version, g.cohort, g.scored, g.gap_sum, g.gap_sq, last)
-            extra = (g.scored, g.brier, g.brier_sq, g.latency, g.latency_sq)  # SUMMED_EXTRA
+            extra = _group_extra(g)
             if at_once:
                 summed.watermark = max(summed.watermark, g.last_ts)
                 found = now.get(g.version)
                 if found is None:
-                    now[g.version] = Cohort(g.n, g.errors, g.errors, last, [], list(extra))
+                    now[g.version] = Cohort(g.n, g.errors, g.errors, last, [], extra)
                 else:
                     found.n += g.n
                     found.total += g.errors
