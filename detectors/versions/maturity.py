@@ -266,7 +266,8 @@ class Cohorts:
             held.total += total
             held.total_sq += total_sq
             held.last = last
-            held.extra = [a + b for a, b in zip(held.extra, extra, strict=True)]
+            if held.extra:  # restored from a checkpoint before extra sums: it keeps none
+                held.extra = [a + b for a, b in zip(held.extra, extra, strict=True)]
         if not self.parts:
             return
         if held.parts and held.parts[-1][0] < max(PART_VALUES, held.n // PART_SHARE):

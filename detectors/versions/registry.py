@@ -220,11 +220,11 @@ def _group_extra(g: LabelGroup) -> list[float]:
 def _summed_metrics(cohort: Cohort, errors: bool) -> dict[str, tuple[int, float, float]]:
     """Per labelled canary metric, a cohort of summed labels' count, sum and sum of
     squares (the error rate only where ``errors``), from its errors and `_group_extra`."""
-    scored, brier, brier_sq, latency, latency_sq = cohort.extra
-    found = {
-        "brier_score": (round(scored), brier, brier_sq),
-        "outcome_latency": (cohort.n, latency, latency_sq),
-    }
+    found = {}
+    if cohort.extra:  # none in a cohort restored from a checkpoint before them
+        scored, brier, brier_sq, latency, latency_sq = cohort.extra
+        found["brier_score"] = (round(scored), brier, brier_sq)
+        found["outcome_latency"] = (cohort.n, latency, latency_sq)
     if errors:
         found["error_rate"] = (cohort.n, cohort.total, cohort.total_sq)
     return found

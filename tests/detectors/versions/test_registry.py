@@ -7,6 +7,7 @@ import numpy as np
 
 from driftline.detectors.engine import Engine
 from driftline.detectors.settings import DetectorSettings
+from driftline.detectors.versions.maturity import Cohort
 from driftline.detectors.versions.registry import ModelVersions
 from driftline.streams.simulation.traffic import with_canary, with_promotion
 from tests.conftest import run_engine
@@ -142,6 +143,21 @@ def test_stable_version_follows_recent_traffic() -> None:
     assert registry.versions["v1"].events > registry.versions["v2"].events
     assert registry.stable() == "v2"
     assert registry.promotions["v2"][0] == "v1"
+
+
+def test_a_canary_reads_a_restored_cohort_without_its_extra_sums() -> None:
+    """Summed labels held in a checkpoint from before cohorts kept Brier and delay sums:
+    a live canary's comparison reads their error rate alone, without failing."""
+    registry = ModelVersions("m", DetectorSettings())
+    registry.observe("v1", "champion", np.arange(0, 600_000, 1_000, dtype=np.int64))
+    registry.observe("v2", "canary", np.arange(0, 600_000, 10_000, dtype=np.int64))
+    registry.note_promotion()
+    assert registry.live_canaries() == ["v2"]
+    for version in ("v1", "v2"):
+        assert registry.read_label_sums(version, Cohort(300, 60.0, 60.0, [5, 9, "o"]), True) == []
+    comparisons = registry.canaries["v2"][1]
+    assert list(comparisons["error_rate"].n) == [300, 300]
+    assert list(comparisons["brier_score"].n) == [0, 0]
 
 
 def _outcome_ordered_stream(
