@@ -314,13 +314,18 @@ def sums_to_wire(sums: LabelSums) -> list[Any]:
 
 
 def sums_from_wire(model_id: str, row: Sequence[Any]) -> LabelSums:
-    """Inverse of `sums_to_wire`."""
-    if len(row) != 7:
+    """Inverse of `sums_to_wire`; also reads the sums of the build before (`_BEFORE_RULES`),
+    which may still be on the summaries topic or in an input stage's checkpoint."""
+    if len(row) == len(LabelSums._fields) - 2:
+        row = [*row, None]
+    if len(row) != len(LabelSums._fields) - 1:
         raise ValueError(f"label sums have 7 fields, got {len(row)}")
     number, first_event_id, first_prediction_ts, delays, groups, pair_rows, rule_rows = row
     if not groups:
         raise ValueError("label sums hold no group")
-    made = [_record(LabelGroup, g, "a label group") for g in groups]
+    made = [_record(LabelGroup, _group_row(g), "a label group") for g in groups]
+    if rule_rows is None:
+        rule_rows = {g.version: _BEFORE_RULES for g in made}
     if any(g.outcome not in _OUTCOMES or not 0 <= g.errors <= g.n or g.n < 1 for g in made):
         raise ValueError("a label group's counts are out of range")
     for outcome, bin_, count in delays:
@@ -342,6 +347,25 @@ def sums_from_wire(model_id: str, row: Sequence[Any]) -> LabelSums:
 
 
 _OUTCOMES = (0, 1, OTHER)
+
+_BEFORE_RULES = Rule("binary", None)
+"""Sums of the build before this one have no rules: it summed binary models' labels
+only."""
+
+_BEFORE_LATENCY = 2
+"""Fields a group of that build lacks (its delays' sums, `LabelGroup.latency`)."""
+
+
+def _group_row(row: Sequence[Any]) -> Sequence[Any]:
+    """A group's row; one of the build before gets NaN for its delays' sums (null on the
+    wire, which has no NaN), which the model stage takes as not known (no canary is
+    compared on such a group)."""
+    at = LabelGroup._fields.index("latency")
+    if len(row) == len(LabelGroup._fields) - _BEFORE_LATENCY:
+        row = [*row[:at], None, None, *row[at:]]
+    if len(row) > at and row[at] is None:
+        row = [*row[:at], math.nan, math.nan, *row[at + _BEFORE_LATENCY :]]
+    return row
 
 
 _Record = TypeVar("_Record", LabelGroup, PairGroup, Rule)

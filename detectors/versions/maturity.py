@@ -228,6 +228,19 @@ of N values keeps about N / `PART_VALUES` parts while small and 32 ln N beyond (
 minute of a hot model's labels held for days: a few hundred parts, not one per sum)."""
 
 
+def added(extra: list[float], more: Sequence[float]) -> list[float]:
+    """Extra sums (`Cohort.extra`) with more of them, element by element; none unless
+    both have them (a cohort restored from a checkpoint before them, or values whose
+    sums are not known, keeps none from then on rather than sums of part of its values).
+
+    >>> added([1.0, 2.0], (1.0, 1.0)), added([], (1.0, 1.0)), added([1.0], ())
+    ([2.0, 3.0], [], [])
+    """
+    if not extra or not more:
+        return []
+    return [a + b for a, b in zip(extra, more, strict=True)]
+
+
 class Cohorts:
     """Labelled quantities held by prediction minute until their cohort has matured; with
     ``parts``, each cohort also keeps what was added in parts (`Cohort.parts`)."""
@@ -266,8 +279,7 @@ class Cohorts:
             held.total += total
             held.total_sq += total_sq
             held.last = last
-            if held.extra:  # restored from a checkpoint before extra sums: it keeps none
-                held.extra = [a + b for a, b in zip(held.extra, extra, strict=True)]
+            held.extra = added(held.extra, extra)
         if not self.parts:
             return
         if held.parts and held.parts[-1][0] < max(PART_VALUES, held.n // PART_SHARE):
@@ -317,6 +329,8 @@ class Cohorts:
             # before extra sums none (no canary compared on summed labels).
             parts, extra = [*more, [], []][:2]
             kept = [[m, t, list(at)] for m, t, at in parts]
+            if self.parts and not kept:  # from before parts: what it holds is one part
+                kept = [[n, total, list(last)]]
             self.pending[(v, start)] = Cohort(n, total, total_sq, list(last), kept, list(extra))
         self.order = [(start, (v, start)) for v, start in self.pending]
         heapq.heapify(self.order)

@@ -46,6 +46,7 @@ from driftline.detectors.versions.maturity import (
     LabelMaturity,
     PairCohort,
     PairCohorts,
+    added,
 )
 
 LN2 = math.log(2.0)
@@ -213,7 +214,10 @@ def _feed_rows(
 def _group_extra(g: LabelGroup) -> list[float]:
     """What a cohort of summed labels keeps beside its errors (`Cohort.extra`): labels with
     a Brier score, the scores' sum and sum of squares, and the log10 delays' sum and sum
-    of squares (read back by `_summed_metrics`)."""
+    of squares (read back by `_summed_metrics`); none for a group of the build before,
+    whose delays' sums are not known."""
+    if math.isnan(g.latency):
+        return []
     return [g.scored, g.brier, g.brier_sq, g.latency, g.latency_sq]
 
 
@@ -221,7 +225,7 @@ def _summed_metrics(cohort: Cohort, errors: bool) -> dict[str, tuple[int, float,
     """Per labelled canary metric, a cohort of summed labels' count, sum and sum of
     squares (the error rate only where ``errors``), from its errors and `_group_extra`."""
     found = {}
-    if cohort.extra:  # none in a cohort restored from a checkpoint before them
+    if cohort.extra:  # none where not known for all of its labels (`added`)
         scored, brier, brier_sq, latency, latency_sq = cohort.extra
         found["brier_score"] = (round(scored), brier, brier_sq)
         found["outcome_latency"] = (cohort.n, latency, latency_sq)
@@ -758,7 +762,7 @@ class ModelVersions:
                     found.n += g.n
                     found.total += g.errors
                     found.total_sq += g.errors
-                    found.extra = [a + b for a, b in zip(found.extra, extra, strict=True)]
+                    found.extra = added(found.extra, extra)
                     if g.last_ts >= found.last[1]:
                         found.last = last
             else:

@@ -19,11 +19,18 @@ from driftline.detectors.drift.reference import (
     prediction_errors,
 )
 from driftline.detectors.engine import Engine
-from driftline.detectors.intake.labelsums import OTHER, LabelSums, sums_from_wire, sums_to_wire
+from driftline.detectors.intake.labelsums import (
+    OTHER,
+    LabelGroup,
+    LabelSums,
+    sums_from_wire,
+    sums_to_wire,
+)
 from driftline.detectors.intake.stage import LABEL, LABEL_SUMS, LABELS, Intake, item_to_wire
 from driftline.detectors.pipeline import StagedPipeline
 from driftline.detectors.settings import DetectorSettings
 from driftline.detectors.versions.maturity import COHORT_MS, LOG_DELAY_BINS
+from driftline.detectors.versions.registry import ModelVersions
 from driftline.schemas.records import Event, Prediction
 from driftline.streams.replay import Staged
 from driftline.streams.simulation.traffic import (
@@ -320,6 +327,30 @@ def test_held_sums_survive_a_checkpoint() -> None:
     assert before + after == uninterrupted
 
 
+def test_sums_of_the_build_before_are_read() -> None:
+    """Sums the build before wrote (no rules; groups without their delays' sums), still
+    on the summaries topic or in an input stage's checkpoint at an upgrade: read as a
+    binary model's, their delays' sums not known (NaN, null on the wire) and kept so
+    through another round trip; the model stage holds them without extra sums, so no
+    canary compares on them, and counts them as before."""
+    events = generate(StreamSpec(n_predictions=3_000, seed=2))
+    items = Intake(SETTINGS, profiles={MODEL: training()}).process(events)[MODEL]
+    found: LabelSums = next(i.event for i in items if i.kind == LABEL_SUMS)
+    row = sums_to_wire(found)
+    latency = LabelGroup._fields.index("latency")
+    before = [*row[:4], [[*g[:latency], *g[latency + 2 :]] for g in row[4]], row[5]]
+    read = sums_from_wire(MODEL, orjson.loads(orjson.dumps(before)))
+    assert read.rules == {"v1": ("binary", None)}
+    assert all(np.isnan(g.latency) and np.isnan(g.latency_sq) for g in read.groups)
+    assert [g.n for g in read.groups] == [g.n for g in found.groups]
+    again = sums_from_wire(MODEL, orjson.loads(orjson.dumps(sums_to_wire(read))))
+    assert all(np.isnan(g.latency) for g in again.groups)
+    registry = ModelVersions(MODEL, SETTINGS)
+    registry.horizon = 0.0
+    now, _ = registry.observe_label_sums(again, 1)
+    assert now and all(c.extra == [] and c.n > 0 for _, c in now)
+
+
 def test_sums_read_back_from_the_wire_are_checked() -> None:
     """A field missing, no group, a count out of range, a delay bin out of range."""
     events = generate(StreamSpec(n_predictions=3_000, seed=2))
@@ -327,7 +358,7 @@ def test_sums_read_back_from_the_wire_are_checked() -> None:
     found: LabelSums = next(i.event for i in items if i.kind == LABEL_SUMS)
     row = sums_to_wire(found)
     with pytest.raises(ValueError, match="7 fields"):
-        sums_from_wire(MODEL, row[:-1])
+        sums_from_wire(MODEL, row[:-2])  # (6 are the build before's, read)
     with pytest.raises(ValueError, match="no group"):
         sums_from_wire(MODEL, [*row[:4], [], *row[5:]])
     group = list(row[4][0])

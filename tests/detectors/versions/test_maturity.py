@@ -160,7 +160,8 @@ def test_counted_delays_of_labels_that_are_not_binary_have_no_classes() -> None:
 def test_a_cohort_restored_from_before_extra_sums_keeps_none() -> None:
     """A held cohort from a checkpoint written before cohorts kept extra sums (rows of 7
     fields) takes more values without them, so a reader never sees sums that cover only
-    part of its values; a new cohort keeps them."""
+    part of its values; a new cohort keeps them. One from before parts has its values as
+    one part."""
     old = Cohorts(parts=True)
     row = ["v1", 0, 4, 1.0, 1.0, [1, 10, "a"], [[4, 1.0, [1, 10, "a"]]]]  # parts, no extra
     old.restore({"watermark": 0, "forced": 0, "pending": [row]})
@@ -168,3 +169,10 @@ def test_a_cohort_restored_from_before_extra_sums_keeps_none() -> None:
     old.add("v2", 0, 2, 0.0, 0.0, [3, 30, "c"], (2, 0.5, 0.2, 1.0, 0.6))
     assert old.pending[("v1", 0)].n == 6 and old.pending[("v1", 0)].extra == []
     assert old.pending[("v2", 0)].extra == [2, 0.5, 0.2, 1.0, 0.6]
+    # From before parts too (rows of 6 fields): what it held is its first part, so its
+    # parts still add up to it.
+    older = Cohorts(parts=True)
+    older.restore({"watermark": 0, "forced": 0, "pending": [row[:6]]})
+    older.add("v1", 0, 2, 1.0, 1.0, [2, 20, "b"], (2, 0.5, 0.2, 1.0, 0.6))
+    held = older.pending[("v1", 0)]
+    assert sum(p[0] for p in held.parts) == held.n == 6
