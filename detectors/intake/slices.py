@@ -12,8 +12,9 @@ so where a slice was summed does not change its test (but for the last bits of a
 
 What is summed: predictions without feedback fields (``segment``, ``action``,
 ``exploration``: the feedback-loop tests read them one by one) of a version whose
-profile this stage has, as long as the model has shown no canary traffic on this
-partition (a live canary is compared with its stable version prediction by prediction).
+profile this stage has, unless the model showed canary traffic on this partition in the
+last ``canary_items_ms`` of its event time (a live canary is compared with its stable
+version prediction by prediction, `detectors.intake.canary`).
 Everything else travels as items, as before. A summary is sent as soon as this
 partition's event time of the model passes the slice's end, placed in the partition's
 order where its events were, so the model stage's merge releases it before anything of a

@@ -1,7 +1,8 @@
-"""Labels summed by the input stage: with slices on and a binary performance figure in
-the profile, a slice's labels reach the model stage as sums per version, prediction
-minute and outcome; they hold what the labels did, and the model stage decides on them
-as it does on the labels, a slice later at most."""
+"""Labels summed by the input stage: with slices on and a performance figure in the
+profile (binary, multiclass or regression), a slice's labels reach the model stage as
+sums per version, prediction minute and outcome; they hold what the labels did, and the
+model stage decides on them as it does on the labels (concept drift, promotions, paired
+shadows, canaries), a slice or a part of a held minute later at most."""
 
 from __future__ import annotations
 
