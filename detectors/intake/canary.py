@@ -32,10 +32,6 @@ class CanaryTraffic:
         self.settings_for = settings_for
         self.last: dict[str, int] = {}
 
-    def __contains__(self, model_id: object) -> bool:
-        """Whether the model showed a canary here and has not been summed again since."""
-        return model_id in self.last
-
     def saw(self, model_id: str, ts: int) -> None:
         """A canary prediction of the model at the partition's event time ``ts``."""
         self.last[model_id] = max(self.last.get(model_id, ts), ts)

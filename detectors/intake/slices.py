@@ -301,7 +301,7 @@ class Slicer:
         if p.role == "canary":
             self.canary.saw(model_id, watermark)
             return False
-        if model_id in self.canary and self.canary.active(model_id, watermark):
+        if self.canary.active(model_id, watermark):
             return False
         versions = self.versions.get(model_id)
         if versions is not None and p.model_version in versions:

@@ -214,6 +214,13 @@ class Cohort:
     """Further sums over the same values, added element by element (the summed labels'
     Brier scores and delays: `detectors.versions.registry._group_extra`)."""
 
+    def add(self, n: int, total: float, total_sq: float, extra: Sequence[float]) -> None:
+        """``n`` more values by their sums (``extra``: `Cohort.extra`'s, see `added`)."""
+        self.n += n
+        self.total += total
+        self.total_sq += total_sq
+        self.extra = added(self.extra, extra)
+
 
 PART_VALUES = 25
 """Fewest values in a part of a held cohort but its last (`Cohort.parts`): a reader that
@@ -275,11 +282,8 @@ class Cohorts:
             held.extra = list(extra)
             heapq.heappush(self.order, (start, (version, start)))
         else:
-            held.n += n
-            held.total += total
-            held.total_sq += total_sq
+            held.add(n, total, total_sq, extra)
             held.last = last
-            held.extra = added(held.extra, extra)
         if not self.parts:
             return
         if held.parts and held.parts[-1][0] < max(PART_VALUES, held.n // PART_SHARE):

@@ -46,7 +46,6 @@ from driftline.detectors.versions.maturity import (
     LabelMaturity,
     PairCohort,
     PairCohorts,
-    added,
 )
 
 LN2 = math.log(2.0)
@@ -225,7 +224,7 @@ def _summed_metrics(cohort: Cohort, errors: bool) -> dict[str, tuple[int, float,
     """Per labelled canary metric, a cohort of summed labels' count, sum and sum of
     squares (the error rate only where ``errors``), from its errors and `_group_extra`."""
     found = {}
-    if cohort.extra:  # none where not known for all of its labels (`added`)
+    if cohort.extra:  # none where not known for all of its labels (`maturity.added`)
         scored, brier, brier_sq, latency, latency_sq = cohort.extra
         found["brier_score"] = (round(scored), brier, brier_sq)
         found["outcome_latency"] = (cohort.n, latency, latency_sq)
@@ -759,10 +758,7 @@ class ModelVersions:
                 if found is None:
                     now[g.version] = Cohort(g.n, g.errors, g.errors, last, [], extra)
                 else:
-                    found.n += g.n
-                    found.total += g.errors
-                    found.total_sq += g.errors
-                    found.extra = added(found.extra, extra)
+                    found.add(g.n, g.errors, g.errors, extra)
                     if g.last_ts >= found.last[1]:
                         found.last = last
             else:
