@@ -7,7 +7,7 @@ shadows, canaries), a slice or a part of a held minute later at most."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace as settings_with
+from dataclasses import replace
 
 import numpy as np
 import orjson
@@ -170,12 +170,10 @@ def test_blocks_whose_labels_are_read_one_by_one_stay_columns() -> None:
     profile = training()
     assert LABEL_SUMS in kinds(SETTINGS, profile, events)
     assert LABEL_SUMS not in kinds(SETTINGS, None, events)
-    river = settings_with(SETTINGS, concept_detector="adwin")
+    river = replace(SETTINGS, concept_detector="adwin")
     assert LABEL_SUMS not in kinds(river, profile, events)
     assert profile.performance is not None
-    regression = settings_with(
-        profile, performance=settings_with(profile.performance, task="regression")
-    )
+    regression = replace(profile, performance=replace(profile.performance, task="regression"))
     assert LABEL_SUMS not in kinds(SETTINGS, regression, events)
     shadowed = with_promotion(events, at=1_000, flip=0.0, seed=5, shadow_old=True)
     items = Intake(SETTINGS, profiles={MODEL: profile}).process(shadowed)[MODEL]
@@ -198,14 +196,14 @@ def test_summed_labels_move_concept_drift_by_at_most_two_slices(seed: int) -> No
     first = [
         next(d for d in found if d["kind"] == "concept_drift")
         for found in (
-            _decisions(events, profile, settings_with(SETTINGS, slice_ms=0)),
+            _decisions(events, profile, replace(SETTINGS, slice_ms=0)),
             _decisions(events, profile),
         )
     ]
     assert abs(first[1]["ts"] - first[0]["ts"]) <= 2 * SETTINGS.slice_ms
     assert first[1]["evidence"]["trigger_event_id"].startswith("o")
     quiet = generate(StreamSpec(n_predictions=30_000, seed=seed))
-    for settings in (SETTINGS, settings_with(SETTINGS, slice_ms=0)):
+    for settings in (SETTINGS, replace(SETTINGS, slice_ms=0)):
         assert not [d for d in _decisions(quiet, profile, settings) if d["kind"] == "concept_drift"]
 
 
@@ -249,10 +247,10 @@ def test_summed_labels_wait_for_their_cohort_when_delays_depend_on_the_outcome()
     model is reported as making fewer errors than its scores say."""
     events = _outcome_ordered_stream(5)
     profile = labelled_profile(_outcome_ordered_stream(6), "lender")
-    settings = settings_with(DetectorSettings(), slice_ms=60_000)
+    settings = replace(DetectorSettings(), slice_ms=60_000)
     matured = _decisions(events, profile, settings, "lender")
     assert [d for d in matured if d["kind"] in ("performance_estimate_gap", "concept_drift")] == []
-    eager_settings = settings_with(settings, label_maturity_quantile=0)
+    eager_settings = replace(settings, label_maturity_quantile=0)
     eager = _decisions(events, profile, eager_settings, "lender")
     gaps = [d for d in eager if d["kind"] == "performance_estimate_gap"]
     assert [d["evidence"]["value"] < 0 for d in gaps] == [True]
@@ -263,7 +261,7 @@ def test_a_worse_promotion_is_rolled_back_on_summed_labels() -> None:
     events label by label needs (within a quarter, plus a slice's); an equal v2 is left
     alone."""
     profile = training()
-    settings = settings_with(DetectorSettings(), slice_ms=2_000)
+    settings = replace(DetectorSettings(), slice_ms=2_000)
     base = generate(StreamSpec(n_predictions=120_000, seed=91))
 
     def rollback(events, settings):
@@ -271,7 +269,7 @@ def test_a_worse_promotion_is_rolled_back_on_summed_labels() -> None:
         return found[0] if found else None
 
     worse = with_promotion(base, at=60_000, flip=0.12, seed=91)
-    on_items = rollback(worse, settings_with(settings, slice_ms=0))
+    on_items = rollback(worse, replace(settings, slice_ms=0))
     on_sums = rollback(worse, settings)
     assert on_items is not None and on_sums is not None
     assert (on_sums["kind"], on_sums["model_version"]) == ("promotion_regression", "v2")
@@ -298,7 +296,7 @@ def test_a_shadow_rolls_a_worse_promotion_back_on_summed_pairs() -> None:
         ]
 
     worse = with_promotion(base, at=15_000, flip=0.12, seed=93, shadow_old=True)
-    on_items = paired(worse, settings_with(SETTINGS, slice_ms=0))
+    on_items = paired(worse, replace(SETTINGS, slice_ms=0))
     on_sums = paired(worse, SETTINGS)
     assert [(d["type"], d["kind"]) for d in on_sums] == [("rollback", "promotion_regression")]
     assert [(d["type"], d["kind"]) for d in on_items] == [("rollback", "promotion_regression")]
@@ -313,7 +311,7 @@ def test_held_sums_survive_a_checkpoint() -> None:
     the decisions after it are those of an uninterrupted run."""
     events = _outcome_ordered_stream(3, 4, rise=(60, 0.15))
     profile = labelled_profile(_outcome_ordered_stream(6), "lender")
-    settings = settings_with(DetectorSettings(), slice_ms=60_000)
+    settings = replace(DetectorSettings(), slice_ms=60_000)
     whole = Engine(settings, {"lender": profile})
     uninterrupted = [d.decision_id for d in whole.process(events)]
     assert uninterrupted
@@ -409,7 +407,7 @@ def test_labels_of_other_tasks_are_summed_as_their_concept_monitor_judges_them(t
     first = [
         next(d for d in found if d["kind"] == "concept_drift")
         for found in (
-            _decisions(changed, profile, settings_with(SETTINGS, slice_ms=0)),
+            _decisions(changed, profile, replace(SETTINGS, slice_ms=0)),
             _decisions(changed, profile),
         )
     ]
@@ -427,7 +425,7 @@ def test_a_regressions_summed_errors_reach_no_version_comparison() -> None:
     # Promoted a quarter in: these labels wait for their minute to mature (a horizon
     # of about 50 s), and the promotion is noticed once v2 serves most recent traffic.
     worse = with_promotion(base, at=30_000, flip=0.12, seed=91)
-    settings = settings_with(DetectorSettings(), slice_ms=2_000)
+    settings = replace(DetectorSettings(), slice_ms=2_000)
     training_events = generate(StreamSpec(n_predictions=20_000, seed=99))
     kinds = {}
     for task in ("multiclass", "regression"):
@@ -446,7 +444,7 @@ def test_a_canary_is_compared_on_summed_labels() -> None:
     three seeds."""
     profile = training()
     base = generate(StreamSpec(n_predictions=60_000, seed=61))
-    items = settings_with(SETTINGS, slice_ms=0)
+    items = replace(SETTINGS, slice_ms=0)
 
     def canary_decisions(events, settings):
         found = _decisions(events, profile, settings)
@@ -469,3 +467,43 @@ def test_a_canary_is_compared_on_summed_labels() -> None:
     for seed in (63, 64, 65):
         equal = with_canary(generate(StreamSpec(n_predictions=60_000, seed=seed)), 0.10, 0.0, seed)
         assert canary_decisions(equal, SETTINGS) == []
+
+
+def test_a_profile_replaced_mid_slice_sends_what_the_old_one_judged_apart() -> None:
+    """A regression model's profile replaced (its residual tolerance doubled) while a hot
+    slice's sums are held: the held sums go as they were judged, the rest of the slice as
+    sums of its own under the new rule, and every label is counted once, judged by the
+    profile the input stage had when its block closed."""
+    task = "regression"
+    events = as_task(generate(StreamSpec(n_predictions=12_000, seed=8, event_ms=1)), task, 8)
+    old = labelled_profile(as_task(generate(StreamSpec(n_predictions=20_000, seed=99)), task, 99))
+    assert old.performance is not None and old.performance.residual_tolerance is not None
+    tolerance = old.performance.residual_tolerance
+    new = replace(old, performance=replace(old.performance, residual_tolerance=2 * tolerance))
+    cut = 7_001
+
+    intake = Intake(SETTINGS, profiles={MODEL: old}, block_bytes=4_000)
+    items = intake.process(events[:cut])[MODEL]
+    assert MODEL in intake.held_sums  # a slice half summed under the old rule
+    intake.profiles[MODEL] = new
+    items += intake.process(events[cut:])[MODEL] + intake.flush_slices().get(MODEL, [])
+    sums = [i.event for i in items if i.kind == LABEL_SUMS]
+    rules = [s.rules["v1"] for s in sums]
+    switch = rules.index((task, 2 * tolerance))
+    assert set(rules[:switch]) == {(task, tolerance)}
+    assert set(rules[switch:]) == {(task, 2 * tolerance)}
+    assert sums[switch - 1].number == sums[switch].number  # the slice split in two sums
+
+    # The same blocks travel as columns without a profile: those closed before the
+    # change are judged by the old tolerance, the rest by the new.
+    columns = Intake(SETTINGS, block_bytes=4_000)
+    before = [i.event for i in columns.process(events[:cut])[MODEL] if i.kind == LABELS]
+    after = columns.process(events[cut:])[MODEL] + columns.flush_slices().get(MODEL, [])
+    after = [i.event for i in after if i.kind == LABELS]
+    expected = 0
+    for blocks, rule in ((before, tolerance), (after, 2 * tolerance)):
+        predictions = [p for b in blocks for p in b.predictions]
+        labels = [y for b in blocks for y in b.labels]
+        expected += int(prediction_errors(task, predictions, labels, 0.5, rule).sum())
+    assert sum(s.events for s in sums) == sum(b.events for b in before + after)
+    assert sum(g.errors for s in sums for g in s.groups) == expected > 0
