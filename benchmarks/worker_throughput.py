@@ -538,8 +538,9 @@ async def main(args: argparse.Namespace) -> None:
                 )
 
         # The paced run's traffic (four models) costs the worker more per record than the
-        # one model above (more, smaller batches per model in the model stage): its pace
-        # is a fraction of the worker's throughput on that traffic, measured here.
+        # one model above (a warm-up reference built per model; more, smaller batches per
+        # model in the model stage): its pace is a fraction of the worker's throughput on
+        # that traffic, measured here.
         fleet_topics = topics("fleet")
         await create_topics(kafka, fleet_topics, PARTITIONS)
         fleet_total = await produce(bs, fleet_topics, fleet(args.predictions // 4, 50))
