@@ -130,6 +130,12 @@ class ModelEngine:
     def settings_for(self, model_id: str) -> DetectorSettings:
         return self.model_settings.get(model_id, self.settings)
 
+    @property
+    def labels_held(self) -> int:
+        """Labelled predictions of every model waiting for their minute to mature
+        (`ModelVersions.labels_held`)."""
+        return sum(registry.labels_held for registry in self.versions.values())
+
     def take_hand_over(self) -> list[ReferenceProfile]:
         """The references to give the input stages since the last call (`hand_over`)."""
         found, self.hand_over = self.hand_over, []

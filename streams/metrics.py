@@ -64,6 +64,14 @@ class Metrics:
             "Predictions waiting for outcomes, plus outcomes waiting for predictions.",
             registry=r,
         )
+        self.labels_held = Gauge(
+            "driftline_labels_held",
+            "Labelled predictions waiting for the minute they were made in to mature (label "
+            "maturity: label delays that depend on the outcome), one per version a label "
+            "judged; bounded per model (label_maturity_max_held labels one by one, "
+            "two weeks of minutes summed).",
+            registry=r,
+        )
         self.outcomes = Counter(
             "driftline_outcomes",
             "Outcome join results: joined, late, orphaned, duplicate, expired_unlabelled, "

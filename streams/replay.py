@@ -261,6 +261,9 @@ def summary_table(result: ReplayResult, engine: Engine | Staged) -> str:
     join_counts = engine.join_counts if isinstance(engine, Staged) else engine.join.counts
     rows += [(f"join {k}", f"{v:,}") for k, v in join_counts.items()]
     rows += [(f"pairs {k}", f"{v:,}") for k, v in result.pairs.items()]
+    models = engine.pipeline.engine if isinstance(engine, Staged) else engine.models
+    # Labels whose minute had not matured when the stream ended: no test has read them.
+    rows.append(("labels still maturing", f"{models.labels_held:,}"))
     rows.append(("decisions", f"{len(result.decisions):,}"))
     by_kind = Counter(f"{d.type}:{d.kind}" for d in result.decisions)
     rows += [(f"  {k}", f"{v:,}") for k, v in sorted(by_kind.items())]

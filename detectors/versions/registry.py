@@ -617,6 +617,13 @@ class ModelVersions:
             dropped += 1
         return dropped
 
+    @property
+    def labels_held(self) -> int:
+        """Labelled predictions (one per version a label judged) waiting for the minute
+        they were made in to mature: rows and summed labels. The concept monitors hold
+        the same labels apart (`HeldPairs`); they are not counted twice."""
+        return self.held.count + sum(c.n for c in self.summed.pending.values())
+
     def matured(self, rows: Rows) -> Rows | None:
         """Labelled rows taught to the label-delay model; those the version comparisons
         may read at once: all of them where the horizon is 0 and nothing is held, else

@@ -1036,6 +1036,7 @@ class Worker:
                     self.metrics.outcomes.labels(status).inc(value - seen[status])
                     seen[status] = value
         engines = [s.engine for s in self.model_shards.values()]
+        self.metrics.labels_held.set(sum(engine.labels_held for engine in engines))
         by_version = version_scores(engines)
         scores = model_scores(by_version)
         if self.settings.ui_port is not None:  # nobody looks otherwise

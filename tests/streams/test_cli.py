@@ -68,6 +68,8 @@ def test_replay_writes_decisions_dead_letters_and_a_summary(tmp_path, capsys) ->
     count = {k: int(v.replace(",", "")) for k, v in rows.items() if v.replace(",", "").isdigit()}
     assert count["lines read"] == good + 3
     assert count["invalid_json"] == 1
+    # The simulator's label delays do not depend on the outcome: no label waits.
+    assert count["labels still maturing"] == 0
     # Nothing is lost: every line is processed, a duplicate, or dead-lettered.
     assert (
         count["predictions"]

@@ -71,12 +71,19 @@ def _decisions(
     model_id: str = MODEL,
 ) -> list[dict]:
     """Decisions of both stages on 4 partitions, every field."""
+    return _staged(events, profile, settings, model_id)[0]
+
+
+def _staged(
+    events: list[Event], profile: ReferenceProfile, settings: DetectorSettings, model_id: str
+) -> tuple[list[dict], Staged]:
+    """`_decisions`, and both stages as the stream left them."""
     staged = Staged(StagedPipeline(4, settings, {model_id: profile}))
     out = []
     for i in range(0, len(events), 4_096):
         out += staged.process(events[i : i + 4_096])
     out += staged.flush()
-    return [d.to_dict(0) for d in out]
+    return [d.to_dict(0) for d in out], staged
 
 
 def test_sums_hold_what_the_labels_did() -> None:
@@ -244,12 +251,16 @@ def test_summed_labels_wait_for_their_cohort_when_delays_depend_on_the_outcome()
     horizon from the sums' delay histograms and the sums wait for their cohort, so a
     calibrated model shows no estimate gap and no concept drift; read as they come
     (label_maturity_quantile = 0) the early sums are mostly negatives, and the same
-    model is reported as making fewer errors than its scores say."""
+    model is reported as making fewer errors than its scores say. The sums still held
+    at the end are counted as held labels (`ModelVersions.labels_held`)."""
     events = _outcome_ordered_stream(5)
     profile = labelled_profile(_outcome_ordered_stream(6), "lender")
     settings = replace(DetectorSettings(), slice_ms=60_000)
-    matured = _decisions(events, profile, settings, "lender")
+    matured, staged = _staged(events, profile, settings, "lender")
     assert [d for d in matured if d["kind"] in ("performance_estimate_gap", "concept_drift")] == []
+    registry = staged.pipeline.engine.versions["lender"]
+    held = sum(c.n for c in registry.summed.pending.values())
+    assert registry.held.count == 0 and staged.pipeline.engine.labels_held == held > 0
     eager_settings = replace(settings, label_maturity_quantile=0)
     eager = _decisions(events, profile, eager_settings, "lender")
     gaps = [d for d in eager if d["kind"] == "performance_estimate_gap"]

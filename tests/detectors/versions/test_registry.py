@@ -4,6 +4,7 @@ label-free performance estimate against realised performance, and checkpoints.""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 
 from driftline.detectors.engine import Engine
 from driftline.detectors.settings import DetectorSettings
@@ -255,6 +256,33 @@ def test_labels_whose_delays_do_not_depend_on_the_outcome_are_compared_at_once(
     assert registry.maturity.horizon_ms() == 0.0 and registry.held.held is None
 
 
+def test_labels_waiting_for_their_minute_are_counted(make_stream) -> None:
+    """`labels_held` (the worker's ``driftline_labels_held``, replay's "labels still
+    maturing") counts the labelled rows a model holds for their minute: up to the bound
+    (and what came since the model's last step), some at the end of a stream whose
+    defaults come a day after its repayments, the same after a checkpoint, and none
+    where delays do not depend on the outcome."""
+    events = _outcome_ordered_stream(5)
+    settings = DetectorSettings(label_maturity_max_held=5_000)
+    engine = Engine(settings)
+    counted = []
+    for i in range(0, len(events), 4_096):
+        engine.process(events[i : i + 4_096])
+        registry = engine.versions["lender"]
+        assert engine.models.labels_held == registry.labels_held == registry.held.count
+        counted.append(registry.labels_held)
+    # The bound is applied at the model's steps: between two, what came since is added.
+    bound = settings.label_maturity_max_held
+    assert bound <= max(counted) < 1.1 * bound and counted[-1] > 0
+    restored = Engine(settings)
+    restored.restore(orjson.loads(orjson.dumps(engine.state(), option=orjson.OPT_SERIALIZE_NUMPY)))
+    assert restored.models.labels_held == counted[-1]
+
+    simulated = Engine()
+    run_engine(stationary(make_stream, 97, n=20_000), engine=simulated)
+    assert simulated.models.labels_held == 0
+
+
 def test_a_retrained_model_with_the_same_miscalibration_gets_one_gap_alert() -> None:
     """Eight daily versions whose scores all say 30 % where 10 % of loans default: the
     first version's gap is reported, its successors' identical gaps are not."""
@@ -284,8 +312,6 @@ def test_held_labels_are_released_alike_whatever_the_batches() -> None:
 def test_held_labels_survive_a_json_checkpoint() -> None:
     """Stopping while thousands of labels wait for their cohort, and restoring from the
     state as the worker writes it (JSON, NaN as null): the same decisions as one run."""
-    import orjson  # noqa: PLC0415
-
     events = _outcome_ordered_stream(7, 5, (0.55, 0.95), canary_from_hour=24, canary_flip=0.3)
     whole = run_engine(events, engine=Engine())
     first = Engine()
