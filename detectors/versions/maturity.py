@@ -261,6 +261,8 @@ class Cohorts:
         """Cohorts released before their horizon because too many were held."""
         self.order: list[tuple[int, tuple[str, int]]] = []
         """Heap of the (minute, key) held (and of dropped ones, skipped when met)."""
+        self.values = 0
+        """Values held, over every cohort (kept as they come and go: a gauge reads it)."""
 
     def add(
         self,
@@ -276,6 +278,7 @@ class Cohorts:
         from ``start`` until that minute matures (`release`); ``extra``: further sums of
         them (`Cohort.extra`)."""
         self.watermark = max(self.watermark, int(last[1]))
+        self.values += n
         held = self.pending.get((version, start))
         if held is None:
             held = self.pending[(version, start)] = Cohort(n, total, total_sq, last)
@@ -308,11 +311,12 @@ class Cohorts:
             for start, (version, _), cohort in _release(self.pending, self.order, bound)
         ]
         self.forced += sum(start > bound for start, _, _ in out)
+        self.values -= sum(cohort.n for _, _, cohort in out)
         return out
 
     def drop(self, version: str) -> None:
         for key in [k for k in self.pending if k[0] == version]:
-            del self.pending[key]
+            self.values -= self.pending.pop(key).n
 
     def state(self) -> dict[str, Any]:
         return {
@@ -336,6 +340,7 @@ class Cohorts:
             if self.parts and not kept:  # from before parts: what it holds is one part
                 kept = [[n, total, list(last)]]
             self.pending[(v, start)] = Cohort(n, total, total_sq, list(last), kept, list(extra))
+        self.values = sum(c.n for c in self.pending.values())
         self.order = [(start, (v, start)) for v, start in self.pending]
         heapq.heapify(self.order)
 

@@ -622,7 +622,7 @@ class ModelVersions:
         """Labelled predictions (one per version a label judged) waiting for the minute
         they were made in to mature: rows and summed labels. The concept monitors hold
         the same labels apart (`HeldPairs`); they are not counted twice."""
-        return self.held.count + sum(c.n for c in self.summed.pending.values())
+        return self.held.count + self.summed.values
 
     def matured(self, rows: Rows) -> Rows | None:
         """Labelled rows taught to the label-delay model; those the version comparisons

@@ -99,21 +99,23 @@ def test_cohorts_are_released_whole_once_their_minute_is_past_the_horizon() -> N
         (COHORT_MS, "v2", 1, 1.0, 3),
     ]
     assert cohorts.forced == 0
-    assert list(cohorts.pending) == [("v1", 12 * COHORT_MS)]
+    assert list(cohorts.pending) == [("v1", 12 * COHORT_MS)] and cohorts.values == 1
 
 
 def test_held_cohorts_are_bounded_and_a_dropped_version_is_forgotten() -> None:
     cohorts = Cohorts()
     for minute in range(MAX_PENDING + 5):
         cohorts.add("v1", minute * COHORT_MS, 1, 1.0, 1.0, [minute, minute * COHORT_MS, ""])
-    cohorts.add("v2", 0, 1, 1.0, 1.0, [0, 0, ""])
+    cohorts.add("v2", 0, 3, 1.0, 1.0, [0, 0, ""])
+    assert cohorts.values == MAX_PENDING + 8
     cohorts.drop("v2")
     released = cohorts.release(None)  # no horizon known: only what is over the bound
     assert [start for start, _, _ in released] == [m * COHORT_MS for m in range(5)]
-    assert cohorts.forced == 5 and len(cohorts.pending) == MAX_PENDING
+    assert cohorts.forced == 5 and len(cohorts.pending) == MAX_PENDING == cohorts.values
     restored = Cohorts()
     restored.restore(cohorts.state())
     assert restored.pending == cohorts.pending and restored.forced == 5
+    assert restored.values == MAX_PENDING
 
 
 @pytest.mark.parametrize("seed", [1, 2])
